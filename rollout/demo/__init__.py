@@ -1,0 +1,1 @@
+"""``rollout demo``: the whole loop on the embedded default (see :mod:`rollout.demo.run`)."""

@@ -1,0 +1,127 @@
+"""The store's tables (SQLAlchemy Core). One place, so every process agrees on them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Per (environment, model): who serves and how much. ``generation`` grows with every change.
+traffic_plans = Table(
+    "traffic_plans",
+    metadata,
+    Column("environment", String(64), primary_key=True),
+    Column("model", String(255), primary_key=True),
+    Column("baseline_version", String(32), nullable=False),
+    Column("canary_version", String(32)),
+    Column("canary_weight_pct", Integer, nullable=False, default=0),
+    Column("shadow_version", String(32)),
+    Column("shadow_fraction", Float, nullable=False, default=0.0),
+    Column("sticky_key", String(255)),
+    Column("rollout_id", String(64)),
+    Column("generation", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per inference request (the payload may hold several rows: features/output are JSON lists).
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("environment", String(64), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("arm", String(16), nullable=False),
+    Column("rollout_id", String(64)),
+    Column("plan_generation", Integer, nullable=False),
+    Column("features", Text),
+    Column("output", Text),
+    Column("latency_ms", Float, nullable=False),
+    Column("error", Text),
+    Column("status_code", Integer, nullable=False),
+    Index("ix_predictions_request_id", "request_id"),
+    Index("ix_predictions_rollout", "rollout_id", "arm", "ts"),
+    Index("ix_predictions_model_ts", "environment", "model", "ts"),
+)
+
+# Delayed labels, joined to predictions by request id.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(255), nullable=False),
+    Column("environment", String(64), nullable=False),
+    Column("strategy", String(32), nullable=False),
+    Column("baseline_version", String(32)),
+    Column("candidate_version", String(32), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("step_index", Integer, nullable=False, default=0),
+    Column("step_started_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_by", String(255), nullable=False),
+    Column("approved_by", String(255)),
+    Column("reason", Text),
+    # Optimistic concurrency: every write is "UPDATE ... WHERE row_version = :seen".
+    Column("row_version", Integer, nullable=False, default=0),
+    Index("ix_rollouts_model_env", "environment", "model", "state"),
+)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("from_state", String(32)),
+    Column("to_state", String(32), nullable=False),
+    Column("step_index", Integer),
+    Column("actor", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text),
+    Index("ix_rollout_events_rollout", "rollout_id", "id"),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("environment", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("previous_version", String(32)),
+    Column("kind", String(32), nullable=False),  # initial | promotion | rollback
+    Column("artifact_digest", String(80)),
+    Column("run_id", String(64)),
+    Column("git_commit", String(64)),
+    Column("config_hash", String(64)),
+    Column("rollout_id", String(64)),
+    Column("started_by", String(255), nullable=False),
+    Column("approved_by", String(255)),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("outcome", String(32), nullable=False),
+    Column("evidence", Text),
+    Index("ix_releases_model_env", "environment", "model", "id"),
+)
