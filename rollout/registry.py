@@ -43,10 +43,19 @@ class ModelVersionInfo:
     aliases: tuple[str, ...]
 
 
+# Written by MLflow into a model directory when it is registered or downloaded through the
+# registry: metadata about the registration, not part of the artifact.
+_NOT_CONTENT = frozenset({"registered_model_meta"})
+
+
 def sha256_dir(path: Path) -> str:
-    """sha256 over every file under ``path``: relative path and contents, in path order."""
+    """sha256 over every file under ``path``: relative path and contents, in path order.
+
+    MLflow's ``registered_model_meta`` is left out: it names the registration, so the same
+    artifact registered twice would otherwise get two digests.
+    """
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name not in _NOT_CONTENT)
     for file in files:
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(b"\0")

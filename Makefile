@@ -1,0 +1,32 @@
+# Two commands on a fresh machine with Python 3.11:  `make demo`  and  `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test lint up bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup          ## train, register and roll out three versions on the embedded default
+	$(BIN)/rollout demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint     ## lint, type-check and run the whole test suite
+	$(BIN)/pytest
+
+up: setup            ## registry + store + manager + router on loopback
+	$(BIN)/rollout up
+
+clean:
+	rm -rf $(VENV) .rollout .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,217 @@
+"""``rollout up``: the whole system as processes on loopback, like ``compose.yaml`` describes.
+
+Processes (the same roles as the compose services, see :data:`ROLES`):
+
+- ``registry`` (only with ``--mlflow-server``): ``mlflow server`` on the SQLite registry file, so
+  clients talk HTTP to it as they would in production; otherwise the registry is embedded;
+- ``router``: ``rollout router`` serving inference on ``--port``;
+- ``manager``: ``rollout manager`` advancing rollouts.
+
+The store is the SQLite file of the data directory unless ``--store-url`` names PostgreSQL.
+:class:`Supervisor` starts children, waits for their health checks, and stops them all when one
+dies or on Ctrl-C; the demo uses it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from rollout.settings import Settings
+
+# The compose services that run our code or MLflow; "postgres" is infrastructure.
+ROLES = ("registry", "router", "manager")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    role: str
+    argv: list[str]
+    health_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def venv_path_env() -> dict[str, str]:
+    """PATH with this interpreter's ``bin/`` first (``mlflow server`` execs its tools)."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
+def process_specs(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    router_port: int = 8080,
+    mlflow_port: int | None = None,
+    environment: str = "prod",
+    manager_interval_s: float = 0.5,
+) -> list[ProcessSpec]:
+    """The processes of ``rollout up``; with ``mlflow_port`` an ``mlflow server`` comes first."""
+    python = sys.executable
+    specs: list[ProcessSpec] = []
+    if mlflow_port is not None:
+        backend = f"sqlite:///{settings.home / 'mlflow.db'}"
+        specs.append(
+            ProcessSpec(
+                role="registry",
+                argv=[
+                    python, "-m", "mlflow", "server",
+                    "--backend-store-uri", backend,
+                    "--artifacts-destination", str(settings.home / "artifacts"),
+                    "--host", host, "--port", str(mlflow_port),
+                    "--workers", "1",
+                ],
+                health_url=f"http://{host}:{mlflow_port}/health",
+            )
+        )  # fmt: skip
+    specs.append(
+        ProcessSpec(
+            role="router",
+            argv=[
+                python, "-m", "rollout", "router",
+                "--host", host, "--port", str(router_port), "--environment", environment,
+            ],
+            health_url=f"http://{host}:{router_port}/healthz",
+        )
+    )  # fmt: skip
+    specs.append(
+        ProcessSpec(
+            role="manager",
+            argv=[python, "-m", "rollout", "manager", "--interval", str(manager_interval_s)],
+        )
+    )
+    return specs
+
+
+class Supervisor:
+    """Start child processes, wait until healthy, stop them all together."""
+
+    def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.log_dir = log_dir or settings.home / "logs"
+        self.children: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
+
+    def start(self, spec: ProcessSpec, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.settings.env(), **venv_path_env(), **spec.env}
+        log = (self.log_dir / f"{spec.role}.log").open("ab")
+        proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.children.append((spec, proc))
+        if spec.health_url:
+            self._wait_healthy(spec, proc, timeout_s)
+        return proc
+
+    def _wait_healthy(
+        self, spec: ProcessSpec, proc: subprocess.Popen[bytes], timeout_s: float
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert spec.health_url is not None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{spec.role} exited with code {proc.returncode} before it was healthy; "
+                    f"see {self.log_dir / (spec.role + '.log')}"
+                )
+            try:
+                if httpx.get(spec.health_url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{spec.role} not healthy at {spec.health_url} after {timeout_s:.0f}s")
+
+    def first_exited(self) -> tuple[ProcessSpec, int] | None:
+        for spec, proc in self.children:
+            code = proc.poll()
+            if code is not None:
+                return spec, code
+        return None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for _, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.children.clear()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080, help="router port")
+    parser.add_argument("--environment", default="prod")
+    parser.add_argument(
+        "--mlflow-server",
+        type=int,
+        metavar="PORT",
+        default=None,
+        help="also run `mlflow server` on PORT over the registry file and use it over HTTP",
+    )
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    settings.ensure_home()
+    if args.mlflow_server is not None:
+        settings = Settings(
+            home=settings.home,
+            registry_uri=f"http://{args.host}:{args.mlflow_server}",
+            store_url=settings.store_url,
+            artifact_root=settings.artifact_root,
+        )
+    supervisor = Supervisor(settings)
+    stopping = False
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    specs = process_specs(
+        settings,
+        host=args.host,
+        router_port=args.port,
+        mlflow_port=args.mlflow_server,
+        environment=args.environment,
+    )
+    try:
+        for spec in specs:
+            supervisor.start(spec)
+            print(f"started {spec.role:<8} {' '.join(spec.argv[1:4])}", flush=True)
+        print(
+            f"router:   http://{args.host}:{args.port}  (POST /v1/models/<model>/invocations)\n"
+            f"registry: {settings.registry_uri}\nstore:    {settings.store_url}\n"
+            f"logs:     {supervisor.log_dir}\nCtrl-C stops everything.",
+            flush=True,
+        )
+        while not stopping:
+            exited = supervisor.first_exited()
+            if exited is not None:
+                spec, code = exited
+                print(f"{spec.role} exited with code {code}; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        supervisor.stop()

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real MLflow registry with the demo's three versions, and real stores.
+
+- ``demo_home`` (session): a data directory whose SQLite MLflow registry holds model ``bc``
+  v1 (baseline), v2 (better), v3 (broken), trained once per session;
+- ``home`` (function): a private copy of it, so a test may move aliases and write plans freely;
+- ``store_url``: parametrised over a SQLite file and a fresh PostgreSQL database (created and
+  dropped per test; skipped off CI when no server answers, a failure under ``CI=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rollout.demo.models import DemoData, load_data, register_versions
+from rollout.registry import MlflowRegistry
+from rollout.settings import Settings
+
+MODEL = "bc"
+PG_ADMIN_URL = os.environ.get("ROLLOUT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass(frozen=True)
+class DemoHome:
+    settings: Settings
+    versions: dict[str, str]  # role → version: baseline, better, broken
+    data: DemoData
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
+    root = tmp_path_factory.mktemp("demo-home")
+    settings = Settings.resolve(home=root)
+    settings.ensure_home()
+    registry = MlflowRegistry(settings.registry_uri, settings.artifact_root)
+    data = load_data()
+    versions = register_versions(registry, MODEL, data)
+    return DemoHome(settings=settings, versions=versions, data=data)
+
+
+@pytest.fixture
+def home(demo_home: DemoHome, tmp_path: Path) -> DemoHome:
+    """A copy of the demo home's registry (artifacts stay shared and read-only)."""
+    target = tmp_path / "home"
+    target.mkdir()
+    shutil.copy(demo_home.settings.home / "mlflow.db", target / "mlflow.db")
+    settings = Settings(
+        home=target,
+        registry_uri=f"sqlite:///{target / 'mlflow.db'}",
+        store_url=f"sqlite:///{target / 'rollout.db'}",
+        artifact_root=demo_home.settings.artifact_root,
+    )
+    return DemoHome(settings=settings, versions=demo_home.versions, data=demo_home.data)
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    if not _postgres_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI but {PG_ADMIN_URL} does not answer")
+        pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}")
+    import psycopg
+
+    name = f"rollout_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on a SQLite file and on a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
