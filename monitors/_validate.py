@@ -16,10 +16,10 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
-    """Return `alpha` as a float if it is a significance level strictly between 0 and 1."""
+    """Return `alpha` as a float if it is a significance level in (0, 0.5)."""
     value = _real(alpha, name)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be strictly between 0 and 1, got {alpha!r}")
+    if not 0.0 < value < 0.5:
+        raise ValueError(f"{name} must be a significance level in (0, 0.5), got {alpha!r}")
     return value
 
 

@@ -1,0 +1,283 @@
+"""Output-drift gates: is the canary's output distribution different from the baseline's?
+
+Each function takes the outputs of the two arms serving at the same time (1-D array-likes;
+lists of Python scalars are fine), validates its parameters (``ValueError`` otherwise) and
+returns a `GateResult`; ``inconclusive`` when an arm has fewer than `min_n` values.
+
+- `ks_test`: two-sided two-sample Kolmogorov-Smirnov (`scipy.stats.ks_2samp`) on numeric
+  outputs; fails when p < alpha. Effect size: the KS distance D.
+- `chi_square_test`: Pearson chi-square on the 2 x k table of category counts (union of the
+  categories, no Yates correction); fails when p < alpha. Effect size: Cramer's V.
+- `psi`: population stability index over bins cut at baseline quantiles (`psi_edges`), shares
+  clipped at 1e-4; fails when PSI > threshold. No p-value.
+- `output_drift`: picks one of the above (``method="auto"``: chi-square for categorical
+  outputs, KS otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from monitors._categories import contingency_table
+from monitors._validate import (
+    FloatArray,
+    as_1d,
+    as_numeric,
+    check_alpha,
+    check_bound,
+    check_gate,
+    check_min_n,
+)
+from monitors._verdict import fmt_p, make_result
+from monitors.results import GateResult, Verdict
+
+DriftMethod = Literal["auto", "ks", "chi_square", "psi"]
+DRIFT_METHODS: tuple[str, ...] = ("auto", "ks", "chi_square", "psi")
+PSI_MIN_SHARE = 1e-4
+MAX_CATEGORICAL_FLOAT_VALUES = 10
+
+_UNIT = "observations"
+
+
+def ks_test(
+    baseline: npt.ArrayLike,
+    canary: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """Two-sided two-sample KS test of the canary's numeric outputs against the baseline's."""
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    baseline_values = as_numeric(baseline, "baseline")
+    canary_values = as_numeric(canary, "canary")
+    statistic, p_value = math.nan, None
+    details: dict[str, float] = {}
+    verdict: Verdict = "pass"
+    reason = ""
+    if baseline_values.size and canary_values.size:
+        res = stats.ks_2samp(baseline_values, canary_values)
+        statistic, p_value = float(res.statistic), float(res.pvalue)
+        # statistic_sign +1: the baseline ECDF is above the canary's, so the canary runs higher.
+        direction = float(res.statistic_sign) if statistic > 0 else 0.0
+        details = {
+            "location": float(res.statistic_location),
+            "direction": direction,
+            "baseline_median": float(np.median(baseline_values)),
+            "canary_median": float(np.median(canary_values)),
+        }
+        summary = f"KS D={statistic:.3f}"
+        if p_value < alpha:
+            verdict = "fail"
+            side = "higher" if direction > 0 else "lower"
+            reason = (
+                f"canary output distribution differs from baseline ({summary}, canary runs "
+                f"{side} around {details['location']:.4g}), {fmt_p(p_value, alpha)}"
+            )
+        else:
+            reason = (
+                f"no significant difference between canary and baseline output distributions "
+                f"({summary}), {fmt_p(p_value, alpha)}"
+            )
+    return make_result(
+        gate=gate,
+        test="ks",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=statistic,
+        threshold=alpha,
+        n_baseline=int(baseline_values.size),
+        n_canary=int(canary_values.size),
+        min_n=min_n,
+        unit=_UNIT,
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def chi_square_test(
+    baseline: npt.ArrayLike,
+    canary: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """Chi-square test of the canary's category mix against the baseline's (no Yates)."""
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    baseline_values = as_1d(baseline, "baseline")
+    canary_values = as_1d(canary, "canary")
+    statistic, p_value, cramers_v = math.nan, None, math.nan
+    details: dict[str, float] = {}
+    verdict: Verdict = "pass"
+    reason = ""
+    if baseline_values.size and canary_values.size:
+        labels, table = contingency_table(baseline_values, canary_values)
+        shares = table / table.sum(axis=1, keepdims=True)
+        share_diff = shares[1] - shares[0]
+        largest = int(np.argmax(np.abs(share_diff)))
+        details = {"n_categories": float(len(labels)), "max_share_diff": float(share_diff[largest])}
+        if len(labels) == 1:
+            statistic, p_value, cramers_v = 0.0, 1.0, 0.0
+            details["dof"] = 0.0
+        else:
+            res = stats.chi2_contingency(table, correction=False)
+            statistic, p_value = float(res.statistic), float(res.pvalue)
+            cramers_v = math.sqrt(statistic / float(table.sum()))  # min(2, k) - 1 == 1
+            details["dof"] = float(res.dof)
+        summary = f"chi2={statistic:.3g}, dof={int(details['dof'])}, Cramer's V={cramers_v:.3f}"
+        if p_value < alpha:
+            verdict = "fail"
+            label = repr(labels[largest])[:40]
+            reason = (
+                f"canary category mix differs from baseline ({summary}; largest change "
+                f"{label} {shares[1][largest]:.1%} vs {shares[0][largest]:.1%}), "
+                f"{fmt_p(p_value, alpha)}"
+            )
+        else:
+            reason = (
+                f"no significant difference between canary and baseline category mix "
+                f"({summary}), {fmt_p(p_value, alpha)}"
+            )
+    return make_result(
+        gate=gate,
+        test="chi_square",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=cramers_v,
+        threshold=alpha,
+        n_baseline=int(baseline_values.size),
+        n_canary=int(canary_values.size),
+        min_n=min_n,
+        unit=_UNIT,
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def psi_edges(baseline: npt.ArrayLike, bins: int = 10) -> FloatArray:
+    """Bin edges at the baseline's quantiles: unique inner edges, outer edges -inf and +inf.
+
+    A value x falls in bin i when ``edges[i] < x <= edges[i + 1]``. Ties in the baseline can
+    merge quantiles, so there may be fewer than `bins` bins.
+    """
+    bins = _check_bins(bins)
+    values = as_numeric(baseline, "baseline")
+    if values.size == 0:
+        raise ValueError("baseline must be non-empty to place PSI bins")
+    inner = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    return np.concatenate(([-np.inf], inner, [np.inf]))
+
+
+def psi(
+    baseline: npt.ArrayLike,
+    canary: npt.ArrayLike,
+    *,
+    bins: int = 10,
+    threshold: float = 0.2,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """Population stability index of the canary against baseline-quantile bins."""
+    bins = _check_bins(bins)
+    threshold = check_bound(threshold, "threshold", minimum=0.0, strict=True)
+    min_n, gate = check_min_n(min_n), check_gate(gate)
+    baseline_values = as_numeric(baseline, "baseline")
+    canary_values = as_numeric(canary, "canary")
+    value = math.nan
+    details: dict[str, float] = {}
+    verdict: Verdict = "pass"
+    reason = ""
+    if baseline_values.size and canary_values.size:
+        edges = psi_edges(baseline_values, bins)
+        baseline_share = np.clip(_bin_shares(baseline_values, edges), PSI_MIN_SHARE, None)
+        canary_share = np.clip(_bin_shares(canary_values, edges), PSI_MIN_SHARE, None)
+        terms = (canary_share - baseline_share) * np.log(canary_share / baseline_share)
+        value = float(terms.sum())
+        details = {"n_bins": float(terms.size), "max_bin_term": float(terms.max())}
+        binning = f"over {terms.size} baseline-quantile bins"
+        if value > threshold:
+            verdict = "fail"
+            reason = (
+                f"canary output distribution shifted from baseline: "
+                f"PSI {value:.3f} > threshold {threshold:g} {binning}"
+            )
+        else:
+            reason = (
+                f"canary output distribution stable: PSI {value:.3f} <= {threshold:g} {binning}"
+            )
+    return make_result(
+        gate=gate,
+        test="psi",
+        statistic=value,
+        p_value=None,
+        effect_size=value,
+        threshold=threshold,
+        n_baseline=int(baseline_values.size),
+        n_canary=int(canary_values.size),
+        min_n=min_n,
+        unit=_UNIT,
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def output_drift(
+    baseline: npt.ArrayLike,
+    canary: npt.ArrayLike,
+    *,
+    method: DriftMethod = "auto",
+    alpha: float = 0.05,
+    psi_threshold: float = 0.2,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """Run the drift test `method` names; ``"auto"`` picks chi-square or KS from the values.
+
+    Values count as categorical when their dtype is not floating point (ints, bools, strings,
+    objects), or when they are floats with at most 10 distinct values, all whole numbers.
+    """
+    if method not in DRIFT_METHODS:
+        raise ValueError(f"method must be one of {DRIFT_METHODS}, got {method!r}")
+    check_alpha(alpha)
+    check_bound(psi_threshold, "psi_threshold", minimum=0.0, strict=True)
+    baseline_values = as_1d(baseline, "baseline")
+    canary_values = as_1d(canary, "canary")
+    if method == "auto":
+        method = "chi_square" if _is_categorical(baseline_values, canary_values) else "ks"
+    if method == "chi_square":
+        return chi_square_test(baseline_values, canary_values, alpha=alpha, min_n=min_n, gate=gate)
+    if method == "psi":
+        return psi(baseline_values, canary_values, threshold=psi_threshold, min_n=min_n, gate=gate)
+    return ks_test(baseline_values, canary_values, alpha=alpha, min_n=min_n, gate=gate)
+
+
+def _is_categorical(baseline: npt.NDArray[np.generic], canary: npt.NDArray[np.generic]) -> bool:
+    kinds = {baseline.dtype.kind, canary.dtype.kind}
+    if not kinds <= set("biuf") or "f" not in kinds:
+        return True
+    distinct = np.unique(np.concatenate([baseline, canary]).astype(np.float64))
+    return distinct.size <= MAX_CATEGORICAL_FLOAT_VALUES and bool(
+        np.all(distinct == np.round(distinct))
+    )
+
+
+def _bin_shares(values: FloatArray, edges: FloatArray) -> FloatArray:
+    bin_index = np.searchsorted(edges[1:-1], values, side="left")
+    counts = np.bincount(bin_index, minlength=edges.size - 1)
+    return counts / values.size
+
+
+def _check_bins(bins: int) -> int:
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
+        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+    return int(bins)

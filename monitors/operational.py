@@ -1,0 +1,193 @@
+"""Operational gates: is the canary failing more requests, or answering more slowly?
+
+- `error_rate_test`: one-sided two-proportion z-test of H0: rate_canary - rate_baseline <=
+  max_increase (pooled SE when max_increase == 0, unpooled otherwise); fails when p < alpha.
+  Effect size: the error-rate difference (canary minus baseline, a proportion).
+- `latency_test`: one-sided Mann-Whitney U (canary greater) plus a quantile ratio; fails only
+  when the canary is significantly slower (p < alpha) *and* its latency quantile exceeds the
+  baseline's by more than `max_ratio`. Effect size: the Hodges-Lehmann shift in ms, reported
+  with a two-sided (1 - 2 alpha) interval whose lower bound matches the one-sided test.
+
+Both validate their parameters (``ValueError``) and return ``inconclusive`` when an arm has
+fewer than `min_n` requests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from monitors._hodges_lehmann import hodges_lehmann
+from monitors._proportions import two_proportion_z
+from monitors._validate import (
+    as_numeric,
+    check_alpha,
+    check_bound,
+    check_count,
+    check_fraction,
+    check_gate,
+    check_min_n,
+)
+from monitors._verdict import fmt_p, fmt_pct, fmt_pts, make_result
+from monitors.results import GateResult, Verdict
+
+
+def error_rate_test(
+    baseline_errors: int,
+    baseline_n: int,
+    canary_errors: int,
+    canary_n: int,
+    *,
+    max_increase: float = 0.0,
+    alpha: float = 0.05,
+    min_n: int = 100,
+    gate: str = "error_rate",
+) -> GateResult:
+    """Fail when the canary's error rate exceeds the baseline's by more than `max_increase`."""
+    counts = {
+        "baseline_errors": check_count(baseline_errors, "baseline_errors"),
+        "baseline_n": check_count(baseline_n, "baseline_n"),
+        "canary_errors": check_count(canary_errors, "canary_errors"),
+        "canary_n": check_count(canary_n, "canary_n"),
+    }
+    for arm in ("baseline", "canary"):
+        if counts[f"{arm}_errors"] > counts[f"{arm}_n"]:
+            raise ValueError(
+                f"{arm}_errors ({counts[f'{arm}_errors']}) cannot exceed {arm}_n "
+                f"({counts[f'{arm}_n']})"
+            )
+    max_increase = check_fraction(max_increase, "max_increase")
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+
+    statistic, p_value, diff = math.nan, None, math.nan
+    details: dict[str, float] = {"max_increase": max_increase}
+    verdict: Verdict = "pass"
+    reason = ""
+    if baseline_n and canary_n:
+        z = two_proportion_z(
+            baseline_errors, baseline_n, canary_errors, canary_n, max_increase, alpha
+        )
+        statistic, p_value, diff = z.z, z.p_value, z.diff
+        details |= {
+            "baseline_rate": z.baseline_rate,
+            "canary_rate": z.canary_rate,
+            "se": z.se,
+            "diff_upper_bound": z.upper_bound,
+        }
+        rates = f"canary error rate {fmt_pct(z.canary_rate)} vs baseline {fmt_pct(z.baseline_rate)}"
+        if p_value < alpha:
+            verdict = "fail"
+            reason = (
+                f"{rates} ({fmt_pts(diff)} > max {100 * max_increase:.2f} pts), "
+                f"{fmt_p(p_value, alpha)}"
+            )
+        else:
+            reason = (
+                f"{rates} ({fmt_pts(diff)}, max {100 * max_increase:.2f} pts): no significant "
+                f"excess, {fmt_p(p_value, alpha)}"
+            )
+    return make_result(
+        gate=gate,
+        test="two_proportion_z",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=diff,
+        threshold=alpha,
+        n_baseline=baseline_n,
+        n_canary=canary_n,
+        min_n=min_n,
+        unit="requests",
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def latency_test(
+    baseline_ms: npt.ArrayLike,
+    canary_ms: npt.ArrayLike,
+    *,
+    quantile: float = 0.95,
+    max_ratio: float = 1.2,
+    alpha: float = 0.05,
+    min_n: int = 30,
+    gate: str = "latency",
+) -> GateResult:
+    """Fail when the canary is significantly slower and its `quantile` grew beyond `max_ratio`."""
+    quantile = check_fraction(quantile, "quantile", low_inclusive=False)
+    max_ratio = check_bound(max_ratio, "max_ratio", minimum=1.0, strict=False)
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    baseline = as_numeric(baseline_ms, "baseline_ms", non_negative=True)
+    canary = as_numeric(canary_ms, "canary_ms", non_negative=True)
+
+    statistic, p_value, shift_ms = math.nan, None, math.nan
+    details: dict[str, float] = {"quantile": quantile, "max_ratio": max_ratio}
+    verdict: Verdict = "pass"
+    reason = ""
+    if baseline.size and canary.size:
+        res = stats.mannwhitneyu(canary, baseline, alternative="greater")
+        statistic, p_value = float(res.statistic), float(res.pvalue)
+        shift = hodges_lehmann(baseline, canary, ci_level=1.0 - 2.0 * alpha)
+        shift_ms = shift.estimate
+        baseline_q = float(np.quantile(baseline, quantile))
+        canary_q = float(np.quantile(canary, quantile))
+        ratio = _ratio(canary_q, baseline_q)
+        details |= {
+            "baseline_quantile": baseline_q,
+            "canary_quantile": canary_q,
+            "quantile_ratio": ratio,
+            "hl_shift_ms": shift_ms,
+            "hl_ci_low": shift.ci_low,
+            "hl_ci_high": shift.ci_high,
+            "hl_ci_level": 1.0 - 2.0 * alpha,
+            "hl_subsampled": float(shift.subsampled),
+            "baseline_median": float(np.median(baseline)),
+            "canary_median": float(np.median(canary)),
+        }
+        label = f"p{100 * quantile:g}"
+        summary = (
+            f"canary {label} latency {canary_q:.1f} ms vs baseline {baseline_q:.1f} ms "
+            f"(ratio {ratio:.2f}"
+        )
+        slower = p_value < alpha
+        if slower and ratio > max_ratio:
+            verdict = "fail"
+            reason = (
+                f"{summary} > max {max_ratio:g}), canary slower by {shift_ms:.1f} ms (HL), "
+                f"{fmt_p(p_value, alpha)}"
+            )
+        elif slower:
+            reason = (
+                f"{summary} <= max {max_ratio:g}): canary slower by {shift_ms:.1f} ms (HL), "
+                f"{fmt_p(p_value, alpha)}, but within the allowed ratio"
+            )
+        else:
+            reason = (
+                f"{summary}, max {max_ratio:g}): no significant slowdown "
+                f"(HL {shift_ms:+.1f} ms), {fmt_p(p_value, alpha)}"
+            )
+    return make_result(
+        gate=gate,
+        test="mann_whitney",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=shift_ms,
+        threshold=alpha,
+        n_baseline=int(baseline.size),
+        n_canary=int(canary.size),
+        min_n=min_n,
+        unit="requests",
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def _ratio(canary_q: float, baseline_q: float) -> float:
+    """canary / baseline; 1 when both are 0, +inf when only the baseline is 0."""
+    if baseline_q > 0.0:
+        return canary_q / baseline_q
+    return 1.0 if canary_q == 0.0 else math.inf
