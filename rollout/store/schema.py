@@ -11,6 +11,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -64,6 +65,8 @@ feedback = Table(
     Column("ts", Float, nullable=False),
 )
 
+_ACTIVE_ROLLOUT = "state NOT IN ('succeeded', 'rolled_back', 'aborted')"
+
 rollouts = Table(
     "rollouts",
     metadata,
@@ -86,6 +89,15 @@ rollouts = Table(
     # Optimistic concurrency: every write is "UPDATE ... WHERE row_version = :seen".
     Column("row_version", Integer, nullable=False, default=0),
     Index("ix_rollouts_model_env", "environment", "model", "state"),
+    # At most one active rollout per (environment, model).
+    Index(
+        "ux_rollouts_active",
+        "environment",
+        "model",
+        unique=True,
+        sqlite_where=text(_ACTIVE_ROLLOUT),
+        postgresql_where=text(_ACTIVE_ROLLOUT),
+    ),
 )
 
 rollout_events = Table(

@@ -1,0 +1,665 @@
+"""The manager: load → decide → apply → save, for every active rollout.
+
+:class:`Manager` is the only writer of traffic plans, ``@<environment>`` aliases and release
+records. ``start`` creates a rollout (or, when the environment has no version yet, makes an
+*initial release*); ``tick`` drives every active rollout: it gathers evidence (artifact digest
+checks while verifying and promoting; the prediction log's two arms since the step started,
+analysed by :mod:`rollout.analysis`, while progressing), calls the pure
+:func:`rollout.machine.decide` and saves the transition, its event (reason + evidence), the plan
+and any release in one transaction; the alias moves inside that transaction, after the plan, so
+a failure leaves the state unchanged and the next tick retries. Optimistic concurrency
+(``row_version``) makes a second manager, or a command racing a tick, lose cleanly with
+:class:`~rollout.errors.ConflictError` instead of acting twice.
+
+Environments are ordered (``dev → staging → prod`` by default): once a model has releases in an
+environment, a version enters the next one only after it succeeded there, as the same artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from sqlalchemy import Engine
+
+from monitors import GateResult
+from rollout.analysis import analyse
+from rollout.errors import ConflictError, RegistryError, RolloutError, SpecError, StateError
+from rollout.machine import (
+    TERMINAL_STATES,
+    Command,
+    CommandKind,
+    Decision,
+    MoveAlias,
+    RecordRelease,
+    RolloutState,
+    SetPlan,
+    State,
+    StepEvidence,
+    decide,
+)
+from rollout.registry import MlflowRegistry
+from rollout.settings import Settings
+from rollout.spec import RolloutSpec, config_hash, default_spec
+from rollout.store.engine import open_engine
+from rollout.store.plans import TrafficPlan, TrafficPlanStore
+from rollout.store.predictions import PredictionLog
+from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
+MAX_MOVES_PER_TICK = 8  # transitions one rollout may make in one tick (e.g. promoting → succeeded)
+COMMAND_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Status:
+    model: str
+    environment: str
+    plan: TrafficPlan | None
+    alias_version: str | None
+    rollout: RolloutRecord | None  # the active rollout, else the latest one
+    live: StepEvidence | None = None  # the current step's evidence so far (progressing only)
+    next_move: str | None = None  # what decide would say now
+    events: tuple[EventRecord, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "environment": self.environment,
+            "plan": asdict(self.plan) if self.plan is not None else None,
+            "alias_version": self.alias_version,
+            "rollout": self.rollout.to_dict() if self.rollout is not None else None,
+            "live": self.live.to_dict() if self.live is not None else None,
+            "next_move": self.next_move,
+            "events": [event.to_dict() for event in self.events],
+        }
+
+
+class Manager:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: MlflowRegistry | None = None,
+        engine: Engine | None = None,
+        environments: Sequence[str] = DEFAULT_ENVIRONMENTS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or MlflowRegistry(settings.registry_uri, settings.artifact_root)
+        self.engine = engine or open_engine(settings.store_url)
+        self.plans = TrafficPlanStore(self.engine)
+        self.predictions = PredictionLog(self.engine)
+        self.records = RecordStore(self.engine)
+        self.environments = tuple(environments)
+        self.clock = clock
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- starting --
+
+    def start(
+        self,
+        model: str,
+        candidate: str | int,
+        environment: str,
+        spec: RolloutSpec | None = None,
+        actor: str = "unknown",
+    ) -> str:
+        """Start a rollout of ``candidate`` (a version or ``@alias``); returns its id.
+
+        With no version serving in ``environment`` yet this is an initial release: the candidate
+        gets all traffic and the alias at once, and the rollout is ``succeeded``.
+        """
+        spec = bind_spec(spec or default_spec(), model, candidate, environment)
+        info = self.registry.resolve(model, str(candidate))
+        version = info.version
+        digest = self.registry.record_digest(model, version)
+        self._check_environment_order(model, environment, version, digest)
+        active = self.records.active(model, environment)
+        if active is not None:
+            raise StateError(
+                f"{model} already has rollout {active.id} ({active.state}) in {environment}; "
+                "promote, roll it back or abort it first"
+            )
+        plan = self.plans.get(environment, model)
+        baseline = self.registry.alias_version(model, environment) or (
+            plan.baseline_version if plan is not None else None
+        )
+        if baseline == version:
+            raise StateError(f"{model} v{version} is already serving in {environment}")
+        now = self.clock()
+        record = RolloutRecord(
+            id=f"r-{uuid.uuid4().hex[:12]}",
+            model=model,
+            environment=environment,
+            strategy=spec.strategy.name,
+            baseline_version=baseline,
+            candidate_version=version,
+            spec=spec.canonical_json(),
+            config_hash=config_hash(spec),
+            state="pending",
+            step_index=0,
+            step_started_at=None,
+            created_at=now,
+            updated_at=now,
+            started_by=actor,
+        )
+        if baseline is None:
+            self._initial_release(record, spec, now)
+            return record.id
+        with self.engine.begin() as conn:
+            self.records.create(conn, record)
+            self.records.add_event(
+                conn,
+                EventRecord(
+                    rollout_id=record.id,
+                    ts=now,
+                    from_state=None,
+                    to_state="pending",
+                    step_index=0,
+                    actor=actor,
+                    reason=f"canary of v{version} over v{baseline} started by {actor}",
+                ),
+            )
+        self._drive(record.id, now)
+        return record.id
+
+    def _initial_release(self, record: RolloutRecord, spec: RolloutSpec, now: float) -> None:
+        model, environment, version = record.model, record.environment, record.candidate_version
+        digest = self.registry.verify_digest(model, version)
+        info = self.registry.resolve(model, version)
+        reason = f"initial release of v{version} in {environment} by {record.started_by}"
+        done = RolloutRecord(**{**record.__dict__, "state": "succeeded", "reason": reason})
+        release = Release(
+            model=model,
+            environment=environment,
+            version=version,
+            previous_version=None,
+            kind="initial",
+            artifact_digest=digest,
+            run_id=info.run_id,
+            git_commit=info.git_commit,
+            config_hash=record.config_hash,
+            rollout_id=record.id,
+            started_by=record.started_by,
+            approved_by=None,
+            started_at=now,
+            finished_at=now,
+            outcome="succeeded",
+            evidence={"reason": reason},
+        )
+        with self.engine.begin() as conn:
+            self.records.create(conn, done)
+            self.records.add_event(
+                conn,
+                EventRecord(
+                    rollout_id=record.id,
+                    ts=now,
+                    from_state=None,
+                    to_state="succeeded",
+                    step_index=None,
+                    actor=record.started_by,
+                    reason=reason,
+                ),
+            )
+            self.plans.put(
+                TrafficPlan(
+                    environment=environment,
+                    model=model,
+                    baseline_version=version,
+                    sticky_key=spec.strategy.sticky_key,
+                ),
+                conn,
+            )
+            self.records.add_release(conn, release)
+            self.registry.set_alias(model, environment, version)
+
+    def _check_environment_order(
+        self, model: str, environment: str, version: str, digest: str
+    ) -> None:
+        if environment not in self.environments:
+            return
+        index = self.environments.index(environment)
+        if index == 0:
+            return
+        before = self.environments[index - 1]
+        history = self.records.releases(model, before)
+        if not history:
+            return  # the model does not use the earlier environment
+        passed = [r for r in history if r.version == version and r.outcome == "succeeded"]
+        if not passed:
+            raise StateError(
+                f"{model} v{version} has not succeeded in {before}, the environment before "
+                f"{environment}; roll it out there first"
+            )
+        if passed[0].artifact_digest and passed[0].artifact_digest != digest:
+            raise RegistryError(
+                f"{model} v{version}: artifact digest {digest} differs from the one that "
+                f"succeeded in {before} ({passed[0].artifact_digest})"
+            )
+
+    # -- the loop --
+
+    def tick(self, now: float | None = None) -> list[Decision]:
+        """One pass over every active rollout; returns the transitions made."""
+        made: list[Decision] = []
+        for record in self.records.list_active():
+            try:
+                made.extend(self._drive(record.id, now if now is not None else self.clock()))
+            except ConflictError as exc:
+                log.info("rollout %s: %s", record.id, exc)
+            except RolloutError as exc:
+                log.warning("rollout %s: %s", record.id, exc)
+        return made
+
+    def run(self, interval_s: float = 0.5, stop_event: threading.Event | None = None) -> None:
+        """Tick every ``interval_s`` until ``stop_event`` is set."""
+        stop = stop_event or threading.Event()
+        log.info("manager running every %.2fs on %s", interval_s, self.settings.store_url)
+        while not stop.is_set():
+            try:
+                for decision in self.tick():
+                    log.info("%s → %s: %s", decision.from_state, decision.to_state, decision.reason)
+            except Exception:
+                log.exception("tick failed; retrying in %.2fs", interval_s)
+            stop.wait(interval_s)
+
+    def _drive(self, rollout_id: str, now: float, command: Command | None = None) -> list[Decision]:
+        """Decide and save until the rollout waits (or finishes)."""
+        made: list[Decision] = []
+        for _ in range(MAX_MOVES_PER_TICK):
+            record = self._get(rollout_id)
+            if command is None and record.state in TERMINAL_STATES:
+                break
+            state = self._state(record)
+            evidence = self._evidence(record, state, now) if command is None else None
+            decision = decide(state, evidence, now, command)
+            if not decision.changed:
+                break
+            self._save(record, decision, now)
+            made.append(decision)
+            command = None
+        return made
+
+    # -- evidence --
+
+    def _evidence(
+        self, record: RolloutRecord, state: RolloutState, now: float
+    ) -> StepEvidence | None:
+        if state.state == "verifying":
+            evidence = self._digest_evidence(record, "verify")
+            smoke = len(parse_spec(record.spec).smoke_tests)
+            if smoke and evidence.verdict == "pass":
+                note = f"; {smoke} smoke test(s) declared, not run by this manager"
+                evidence = StepEvidence(**{**evidence.__dict__, "reason": evidence.reason + note})
+            return evidence
+        if state.state == "promoting":
+            return self._digest_evidence(record, "promote")
+        if state.state == "progressing":
+            since = state.step_started_at if state.step_started_at is not None else now
+            samples = self.predictions.arm_samples(record.id, since_ts=since)
+            return analyse(
+                samples,
+                parse_spec(record.spec).analysis,
+                weight_pct=state.step.weight_pct,
+                step_index=state.step_index,
+                window_start=since,
+            )
+        return None
+
+    def _digest_evidence(
+        self, record: RolloutRecord, kind: Literal["verify", "promote"]
+    ) -> StepEvidence:
+        model, version = record.model, record.candidate_version
+        try:
+            digest = self.registry.verify_digest(model, version)
+        except RegistryError as exc:
+            return StepEvidence(
+                verdict="fail",
+                gates=(_check("artifact_digest", "fail", str(exc)),),
+                reason=str(exc),
+                kind=kind,
+            )
+        reason = f"artifact of v{version} matches its recorded digest {digest[:19]}…"
+        return StepEvidence(
+            verdict="pass",
+            gates=(_check("artifact_digest", "pass", reason),),
+            reason=reason,
+            kind=kind,
+        )
+
+    # -- saving --
+
+    def _save(self, record: RolloutRecord, decision: Decision, now: float) -> RolloutRecord:
+        """Apply ``decision`` in one transaction: rollout row, plan, event, release, alias."""
+        releases = [
+            self._release_row(record, action, decision, now)
+            for action in decision.actions
+            if isinstance(action, RecordRelease)
+        ]
+        with self.engine.begin() as conn:
+            updated = self.records.update(
+                conn,
+                record,
+                state=decision.to_state,
+                step_index=decision.step_index,
+                step_started_at=decision.step_started_at,
+                approved_by=decision.approved_by,
+                reason=decision.reason,
+                updated_at=now,
+            )
+            for action in decision.actions:
+                if isinstance(action, SetPlan):
+                    self.plans.put(
+                        TrafficPlan(
+                            environment=record.environment,
+                            model=record.model,
+                            baseline_version=action.baseline_version,
+                            canary_version=action.canary_version,
+                            canary_weight_pct=action.canary_weight_pct,
+                            sticky_key=action.sticky_key,
+                            rollout_id=action.rollout_id,
+                        ),
+                        conn,
+                    )
+            self.records.add_event(
+                conn,
+                EventRecord(
+                    rollout_id=record.id,
+                    ts=now,
+                    from_state=decision.from_state,
+                    to_state=decision.to_state,
+                    step_index=decision.step_index,
+                    actor=decision.actor,
+                    reason=decision.reason,
+                    evidence=decision.evidence.to_dict() if decision.evidence else None,
+                ),
+            )
+            for release in releases:
+                self.records.add_release(conn, release)
+            for action in decision.actions:
+                if isinstance(action, MoveAlias):
+                    self.registry.set_alias(record.model, action.alias, action.version)
+        return updated
+
+    def _release_row(
+        self, record: RolloutRecord, action: RecordRelease, decision: Decision, now: float
+    ) -> Release:
+        info = self.registry.resolve(record.model, action.version)
+        steps = [
+            event.evidence
+            for event in self.records.events(record.id)
+            if event.evidence is not None and event.evidence.get("kind") == "step"
+        ]
+        if decision.evidence is not None:
+            final: dict[str, Any] | None = decision.evidence.to_dict()
+            if final is not None and final.get("kind") == "step":
+                steps.append(final)
+        else:
+            final = None
+        return Release(
+            model=record.model,
+            environment=record.environment,
+            version=action.version,
+            previous_version=action.previous_version,
+            kind=action.kind,
+            artifact_digest=info.digest,
+            run_id=info.run_id,
+            git_commit=info.git_commit,
+            config_hash=record.config_hash,
+            rollout_id=record.id,
+            started_by=record.started_by,
+            approved_by=decision.approved_by,
+            started_at=record.created_at,
+            finished_at=now,
+            outcome=action.outcome,
+            evidence={"reason": decision.reason, "steps": steps, "final": final},
+        )
+
+    # -- commands --
+
+    def promote(self, model: str, environment: str, actor: str) -> RolloutRecord:
+        """Promote the active rollout now (skipping the remaining steps)."""
+        return self._command(model, environment, "promote", actor)
+
+    def approve(self, model: str, environment: str, actor: str) -> RolloutRecord:
+        return self._command(model, environment, "approve", actor)
+
+    def pause(self, model: str, environment: str, actor: str) -> RolloutRecord:
+        return self._command(model, environment, "pause", actor)
+
+    def resume(self, model: str, environment: str, actor: str) -> RolloutRecord:
+        return self._command(model, environment, "resume", actor)
+
+    def abort(
+        self, model: str, environment: str, actor: str, reason: str | None = None
+    ) -> RolloutRecord:
+        return self._command(model, environment, "abort", actor, reason)
+
+    def rollback(
+        self,
+        model: str,
+        environment: str,
+        actor: str,
+        to_release: int | None = None,
+        reason: str | None = None,
+    ) -> Release:
+        """Roll back the active rollout, or return traffic to an earlier release.
+
+        With an active rollout (and no ``to_release``) its canary is removed. Otherwise the
+        baseline becomes the version of ``to_release``, or of the newest succeeded release
+        whose version is not the one serving; that move is itself a release (kind rollback).
+        """
+        active = self.records.active(model, environment)
+        if active is not None:
+            if to_release is not None:
+                raise StateError(
+                    f"rollout {active.id} is active in {environment}; roll it back (without "
+                    "--to) or abort it before returning to an earlier release"
+                )
+            record = self._command(model, environment, "rollback", actor, reason)
+            for release in self.records.releases(model, environment):
+                if release.rollout_id == record.id:
+                    return release
+            raise StateError(f"rollout {record.id} is {record.state}; no release was recorded")
+        return self._rollback_to_release(model, environment, actor, to_release, reason)
+
+    def _rollback_to_release(
+        self,
+        model: str,
+        environment: str,
+        actor: str,
+        to_release: int | None,
+        reason: str | None,
+    ) -> Release:
+        plan = self.plans.get(environment, model)
+        current = self.registry.alias_version(model, environment) or (
+            plan.baseline_version if plan is not None else None
+        )
+        if current is None:
+            raise StateError(f"{model} has never been released in {environment}")
+        history = self.records.releases(model, environment)
+        if to_release is not None:
+            target = self.records.release(to_release)
+            if target is None or (target.model, target.environment) != (model, environment):
+                raise StateError(
+                    f"release {to_release} is not a release of {model} in {environment}"
+                )
+            if target.outcome != "succeeded":
+                raise StateError(
+                    f"release {to_release} (v{target.version}) {target.outcome}; "
+                    "only a release that succeeded can be returned to"
+                )
+        else:
+            found = [r for r in history if r.outcome == "succeeded" and r.version != current]
+            if not found:
+                raise StateError(f"no earlier release of {model} in {environment} to roll back to")
+            target = found[0]
+        if target.version == current:
+            raise StateError(
+                f"release {target.id} is v{target.version}, "
+                f"which is already serving in {environment}"
+            )
+        digest = self.registry.verify_digest(model, target.version)
+        info = self.registry.resolve(model, target.version)
+        now = self.clock()
+        why = f"rollback from v{current} to v{target.version} (release {target.id}) by {actor}"
+        if reason:
+            why += f": {reason}"
+        release = Release(
+            model=model,
+            environment=environment,
+            version=target.version,
+            previous_version=current,
+            kind="rollback",
+            artifact_digest=digest,
+            run_id=info.run_id,
+            git_commit=info.git_commit,
+            config_hash=target.config_hash,
+            rollout_id=None,
+            started_by=actor,
+            approved_by=None,
+            started_at=now,
+            finished_at=now,
+            outcome="succeeded",
+            evidence={"reason": why, "to_release": target.id},
+        )
+        with self.engine.begin() as conn:
+            self.plans.put(
+                TrafficPlan(
+                    environment=environment,
+                    model=model,
+                    baseline_version=target.version,
+                    sticky_key=plan.sticky_key if plan is not None else None,
+                ),
+                conn,
+            )
+            stored = self.records.add_release(conn, release)
+            self.registry.set_alias(model, environment, target.version)
+        return stored
+
+    def _command(
+        self,
+        model: str,
+        environment: str,
+        kind: CommandKind,
+        actor: str,
+        reason: str | None = None,
+    ) -> RolloutRecord:
+        command = Command(kind=kind, actor=actor, reason=reason)
+        for attempt in range(COMMAND_RETRIES):
+            active = self.records.active(model, environment)
+            if active is None:
+                raise StateError(f"{model} has no active rollout in {environment}")
+            try:
+                self._drive(active.id, self.clock(), command)
+            except ConflictError:
+                if attempt == COMMAND_RETRIES - 1:
+                    raise
+                continue
+            return self._get(active.id)
+        raise AssertionError("unreachable")
+
+    # -- reading --
+
+    def status(self, model: str, environment: str) -> Status:
+        plan = self.plans.get(environment, model)
+        alias = self.registry.alias_version(model, environment)
+        record = self.records.active(model, environment) or self.records.latest(model, environment)
+        if record is None:
+            return Status(model, environment, plan, alias, None)
+        live: StepEvidence | None = None
+        next_move: str | None = None
+        if record.active:
+            state = self._state(record)
+            now = self.clock()
+            if state.state == "progressing":
+                live = self._evidence(record, state, now)
+                next_move = decide(state, live, now).reason
+        events = tuple(self.records.events(record.id))
+        return Status(model, environment, plan, alias, record, live, next_move, events)
+
+    def history(self, model: str, environment: str) -> list[Release]:
+        """Release records, newest first."""
+        return self.records.releases(model, environment)
+
+    def events(self, rollout_id: str) -> list[EventRecord]:
+        self._get(rollout_id)
+        return self.records.events(rollout_id)
+
+    def rollout(self, rollout_id: str) -> RolloutRecord:
+        return self._get(rollout_id)
+
+    def _get(self, rollout_id: str) -> RolloutRecord:
+        record = self.records.get(rollout_id)
+        if record is None:
+            raise StateError(f"no rollout with id {rollout_id!r}")
+        return record
+
+    def _state(self, record: RolloutRecord) -> RolloutState:
+        spec = parse_spec(record.spec)
+        state: State = record.state  # type: ignore[assignment]
+        return RolloutState(
+            id=record.id,
+            model=record.model,
+            environment=record.environment,
+            baseline_version=record.baseline_version,
+            candidate_version=record.candidate_version,
+            state=state,
+            steps=spec.steps(),
+            step_index=record.step_index,
+            step_started_at=record.step_started_at,
+            on_inconclusive=spec.analysis.on_inconclusive,
+            approval_required=spec.approval.required,
+            started_by=record.started_by,
+            approved_by=record.approved_by,
+            sticky_key=spec.strategy.sticky_key,
+        )
+
+
+@lru_cache(maxsize=256)
+def parse_spec(spec_json: str) -> RolloutSpec:
+    """The stored (canonical JSON) spec, parsed once."""
+    return RolloutSpec.model_validate_json(spec_json)
+
+
+def bind_spec(spec: RolloutSpec, model: str, candidate: str | int, environment: str) -> RolloutSpec:
+    """The spec with the command's model, candidate and environment; they must agree."""
+    given = {"model": model, "candidate": str(candidate), "environment": environment}
+    for name, value in given.items():
+        in_spec = getattr(spec, name)
+        if in_spec is not None and str(in_spec) != value:
+            raise SpecError(f"{name}: the spec says {in_spec!r} but the command says {value!r}")
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    try:
+        return RolloutSpec.model_validate({**data, **given})
+    except ValueError as exc:
+        raise SpecError(
+            f"candidate: expected a version number or '@alias', got {candidate!r}"
+        ) from exc
+
+
+def _check(gate: str, verdict: Literal["pass", "fail"], reason: str) -> GateResult:
+    return GateResult(
+        gate=gate,
+        test="sha256",
+        statistic=math.nan,
+        p_value=None,
+        effect_size=math.nan,
+        threshold=math.nan,
+        n_baseline=0,
+        n_canary=0,
+        verdict=verdict,
+        reason=reason,
+    )

@@ -1,0 +1,479 @@
+"""The rollout spec (YAML, see DESIGN.md "Rollout spec"): pydantic models at the edge.
+
+``load_spec`` accepts YAML/JSON text, a path or a dict and returns a frozen :class:`RolloutSpec`;
+every validation problem becomes one :class:`~rollout.errors.SpecError` whose message names the
+field path and what was expected, e.g.
+``strategy.canary.steps[1].weight: must be 1..100, got 150``.
+
+- ``strategy`` holds exactly one of ``canary`` (explicit steps) or ``linear`` (``steps: N``
+  expands to N equal steps ending at 100%); ``blue_green`` and ``shadow`` are rejected for now.
+- Durations are seconds or strings such as ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"``; they are
+  stored as float seconds (``min_duration_s``; YAML key ``min_duration``).
+- ``analysis.gates`` is a list of one-key mappings (``{error_rate: {max_increase: 0.005}}``) or
+  bare gate names (``latency``), each gate at most once.
+- :func:`config_hash` is sha256 over the canonical JSON of the validated spec (defaults filled
+  in), so two spellings of the same spec hash the same.
+- :func:`default_spec` is what ``rollout start`` uses without ``-f``: canary steps 10/50/100,
+  gates error_rate, latency, output_drift and quality, pause when inconclusive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rollout.errors import SpecError
+from rollout.machine import Step
+
+OnInconclusive = Literal["pause", "extend", "rollback"]
+GateName = Literal["error_rate", "latency", "output_drift", "quality"]
+GATE_NAMES: tuple[GateName, ...] = ("error_rate", "latency", "output_drift", "quality")
+
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as '30s', '10m' or '1h', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", text):
+            seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(f"expected a duration such as '30s', '10m' or '1h', got {value!r}")
+    else:
+        raise ValueError(f"expected a duration such as '30s', '10m' or '1h', got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return seconds
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class StepSpec(_Model):
+    weight: int = Field(description="canary share of traffic in percent, 1..100")
+    min_requests: int = 100
+    min_duration_s: float = Field(default=0.0, alias="min_duration")
+    max_duration_s: float | None = Field(default=None, alias="max_duration")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            raise ValueError(f"must be 1..100, got {value!r}")
+        return value
+
+    @field_validator("min_requests", mode="before")
+    @classmethod
+    def _min_requests(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"must be an integer >= 0, got {value!r}")
+        return value
+
+    @field_validator("min_duration_s", "max_duration_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> StepSpec:
+        if self.max_duration_s is not None and self.max_duration_s < self.min_duration_s:
+            raise ValueError(
+                f"max_duration ({self.max_duration_s:g}s) must not be shorter than "
+                f"min_duration ({self.min_duration_s:g}s)"
+            )
+        return self
+
+    def to_step(self) -> Step:
+        return Step(
+            weight_pct=self.weight,
+            min_requests=self.min_requests,
+            min_duration_s=self.min_duration_s,
+            max_duration_s=self.max_duration_s,
+        )
+
+
+class CanarySpec(_Model):
+    steps: tuple[StepSpec, ...]
+    sticky_key: str | None = None
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: tuple[StepSpec, ...]) -> tuple[StepSpec, ...]:
+        if not steps:
+            raise ValueError("must list at least one step")
+        for index in range(1, len(steps)):
+            if steps[index].weight <= steps[index - 1].weight:
+                raise ValueError(
+                    f"weights must increase: step {index} has {steps[index].weight}, "
+                    f"step {index - 1} has {steps[index - 1].weight}"
+                )
+        return steps
+
+
+class LinearSpec(_Model):
+    steps: int
+    min_requests: int = 100
+    min_duration_s: float = Field(default=0.0, alias="min_duration")
+    max_duration_s: float | None = Field(default=None, alias="max_duration")
+    sticky_key: str | None = None
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            raise ValueError(f"must be a number of steps 1..100, got {value!r}")
+        return value
+
+    @field_validator("min_requests", mode="before")
+    @classmethod
+    def _min_requests(cls, value: object) -> object:
+        return StepSpec._min_requests(value)
+
+    @field_validator("min_duration_s", "max_duration_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)
+
+    def expand(self) -> tuple[StepSpec, ...]:
+        """N equal steps: ``steps: 4`` gives 25, 50, 75, 100."""
+        return tuple(
+            StepSpec(
+                weight=round(100 * k / self.steps),
+                min_requests=self.min_requests,
+                min_duration=self.min_duration_s,
+                max_duration=self.max_duration_s,
+            )
+            for k in range(1, self.steps + 1)
+        )
+
+
+class StrategySpec(_Model):
+    canary: CanarySpec | None = None
+    linear: LinearSpec | None = None
+    blue_green: dict[str, Any] | None = None
+    shadow: dict[str, Any] | None = None
+
+    @field_validator("blue_green", "shadow", mode="before")
+    @classmethod
+    def _not_yet(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError("not supported yet; use 'canary' or 'linear'")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StrategySpec:
+        given = [name for name in ("canary", "linear") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of 'canary' or 'linear'"
+                + (f", got {' and '.join(given)}" if given else "")
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        return "canary" if self.canary is not None else "linear"
+
+    @property
+    def sticky_key(self) -> str | None:
+        chosen = self.canary or self.linear
+        return chosen.sticky_key if chosen is not None else None
+
+    def step_specs(self) -> tuple[StepSpec, ...]:
+        if self.canary is not None:
+            return self.canary.steps
+        assert self.linear is not None
+        return self.linear.expand()
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"must be a fraction in [0, 1), got {value!r}")
+    return value
+
+
+class ErrorRateGate(_Model):
+    max_increase: float = 0.005
+    min_n: int = Field(default=100, ge=1)
+
+    @field_validator("max_increase")
+    @classmethod
+    def _max_increase(cls, value: float) -> float:
+        return _fraction(value)
+
+
+class LatencyGate(_Model):
+    quantile: float = 0.95
+    max_ratio: float = 1.2
+    min_n: int = Field(default=30, ge=1)
+
+    @field_validator("quantile")
+    @classmethod
+    def _quantile(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"must be in (0, 1), got {value!r}")
+        return value
+
+    @field_validator("max_ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        if not value >= 1.0:
+            raise ValueError(f"must be >= 1 (canary quantile / baseline quantile), got {value!r}")
+        return value
+
+
+class OutputDriftGate(_Model):
+    method: Literal["auto", "ks", "chi_square", "psi"] = "auto"
+    threshold: float = Field(default=0.2, gt=0.0)
+    min_n: int = Field(default=30, ge=1)
+
+
+class QualityGate(_Model):
+    metric: Literal["accuracy"] = "accuracy"
+    max_decrease: float = 0.01
+    min_labels: int = Field(default=50, ge=1)
+
+    @field_validator("max_decrease")
+    @classmethod
+    def _max_decrease(cls, value: float) -> float:
+        return _fraction(value)
+
+
+class GateEntry(_Model):
+    """One item of ``analysis.gates``: exactly one of the gate keys."""
+
+    error_rate: ErrorRateGate | None = None
+    latency: LatencyGate | None = None
+    output_drift: OutputDriftGate | None = None
+    quality: QualityGate | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = {value: {}}
+        if isinstance(value, Mapping):
+            unknown = [str(k) for k in value if k not in GATE_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"unknown gate {unknown[0]!r}; expected one of {', '.join(GATE_NAMES)}"
+                )
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> GateEntry:
+        given = [name for name in GATE_NAMES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of {', '.join(GATE_NAMES)}, got {given}")
+        return self
+
+    @property
+    def name(self) -> GateName:
+        return next(name for name in GATE_NAMES if getattr(self, name) is not None)
+
+
+class AnalysisSpec(_Model):
+    alpha: float = 0.05
+    gates: tuple[GateEntry, ...] = ()
+    on_inconclusive: OnInconclusive = "pause"
+    correction: Literal["holm", "none"] = "holm"
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value: float) -> float:
+        if not 0.0 < value < 0.5:
+            raise ValueError(f"must be a significance level in (0, 0.5), got {value!r}")
+        return value
+
+    @field_validator("gates")
+    @classmethod
+    def _unique(cls, gates: tuple[GateEntry, ...]) -> tuple[GateEntry, ...]:
+        seen: set[str] = set()
+        for gate in gates:
+            if gate.name in seen:
+                raise ValueError(f"gate {gate.name!r} is listed twice")
+            seen.add(gate.name)
+        return gates
+
+    def gate(self, name: GateName) -> Any:
+        """The settings of gate ``name``, or None when the spec does not use it."""
+        for entry in self.gates:
+            if entry.name == name:
+                return getattr(entry, name)
+        return None
+
+
+class ApprovalSpec(_Model):
+    required: bool = False
+
+
+class SmokeTest(_Model):
+    payload_file: str | None = None
+    payload: Any = None
+    expect_status: int = 200
+
+    @model_validator(mode="after")
+    def _has_payload(self) -> SmokeTest:
+        if self.payload_file is None and self.payload is None:
+            raise ValueError("expected 'payload_file' or 'payload'")
+        return self
+
+
+class RolloutSpec(_Model):
+    model: str | None = None
+    candidate: str | None = None  # a version number ("7") or an alias ("@challenger")
+    environment: str | None = None
+    strategy: StrategySpec
+    analysis: AnalysisSpec = AnalysisSpec()
+    approval: ApprovalSpec = ApprovalSpec()
+    smoke_tests: tuple[SmokeTest, ...] = ()
+
+    @field_validator("candidate", mode="before")
+    @classmethod
+    def _candidate(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return str(value)
+        if isinstance(value, str) and (
+            value.strip().isdigit() or re.fullmatch(r"@[\w.-]+", value.strip())
+        ):
+            return value.strip()
+        raise ValueError(f"expected a version number or '@alias', got {value!r}")
+
+    @field_validator("model", "environment")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def steps(self) -> tuple[Step, ...]:
+        """The canary steps the state machine walks (linear expanded)."""
+        return tuple(step.to_step() for step in self.strategy.step_specs())
+
+    def canonical_json(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(spec: RolloutSpec) -> str:
+    """sha256 (hex) of the spec's canonical JSON."""
+    return hashlib.sha256(spec.canonical_json().encode()).hexdigest()
+
+
+DEFAULT_SPEC: dict[str, Any] = {
+    "strategy": {
+        "canary": {
+            "steps": [
+                {"weight": 10, "min_requests": 100},
+                {"weight": 50, "min_requests": 200},
+                {"weight": 100, "min_requests": 100},
+            ]
+        }
+    },
+    "analysis": {
+        "alpha": 0.05,
+        "gates": [
+            {"error_rate": {"max_increase": 0.005}},
+            {"latency": {"quantile": 0.95, "max_ratio": 1.2}},
+            {"output_drift": {"method": "auto", "threshold": 0.2}},
+            {"quality": {"metric": "accuracy", "max_decrease": 0.01}},
+        ],
+        "on_inconclusive": "pause",
+    },
+}
+
+
+def default_spec() -> RolloutSpec:
+    return load_spec(DEFAULT_SPEC)
+
+
+def load_spec(source: str | Path | Mapping[str, Any]) -> RolloutSpec:
+    """Validate a spec given as a mapping, YAML/JSON text, or a path to a YAML file."""
+    data: object
+    where = ""
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        text = str(source)
+        is_path = isinstance(source, Path) or (
+            "\n" not in text and text.endswith((".yaml", ".yml", ".json"))
+        )
+        if is_path:
+            path = Path(source)
+            where = f"{path}: "
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SpecError(f"{where}not valid YAML{at}: {problem}") from None
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where}expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RolloutSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(where + format_errors(exc)) from None
+
+
+def format_errors(exc: ValidationError) -> str:
+    """``path: problem`` per error, joined by ``; ``."""
+    return "; ".join(_format_one(error) for error in exc.errors())
+
+
+def _format_one(error: Mapping[str, Any]) -> str:
+    path = _path(error["loc"])
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind == "extra_forbidden":
+        message = "unknown field"
+    elif kind.startswith("literal_error"):
+        expected = error.get("ctx", {}).get("expected", "")
+        message = f"expected {expected}, got {error.get('input')!r}"
+    else:
+        message = f"{message[0].lower()}{message[1:]}, got {error.get('input')!r}"
+    return f"{path}: {message}" if path else message
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out

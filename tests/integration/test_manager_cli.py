@@ -1,0 +1,153 @@
+"""The ``rollout`` command line, called as ``main([...])`` against the real registry and store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MODEL, DemoHome
+from rollout.cli import main
+
+
+def base_args(home: DemoHome) -> list[str]:
+    s = home.settings
+    return ["--home", str(s.home), "--registry-uri", s.registry_uri, "--store-url", s.store_url]
+
+
+def run(home: DemoHome, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main([*base_args(home), *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_walks_a_release_history(
+    home: DemoHome, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    code, out, _ = run(home, capsys, "start", MODEL, "--candidate", v1, "--env", "prod")
+    assert code == 0
+    assert f"initial release of bc v{v1} in prod" in out
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "strategy:\n  canary:\n    steps:\n      - {weight: 10, min_requests: 1000}\n"
+        "analysis:\n  gates: [error_rate]\n"
+    )
+    code, out, _ = run(
+        home, capsys, "start", MODEL, "--candidate", v2, "--env", "prod", "-f", str(spec),
+        "--actor", "alice",
+    )  # fmt: skip
+    assert code == 0
+    rollout_id = out.split(":")[0]
+    assert out.startswith(f"{rollout_id}: progressing: verified")
+
+    code, out, _ = run(home, capsys, "status", MODEL, "--env", "prod")
+    assert code == 0
+    assert f"plan: v{v1} 90% + canary v{v2} 10%" in out
+    assert f"alias @prod: v{v1}" in out
+    assert f"rollout {rollout_id}: progressing" in out
+    assert "0/1000 canary requests" in out
+    assert "error_rate" in out  # the live gate table
+
+    code, out, _ = run(home, capsys, "status", MODEL, "--env", "prod", "--json")
+    status = json.loads(out)
+    assert status["plan"]["canary_weight_pct"] == 10
+    assert status["rollout"]["state"] == "progressing"
+    assert status["rollout"]["spec"]["analysis"]["gates"] == [
+        {"error_rate": {"max_increase": 0.005, "min_n": 100}}
+    ]
+
+    code, out, _ = run(home, capsys, "promote", MODEL, "--env", "prod", "--actor", "bob")
+    assert code == 0
+    assert out.startswith(f"{rollout_id}: succeeded: v{v2} promoted in prod")
+
+    code, out, _ = run(home, capsys, "history", MODEL, "--env", "prod")
+    lines = out.splitlines()
+    assert lines[0].split()[:5] == ["release", "kind", "version", "previous", "outcome"]
+    assert lines[2].split()[:5] == ["2", "promotion", f"v{v2}", f"v{v1}", "succeeded"]
+    assert lines[3].split()[:5] == ["1", "initial", f"v{v1}", "-", "succeeded"]
+
+    code, out, _ = run(home, capsys, "rollback", MODEL, "--env", "prod", "--to", "1")
+    assert code == 0
+    assert out.startswith(f"release 3: bc v{v1} serves prod")
+
+    code, out, _ = run(home, capsys, "history", MODEL, "--env", "prod", "--json")
+    releases = json.loads(out)
+    assert [(r["id"], r["kind"], r["version"]) for r in releases] == [
+        (3, "rollback", v1),
+        (2, "promotion", v2),
+        (1, "initial", v1),
+    ]
+    assert releases[1]["artifact_digest"].startswith("sha256:")
+    assert len(releases[1]["config_hash"]) == 64
+
+    code, out, _ = run(home, capsys, "events", rollout_id)
+    assert code == 0
+    assert "pending → verifying" in out
+    assert "promoting → succeeded" in out
+    assert "verify evidence: pass: artifact of" in out
+
+
+def test_cli_errors_are_one_line_and_exit_2(
+    home: DemoHome, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(home, capsys, "promote", MODEL, "--env", "prod")
+    assert (code, out) == (2, "")
+    assert err == "error: bc has no active rollout in prod\n"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy:\n  canary:\n    steps: [{weight: 150}]\n")
+    code, _, err = run(
+        home, capsys, "start", MODEL, "--candidate", "2", "--env", "prod", "-f", str(bad)
+    )
+    assert code == 2
+    assert err == f"error: {bad}: strategy.canary.steps[0].weight: must be 1..100, got 150\n"
+
+    code, _, err = run(home, capsys, "start", MODEL, "--candidate", "99", "--env", "prod")
+    assert code == 2
+    assert err.startswith("error: model 'bc' version '99' not found")
+    assert err.count("\n") == 1
+
+    code, _, err = run(home, capsys, "status", MODEL)  # --env is required
+    assert code == 2
+    assert "--env" in err
+
+    code, _, err = run(home, capsys, "start", MODEL, "--env", "prod")
+    assert (code, err) == (2, "error: --candidate is required (or set it in the spec)\n")
+
+
+def test_cli_up_help_is_delegated(home: DemoHome, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "up", "--help")
+    assert code == 0
+    assert "usage: rollout up" in out
+
+
+def test_manager_command_stops_on_sigterm(home: DemoHome) -> None:
+    env = {**os.environ, **home.settings.env()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "manager", "--interval", "0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        while "manager running" not in line and time.time() < deadline:
+            line = proc.stdout.readline()
+        assert "manager running every 0.10s" in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

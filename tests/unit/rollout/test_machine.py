@@ -1,0 +1,316 @@
+"""The state machine: one test case per rule of the transition table, then the details.
+
+``CASES`` holds, for every ``(from_state, event)`` of ``TRANSITIONS``, the inputs that make
+``decide`` take exactly that rule; ``test_every_rule_has_a_case`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, get_args
+
+import pytest
+
+from rollout.errors import StateError
+from rollout.machine import (
+    TRANSITIONS,
+    Command,
+    CommandKind,
+    MoveAlias,
+    RecordRelease,
+    RolloutState,
+    SetPlan,
+    State,
+    Step,
+    StepEvidence,
+    decide,
+    transition,
+)
+
+T0 = 1_000.0
+STEPS = (
+    Step(weight_pct=10, min_requests=100),
+    Step(weight_pct=50, min_requests=100, min_duration_s=60.0, max_duration_s=600.0),
+    Step(weight_pct=100, min_requests=100),
+)
+PASS = StepEvidence(verdict="pass", n_baseline=900, n_canary=100, reason="all 4 gates pass")
+FAIL = StepEvidence(verdict="fail", n_baseline=900, n_canary=100, reason="error_rate fail")
+INCONCLUSIVE = StepEvidence(
+    verdict="inconclusive", n_baseline=900, n_canary=100, reason="quality inconclusive"
+)
+VERIFIED = StepEvidence(verdict="pass", kind="verify", reason="digest matches")
+TAMPERED = StepEvidence(verdict="fail", kind="verify", reason="artifact changed")
+
+
+def rollout(state: State, **changes: Any) -> RolloutState:
+    base = RolloutState(
+        id="r1",
+        model="bc",
+        environment="prod",
+        baseline_version="1",
+        candidate_version="2",
+        state=state,
+        steps=STEPS,
+        step_index=0,
+        step_started_at=T0,
+        started_by="alice",
+        sticky_key="header:x-user-id",
+    )
+    return replace(base, **changes)
+
+
+def cmd(kind: CommandKind, actor: str = "bob") -> Command:
+    return Command(kind=kind, actor=actor)
+
+
+# (from_state, event) -> (rollout, evidence, now, command)
+CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Command | None]] = {
+    ("pending", "begin"): (rollout("pending"), None, T0, None),
+    ("verifying", "verified"): (rollout("verifying"), VERIFIED, T0, None),
+    ("verifying", "verification_failed"): (rollout("verifying"), TAMPERED, T0, None),
+    ("progressing", "step_passed"): (rollout("progressing"), PASS, T0 + 1, None),
+    ("progressing", "steps_passed"): (rollout("progressing", step_index=2), PASS, T0 + 1, None),
+    ("progressing", "approval_needed"): (
+        rollout("progressing", step_index=2, approval_required=True),
+        PASS,
+        T0 + 1,
+        None,
+    ),
+    ("progressing", "gates_failed"): (rollout("progressing"), FAIL, T0 + 1, None),
+    ("progressing", "inconclusive"): (rollout("progressing"), INCONCLUSIVE, T0 + 1, None),
+    ("progressing", "step_timed_out"): (
+        rollout("progressing", step_index=1),
+        replace(PASS, n_canary=5),
+        T0 + 600,
+        None,
+    ),
+    ("progressing", "inconclusive_rollback"): (
+        rollout("progressing", on_inconclusive="rollback"),
+        INCONCLUSIVE,
+        T0 + 1,
+        None,
+    ),
+    ("promoting", "promoted"): (rollout("promoting"), replace(VERIFIED, kind="promote"), T0, None),
+    ("promoting", "promotion_failed"): (
+        rollout("promoting"),
+        replace(TAMPERED, kind="promote"),
+        T0,
+        None,
+    ),
+    ("rolling_back", "reverted"): (rollout("rolling_back"), None, T0, None),
+    ("progressing", "pause"): (rollout("progressing"), None, T0, cmd("pause")),
+    ("paused", "resume"): (rollout("paused"), None, T0, cmd("resume")),
+    ("awaiting_approval", "approve"): (rollout("awaiting_approval"), None, T0, cmd("approve")),
+    ("progressing", "promote"): (rollout("progressing"), None, T0, cmd("promote")),
+    ("paused", "promote"): (rollout("paused"), None, T0, cmd("promote")),
+    ("awaiting_approval", "promote"): (rollout("awaiting_approval"), None, T0, cmd("promote")),
+    ("progressing", "rollback"): (rollout("progressing"), None, T0, cmd("rollback")),
+    ("paused", "rollback"): (rollout("paused"), None, T0, cmd("rollback")),
+    ("awaiting_approval", "rollback"): (rollout("awaiting_approval"), None, T0, cmd("rollback")),
+    ("promoting", "rollback"): (rollout("promoting"), None, T0, cmd("rollback")),
+    ("pending", "abort"): (rollout("pending"), None, T0, cmd("abort")),
+    ("verifying", "abort"): (rollout("verifying"), None, T0, cmd("abort")),
+    ("progressing", "abort"): (rollout("progressing"), None, T0, cmd("abort")),
+    ("paused", "abort"): (rollout("paused"), None, T0, cmd("abort")),
+    ("awaiting_approval", "abort"): (rollout("awaiting_approval"), None, T0, cmd("abort")),
+    ("promoting", "abort"): (rollout("promoting"), None, T0, cmd("abort")),
+}
+
+
+def test_every_rule_has_a_case() -> None:
+    assert set(CASES) == set(TRANSITIONS)
+
+
+@pytest.mark.parametrize("rule", list(CASES), ids=lambda rule: f"{rule[0]}-{rule[1]}")
+def test_rule(rule: tuple[str, str]) -> None:
+    state, evidence, now, command = CASES[rule]
+    decision = decide(state, evidence, now, command)
+    assert (decision.from_state, decision.event) == rule
+    assert decision.to_state == TRANSITIONS[rule].to_state  # type: ignore[index]
+
+
+# -- illegal transitions --
+
+ALL_STATES: tuple[State, ...] = get_args(State)
+ILLEGAL_COMMANDS = [
+    (state, kind)
+    for state in ALL_STATES
+    for kind in get_args(CommandKind)
+    if (state, kind) not in TRANSITIONS
+]
+
+
+@pytest.mark.parametrize(("state", "kind"), ILLEGAL_COMMANDS)
+def test_illegal_command_raises_state_error(state: State, kind: CommandKind) -> None:
+    with pytest.raises(StateError, match=f"'{kind}' is not allowed for a rollout that is {state}"):
+        decide(rollout(state), None, T0, cmd(kind))
+
+
+def test_illegal_event_names_the_allowed_ones() -> None:
+    with pytest.raises(StateError, match=r"\(allowed: abort, promote, resume, rollback\)"):
+        transition("paused", "approve")
+    with pytest.raises(StateError, match="it has finished"):
+        transition("succeeded", "rollback")
+
+
+# -- waiting --
+
+
+def test_waits_below_min_requests() -> None:
+    decision = decide(rollout("progressing"), replace(PASS, n_canary=40), T0 + 5, None)
+    assert decision.event is None
+    assert decision.to_state == "progressing"
+    assert decision.actions == ()
+    assert "40/100 canary requests" in decision.reason
+
+
+def test_waits_for_min_duration_even_with_enough_requests() -> None:
+    state = rollout("progressing", step_index=1)
+    assert decide(state, PASS, T0 + 59, None).event is None
+    assert decide(state, PASS, T0 + 60, None).event == "step_passed"
+
+
+def test_failing_gates_are_not_judged_before_the_step_is_ready() -> None:
+    decision = decide(rollout("progressing"), replace(FAIL, n_canary=99), T0 + 1, None)
+    assert decision.event is None
+
+
+def test_extend_waits_until_max_duration_then_pauses() -> None:
+    state = rollout("progressing", step_index=1, on_inconclusive="extend")
+    waiting = decide(state, INCONCLUSIVE, T0 + 100, None)
+    assert waiting.event is None
+    assert "extending" in waiting.reason
+    expired = decide(state, INCONCLUSIVE, T0 + 600, None)
+    assert (expired.event, expired.to_state) == ("step_timed_out", "paused")
+
+
+def test_extend_without_max_duration_keeps_waiting() -> None:
+    state = rollout("progressing", on_inconclusive="extend")
+    assert decide(state, INCONCLUSIVE, T0 + 86_400, None).event is None
+
+
+def test_timeout_with_rollback_policy_rolls_back() -> None:
+    state = rollout("progressing", step_index=1, on_inconclusive="rollback")
+    decision = decide(state, replace(PASS, n_canary=3), T0 + 600, None)
+    assert (decision.event, decision.to_state) == ("inconclusive_rollback", "rolling_back")
+
+
+def test_verifying_and_promoting_wait_for_evidence() -> None:
+    assert decide(rollout("verifying"), None, T0, None).event is None
+    assert decide(rollout("promoting"), None, T0, None).event is None
+
+
+@pytest.mark.parametrize("state", ["succeeded", "rolled_back", "aborted", "paused"])
+def test_resting_states_do_nothing_without_a_command(state: State) -> None:
+    decision = decide(rollout(state), PASS, T0 + 1, None)
+    assert decision.event is None
+    assert decision.to_state == state
+
+
+# -- actions --
+
+
+def test_verified_puts_the_canary_at_the_first_weight() -> None:
+    decision = decide(rollout("verifying", step_started_at=None), VERIFIED, T0 + 3, None)
+    assert decision.actions == (
+        SetPlan(
+            baseline_version="1",
+            canary_version="2",
+            canary_weight_pct=10,
+            sticky_key="header:x-user-id",
+            rollout_id="r1",
+        ),
+    )
+    assert (decision.step_index, decision.step_started_at) == (0, T0 + 3)
+    assert decision.evidence is VERIFIED
+
+
+def test_step_passed_moves_to_the_next_weight_and_restarts_the_clock() -> None:
+    decision = decide(rollout("progressing"), PASS, T0 + 30, None)
+    assert decision.actions == (
+        SetPlan("1", "2", 50, sticky_key="header:x-user-id", rollout_id="r1"),
+    )
+    assert (decision.step_index, decision.step_started_at) == (1, T0 + 30)
+    assert decision.evidence is PASS
+
+
+def test_promoted_moves_plan_alias_and_records_the_release() -> None:
+    decision = decide(rollout("promoting"), replace(VERIFIED, kind="promote"), T0, None)
+    assert decision.actions == (
+        SetPlan(baseline_version="2", sticky_key="header:x-user-id"),
+        MoveAlias(alias="prod", version="2"),
+        RecordRelease(kind="promotion", version="2", previous_version="1", outcome="succeeded"),
+    )
+
+
+def test_failed_gates_restore_the_baseline_with_the_evidence() -> None:
+    decision = decide(rollout("progressing"), FAIL, T0 + 1, None)
+    assert decision.actions == (SetPlan(baseline_version="1", sticky_key="header:x-user-id"),)
+    assert decision.evidence is FAIL
+    assert "error_rate fail" in decision.reason
+
+
+def test_reverted_records_a_rolled_back_release() -> None:
+    decision = decide(rollout("rolling_back"), None, T0, None)
+    assert decision.actions == (RecordRelease("promotion", "2", "1", "rolled_back"),)
+
+
+def test_abort_with_traffic_restores_the_baseline_and_records() -> None:
+    decision = decide(rollout("paused"), None, T0, cmd("abort"))
+    assert decision.actions == (
+        SetPlan(baseline_version="1", sticky_key="header:x-user-id"),
+        RecordRelease("promotion", "2", "1", "aborted"),
+    )
+    assert decision.actor == "bob"
+
+
+def test_abort_before_traffic_only_records() -> None:
+    decision = decide(rollout("verifying"), None, T0, cmd("abort"))
+    assert decision.actions == (RecordRelease("promotion", "2", "1", "aborted"),)
+
+
+def test_resume_restarts_the_step_clock() -> None:
+    decision = decide(rollout("paused", step_index=1), None, T0 + 500, cmd("resume"))
+    assert (decision.step_index, decision.step_started_at) == (1, T0 + 500)
+    assert decision.actions == ()
+
+
+def test_pause_keeps_the_traffic_as_it_is() -> None:
+    assert decide(rollout("progressing"), None, T0, cmd("pause")).actions == ()
+
+
+# -- approvals --
+
+
+def test_approval_by_the_starter_is_refused() -> None:
+    with pytest.raises(StateError, match="someone other than alice"):
+        decide(rollout("awaiting_approval"), None, T0, cmd("approve", actor="alice"))
+
+
+def test_approval_by_someone_else_is_recorded() -> None:
+    decision = decide(rollout("awaiting_approval"), None, T0, cmd("approve", actor="bob"))
+    assert decision.approved_by == "bob"
+    assert decision.to_state == "promoting"
+
+
+def test_forced_promotion_needing_approval_is_refused_for_the_starter() -> None:
+    state = rollout("progressing", approval_required=True)
+    with pytest.raises(StateError, match="someone other than alice"):
+        decide(state, None, T0, cmd("promote", actor="alice"))
+    assert decide(state, None, T0, cmd("promote", actor="bob")).approved_by == "bob"
+
+
+def test_forced_promotion_without_approval_rule_is_allowed_for_the_starter() -> None:
+    decision = decide(rollout("progressing"), None, T0, cmd("promote", actor="alice"))
+    assert (decision.to_state, decision.approved_by) == ("promoting", None)
+
+
+def test_given_approval_skips_awaiting_approval() -> None:
+    state = rollout("progressing", step_index=2, approval_required=True, approved_by="bob")
+    assert decide(state, PASS, T0 + 1, None).event == "steps_passed"
+
+
+def test_decide_is_pure() -> None:
+    state = rollout("progressing")
+    assert decide(state, PASS, T0 + 1, None) == decide(state, PASS, T0 + 1, None)
+    assert state == rollout("progressing")

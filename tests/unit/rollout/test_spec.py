@@ -1,0 +1,227 @@
+"""Rollout spec parsing: the DESIGN.md example, defaults, linear expansion, errors with paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rollout.errors import SpecError
+from rollout.machine import Step
+from rollout.spec import config_hash, default_spec, load_spec, parse_duration
+
+DESIGN_EXAMPLE = """
+model: fraud-detector
+candidate: 7                  # a version, or an alias such as "@challenger"
+environment: prod
+strategy:
+  canary:
+    steps:
+      - {weight: 5,  min_requests: 500, max_duration: 10m}
+      - {weight: 25, min_requests: 2000}
+      - {weight: 50}
+    sticky_key: header:x-user-id
+analysis:
+  alpha: 0.05
+  gates:
+    - {error_rate: {max_increase: 0.005}}
+    - {latency: {quantile: 0.95, max_ratio: 1.2}}
+    - {output_drift: {method: auto, threshold: 0.1}}
+    - {quality: {metric: accuracy, max_decrease: 0.01}}
+  on_inconclusive: pause
+approval: {required: true}
+smoke_tests:
+  - {payload_file: smoke/fraud.json, expect_status: 200}
+"""
+
+
+def test_design_example_parses() -> None:
+    spec = load_spec(DESIGN_EXAMPLE)
+    assert (spec.model, spec.candidate, spec.environment) == ("fraud-detector", "7", "prod")
+    assert spec.steps() == (
+        Step(weight_pct=5, min_requests=500, min_duration_s=0.0, max_duration_s=600.0),
+        Step(weight_pct=25, min_requests=2000),
+        Step(weight_pct=50),
+    )
+    assert spec.strategy.name == "canary"
+    assert spec.strategy.sticky_key == "header:x-user-id"
+    assert [g.name for g in spec.analysis.gates] == [
+        "error_rate",
+        "latency",
+        "output_drift",
+        "quality",
+    ]
+    assert spec.analysis.gate("output_drift").threshold == 0.1
+    assert spec.analysis.gate("quality").min_labels == 50
+    assert spec.approval.required is True
+    assert spec.smoke_tests[0].payload_file == "smoke/fraud.json"
+
+
+def test_load_from_path_and_dict_agree(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(DESIGN_EXAMPLE)
+    from_path = load_spec(path)
+    from_str_path = load_spec(str(path))
+    assert from_path == from_str_path == load_spec(DESIGN_EXAMPLE)
+
+
+def test_alias_candidate_is_kept() -> None:
+    spec = load_spec({"candidate": "@challenger", "strategy": {"linear": {"steps": 2}}})
+    assert spec.candidate == "@challenger"
+
+
+def test_linear_expands_to_equal_steps() -> None:
+    spec = load_spec(
+        {"strategy": {"linear": {"steps": 4, "min_requests": 50, "min_duration": "30s"}}}
+    )
+    assert [s.weight_pct for s in spec.steps()] == [25, 50, 75, 100]
+    assert {(s.min_requests, s.min_duration_s) for s in spec.steps()} == {(50, 30.0)}
+    assert spec.strategy.name == "linear"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(30, 30.0), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0), ("1h30m", 5400.0), ("250ms", 0.25)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_default_spec() -> None:
+    spec = default_spec()
+    assert [s.weight_pct for s in spec.steps()] == [10, 50, 100]
+    assert [g.name for g in spec.analysis.gates] == [
+        "error_rate",
+        "latency",
+        "output_drift",
+        "quality",
+    ]
+    assert spec.analysis.on_inconclusive == "pause"
+    assert spec.approval.required is False
+
+
+def test_config_hash_is_stable_across_spellings() -> None:
+    a = load_spec({"strategy": {"canary": {"steps": [{"weight": 10, "min_duration": "1m"}]}}})
+    b = load_spec(
+        "strategy:\n  canary:\n    steps:\n"
+        "      - {weight: 10, min_duration: 60, min_requests: 100}\n"
+    )
+    c = load_spec({"strategy": {"canary": {"steps": [{"weight": 20}]}}})
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(c)
+    assert len(config_hash(a)) == 64
+
+
+def test_canonical_json_round_trips() -> None:
+    spec = load_spec(DESIGN_EXAMPLE)
+    from rollout.spec import RolloutSpec
+
+    again = RolloutSpec.model_validate_json(spec.canonical_json())
+    assert again == spec
+    assert config_hash(again) == config_hash(spec)
+
+
+def test_bare_gate_names_take_defaults() -> None:
+    spec = load_spec(
+        {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["error_rate", "latency"]}}
+    )
+    assert spec.analysis.gate("latency").max_ratio == 1.2
+    assert spec.analysis.gate("quality") is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 10}, {"weight": 150}]}}},
+            "strategy.canary.steps[1].weight: must be 1..100, got 150",
+        ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 50}, {"weight": 20}]}}},
+            "strategy.canary.steps: weights must increase",
+        ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 10, "min_duration": "10x"}]}}},
+            "strategy.canary.steps[0].min_duration: expected a duration such as '30s'",
+        ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 10, "min_requests": -1}]}}},
+            "strategy.canary.steps[0].min_requests: must be an integer >= 0, got -1",
+        ),
+        (
+            {"strategy": {"canary": {"steps": []}}},
+            "strategy.canary.steps: must list at least one step",
+        ),
+        ({"strategy": {"blue_green": {}}}, "strategy.blue_green: not supported yet"),
+        ({"strategy": {"shadow": {"fraction": 0.1}}}, "strategy.shadow: not supported yet"),
+        ({"strategy": {}}, "strategy: expected exactly one of 'canary' or 'linear'"),
+        ({}, "strategy: required field is missing"),
+        (
+            {"strategy": {"linear": {"steps": 0}}},
+            "strategy.linear.steps: must be a number of steps",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "candidate": "v2"},
+            "candidate: expected a version number or '@alias', got 'v2'",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "analysis": {"alpha": 0.7}},
+            "analysis.alpha: must be a significance level in (0, 0.5), got 0.7",
+        ),
+        (
+            {
+                "strategy": {"linear": {"steps": 2}},
+                "analysis": {"gates": [{"latency": {"quantile": 2}}]},
+            },
+            "analysis.gates[0].latency.quantile: must be in (0, 1), got 2",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["error_rate", "bogus"]}},
+            "analysis.gates[1]: unknown gate 'bogus'; expected one of error_rate",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["latency", "latency"]}},
+            "analysis.gates: gate 'latency' is listed twice",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "analysis": {"on_inconclusive": "wait"}},
+            "analysis.on_inconclusive: expected 'pause', 'extend' or 'rollback', got 'wait'",
+        ),
+        (
+            {
+                "strategy": {"linear": {"steps": 2}},
+                "analysis": {"gates": [{"quality": {"metric": "f1"}}]},
+            },
+            "analysis.gates[0].quality.metric: expected 'accuracy', got 'f1'",
+        ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 10, "colour": "red"}]}}},
+            "strategy.canary.steps[0].colour: unknown field",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "smoke_tests": [{"expect_status": 200}]},
+            "smoke_tests[0]: expected 'payload_file' or 'payload'",
+        ),
+    ],
+)
+def test_errors_name_the_field(data: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(data)
+    assert message in str(info.value)
+
+
+def test_yaml_syntax_error_is_one_line() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec("strategy: [\n")
+    assert "not valid YAML at line" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read spec file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(SpecError, match="expected a mapping at the top level, got list"):
+        load_spec("- 1\n- 2\n")
