@@ -1,0 +1,255 @@
+"""``rollout demo``: the whole loop, for real, on the embedded default.
+
+1. train v1 (baseline), v2 (better) and v3 (broken) and register them in a SQLite MLflow
+   registry under a fresh data directory (``<home>/demo``);
+2. start a router and a manager as processes on loopback (:class:`rollout.up.Supervisor`);
+3. release v1 to ``prod`` (initial release), then drive concurrent HTTP traffic through the
+   router with the true labels fed back a little later;
+4. canary v2 → expected **promoted**; canary v3 → expected **rolled back** on evidence;
+5. print a table per analysed step (weights, requests per arm, each gate's test, statistic,
+   p-value, effect and verdict) and the release history.
+
+Exit status 0 only when v2 succeeded, v3 was rolled back, and ``@prod`` ends on v2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from rollout.demo.models import load_data, register_versions
+from rollout.demo.traffic import TrafficDriver
+from rollout.manager import Manager
+from rollout.registry import MlflowRegistry
+from rollout.settings import Settings
+from rollout.spec import RolloutSpec, load_spec
+from rollout.up import Supervisor, free_port, process_specs
+
+MODEL = "breast-cancer"
+ENVIRONMENT = "prod"
+ROLLOUT_TIMEOUT_S = 75.0
+
+DEMO_SPEC: dict[str, Any] = {
+    "strategy": {
+        "canary": {
+            "steps": [
+                {"weight": 10, "min_requests": 150, "max_duration": "60s"},
+                {"weight": 50, "min_requests": 300, "max_duration": "60s"},
+            ],
+            "sticky_key": "header:x-rollout-key",
+        }
+    },
+    "analysis": {
+        "alpha": 0.05,
+        "gates": [
+            {"error_rate": {"max_increase": 0.01}},
+            {"latency": {"quantile": 0.95, "max_ratio": 1.5}},
+            {"output_drift": {"method": "psi", "threshold": 0.2}},
+            {"quality": {"metric": "accuracy", "max_decrease": 0.02, "min_labels": 100}},
+        ],
+        "on_inconclusive": "extend",
+    },
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--keep", action="store_true", help="keep the previous demo directory")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    started = time.monotonic()
+    home = settings.home / "demo"
+    if home.exists() and not getattr(args, "keep", False):
+        shutil.rmtree(home)
+    demo = Settings.resolve(home=home)
+    demo.ensure_home()
+    say = _Printer(started)
+
+    say.head("1/5", f"training and registering three versions of {MODEL!r}")
+    registry = MlflowRegistry(demo.registry_uri, demo.artifact_root)
+    data = load_data()
+    versions = register_versions(registry, MODEL, data)
+    for role, version in versions.items():
+        info = registry.resolve(MODEL, version)
+        say.line(f"v{version} {role:<8} run {info.run_id}  {info.digest}")
+
+    say.head("2/5", "starting the router and the manager on loopback")
+    port = free_port()
+    supervisor = Supervisor(demo)
+    manager = Manager(demo, registry=registry)
+    try:
+        for process in process_specs(demo, router_port=port, manager_interval_s=0.25):
+            supervisor.start(process, timeout_s=90)
+            say.line(f"{process.role} running (pid {supervisor.children[-1][1].pid})")
+        base_url = f"http://127.0.0.1:{port}"
+
+        say.head("3/5", f"initial release of v{versions['baseline']} to {ENVIRONMENT}")
+        manager.start(MODEL, versions["baseline"], ENVIRONMENT, actor="demo")
+        _wait_ready(base_url, MODEL, versions["baseline"])
+        say.line(f"router serves v{versions['baseline']} at {base_url}")
+
+        driver = TrafficDriver(
+            base_url,
+            MODEL,
+            data.serve_X,
+            data.serve_y,
+            concurrency=args.concurrency,
+        )
+        driver.start()
+        spec = load_spec(DEMO_SPEC)
+        outcomes: dict[str, str] = {}
+        try:
+            for number, role in (("4/5", "better"), ("5/5", "broken")):
+                version = versions[role]
+                say.head(number, f"canary of v{version} ({role}) against the current release")
+                outcomes[role] = _run_rollout(manager, spec, version, driver, say)
+        finally:
+            driver.stop()
+        say.line(
+            f"traffic: {driver.stats.sent} requests ({driver.stats.failed} failed), "
+            f"{driver.stats.labels_sent} labels fed back, {driver.stats.rate():.0f} req/s"
+        )
+    finally:
+        supervisor.stop()
+
+    print()
+    _print_history(manager)
+    alias = registry.alias_version(MODEL, ENVIRONMENT)
+    manager.close()
+    ok = (
+        outcomes.get("better") == "succeeded"
+        and outcomes.get("broken") == "rolled_back"
+        and alias == versions["better"]
+        and driver.stats.failed == 0
+    )
+    print()
+    print(
+        f"v{versions['better']} (better): {outcomes.get('better')}   "
+        f"v{versions['broken']} (broken): {outcomes.get('broken')}   "
+        f"@{ENVIRONMENT} → v{alias}   failed requests: {driver.stats.failed}   "
+        f"{time.monotonic() - started:.0f}s"
+    )
+    if not ok:
+        print(
+            "demo FAILED: expected the better version promoted, the broken one rolled back, "
+            "and no failed requests",
+            file=sys.stderr,
+        )
+        return 1
+    print("demo OK: the better version was promoted, the broken one rolled back on evidence")
+    return 0
+
+
+def _wait_ready(base_url: str, model: str, version: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ready = httpx.get(f"{base_url}/readyz", timeout=2.0)
+            models = httpx.get(f"{base_url}/v1/models", timeout=2.0).json()
+            if ready.status_code == 200 and version in str(models):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"router did not serve {model} v{version} within {timeout_s:.0f}s")
+
+
+def _run_rollout(
+    manager: Manager, spec: RolloutSpec, version: str, driver: TrafficDriver, say: _Printer
+) -> str:
+    rollout_id = manager.start(MODEL, version, ENVIRONMENT, spec=spec, actor="demo")
+    record = manager.rollout(rollout_id)
+    steps = spec.strategy.canary.steps if spec.strategy.canary is not None else ()
+    say.line(
+        f"rollout {rollout_id}: v{record.baseline_version} (baseline) → v{version} (canary), "
+        f"steps {' → '.join(f'{s.weight}%' for s in steps)} → promote"
+    )
+    seen = 0
+    last_progress = 0.0
+    deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        record = manager.rollout(rollout_id)
+        events = manager.events(rollout_id)
+        for event in events[seen:]:
+            _print_event(event.to_dict(), say)
+        seen = len(events)
+        if not record.active:
+            say.line(f"rollout {rollout_id} ended: {record.state}")
+            return record.state
+        if time.monotonic() - last_progress >= 2.0:
+            last_progress = time.monotonic()
+            counts = manager.predictions.count(rollout_id, record.step_started_at or 0.0)
+            weight = steps[record.step_index].weight if record.step_index < len(steps) else 100
+            say.line(
+                f"  … {record.state} step {record.step_index + 1}/{len(steps)} at {weight}%: "
+                f"baseline {counts.get('baseline', 0)} / canary {counts.get('canary', 0)} "
+                f"requests this step, {driver.stats.rate():.0f} req/s"
+            )
+        time.sleep(0.25)
+    say.line(f"rollout {rollout_id} did not finish within {ROLLOUT_TIMEOUT_S:.0f}s")
+    return manager.rollout(rollout_id).state
+
+
+def _print_event(event: Mapping[str, Any], say: _Printer) -> None:
+    evidence = event.get("evidence") or {}
+    say.line(f"{event['from_state'] or '-'} → {event['to_state']}: {event['reason']}")
+    gates: Sequence[Mapping[str, Any]] = evidence.get("gates") or ()
+    if not gates or evidence.get("kind") != "step":
+        return
+    weight = evidence.get("weight_pct")
+    step = evidence.get("step_index")
+    say.line(
+        f"  step {step + 1 if isinstance(step, int) else '-'} at {weight}% canary: "
+        f"baseline {evidence.get('n_baseline')} / canary {evidence.get('n_canary')} requests, "
+        f"verdict {str(evidence.get('verdict')).upper()}"
+    )
+    header = f"  {'gate':<14}{'test':<18}{'statistic':>11}{'p-value':>10}{'effect':>11}"
+    say.line(header + f"{'n base/canary':>16}  verdict")
+    for gate in gates:
+        say.line(
+            f"  {gate['gate']:<14}{gate['test']:<18}{_num(gate.get('statistic')):>11}"
+            f"{_num(gate.get('p_value')):>10}{_num(gate.get('effect_size')):>11}"
+            f"{str(gate['n_baseline']) + '/' + str(gate['n_canary']):>16}  {gate['verdict']}"
+        )
+
+
+def _print_history(manager: Manager) -> None:
+    print(f"release history of {MODEL} in {ENVIRONMENT} (newest first)")
+    print(
+        f"{'id':>3}  {'kind':<10}{'version':>8}{'from':>6}  {'outcome':<12}"
+        f"{'digest':<20}{'run id':<34}{'git':<10}{'config':<14}"
+    )
+    for release in manager.history(MODEL, ENVIRONMENT):
+        print(
+            f"{release.id or 0:>3}  {release.kind:<10}{'v' + release.version:>8}"
+            f"{'v' + release.previous_version if release.previous_version else '-':>6}  "
+            f"{release.outcome:<12}{(release.artifact_digest or '-')[:18]:<20}"
+            f"{release.run_id or '-':<34}{(release.git_commit or '-')[:8]:<10}"
+            f"{(release.config_hash or '-')[:12]:<14}"
+        )
+
+
+def _num(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class _Printer:
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+    def head(self, number: str, text: str) -> None:
+        print(f"\n[{number}] {text}  (t={time.monotonic() - self.started:.1f}s)", flush=True)
+
+    def line(self, text: str) -> None:
+        print(f"      {text}", flush=True)
