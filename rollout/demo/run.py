@@ -123,12 +123,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     _print_history(manager)
     alias = registry.alias_version(MODEL, ENVIRONMENT)
     manager.close()
-    ok = (
-        outcomes.get("better") == "succeeded"
-        and outcomes.get("broken") == "rolled_back"
-        and alias == versions["better"]
-        and driver.stats.failed == 0
-    )
+    ok = demo_succeeded(outcomes, alias, versions, driver.stats.failed)
     print()
     print(
         f"v{versions['better']} (better): {outcomes.get('better')}   "
@@ -145,6 +140,18 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print("demo OK: the better version was promoted, the broken one rolled back on evidence")
     return 0
+
+
+def demo_succeeded(
+    outcomes: Mapping[str, str], alias: str | None, versions: Mapping[str, str], failed: int
+) -> bool:
+    """The demo's promise: v2 promoted, v3 rolled back, ``@prod`` on v2, no failed request."""
+    return (
+        outcomes.get("better") == "succeeded"
+        and outcomes.get("broken") == "rolled_back"
+        and alias == versions["better"]
+        and failed == 0
+    )
 
 
 def _wait_ready(base_url: str, model: str, version: str, timeout_s: float = 60.0) -> None:

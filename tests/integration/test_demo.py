@@ -1,0 +1,68 @@
+"""``rollout demo``, the main job, end to end as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rollout.demo.run import demo_succeeded
+from rollout.manager import Manager
+from rollout.settings import Settings
+
+VERSIONS = {"baseline": "1", "better": "2", "broken": "3"}
+
+
+def test_demo_promotes_the_better_version_and_rolls_back_the_broken_one(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ROLLOUT_HOME": str(tmp_path),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    for key in ("ROLLOUT_REGISTRY_URI", "ROLLOUT_STORE_URL", "ROLLOUT_ARTIFACT_ROOT"):
+        env.pop(key, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    out = done.stdout
+    for progress in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+        assert progress in out
+    assert "demo OK" in out
+    # Evidence tables name each gate with its verdict; the broken canary fails on evidence.
+    assert "quality       accuracy_z" in out
+    assert "progressing → rolling_back" in out
+
+    # The store agrees with what was printed.
+    manager = Manager(Settings.resolve(home=tmp_path / "demo"))
+    try:
+        releases = {r.version: r for r in manager.history("breast-cancer", "prod")}
+        assert releases["1"].kind == "initial"
+        assert releases["2"].outcome == "succeeded" and releases["2"].previous_version == "1"
+        assert releases["3"].outcome == "rolled_back"
+        assert releases["3"].evidence is not None
+        for release in releases.values():
+            assert release.artifact_digest and release.artifact_digest.startswith("sha256:")
+            assert release.run_id and release.config_hash
+        plan = manager.plans.get("prod", "breast-cancer")
+        assert plan is not None
+        assert (plan.baseline_version, plan.canary_version) == ("2", None)
+        assert manager.registry.alias_version("breast-cancer", "prod") == "2"
+    finally:
+        manager.close()
+
+
+def test_demo_verdict_requires_both_outcomes() -> None:
+    good = {"better": "succeeded", "broken": "rolled_back"}
+    assert demo_succeeded(good, "2", VERSIONS, 0)
+    assert not demo_succeeded({**good, "broken": "succeeded"}, "2", VERSIONS, 0)
+    assert not demo_succeeded({**good, "better": "rolled_back"}, "2", VERSIONS, 0)
+    assert not demo_succeeded(good, "3", VERSIONS, 0)
+    assert not demo_succeeded(good, "2", VERSIONS, 1)
+    assert not demo_succeeded({"better": "succeeded"}, "2", VERSIONS, 0)
