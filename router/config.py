@@ -1,0 +1,129 @@
+"""The router's settings: where the store and the registry are, and how it serves and logs.
+
+:meth:`RouterConfig.from_env` reads the same ``ROLLOUT_*`` variables every process uses
+(:class:`rollout.settings.Settings`: ``ROLLOUT_HOME``, ``ROLLOUT_STORE_URL``,
+``ROLLOUT_REGISTRY_URI``, ``ROLLOUT_ARTIFACT_ROOT``) plus the router's own:
+
+==============================  ===================  ==========================================
+variable                        field                meaning
+==============================  ===================  ==========================================
+``ROLLOUT_ENVIRONMENT``         ``environment``      whose traffic plans to serve (``prod``)
+``ROLLOUT_DEFAULT_MODEL``       ``default_model``    the model ``POST /invocations`` serves
+``ROLLOUT_PLAN_POLL_S``         ``plan_poll_s``      seconds between reads of the plans
+``ROLLOUT_MAX_BODY_BYTES``      ``max_body_bytes``   largest request body accepted
+``ROLLOUT_LOG_SAMPLE_RATE``     ``log_sample_rate``  share of records that keep their features
+``ROLLOUT_LOG_BATCH_SIZE``      ``log_batch_size``   prediction records per store write
+``ROLLOUT_LOG_FLUSH_S``         ``log_flush_s``      longest a record waits before its write
+``ROLLOUT_LOG_QUEUE_SIZE``      ``log_queue_size``   records buffered before new ones drop
+==============================  ===================  ==========================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from rollout.settings import Settings
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    store_url: str
+    registry_uri: str
+    artifact_root: str | None = None
+    environment: str = "prod"
+    default_model: str | None = None  # None: the only model with a plan
+    plan_poll_s: float = 0.5
+    max_body_bytes: int = MIB
+    log_sample_rate: float = 1.0  # features kept on this share of records; every request logged
+    log_batch_size: int = 256
+    log_flush_s: float = 0.25
+    log_queue_size: int = 10_000
+    seed: int | None = None  # random draws for requests without a sticky key; None = OS entropy
+
+    def __post_init__(self) -> None:
+        if not self.environment:
+            raise ValueError("environment must not be empty")
+        if self.plan_poll_s <= 0:
+            raise ValueError(f"plan_poll_s must be > 0, got {self.plan_poll_s}")
+        if self.max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be > 0, got {self.max_body_bytes}")
+        if not 0.0 <= self.log_sample_rate <= 1.0:
+            raise ValueError(f"log_sample_rate must be 0..1, got {self.log_sample_rate}")
+        if self.log_batch_size <= 0:
+            raise ValueError(f"log_batch_size must be > 0, got {self.log_batch_size}")
+        if self.log_flush_s <= 0:
+            raise ValueError(f"log_flush_s must be > 0, got {self.log_flush_s}")
+        if self.log_queue_size <= 0:
+            raise ValueError(f"log_queue_size must be > 0, got {self.log_queue_size}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RouterConfig:
+        """The configuration the environment describes; keyword ``overrides`` win over it.
+
+        Raises ``ValueError`` naming the variable whose value cannot be read.
+        """
+        env = os.environ if environ is None else environ
+        settings = Settings.resolve(
+            home=env.get("ROLLOUT_HOME"),
+            registry_uri=env.get("ROLLOUT_REGISTRY_URI"),
+            store_url=env.get("ROLLOUT_STORE_URL"),
+        )
+        values: dict[str, Any] = {
+            "store_url": settings.store_url,
+            "registry_uri": settings.registry_uri,
+            "artifact_root": env.get("ROLLOUT_ARTIFACT_ROOT") or settings.artifact_root,
+        }
+        for name, parse in _ENV_FIELDS.items():
+            variable = "ROLLOUT_" + name.upper()
+            raw = env.get(variable)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{variable}={raw!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"unknown RouterConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> RouterConfig:
+        return replace(self, **changes)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that make :meth:`from_env` rebuild this configuration."""
+        out = {
+            "ROLLOUT_STORE_URL": self.store_url,
+            "ROLLOUT_REGISTRY_URI": self.registry_uri,
+        }
+        if self.artifact_root is not None:
+            out["ROLLOUT_ARTIFACT_ROOT"] = self.artifact_root
+        for name in _ENV_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out["ROLLOUT_" + name.upper()] = str(value)
+        return out
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+_ENV_FIELDS: dict[str, Callable[[str], Any]] = {
+    "environment": _str,
+    "default_model": _str,
+    "plan_poll_s": float,
+    "max_body_bytes": int,
+    "log_sample_rate": float,
+    "log_batch_size": int,
+    "log_flush_s": float,
+    "log_queue_size": int,
+    "seed": int,
+}

@@ -1,0 +1,75 @@
+"""Named errors. Each one is an HTTP reply ``{"error_code": ..., "message": ...}``.
+
+The message says what was wrong, what was expected and where (the column, the limit, the
+model). Bad input is always a 4xx; only the model itself, or a store the router cannot reach,
+earns a 5xx.
+
+RouterError                         status  error_code
+ ├── MalformedRequest                400     malformed_request (or a more precise code)
+ ├── PinningNotAllowed               403     pinning_not_allowed
+ ├── UnknownModel                    404     unknown_model
+ ├── PayloadTooLarge                 413     payload_too_large
+ ├── UnsupportedContentType          415     unsupported_content_type
+ ├── SignatureMismatch               422     signature_mismatch
+ ├── ModelError                      500     model_error
+ └── NotReady                        503     not_ready / no_plan / store_unavailable
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RouterError(Exception):
+    """Base of every error the router replies with on purpose."""
+
+    status_code: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code or self.default_code
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error_code": self.error_code, "message": self.message}
+
+
+class MalformedRequest(RouterError):
+    status_code = 400
+    default_code = "malformed_request"
+
+
+class PinningNotAllowed(RouterError):
+    status_code = 403
+    default_code = "pinning_not_allowed"
+
+
+class UnknownModel(RouterError):
+    status_code = 404
+    default_code = "unknown_model"
+
+
+class PayloadTooLarge(RouterError):
+    status_code = 413
+    default_code = "payload_too_large"
+
+
+class UnsupportedContentType(RouterError):
+    status_code = 415
+    default_code = "unsupported_content_type"
+
+
+class SignatureMismatch(RouterError):
+    status_code = 422
+    default_code = "signature_mismatch"
+
+
+class ModelError(RouterError):
+    status_code = 500
+    default_code = "model_error"
+
+
+class NotReady(RouterError):
+    status_code = 503
+    default_code = "not_ready"

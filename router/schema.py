@@ -1,0 +1,171 @@
+"""A model version's input signature as the router checks it: plain Python, no pandas.
+
+:meth:`InputSchema.check` walks the rows of a tabular :class:`~router.payload.Payload` once
+and raises :class:`~router.errors.SignatureMismatch` (422) naming what is wrong:
+
+- a required column missing from the input (all of them are named, up to five);
+- a required cell that is missing or ``null`` (the row and the column);
+- a value that cannot be the column's type (``"abc"`` or a list in a ``double`` column).
+
+It returns whether every value already has exactly its column's Python type (``float``/``int``
+for numbers, ``bool``, ``str``). Then the router may build the model's input frame directly;
+otherwise MLflow's own parser converts it (``"12.5"`` → 12.5, ``True`` → 1.0) as
+``mlflow models serve`` would.
+
+Only column-based signatures with names are checked here; tensor signatures, or none at all,
+are left to MLflow (``from_mlflow`` returns ``None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from router.errors import SignatureMismatch
+from router.payload import MISSING, Payload
+
+# MLflow scalar types → the numpy dtype MLflow casts a column to (DataType.to_numpy()).
+NUMPY_DTYPES: Final[dict[str, str]] = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "object",
+}
+_FLOATS: Final = frozenset({"double", "float"})
+_INTS: Final = frozenset({"long", "integer"})
+_MAX_NAMED: Final = 5
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: str  # MLflow's name: double, long, string, ...; array/object/map/any for the rest
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    columns: tuple[ColumnSpec, ...]
+
+    @classmethod
+    def from_mlflow(cls, schema: Any) -> InputSchema | None:
+        """The router's view of an ``mlflow.types.Schema``; None unless named columns."""
+        if schema is None:
+            return None
+        try:
+            specs = schema.to_dict()
+        except Exception:
+            return None
+        columns = []
+        for spec in specs:
+            name = spec.get("name") if isinstance(spec, dict) else None
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if not isinstance(name, str) or not isinstance(kind, str) or kind == "tensor":
+                return None
+            columns.append(ColumnSpec(name, kind, bool(spec.get("required", True))))
+        return cls(tuple(columns)) if columns else None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def scalar(self) -> bool:
+        """Every column has a scalar type the router can build a frame for."""
+        return all(c.type in NUMPY_DTYPES for c in self.columns)
+
+    def example_row(self) -> dict[str, Any]:
+        """One synthetic row (zeros, ``False``, ``""``) to warm a model up with."""
+        fill = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
+        return {c.name: fill.get(c.type, "") for c in self.columns if c.type in NUMPY_DTYPES}
+
+    def check(self, payload: Payload, where: str) -> bool:
+        """Raise 422 naming what does not match; True if every value has its exact type."""
+        if payload.columns is None or payload.rows is None:
+            return False
+        index = {name: i for i, name in enumerate(payload.columns)}
+        missing = [c.name for c in self.columns if c.required and c.name not in index]
+        if missing:
+            named = ", ".join(repr(m) for m in missing[:_MAX_NAMED])
+            more = f" and {len(missing) - _MAX_NAMED} more" if len(missing) > _MAX_NAMED else ""
+            noun = "column" if len(missing) == 1 else "columns"
+            raise SignatureMismatch(
+                f"the input is missing {noun} {named}{more}, required by the signature of "
+                f"{where} ({len(self.columns)} columns: {_describe(self.columns)})"
+            )
+        rows = payload.rows
+        if not rows:
+            raise SignatureMismatch(f"the input has no rows; {where} needs at least one")
+        exact = True
+        for spec in self.columns:
+            position = index.get(spec.name)
+            if position is None:
+                continue
+            for row_number, row in enumerate(rows):
+                if not _cell_ok(row[position], spec, row_number, where):
+                    exact = False
+        return exact
+
+
+def _cell_ok(value: Any, spec: ColumnSpec, row: int, where: str) -> bool:
+    """True if ``value`` has exactly the column's type; raise 422 if it cannot have it."""
+    kind = spec.type
+    if value is MISSING or value is None:
+        if spec.required:
+            state = "missing" if value is MISSING else "null"
+            raise SignatureMismatch(
+                f"row {row}: column {spec.name!r} is {state}, but the signature of {where} "
+                f"requires a {kind}"
+            )
+        return False
+    cls = type(value)
+    if kind in _FLOATS:
+        if cls is float or cls is int:
+            return True
+        if cls is str:
+            _parse(float, value, spec, row, where)
+            return False
+        if cls is bool:
+            return False
+    elif kind in _INTS:
+        if cls is int:
+            return True
+        if cls is str:
+            _parse(int, value, spec, row, where)
+            return False
+        if cls is bool or cls is float:
+            return False
+    elif kind == "boolean":
+        return cls is bool
+    elif kind == "string":
+        return cls is str
+    else:
+        return False
+    raise SignatureMismatch(
+        f"row {row}: column {spec.name!r} of {where} expects a {kind}, got {_show(value)}"
+    )
+
+
+def _parse(
+    convert: type[float] | type[int], value: str, spec: ColumnSpec, row: int, where: str
+) -> None:
+    try:
+        convert(value)
+    except ValueError:
+        raise SignatureMismatch(
+            f"row {row}: column {spec.name!r} of {where} expects a {spec.type}, got {_show(value)}"
+        ) from None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "an object"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _describe(columns: tuple[ColumnSpec, ...]) -> str:
+    shown = ", ".join(f"{c.name!r} ({c.type})" for c in columns[:_MAX_NAMED])
+    return shown + (", ..." if len(columns) > _MAX_NAMED else "")

@@ -1,0 +1,370 @@
+"""The router over real HTTP on loopback, against the demo's MLflow registry and a SQLite store.
+
+One uvicorn server (in a thread, lifespan on) serves the whole module; each test writes the
+traffic plan it needs to the store and waits until the router reports it applied, exactly as
+the manager and a router in another process interact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+import uvicorn
+from scipy.stats import chisquare
+from sqlalchemy import text
+
+from conftest import MODEL, DemoHome
+from rollout.store import PredictionLog, TrafficPlan, TrafficPlanStore, open_engine
+from router.app import create_app
+from router.config import RouterConfig
+from router.service import Router
+from router.split import bucket, choose_arm
+
+ENV = "prod"
+ROLLOUT = "r-http"
+WEIGHT = 30
+
+
+@dataclass
+class Served:
+    client: httpx.Client
+    router: Router
+    plans: TrafficPlanStore
+    log: PredictionLog
+    rows: pd.DataFrame
+    expected: dict[str, list[Any]]  # version → mlflow.pyfunc's predictions for ``rows``
+
+    def put(self, **changes: Any) -> TrafficPlan:
+        """Write a plan (default: v1 baseline, v2 canary at 30%) and wait until it serves."""
+        fields: dict[str, Any] = {
+            "baseline_version": "1",
+            "canary_version": "2",
+            "canary_weight_pct": WEIGHT,
+            "rollout_id": ROLLOUT,
+        }
+        fields.update(changes)
+        wanted = TrafficPlan(ENV, MODEL, **fields)
+        current = self.plans.get(ENV, MODEL)
+        if current is not None and replace(current, generation=0) == wanted:
+            return current  # already serving it (the router applies every plan it reads)
+        stored = self.plans.put(wanted)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            models = self.client.get("/v1/models").json()["models"]
+            if models and models[0]["generation"] == stored.generation:
+                return stored
+            time.sleep(0.05)
+        raise AssertionError(f"the router did not apply generation {stored.generation}")
+
+    def post(self, body: Any, path: str = "/invocations", **headers: str) -> httpx.Response:
+        if isinstance(body, str | bytes):
+            return self.client.post(path, content=body, headers=headers)
+        return self.client.post(path, json=body, headers=headers)
+
+
+def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    return server, thread, sock, sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(demo_home: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    store_url = f"sqlite:///{tmp_path_factory.mktemp('router-http') / 'store.db'}"
+    engine = open_engine(store_url)
+    plans = TrafficPlanStore(engine)
+    plans.put(TrafficPlan(ENV, MODEL, "1", "2", WEIGHT, rollout_id=ROLLOUT))
+    config = RouterConfig(
+        store_url=store_url,
+        registry_uri=demo_home.settings.registry_uri,
+        artifact_root=demo_home.settings.artifact_root,
+        environment=ENV,
+        log_flush_s=0.1,
+    )
+    app = create_app(config)
+    rows = demo_home.data.serve_X.head(5)
+    expected = {
+        v: mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}").predict(rows).tolist()
+        for v in ("1", "2")
+    }
+    server, thread, sock, port = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, client.get("/readyz").json()
+                time.sleep(0.05)
+            yield Served(client, app.state.router, plans, PredictionLog(engine), rows, expected)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture
+def plan(served: Served) -> TrafficPlan:
+    """The default plan, (re)applied before the test."""
+    return served.put()
+
+
+def _key(arm: str, salt: str = ROLLOUT, weight: int = WEIGHT) -> str:
+    """A sticky key that lands on ``arm`` at ``weight``."""
+    for n in range(1000):
+        key = f"user-{n}"
+        if choose_arm(weight, key, salt=salt) == arm:
+            return key
+    raise AssertionError("no key found")
+
+
+def _bodies(rows: pd.DataFrame) -> dict[str, tuple[str | dict[str, Any], str]]:
+    records = rows.to_dict(orient="records")
+    return {
+        "dataframe_split": ({"dataframe_split": rows.to_dict(orient="split")}, "application/json"),
+        "dataframe_records": ({"dataframe_records": records}, "application/json"),
+        "instances": ({"instances": records}, "application/json"),
+        "inputs-records": ({"inputs": records}, "application/json"),
+        "inputs-columns": ({"inputs": rows.to_dict(orient="list")}, "application/json"),
+        "csv": (rows.to_csv(index=False), "text/csv"),
+    }
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "dataframe_split",
+        "dataframe_records",
+        "instances",
+        "inputs-records",
+        "inputs-columns",
+        "csv",
+    ],
+)
+def test_every_format_returns_what_mlflow_predicts(
+    served: Served, plan: TrafficPlan, fmt: str
+) -> None:
+    body, content_type = _bodies(served.rows)[fmt]
+    for arm, version in (("baseline", "1"), ("canary", "2")):
+        reply = served.post(body, **{"content-type": content_type, "x-rollout-key": _key(arm)})
+        assert reply.status_code == 200, reply.text
+        assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == (arm, version)
+        assert reply.json() == {"predictions": served.expected[version]}
+
+
+def test_reply_headers(served: Served, plan: TrafficPlan) -> None:
+    given = served.post(
+        {"dataframe_records": served.rows.head(1).to_dict(orient="records")},
+        **{"x-request-id": "client-chosen-id"},
+    )
+    assert given.headers["x-request-id"] == "client-chosen-id"
+    fresh = served.post({"dataframe_records": served.rows.head(1).to_dict(orient="records")})
+    assert len(fresh.headers["x-request-id"]) == 32
+    for reply in (given, fresh):
+        assert reply.headers["x-model-name"] == MODEL
+        assert reply.headers["x-model-version"] in ("1", "2")
+        assert reply.headers["x-arm"] in ("baseline", "canary")
+        assert reply.headers["x-rollout-id"] == ROLLOUT
+        assert reply.headers["x-plan-generation"] == str(plan.generation)
+    served.put(rollout_id=None, canary_version=None, canary_weight_pct=0)
+    reply = served.post({"dataframe_records": served.rows.head(1).to_dict(orient="records")})
+    assert (reply.headers["x-rollout-id"], reply.headers["x-arm"]) == ("", "baseline")
+
+
+def test_arm_shares_match_the_weight_and_keys_stick(served: Served, plan: TrafficPlan) -> None:
+    body = {"dataframe_split": served.rows.head(1).to_dict(orient="split")}
+    n = 400
+    arms = [served.post(body).headers["x-arm"] for _ in range(n)]
+    canary = arms.count("canary")
+    assert chisquare([n - canary, canary], [n * 0.7, n * 0.3]).pvalue > 0.001
+    for n_key in range(40):
+        key = f"sticky-{n_key}"
+        expected = "canary" if bucket(key, ROLLOUT) < WEIGHT else "baseline"
+        assert {served.post(body, **{"x-rollout-key": key}).headers["x-arm"] for _ in range(2)} == {
+            expected
+        }
+
+
+def test_records_and_feedback_land_in_the_store(served: Served) -> None:
+    rollout_id = f"r-{uuid.uuid4().hex[:8]}"
+    served.put(rollout_id=rollout_id)
+    records = served.rows.to_dict(orient="records")
+    ids = [f"rec-{uuid.uuid4().hex[:12]}" for _ in range(8)]
+    replies = {
+        rid: served.post({"dataframe_records": records[:2]}, **{"x-request-id": rid}) for rid in ids
+    }
+    broken = [{k: v for k, v in r.items() if k != "mean radius"} for r in records[:1]]
+    bad = served.post({"dataframe_records": broken}, **{"x-request-id": "rec-bad-" + rollout_id})
+    assert bad.status_code == 422
+    one = served.client.post("/v1/feedback", json={"request_id": ids[0], "label": [1, 0]})
+    many = served.client.post(
+        "/v1/feedback", json=[{"request_id": rid, "label": [0, 1]} for rid in ids[1:4]]
+    )
+    assert (one.status_code, many.status_code) == (202, 202)
+    assert served.router.flush(10)
+
+    stored = {r.request_id: r for r in served.log.recent(ENV, MODEL, limit=5000)}
+    for rid, reply in replies.items():
+        record = stored[rid]
+        assert record.version == reply.headers["x-model-version"]
+        assert record.arm == reply.headers["x-arm"]
+        assert record.rollout_id == rollout_id
+        assert record.plan_generation == int(reply.headers["x-plan-generation"])
+        assert record.status_code == 200 and record.error is None
+        assert record.output is not None and record.features is not None
+        assert pd.read_json(io.StringIO(record.features)).shape == (2, 30)
+        assert json.loads(record.output) == reply.json()["predictions"]
+        assert record.latency_ms > 0
+    bad_record = stored["rec-bad-" + rollout_id]
+    assert bad_record.status_code == 422
+    assert bad_record.error is not None and "'mean radius'" in bad_record.error
+
+    samples = served.log.arm_samples(rollout_id)
+    assert sum(s.n_requests for s in samples.values()) == 9
+    assert sum(s.n_errors for s in samples.values()) == 1
+    assert sum(len(s.labelled) for s in samples.values()) == 8  # 4 requests x 2 rows
+
+
+def test_a_store_that_refuses_records_costs_records_not_requests(
+    served: Served, plan: TrafficPlan
+) -> None:
+    def dropped() -> float:
+        for line in served.client.get("/metrics").text.splitlines():
+            if line.startswith("rollout_router_prediction_log_dropped_total "):
+                return float(line.split()[1])
+        raise AssertionError("no dropped-records metric")
+
+    body = {"dataframe_records": served.rows.head(1).to_dict(orient="records")}
+    before = dropped()
+    with served.log.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE predictions RENAME TO predictions_away"))
+    try:
+        assert [served.post(body).status_code for _ in range(3)] == [200, 200, 200]
+        assert served.router.flush(10)
+        assert dropped() == before + 3
+    finally:
+        with served.log.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE predictions_away RENAME TO predictions"))
+    served.post(body, **{"x-request-id": "after-the-outage"})
+    assert served.router.flush(10)
+    assert dropped() == before + 3
+    assert any(r.request_id == "after-the-outage" for r in served.log.recent(ENV, MODEL, 50))
+
+
+def test_a_plan_change_is_served_within_a_second(served: Served) -> None:
+    body = {"dataframe_split": served.rows.head(1).to_dict(orient="split")}
+    served.put(canary_weight_pct=0)
+    assert {served.post(body).headers["x-arm"] for _ in range(20)} == {"baseline"}
+    changed_at = time.monotonic()
+    served.plans.put(TrafficPlan(ENV, MODEL, "1", "2", 100, rollout_id=ROLLOUT))
+    while served.post(body).headers["x-arm"] != "canary":
+        assert time.monotonic() - changed_at < 1.5, "the new plan was not applied within 1.5 s"
+        time.sleep(0.02)
+    assert time.monotonic() - changed_at < 1.2
+    assert {served.post(body).headers["x-arm"] for _ in range(20)} == {"canary"}
+
+
+def test_bad_requests_get_json_errors(served: Served, plan: TrafficPlan) -> None:
+    records = served.rows.head(2).to_dict(orient="records")
+    missing = [{k: v for k, v in r.items() if k != "worst area"} for r in records]
+    cases = [
+        (
+            served.post(b'{"dataframe_records": [', **{"content-type": "application/json"}),
+            400,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        (served.post({"records": records}), 400, "invalid_format", "exactly one of"),
+        (
+            served.post({"dataframe_records": missing}),
+            422,
+            "signature_mismatch",
+            "missing column 'worst area'",
+        ),
+        (
+            served.post({"dataframe_records": records}, path="/v1/models/fraud/invocations"),
+            404,
+            "unknown_model",
+            "model 'fraud' has no traffic plan",
+        ),
+        (
+            served.post("a,b\n1,2\n", **{"content-type": "text/plain"}),
+            415,
+            "unsupported_content_type",
+            "'text/plain'",
+        ),
+        (
+            served.post(
+                b"[" + b"1," * (600 * 1024) + b"1]", **{"content-type": "application/json"}
+            ),
+            413,
+            "payload_too_large",
+            "at most 1048576",
+        ),
+    ]
+    for reply, status, code, fragment in cases:
+        assert reply.status_code == status, reply.text
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.json()["error_code"] == code
+        assert fragment in reply.json()["message"]
+
+
+def test_a_version_that_cannot_load_keeps_the_previous_plan(
+    served: Served, plan: TrafficPlan
+) -> None:
+    broken = served.plans.put(TrafficPlan(ENV, MODEL, "1", "99", 50, rollout_id=ROLLOUT))
+    deadline = time.monotonic() + 10
+    while (ready := served.client.get("/readyz")).status_code == 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert ready.status_code == 503
+    (cause,) = ready.json()["not_ready"]
+    assert (cause["model"], cause["version"]) == (MODEL, "99")
+    assert "RegistryError" in cause["reason"] and "99" in cause["reason"]
+    reply = served.post({"dataframe_records": served.rows.head(1).to_dict(orient="records")})
+    assert reply.status_code == 200
+    assert reply.headers["x-plan-generation"] == str(plan.generation) != str(broken.generation)
+    served.put()  # a good plan again: ready again
+    assert served.client.get("/readyz").status_code == 200
+
+
+def test_status_endpoints(served: Served, plan: TrafficPlan) -> None:
+    assert served.client.get("/healthz").json() == {"status": "ok"}
+    models = served.client.get("/v1/models").json()
+    (bc,) = models["models"]
+    assert (models["environment"], models["default_model"], models["ready"]) == (ENV, MODEL, True)
+    assert (bc["generation"], bc["baseline_version"], bc["canary_version"]) == (
+        plan.generation,
+        "1",
+        "2",
+    )
+    assert [(v["version"], v["weight_pct"], v["loaded"]) for v in bc["versions"]] == [
+        ("1", 70, True),
+        ("2", 30, True),
+    ]
+    served.post({"dataframe_records": served.rows.head(1).to_dict(orient="records")})
+    metrics = served.client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert f'rollout_router_plan_generation{{model="bc"}} {plan.generation}.0' in metrics.text
+    assert 'rollout_router_requests_total{arm="baseline",model="bc",status="200",version="1"}' in (
+        metrics.text
+    )
+    assert "rollout_router_prediction_log_dropped_total " in metrics.text

@@ -1,0 +1,182 @@
+"""``python -m router`` as its own process: configured from ROLLOUT_* only, two models, a model
+that raises, and a clean shutdown on SIGTERM that flushes the prediction log.
+
+The registry is the ``home`` fixture's copy of the demo registry, with one more model, ``boom``
+(a pyfunc logged from code that doubles ``x`` and raises on negative values).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from textwrap import dedent
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from conftest import MODEL, DemoHome
+from rollout.registry import MlflowRegistry
+from rollout.store import PredictionLog, TrafficPlan, TrafficPlanStore, open_engine
+
+ENV = "prod"
+BOOM_CODE = dedent(
+    """
+    import mlflow
+    import pandas as pd
+
+
+    class Boom(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+            if (model_input["x"] < 0).any():
+                raise RuntimeError("negative x is not supported")
+            return model_input["x"] * 2
+
+
+    mlflow.models.set_model(Boom())
+    """
+)
+
+
+def _register_boom(home: DemoHome, tmp_path: Path) -> str:
+    registry = MlflowRegistry(home.settings.registry_uri, home.settings.artifact_root)
+    experiment = registry.client.create_experiment(
+        "router-boom", artifact_location=(tmp_path / "boom-artifacts").as_uri()
+    )
+    code = tmp_path / "boom_model.py"
+    code.write_text(BOOM_CODE)
+    example = pd.DataFrame({"x": [1.0]})
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            signature=infer_signature(example, example["x"]),
+            input_example=example,
+            registered_model_name="boom",
+            pip_requirements=["mlflow"],
+        )
+    return str(info.registered_model_version)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def router_process(
+    home: DemoHome, tmp_path: Path
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes], Path]]:
+    boom_version = _register_boom(home, tmp_path)
+    plans = TrafficPlanStore(open_engine(home.settings.store_url))
+    plans.put(TrafficPlan(ENV, MODEL, "1", "2", 30, rollout_id="r-proc"))
+    plans.put(TrafficPlan(ENV, "boom", boom_version))
+    port = _free_port()
+    env = {
+        **os.environ,
+        **home.settings.env(),
+        "ROLLOUT_LOG_FLUSH_S": "0.1",
+        "ROLLOUT_PLAN_POLL_S": "0.2",
+    }
+    log_path = tmp_path / "router.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "router",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--environment",
+                ENV,
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 90
+            while True:
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            yield client, process, log_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_router_process_serves_records_and_shuts_down_cleanly(
+    home: DemoHome, router_process: tuple[httpx.Client, subprocess.Popen[bytes], Path]
+) -> None:
+    client, process, log_path = router_process
+    rows = home.data.serve_X.head(3)
+
+    # Two models have plans, so /invocations cannot guess which one is meant.
+    default = client.post("/invocations", json={"dataframe_records": rows.to_dict("records")})
+    assert (default.status_code, default.json()["error_code"]) == (404, "no_default_model")
+
+    bc = client.post(
+        "/v1/models/bc/invocations",
+        json={"dataframe_split": rows.to_dict(orient="split")},
+        headers={"x-request-id": "proc-bc"},
+    )
+    assert bc.status_code == 200
+    version = bc.headers["x-model-version"]
+    expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").predict(rows).tolist()
+    assert bc.json() == {"predictions": expected}
+
+    ok = client.post(
+        "/v1/models/boom/invocations",
+        json={"inputs": {"x": [2.0, 3.5]}},
+        headers={"x-request-id": "proc-ok"},
+    )
+    assert ok.json() == {"predictions": [{"x": 4.0}, {"x": 7.0}]}
+    failed = client.post(
+        "/v1/models/boom/invocations",
+        json={"inputs": {"x": [-1.0]}},
+        headers={"x-request-id": "proc-failed"},
+    )
+    assert failed.status_code == 500
+    assert failed.json() == {
+        "error_code": "model_error",
+        "message": "boom v1 failed: RuntimeError: negative x is not supported",
+    }
+    assert failed.headers["x-model-name"] == "boom"
+
+    # SIGTERM: uvicorn shuts down gracefully (then re-raises the signal, so the exit status is
+    # -SIGTERM), and the lifespan flushes the prediction log before the process ends.
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) in (0, -signal.SIGTERM), log_path.read_text()
+    records = {
+        r.request_id: r
+        for model in (MODEL, "boom")
+        for r in PredictionLog(open_engine(home.settings.store_url)).recent(ENV, model)
+    }
+    assert records["proc-bc"].version == version and records["proc-bc"].status_code == 200
+    assert records["proc-ok"].output == '[{"x": 4.0}, {"x": 7.0}]'
+    assert records["proc-failed"].status_code == 500
+    assert records["proc-failed"].error == (
+        "model_error: boom v1 failed: RuntimeError: negative x is not supported"
+    )
+    assert records["proc-failed"].output is None

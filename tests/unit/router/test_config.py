@@ -1,0 +1,63 @@
+"""RouterConfig from the ROLLOUT_* environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.config import RouterConfig
+
+
+def test_defaults_follow_rollout_home(tmp_path: Path) -> None:
+    config = RouterConfig.from_env({"ROLLOUT_HOME": str(tmp_path)})
+    assert config.store_url == f"sqlite:///{tmp_path / 'rollout.db'}"
+    assert config.registry_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert config.artifact_root == (tmp_path / "artifacts").as_uri()
+    assert config.environment == "prod"
+    assert config.default_model is None
+    assert (config.plan_poll_s, config.max_body_bytes, config.log_sample_rate) == (
+        0.5,
+        1 << 20,
+        1.0,
+    )
+
+
+def test_variables_and_overrides(tmp_path: Path) -> None:
+    env = {
+        "ROLLOUT_HOME": str(tmp_path),
+        "ROLLOUT_STORE_URL": "postgresql://router@db/rollout",
+        "ROLLOUT_REGISTRY_URI": "http://mlflow:5000",
+        "ROLLOUT_ENVIRONMENT": "staging",
+        "ROLLOUT_DEFAULT_MODEL": "fraud",
+        "ROLLOUT_PLAN_POLL_S": "0.2",
+        "ROLLOUT_MAX_BODY_BYTES": "4096",
+        "ROLLOUT_LOG_SAMPLE_RATE": "0.1",
+        "ROLLOUT_LOG_BATCH_SIZE": "64",
+        "ROLLOUT_LOG_FLUSH_S": "1.5",
+    }
+    config = RouterConfig.from_env(env, environment="dev", default_model=None)
+    assert config.store_url == "postgresql://router@db/rollout"
+    assert config.registry_uri == "http://mlflow:5000"
+    assert config.environment == "dev"  # the override wins; None overrides are ignored
+    assert config.default_model == "fraud"
+    assert (config.plan_poll_s, config.max_body_bytes) == (0.2, 4096)
+    assert (config.log_sample_rate, config.log_batch_size, config.log_flush_s) == (0.1, 64, 1.5)
+    # env() rebuilds the same configuration (what worker processes do).
+    assert RouterConfig.from_env(config.env()) == config
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("ROLLOUT_PLAN_POLL_S", "fast", "ROLLOUT_PLAN_POLL_S='fast'"),
+        ("ROLLOUT_PLAN_POLL_S", "0", "plan_poll_s must be > 0"),
+        ("ROLLOUT_LOG_SAMPLE_RATE", "1.5", "log_sample_rate must be 0..1"),
+        ("ROLLOUT_MAX_BODY_BYTES", "-1", "max_body_bytes must be > 0"),
+    ],
+)
+def test_bad_values_name_the_problem(
+    tmp_path: Path, variable: str, value: str, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
+        RouterConfig.from_env({"ROLLOUT_HOME": str(tmp_path), variable: value})
