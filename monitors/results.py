@@ -59,6 +59,22 @@ class GateResult:
             object.__setattr__(self, "p_value", float(self.p_value))
         object.__setattr__(self, "details", {str(k): float(v) for k, v in self.details.items()})
 
+    @classmethod
+    def unmeasured(cls, gate: str, test: str, verdict: Verdict, reason: str) -> GateResult:
+        """A result with no statistic: a check (e.g. a digest) or a test that could not run."""
+        return cls(
+            gate=gate,
+            test=test,
+            statistic=math.nan,
+            p_value=None,
+            effect_size=math.nan,
+            threshold=math.nan,
+            n_baseline=0,
+            n_canary=0,
+            verdict=verdict,
+            reason=reason,
+        )
+
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-safe dict of every field (NaN and +/-inf become None)."""
         return {

@@ -125,17 +125,8 @@ def _safe(name: GateName, run: GateRunner, alpha: float) -> GateResult:
     try:
         return run(alpha)
     except ValueError as exc:
-        return GateResult(
-            gate=name,
-            test="not_run",
-            statistic=math.nan,
-            p_value=None,
-            effect_size=math.nan,
-            threshold=math.nan,
-            n_baseline=0,
-            n_canary=0,
-            verdict="inconclusive",
-            reason=f"cannot run on these data: {exc}",
+        return GateResult.unmeasured(
+            name, "not_run", "inconclusive", f"cannot run on these data: {exc}"
         )
 
 

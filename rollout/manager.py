@@ -18,7 +18,6 @@ environment, a version enters the next one only after it succeeded there, as the
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -651,15 +650,4 @@ def bind_spec(spec: RolloutSpec, model: str, candidate: str | int, environment: 
 
 
 def _check(gate: str, verdict: Literal["pass", "fail"], reason: str) -> GateResult:
-    return GateResult(
-        gate=gate,
-        test="sha256",
-        statistic=math.nan,
-        p_value=None,
-        effect_size=math.nan,
-        threshold=math.nan,
-        n_baseline=0,
-        n_canary=0,
-        verdict=verdict,
-        reason=reason,
-    )
+    return GateResult.unmeasured(gate, "sha256", verdict, reason)

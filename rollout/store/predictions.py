@@ -72,26 +72,14 @@ class PredictionLog:
         rows = [
             {"request_id": f.request_id, "label": json.dumps(f.label), "ts": f.ts} for f in labels
         ]
-        dialect = self.engine.dialect.name
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(feedback)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["request_id"],
+            set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
+        )
         with self.engine.begin() as conn:
-            if dialect == "postgresql":
-                stmt = postgresql.insert(feedback)
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["request_id"],
-                        set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
-                    ),
-                    rows,
-                )
-            else:
-                lite = sqlite.insert(feedback)
-                conn.execute(
-                    lite.on_conflict_do_update(
-                        index_elements=["request_id"],
-                        set_={"label": lite.excluded.label, "ts": lite.excluded.ts},
-                    ),
-                    rows,
-                )
+            conn.execute(upsert, rows)
 
     def count(self, rollout_id: str, since_ts: float = 0.0) -> dict[str, int]:
         """Requests per arm for a rollout since ``since_ts``."""

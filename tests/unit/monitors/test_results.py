@@ -107,3 +107,11 @@ def test_default_details_are_empty() -> None:
 def test_invalid_fields_raise(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _result(**overrides)
+
+
+def test_unmeasured_result_has_no_numbers_but_keeps_its_verdict() -> None:
+    result = GateResult.unmeasured("artifact_digest", "sha256", "fail", "digest changed")
+    assert (result.verdict, result.test, result.reason) == ("fail", "sha256", "digest changed")
+    assert result.p_value is None and (result.n_baseline, result.n_canary) == (0, 0)
+    data = result.to_dict()
+    assert data["statistic"] is None and data["effect_size"] is None
