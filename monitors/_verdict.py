@@ -30,6 +30,24 @@ def shortfall_reason(n_baseline: int, n_canary: int, min_n: int, unit: str) -> s
     )
 
 
+def power_shortfall(
+    n_baseline: int, n_canary: int, n_power: int, unit: str, target: str
+) -> tuple[str, dict[str, float]] | None:
+    """The "not yet powered" reason and needed counts, or None when both arms have `n_power`."""
+    baseline_needed = max(0, n_power - n_baseline)
+    canary_needed = max(0, n_power - n_canary)
+    if baseline_needed == 0 and canary_needed == 0:
+        return None
+    reason = (
+        f"no significant harm yet, but underpowered: need {baseline_needed} more baseline and "
+        f"{canary_needed} more canary {unit} ({n_power} per arm) to detect {target}"
+    )
+    return reason, {
+        "baseline_needed": float(baseline_needed),
+        "canary_needed": float(canary_needed),
+    }
+
+
 def make_result(
     *,
     gate: str,

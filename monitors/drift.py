@@ -10,20 +10,26 @@ returns a `GateResult`; ``inconclusive`` when an arm has fewer than `min_n` valu
   categories, no Yates correction); fails when p < alpha. Effect size: Cramer's V.
 - `psi`: population stability index over bins cut at baseline quantiles (`psi_edges`), shares
   clipped at 1e-4; fails when PSI > threshold. No p-value.
+- `mean_shift_test`: sequential (always-valid mSPRT) two-sided test of a shift in the mean
+  numeric output, in baseline sds; safe to check after every batch.
 - `output_drift`: picks one of the above (``method="auto"``: chi-square for categorical
-  outputs, KS otherwise).
+  outputs, KS otherwise), or a column test of `monitors.twosample` (``wasserstein``,
+  ``jensen_shannon``, ``anderson``) wrapped as a gate result.
+
+Only `mean_shift_test` is sequential; the others are fixed-horizon tests (or thresholds on an
+effect size: PSI, Wasserstein, Jensen-Shannon), which is what to use for a gate checked often.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from monitors._bins import PSI_MIN_SHARE, check_bins, psi_edges
 from monitors._categories import contingency_table
 from monitors._validate import (
     FloatArray,
@@ -36,10 +42,23 @@ from monitors._validate import (
 )
 from monitors._verdict import fmt_p, make_result
 from monitors.results import GateResult, Verdict
+from monitors.sequential import always_valid_p, check_tau
+from monitors.twosample import column_drift
 
-DriftMethod = Literal["auto", "ks", "chi_square", "psi"]
-DRIFT_METHODS: tuple[str, ...] = ("auto", "ks", "chi_square", "psi")
-PSI_MIN_SHARE = 1e-4
+DriftMethod = Literal[
+    "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
+]
+DRIFT_METHODS: tuple[str, ...] = (
+    "auto",
+    "ks",
+    "chi_square",
+    "psi",
+    "wasserstein",
+    "jensen_shannon",
+    "anderson",
+    "mean_shift",
+)
+MEAN_SHIFT_TAU = 0.2
 MAX_CATEGORICAL_FLOAT_VALUES = 10
 
 _UNIT = "observations"
@@ -163,20 +182,6 @@ def chi_square_test(
     )
 
 
-def psi_edges(baseline: npt.ArrayLike, bins: int = 10) -> FloatArray:
-    """Bin edges at the baseline's quantiles: unique inner edges, outer edges -inf and +inf.
-
-    A value x falls in bin i when ``edges[i] < x <= edges[i + 1]``. Ties in the baseline can
-    merge quantiles, so there may be fewer than `bins` bins.
-    """
-    bins = _check_bins(bins)
-    values = as_numeric(baseline, "baseline")
-    if values.size == 0:
-        raise ValueError("baseline must be non-empty to place PSI bins")
-    inner = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    return np.concatenate(([-np.inf], inner, [np.inf]))
-
-
 def psi(
     baseline: npt.ArrayLike,
     canary: npt.ArrayLike,
@@ -185,9 +190,13 @@ def psi(
     threshold: float = 0.2,
     min_n: int = 30,
     gate: str = "output_drift",
+    edges: npt.ArrayLike | None = None,
 ) -> GateResult:
-    """Population stability index of the canary against baseline-quantile bins."""
-    bins = _check_bins(bins)
+    """Population stability index of the canary against baseline-quantile bins.
+
+    Pass `edges` (from `psi_edges` on an earlier baseline) to reuse stored bins.
+    """
+    bins = check_bins(bins)
     threshold = check_bound(threshold, "threshold", minimum=0.0, strict=True)
     min_n, gate = check_min_n(min_n), check_gate(gate)
     baseline_values = as_numeric(baseline, "baseline")
@@ -197,9 +206,9 @@ def psi(
     verdict: Verdict = "pass"
     reason = ""
     if baseline_values.size and canary_values.size:
-        edges = psi_edges(baseline_values, bins)
-        baseline_share = np.clip(_bin_shares(baseline_values, edges), PSI_MIN_SHARE, None)
-        canary_share = np.clip(_bin_shares(canary_values, edges), PSI_MIN_SHARE, None)
+        cut = psi_edges(baseline_values, bins) if edges is None else _check_edges(edges)
+        baseline_share = np.clip(_bin_shares(baseline_values, cut), PSI_MIN_SHARE, None)
+        canary_share = np.clip(_bin_shares(canary_values, cut), PSI_MIN_SHARE, None)
         terms = (canary_share - baseline_share) * np.log(canary_share / baseline_share)
         value = float(terms.sum())
         details = {"n_bins": float(terms.size), "max_bin_term": float(terms.max())}
@@ -240,8 +249,12 @@ def output_drift(
     psi_threshold: float = 0.2,
     min_n: int = 30,
     gate: str = "output_drift",
+    tau: float = MEAN_SHIFT_TAU,
 ) -> GateResult:
     """Run the drift test `method` names; ``"auto"`` picks chi-square or KS from the values.
+
+    `alpha` is the level of the tests with a p-value (ks, chi_square, anderson, mean_shift);
+    `psi_threshold` the threshold of the distances (psi, wasserstein, jensen_shannon).
 
     Values count as categorical when their dtype is not floating point (ints, bools, strings,
     objects), or when they are floats with at most 10 distinct values, all whole numbers.
@@ -258,6 +271,13 @@ def output_drift(
         return chi_square_test(baseline_values, canary_values, alpha=alpha, min_n=min_n, gate=gate)
     if method == "psi":
         return psi(baseline_values, canary_values, threshold=psi_threshold, min_n=min_n, gate=gate)
+    if method == "mean_shift":
+        return mean_shift_test(
+            baseline_values, canary_values, alpha=alpha, tau=tau, min_n=min_n, gate=gate
+        )
+    if method in ("wasserstein", "jensen_shannon", "anderson"):
+        level = alpha if method == "anderson" else psi_threshold
+        return _column_gate(method, baseline_values, canary_values, level, min_n, gate)
     return ks_test(baseline_values, canary_values, alpha=alpha, min_n=min_n, gate=gate)
 
 
@@ -277,7 +297,93 @@ def _bin_shares(values: FloatArray, edges: FloatArray) -> FloatArray:
     return counts / values.size
 
 
-def _check_bins(bins: int) -> int:
-    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
-        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
-    return int(bins)
+def mean_shift_test(
+    baseline: npt.ArrayLike,
+    canary: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    tau: float = MEAN_SHIFT_TAU,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """Sequential (always-valid) two-sided test of a shift in the mean numeric output.
+
+    Effect size: (canary mean - baseline mean) / baseline sd; the mSPRT mixes over shifts of
+    scale `tau` baseline sds (Welch variance), so the gate may be checked after every batch.
+    """
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    tau = check_tau(tau)
+    b, c = as_numeric(baseline, "baseline"), as_numeric(canary, "canary")
+    statistic, p_value, effect = math.nan, None, math.nan
+    details: dict[str, float] = {"tau": tau, "sequential": 1.0}
+    verdict: Verdict = "pass"
+    reason = ""
+    if b.size >= 2 and c.size >= 2:
+        sd = max(float(np.std(b, ddof=1)), 1e-12)
+        effect = (float(c.mean()) - float(b.mean())) / sd
+        variance = (float(np.var(b, ddof=1)) / b.size + float(np.var(c, ddof=1)) / c.size) / sd**2
+        statistic = effect / math.sqrt(variance) if variance > 0 else 0.0
+        p_value = float(always_valid_p(effect, variance, tau, one_sided=False))
+        details |= {"baseline_mean": float(b.mean()), "canary_mean": float(c.mean())}
+        moved = f"canary mean output moved {effect:+.3f} baseline sds"
+        verdict = "fail" if p_value < alpha else "pass"
+        reason = f"{moved}, {fmt_p(p_value, alpha)} (always-valid)"
+    return make_result(
+        gate=gate,
+        test="mean_shift_msprt",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=effect,
+        threshold=alpha,
+        n_baseline=int(b.size),
+        n_canary=int(c.size),
+        min_n=max(min_n, 2),
+        unit=_UNIT,
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def _column_gate(
+    method: str,
+    baseline: npt.NDArray[np.generic],
+    canary: npt.NDArray[np.generic],
+    threshold: float,
+    min_n: int,
+    gate: str,
+) -> GateResult:
+    min_n, gate = check_min_n(min_n), check_gate(gate)
+    drift = None
+    if baseline.size and canary.size:
+        drift = column_drift(baseline, canary, method=method, threshold=threshold)
+    verdict: Verdict = "fail" if drift is not None and drift.drifted else "pass"
+    if drift is None:
+        reason = ""
+    elif drift.p_value is None:
+        relation = ">=" if drift.drifted else "<"
+        reason = f"{method} {drift.statistic:.4g} {relation} threshold {threshold:g}"
+    else:
+        reason = f"{method} statistic {drift.statistic:.4g}, {fmt_p(drift.p_value, threshold)}"
+    return make_result(
+        gate=gate,
+        test=method,
+        statistic=math.nan if drift is None else drift.statistic,
+        p_value=None if drift is None else drift.p_value,
+        effect_size=math.nan if drift is None else drift.effect_size,
+        threshold=threshold,
+        n_baseline=int(baseline.size),
+        n_canary=int(canary.size),
+        min_n=min_n,
+        unit=_UNIT,
+        verdict=verdict,
+        reason=reason,
+        details={},
+    )
+
+
+def _check_edges(edges: npt.ArrayLike) -> FloatArray:
+    cut = np.asarray(edges, dtype=np.float64)
+    if cut.ndim != 1 or cut.size < 2 or np.any(np.diff(cut) <= 0):
+        raise ValueError("edges must be >= 2 strictly increasing values (from psi_edges)")
+    return cut

@@ -23,6 +23,7 @@ from scipy import stats
 from monitors._hodges_lehmann import hodges_lehmann
 from monitors._proportions import two_proportion_z
 from monitors._validate import (
+    FloatArray,
     as_numeric,
     check_alpha,
     check_bound,
@@ -31,8 +32,12 @@ from monitors._validate import (
     check_gate,
     check_min_n,
 )
-from monitors._verdict import fmt_p, fmt_pct, fmt_pts, make_result
+from monitors._verdict import fmt_p, fmt_pct, fmt_pts, make_result, power_shortfall
 from monitors.results import GateResult, Verdict
+from monitors.sequential import always_valid_p, check_tau, n_for_power
+
+ERROR_RATE_TAU = 0.01  # mixture scale of the sequential error-rate test: 1 pt above the margin
+LATENCY_TAU = 0.1  # mixture scale of the sequential latency test, on P(canary > baseline) - 1/2
 
 
 def error_rate_test(
@@ -45,8 +50,18 @@ def error_rate_test(
     alpha: float = 0.05,
     min_n: int = 100,
     gate: str = "error_rate",
+    sequential: bool = False,
+    tau: float = ERROR_RATE_TAU,
+    power: float = 0.8,
+    require_power: bool = False,
 ) -> GateResult:
-    """Fail when the canary's error rate exceeds the baseline's by more than `max_increase`."""
+    """Fail when the canary's error rate exceeds the baseline's by more than `max_increase`.
+
+    With ``sequential=True`` the p-value is the always-valid mSPRT p-value of the same z
+    statistic (`monitors.sequential`, mixture scale `tau`), so the gate may be checked after
+    every batch; ``details["n_for_power"]`` is the requests per arm at which an excess of `tau`
+    over the margin is caught with probability `power`.
+    """
     counts = {
         "baseline_errors": check_count(baseline_errors, "baseline_errors"),
         "baseline_n": check_count(baseline_n, "baseline_n"),
@@ -61,9 +76,11 @@ def error_rate_test(
             )
     max_increase = check_fraction(max_increase, "max_increase")
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    tau = check_tau(tau)
+    power = check_fraction(power, "power", low_inclusive=False)
 
     statistic, p_value, diff = math.nan, None, math.nan
-    details: dict[str, float] = {"max_increase": max_increase}
+    details: dict[str, float] = {"max_increase": max_increase, "sequential": float(sequential)}
     verdict: Verdict = "pass"
     reason = ""
     if baseline_n and canary_n:
@@ -77,6 +94,15 @@ def error_rate_test(
             "se": z.se,
             "diff_upper_bound": z.upper_bound,
         }
+        if sequential:
+            details["fixed_horizon_p"] = p_value
+            p_value = float(always_valid_p(diff - max_increase, z.se**2, tau))
+            pooled = (baseline_errors + canary_errors) / (baseline_n + canary_n)
+            spread = max(pooled * (1.0 - pooled), 1.0 / (baseline_n + canary_n))
+            details |= {
+                "tau": tau,
+                "n_for_power": float(n_for_power(2.0 * spread, tau, tau, alpha=alpha, power=power)),
+            }
         rates = f"canary error rate {fmt_pct(z.canary_rate)} vs baseline {fmt_pct(z.baseline_rate)}"
         if p_value < alpha:
             verdict = "fail"
@@ -89,6 +115,20 @@ def error_rate_test(
                 f"{rates} ({fmt_pts(diff)}, max {100 * max_increase:.2f} pts): no significant "
                 f"excess, {fmt_p(p_value, alpha)}"
             )
+        if sequential:
+            reason += " (always-valid)"
+        if sequential and require_power and verdict == "pass":
+            short = power_shortfall(
+                baseline_n,
+                canary_n,
+                int(details["n_for_power"]),
+                "requests",
+                f"+{100 * tau:.2f} pts over the margin at {power:.0%} power",
+            )
+            if short is not None:
+                verdict = "inconclusive"
+                reason, needed = short
+                details |= needed
     return make_result(
         gate=gate,
         test="two_proportion_z",
@@ -115,16 +155,28 @@ def latency_test(
     alpha: float = 0.05,
     min_n: int = 30,
     gate: str = "latency",
+    sequential: bool = False,
+    tau: float = LATENCY_TAU,
 ) -> GateResult:
-    """Fail when the canary is significantly slower and its `quantile` grew beyond `max_ratio`."""
+    """Fail when the canary is significantly slower and its `quantile` grew beyond `max_ratio`.
+
+    With ``sequential=True`` the Mann-Whitney p-value is replaced by the always-valid mSPRT
+    p-value of the standardised U statistic: ``theta_hat = U / (n_b n_c) - 1/2`` (the estimated
+    P(canary > baseline) - 1/2) with its tie-corrected null variance, mixture scale `tau`.
+    """
     quantile = check_fraction(quantile, "quantile", low_inclusive=False)
     max_ratio = check_bound(max_ratio, "max_ratio", minimum=1.0, strict=False)
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    tau = check_tau(tau)
     baseline = as_numeric(baseline_ms, "baseline_ms", non_negative=True)
     canary = as_numeric(canary_ms, "canary_ms", non_negative=True)
 
     statistic, p_value, shift_ms = math.nan, None, math.nan
-    details: dict[str, float] = {"quantile": quantile, "max_ratio": max_ratio}
+    details: dict[str, float] = {
+        "quantile": quantile,
+        "max_ratio": max_ratio,
+        "sequential": float(sequential),
+    }
     verdict: Verdict = "pass"
     reason = ""
     if baseline.size and canary.size:
@@ -147,6 +199,10 @@ def latency_test(
             "baseline_median": float(np.median(baseline)),
             "canary_median": float(np.median(canary)),
         }
+        if sequential:
+            details["fixed_horizon_p"] = p_value
+            details["tau"] = tau
+            p_value = _sequential_mann_whitney(statistic, baseline, canary, tau)
         label = f"p{100 * quantile:g}"
         summary = (
             f"canary {label} latency {canary_q:.1f} ms vs baseline {baseline_q:.1f} ms "
@@ -169,6 +225,8 @@ def latency_test(
                 f"{summary}, max {max_ratio:g}): no significant slowdown "
                 f"(HL {shift_ms:+.1f} ms), {fmt_p(p_value, alpha)}"
             )
+        if sequential:
+            reason += " (always-valid)"
     return make_result(
         gate=gate,
         test="mann_whitney",
@@ -184,6 +242,17 @@ def latency_test(
         reason=reason,
         details=details,
     )
+
+
+def _sequential_mann_whitney(
+    u_statistic: float, baseline: FloatArray, canary: FloatArray, tau: float
+) -> float:
+    n_b, n_c = baseline.size, canary.size
+    n = n_b + n_c
+    _, tie_counts = np.unique(np.concatenate([baseline, canary]), return_counts=True)
+    tie_term = float(np.sum(tie_counts.astype(np.float64) ** 3 - tie_counts)) / (n * (n - 1.0))
+    variance = (n + 1.0 - tie_term) / (12.0 * n_b * n_c) if n > 1 else 0.0
+    return float(always_valid_p(u_statistic / (n_b * n_c) - 0.5, variance, tau))
 
 
 def _ratio(canary_q: float, baseline_q: float) -> float:

@@ -6,19 +6,47 @@ H0: acc_baseline - acc_canary <= max_decrease against H1: > max_decrease (pooled
 max_decrease == 0, unpooled otherwise). It fails when p < alpha. Effect size: acc_canary -
 acc_baseline. Parameters are validated (``ValueError``); fewer than `min_n` labelled predictions
 in an arm gives ``inconclusive``.
+
+With ``sequential=True`` (what the rollout manager uses) the p-value is the always-valid mSPRT
+p-value of the same statistic (`monitors.sequential`), so the gate may be checked after every
+batch of labels. The other metrics:
+
+- `loss_test`: non-inferiority on a per-request loss, H0: mean_canary - mean_baseline <=
+  max_increase, Welch standard error: ``log_loss`` (outputs are P(label == 1)), ``mae`` and
+  ``rmse`` (RMSE compared through the delta method on the mean squared error).
+- `auc_test`: H0: auc_baseline - auc_canary <= max_decrease, DeLong variance per arm.
+- `per_request_loss`: the losses `loss_test` takes, from outputs and labels.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from monitors._proportions import two_proportion_z
-from monitors._validate import as_bool, check_alpha, check_fraction, check_gate, check_min_n
-from monitors._verdict import fmt_p, fmt_pct, fmt_pts, make_result
+from monitors._validate import (
+    FloatArray,
+    as_bool,
+    as_numeric,
+    check_alpha,
+    check_bound,
+    check_fraction,
+    check_gate,
+    check_min_n,
+)
+from monitors._verdict import fmt_p, fmt_pct, fmt_pts, make_result, power_shortfall
 from monitors.results import GateResult, Verdict
+from monitors.sequential import always_valid_p, check_tau, n_for_power
+
+LossMetric = Literal["log_loss", "mae", "rmse"]
+LOSS_METRICS: tuple[str, ...] = ("log_loss", "mae", "rmse")
+ACCURACY_TAU = 0.03  # sequential accuracy test tuned to a 3-point loss beyond the margin
+AUC_TAU = 0.03
+LOG_LOSS_CLIP = 1e-15
 
 
 def accuracy_test(
@@ -29,16 +57,22 @@ def accuracy_test(
     alpha: float = 0.05,
     min_n: int = 50,
     gate: str = "quality",
+    sequential: bool = False,
+    tau: float = ACCURACY_TAU,
+    power: float = 0.8,
+    require_power: bool = False,
 ) -> GateResult:
     """Fail when the canary's accuracy is below the baseline's by more than `max_decrease`."""
     baseline = as_bool(baseline_correct, "baseline_correct")
     canary = as_bool(canary_correct, "canary_correct")
     max_decrease = check_fraction(max_decrease, "max_decrease")
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    tau = check_tau(tau)
+    power = check_fraction(power, "power", low_inclusive=False)
     n_baseline, n_canary = int(baseline.size), int(canary.size)
 
     statistic, p_value, diff = math.nan, None, math.nan
-    details: dict[str, float] = {"max_decrease": max_decrease}
+    details: dict[str, float] = {"max_decrease": max_decrease, "sequential": float(sequential)}
     verdict: Verdict = "pass"
     reason = ""
     if n_baseline and n_canary:
@@ -55,6 +89,15 @@ def accuracy_test(
             "se": z.se,
             "diff_lower_bound": -z.upper_bound,
         }
+        if sequential:
+            details["fixed_horizon_p"] = p_value
+            p_value = float(always_valid_p(z.diff - max_decrease, z.se**2, tau))
+            pooled = (baseline_wrong + canary_wrong) / (n_baseline + n_canary)
+            spread = max(pooled * (1.0 - pooled), 1.0 / (n_baseline + n_canary))
+            details |= {
+                "tau": tau,
+                "n_for_power": float(n_for_power(2.0 * spread, tau, tau, alpha=alpha, power=power)),
+            }
         accuracies = (
             f"canary accuracy {fmt_pct(canary_accuracy)} vs baseline {fmt_pct(baseline_accuracy)}"
         )
@@ -69,6 +112,20 @@ def accuracy_test(
                 f"{accuracies} ({fmt_pts(diff)}, max decrease {100 * max_decrease:.2f} pts): "
                 f"no significant loss, {fmt_p(p_value, alpha)}"
             )
+        if sequential:
+            reason += " (always-valid)"
+        if sequential and require_power and verdict == "pass":
+            short = power_shortfall(
+                n_baseline,
+                n_canary,
+                int(details["n_for_power"]),
+                "labelled predictions",
+                f"-{100 * tau:.2f} pts beyond the margin at {power:.0%} power",
+            )
+            if short is not None:
+                verdict = "inconclusive"
+                reason, needed = short
+                details |= needed
     return make_result(
         gate=gate,
         test="accuracy_z",
@@ -84,3 +141,193 @@ def accuracy_test(
         reason=reason,
         details=details,
     )
+
+
+def per_request_loss(
+    metric: LossMetric, outputs: npt.ArrayLike, labels: npt.ArrayLike
+) -> FloatArray:
+    """Per-request loss: log-loss of P(label == 1), absolute error, or squared error (rmse)."""
+    if metric not in LOSS_METRICS:
+        raise ValueError(f"metric must be one of {LOSS_METRICS}, got {metric!r}")
+    predicted = as_numeric(outputs, "outputs")
+    truth = as_numeric(labels, "labels")
+    if predicted.size != truth.size:
+        raise ValueError(f"outputs ({predicted.size}) and labels ({truth.size}) differ in length")
+    if metric == "log_loss":
+        if not np.isin(truth, (0.0, 1.0)).all():
+            raise ValueError("log_loss needs labels 0 or 1")
+        p = np.clip(predicted, LOG_LOSS_CLIP, 1.0 - LOG_LOSS_CLIP)
+        return np.asarray(-(truth * np.log(p) + (1.0 - truth) * np.log1p(-p)))
+    if metric == "mae":
+        return np.abs(predicted - truth)
+    return np.asarray((predicted - truth) ** 2)
+
+
+def loss_test(
+    baseline_loss: npt.ArrayLike,
+    canary_loss: npt.ArrayLike,
+    *,
+    metric: LossMetric = "log_loss",
+    max_increase: float = 0.0,
+    alpha: float = 0.05,
+    min_n: int = 50,
+    gate: str = "quality",
+    sequential: bool = False,
+    tau: float | None = None,
+) -> GateResult:
+    """Fail when the canary's mean loss exceeds the baseline's by more than `max_increase`.
+
+    Losses come from `per_request_loss` (squared errors for ``rmse``). For ``rmse`` the
+    comparison, margin and effect size are in RMSE units (delta method). `tau` defaults to the
+    baseline loss's standard deviation / 4 (a quarter-sd excess).
+    """
+    if metric not in LOSS_METRICS:
+        raise ValueError(f"metric must be one of {LOSS_METRICS}, got {metric!r}")
+    baseline = as_numeric(baseline_loss, "baseline_loss", non_negative=True)
+    canary = as_numeric(canary_loss, "canary_loss", non_negative=True)
+    max_increase = check_bound(max_increase, "max_increase", minimum=0.0, strict=False)
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    if tau is not None:
+        tau = check_tau(tau)
+    n_baseline, n_canary = int(baseline.size), int(canary.size)
+    statistic, p_value, diff = math.nan, None, math.nan
+    details: dict[str, float] = {"max_increase": max_increase, "sequential": float(sequential)}
+    verdict: Verdict = "pass"
+    reason = ""
+    if n_baseline >= 2 and n_canary >= 2:
+        baseline_value, baseline_var = _metric_and_variance(metric, baseline)
+        canary_value, canary_var = _metric_and_variance(metric, canary)
+        diff = canary_value - baseline_value
+        variance = baseline_var + canary_var
+        se = math.sqrt(variance)
+        excess = diff - max_increase
+        statistic = excess / se if se > 0 else math.copysign(math.inf, excess) if excess else 0.0
+        p_value = float(stats.norm.sf(statistic))
+        details |= {
+            f"baseline_{metric}": baseline_value,
+            f"canary_{metric}": canary_value,
+            "se": se,
+        }
+        if sequential:
+            scale = tau if tau is not None else max(math.sqrt(baseline_var * n_baseline) / 4, 1e-9)
+            details |= {"fixed_horizon_p": p_value, "tau": scale}
+            p_value = float(always_valid_p(excess, variance, scale))
+        values = f"canary {metric} {canary_value:.4g} vs baseline {baseline_value:.4g}"
+        if p_value < alpha:
+            verdict = "fail"
+            reason = f"{values} ({diff:+.4g}, worse than max +{max_increase:g}), "
+        else:
+            reason = f"{values} ({diff:+.4g}, max +{max_increase:g}): no significant loss, "
+        reason += fmt_p(p_value, alpha) + (" (always-valid)" if sequential else "")
+    return make_result(
+        gate=gate,
+        test=f"{metric}_z",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=diff,
+        threshold=alpha,
+        n_baseline=n_baseline,
+        n_canary=n_canary,
+        min_n=max(min_n, 2),
+        unit="labelled predictions",
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def auc_test(
+    baseline_scores: npt.ArrayLike,
+    baseline_labels: npt.ArrayLike,
+    canary_scores: npt.ArrayLike,
+    canary_labels: npt.ArrayLike,
+    *,
+    max_decrease: float = 0.01,
+    alpha: float = 0.05,
+    min_n: int = 50,
+    gate: str = "quality",
+    sequential: bool = False,
+    tau: float = AUC_TAU,
+) -> GateResult:
+    """Fail when the canary's ROC AUC is below the baseline's by more than `max_decrease`."""
+    arms = []
+    for arm, scores, labels in (
+        ("baseline", baseline_scores, baseline_labels),
+        ("canary", canary_scores, canary_labels),
+    ):
+        score = as_numeric(scores, f"{arm}_scores")
+        label = as_bool(labels, f"{arm}_labels")
+        if score.size != label.size:
+            raise ValueError(f"{arm}_scores and {arm}_labels differ in length")
+        arms.append((score, label))
+    max_decrease = check_fraction(max_decrease, "max_decrease")
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    tau = check_tau(tau)
+    n_baseline, n_canary = int(arms[0][0].size), int(arms[1][0].size)
+    statistic, p_value, diff = math.nan, None, math.nan
+    details: dict[str, float] = {"max_decrease": max_decrease, "sequential": float(sequential)}
+    verdict: Verdict = "pass"
+    reason = ""
+    both_classes = all(0 < int(label.sum()) < label.size for _, label in arms)
+    if both_classes:
+        (baseline_auc, baseline_var), (canary_auc, canary_var) = (delong(s, y) for s, y in arms)
+        diff = canary_auc - baseline_auc
+        variance = baseline_var + canary_var
+        excess = -diff - max_decrease
+        se = math.sqrt(variance)
+        statistic = excess / se if se > 0 else math.copysign(math.inf, excess) if excess else 0.0
+        p_value = float(stats.norm.sf(statistic))
+        details |= {"baseline_auc": baseline_auc, "canary_auc": canary_auc, "se": se}
+        if sequential:
+            details |= {"fixed_horizon_p": p_value, "tau": tau}
+            p_value = float(always_valid_p(excess, variance, tau))
+        values = f"canary AUC {canary_auc:.4f} vs baseline {baseline_auc:.4f}"
+        if p_value < alpha:
+            verdict = "fail"
+            reason = f"{values} ({diff:+.4f}, worse than max -{max_decrease:g}), "
+        else:
+            reason = f"{values} ({diff:+.4f}, max -{max_decrease:g}): no significant loss, "
+        reason += fmt_p(p_value, alpha) + (" (always-valid)" if sequential else "")
+    elif n_baseline and n_canary:
+        reason = "AUC needs both classes among each arm's labels"
+        verdict = "inconclusive"
+    return make_result(
+        gate=gate,
+        test="auc_delong",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=diff,
+        threshold=alpha,
+        n_baseline=n_baseline,
+        n_canary=n_canary,
+        min_n=min_n,
+        unit="labelled predictions",
+        verdict=verdict,
+        reason=reason,
+        details=details,
+    )
+
+
+def delong(scores: FloatArray, labels: npt.NDArray[np.bool_]) -> tuple[float, float]:
+    """ROC AUC (ties count 1/2) and its DeLong variance; both classes must be present."""
+    positives, negatives = scores[labels], scores[~labels]
+    m, n = positives.size, negatives.size
+    all_ranks = stats.rankdata(np.concatenate([positives, negatives]))
+    positive_ranks = stats.rankdata(positives)
+    negative_ranks = stats.rankdata(negatives)
+    v10 = (all_ranks[:m] - positive_ranks) / n  # share of negatives below each positive
+    v01 = 1.0 - (all_ranks[m:] - negative_ranks) / m  # share of positives above each negative
+    auc = float(v10.mean())
+    variance = float(np.var(v10, ddof=1) / m if m > 1 else 0.0) + float(
+        np.var(v01, ddof=1) / n if n > 1 else 0.0
+    )
+    return auc, variance
+
+
+def _metric_and_variance(metric: LossMetric, losses: FloatArray) -> tuple[float, float]:
+    mean = float(losses.mean())
+    var_of_mean = float(losses.var(ddof=1)) / losses.size
+    if metric != "rmse":
+        return mean, var_of_mean
+    rmse = math.sqrt(mean)
+    return rmse, var_of_mean / (4.0 * mean) if mean > 0 else 0.0

@@ -319,7 +319,7 @@ def test_bad_min_n_raises(min_n: object) -> None:
         (lambda: psi([1.0], [1.0], threshold=0.0), "threshold"),
         (lambda: psi([1.0], [1.0], threshold=math.inf), "threshold"),
         (lambda: psi_edges([], 10), "baseline must be non-empty"),
-        (lambda: output_drift([1.0], [1.0], method="wasserstein"), "method"),  # type: ignore[arg-type]
+        (lambda: output_drift([1.0], [1.0], method="energy"), "method"),  # type: ignore[arg-type]
         (lambda: output_drift([1.0], [1.0], psi_threshold=-1.0), "psi_threshold"),
         (lambda: output_drift([1.0], [1.0], alpha=2.0), "alpha"),
     ],

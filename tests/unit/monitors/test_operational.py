@@ -10,6 +10,7 @@ from scipy import stats
 
 from monitors._hodges_lehmann import hodges_lehmann
 from monitors.operational import error_rate_test, latency_test
+from monitors.sequential import always_valid_p
 
 ALPHA = 0.05
 RUNS = 200
@@ -313,3 +314,37 @@ def test_latency_bad_parameters_raise(kwargs: dict[str, object], message: str) -
     arguments: dict[str, object] = {"baseline_ms": [1.0, 2.0], "canary_ms": [1.0, 2.0], **kwargs}
     with pytest.raises(ValueError, match=message):
         latency_test(**arguments)  # type: ignore[arg-type]
+
+
+def test_sequential_latency_uses_the_standardised_u_statistic() -> None:
+    rng = np.random.default_rng(31)
+    baseline = np.round(rng.lognormal(3.0, 0.4, 300))  # whole ms: ties
+    canary = np.round(rng.lognormal(3.1, 0.4, 250))
+    result = latency_test(baseline, canary, sequential=True, tau=0.1)
+    ref = stats.mannwhitneyu(canary, baseline, alternative="greater", use_continuity=False)
+    z = float(stats.norm.isf(ref.pvalue))
+    theta = result.statistic / (300 * 250) - 0.5
+    assert result.p_value == pytest.approx(float(always_valid_p(theta, (theta / z) ** 2, 0.1)))
+    assert result.details["sequential"] == 1.0
+    assert (result.p_value or 0.0) >= result.details["fixed_horizon_p"]
+
+
+def test_sequential_error_rate_reports_the_requests_needed_for_power() -> None:
+    result = error_rate_test(10, 1000, 12, 1000, max_increase=0.0, sequential=True)
+    assert result.verdict == "pass"
+    assert result.details["n_for_power"] > 1000
+    assert result.details["tau"] == 0.01
+    with pytest.raises(ValueError, match="tau"):
+        error_rate_test(1, 10, 1, 10, sequential=True, tau=0.0)
+
+
+def test_require_power_keeps_an_underpowered_pass_inconclusive() -> None:
+    result = error_rate_test(2, 300, 3, 300, max_increase=0.0, sequential=True, require_power=True)
+    n_power = int(result.details["n_for_power"])
+    assert result.verdict == "inconclusive"
+    assert "underpowered" in result.reason and f"({n_power} per arm)" in result.reason
+    assert result.details["canary_needed"] == n_power - 300
+    powered = error_rate_test(
+        20, 3000, 22, 3000, max_increase=0.0, sequential=True, require_power=True
+    )
+    assert powered.verdict == "pass"

@@ -9,7 +9,14 @@ import pytest
 from scipy import stats
 
 from monitors.operational import error_rate_test
-from monitors.quality import accuracy_test
+from monitors.quality import (
+    LossMetric,
+    accuracy_test,
+    auc_test,
+    delong,
+    loss_test,
+    per_request_loss,
+)
 
 ALPHA = 0.05
 RUNS = 200
@@ -123,3 +130,59 @@ def test_accuracy_bad_parameters_raise(kwargs: dict[str, object], message: str) 
     }
     with pytest.raises(ValueError, match=message):
         accuracy_test(**arguments)  # type: ignore[arg-type]
+
+
+def test_sequential_accuracy_keeps_the_statistic_and_raises_the_p_value() -> None:
+    rng = np.random.default_rng(21)
+    baseline, canary = rng.random(2000) < 0.9, rng.random(2000) < 0.88
+    fixed = accuracy_test(baseline, canary, max_decrease=0.0)
+    sequential = accuracy_test(baseline, canary, max_decrease=0.0, sequential=True)
+    assert sequential.statistic == fixed.statistic
+    assert sequential.details["fixed_horizon_p"] == fixed.p_value
+    assert (sequential.p_value or 0.0) >= (fixed.p_value or 1.0)
+    assert sequential.details["n_for_power"] > 0
+    assert "always-valid" in sequential.reason
+
+
+def test_auc_matches_mann_whitney_and_fails_a_worse_ranker() -> None:
+    rng = np.random.default_rng(22)
+    labels_b, labels_c = rng.random(600) < 0.4, rng.random(500) < 0.4
+    scores_b = labels_b * 1.5 + rng.normal(size=600)
+    scores_c = labels_c * 0.5 + rng.normal(size=500)
+    result = auc_test(scores_b, labels_b, scores_c, labels_c, max_decrease=0.01)
+    u = stats.mannwhitneyu(scores_b[labels_b], scores_b[~labels_b]).statistic
+    expected = u / (labels_b.sum() * (~labels_b).sum())
+    assert result.details["baseline_auc"] == pytest.approx(expected)
+    assert result.verdict == "fail" and result.effect_size < -0.1
+    _, variance = delong(scores_b, labels_b)
+    assert 0.0 < variance < 0.01
+
+
+def test_auc_without_both_classes_is_inconclusive() -> None:
+    scores = np.linspace(0.0, 1.0, 60)
+    result = auc_test(scores, np.ones(60), scores, np.ones(60))
+    assert result.verdict == "inconclusive"
+
+
+@pytest.mark.parametrize("metric", ["mae", "rmse", "log_loss"])
+def test_loss_metrics_compare_means_with_a_margin(metric: LossMetric) -> None:
+    rng = np.random.default_rng(23)
+    labels = (rng.random(800) < 0.5).astype(float)
+    good = np.clip(labels * 0.8 + 0.1 + rng.normal(0, 0.05, 800), 0.01, 0.99)
+    bad = np.clip(labels * 0.4 + 0.3 + rng.normal(0, 0.05, 800), 0.01, 0.99)
+    baseline_loss = per_request_loss(metric, good, labels)
+    canary_loss = per_request_loss(metric, bad, labels)
+    result = loss_test(baseline_loss, canary_loss, metric=metric, sequential=True)
+    assert result.verdict == "fail" and result.test == f"{metric}_z"
+    if metric == "mae":
+        assert result.effect_size == pytest.approx(
+            np.mean(np.abs(bad - labels)) - np.mean(np.abs(good - labels))
+        )
+    if metric == "rmse":
+        rmse = np.sqrt(np.mean((bad - labels) ** 2)) - np.sqrt(np.mean((good - labels) ** 2))
+        assert result.effect_size == pytest.approx(rmse)
+    if metric == "log_loss":
+        expected = -np.mean(labels * np.log(good) + (1 - labels) * np.log(1 - good))
+        assert result.details["baseline_log_loss"] == pytest.approx(expected)
+    same = loss_test(baseline_loss, baseline_loss, metric=metric, max_increase=0.01)
+    assert same.verdict == "pass"

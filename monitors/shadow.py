@@ -1,0 +1,175 @@
+"""Shadow comparisons: the shadow version answered the *same* requests, so the tests are paired.
+
+- `mcnemar_test`: classifiers with labels. Per request, was the baseline right, was the shadow
+  right; exact McNemar (binomial test on the discordant pairs) of H0: the shadow is wrong no
+  more often than the baseline. Effect size: shadow accuracy minus baseline accuracy.
+- `disagreement_test`: classifiers without labels. Share of requests where the two predicted
+  classes differ, with a one-sided exact (Clopper-Pearson) test of H0: rate <= `max_rate`.
+- `wilcoxon_test`: regressors. Wilcoxon signed-rank test on shadow - baseline outputs
+  (two-sided: any systematic shift), effect size the median difference.
+
+All return `GateResult` (gate ``"shadow"``), ``inconclusive`` below `min_n` pairs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from monitors._validate import (
+    as_1d,
+    as_bool,
+    as_numeric,
+    check_alpha,
+    check_fraction,
+    check_gate,
+    check_min_n,
+)
+from monitors._verdict import fmt_p, fmt_pct, make_result
+from monitors.results import GateResult, Verdict
+
+
+def mcnemar_test(
+    baseline_correct: npt.ArrayLike,
+    shadow_correct: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    min_n: int = 50,
+    gate: str = "shadow",
+) -> GateResult:
+    """Exact one-sided McNemar test: is the shadow wrong more often on the same requests?"""
+    baseline = as_bool(baseline_correct, "baseline_correct")
+    shadow = as_bool(shadow_correct, "shadow_correct")
+    _same_length(baseline.size, shadow.size)
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    only_baseline = int(np.count_nonzero(baseline & ~shadow))  # shadow wrong, baseline right
+    only_shadow = int(np.count_nonzero(~baseline & shadow))
+    discordant = only_baseline + only_shadow
+    n = int(baseline.size)
+    p_value = (
+        float(stats.binomtest(only_baseline, discordant, 0.5, alternative="greater").pvalue)
+        if discordant
+        else 1.0
+    )
+    diff = (only_shadow - only_baseline) / n if n else math.nan
+    verdict: Verdict = "fail" if p_value < alpha else "pass"
+    reason = (
+        f"shadow right where baseline wrong on {only_shadow}, wrong where baseline right on "
+        f"{only_baseline} of {n} requests ({100 * diff:+.2f} pts), {fmt_p(p_value, alpha)}"
+    )
+    return make_result(
+        gate=gate,
+        test="mcnemar_exact",
+        statistic=float(only_baseline),
+        p_value=p_value,
+        effect_size=diff,
+        threshold=alpha,
+        n_baseline=n,
+        n_canary=n,
+        min_n=min_n,
+        unit="paired requests",
+        verdict=verdict,
+        reason=reason,
+        details={"only_baseline_right": only_baseline, "only_shadow_right": only_shadow},
+    )
+
+
+def disagreement_test(
+    baseline_outputs: npt.ArrayLike,
+    shadow_outputs: npt.ArrayLike,
+    *,
+    max_rate: float = 0.05,
+    alpha: float = 0.05,
+    min_n: int = 50,
+    gate: str = "shadow",
+) -> GateResult:
+    """Fail when the share of requests with different predicted classes exceeds `max_rate`."""
+    baseline = as_1d(baseline_outputs, "baseline_outputs")
+    shadow = as_1d(shadow_outputs, "shadow_outputs")
+    _same_length(baseline.size, shadow.size)
+    max_rate = check_fraction(max_rate, "max_rate")
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    n = int(baseline.size)
+    differ = int(np.count_nonzero(baseline != shadow))
+    rate = differ / n if n else math.nan
+    p_value = (
+        float(stats.binomtest(differ, n, max_rate, alternative="greater").pvalue) if n else 1.0
+    )
+    verdict: Verdict = "fail" if p_value < alpha else "pass"
+    reason = (
+        f"shadow disagrees with baseline on {fmt_pct(rate) if n else 'n/a'} of {n} requests "
+        f"(max {fmt_pct(max_rate)}), {fmt_p(p_value, alpha)}"
+    )
+    return make_result(
+        gate=gate,
+        test="disagreement_binomial",
+        statistic=float(differ),
+        p_value=p_value,
+        effect_size=rate,
+        threshold=alpha,
+        n_baseline=n,
+        n_canary=n,
+        min_n=min_n,
+        unit="paired requests",
+        verdict=verdict,
+        reason=reason,
+        details={"max_rate": max_rate},
+    )
+
+
+def wilcoxon_test(
+    baseline_outputs: npt.ArrayLike,
+    shadow_outputs: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    min_n: int = 30,
+    gate: str = "shadow",
+) -> GateResult:
+    """Two-sided Wilcoxon signed-rank test of shadow - baseline outputs on the same requests."""
+    baseline = as_numeric(baseline_outputs, "baseline_outputs")
+    shadow = as_numeric(shadow_outputs, "shadow_outputs")
+    _same_length(baseline.size, shadow.size)
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    differences = shadow - baseline
+    n = int(differences.size)
+    statistic, p_value, median = math.nan, None, math.nan
+    verdict: Verdict = "pass"
+    reason = ""
+    if n:
+        median = float(np.median(differences))
+        if np.any(differences != 0.0):
+            res = stats.wilcoxon(differences)
+            statistic, p_value = float(res.statistic), float(res.pvalue)
+        else:
+            statistic, p_value = 0.0, 1.0
+        verdict = "fail" if p_value < alpha else "pass"
+        reason = (
+            f"shadow - baseline outputs: median {median:+.4g} over {n} requests, "
+            f"{fmt_p(p_value, alpha)}"
+        )
+    return make_result(
+        gate=gate,
+        test="wilcoxon_signed_rank",
+        statistic=statistic,
+        p_value=p_value,
+        effect_size=median,
+        threshold=alpha,
+        n_baseline=n,
+        n_canary=n,
+        min_n=min_n,
+        unit="paired requests",
+        verdict=verdict,
+        reason=reason,
+        details={},
+    )
+
+
+def _same_length(n_baseline: int, n_shadow: int) -> None:
+    if n_baseline != n_shadow:
+        raise ValueError(
+            f"paired tests need one shadow value per baseline value, got {n_baseline} baseline "
+            f"and {n_shadow} shadow"
+        )
