@@ -4,12 +4,16 @@ Global options ``--home``, ``--registry-uri``, ``--store-url`` (else ``$ROLLOUT_
 data directory, see :mod:`rollout.settings`). Commands::
 
     rollout start MODEL --candidate V|@alias --env ENV [-f spec.yaml] [--actor NAME]
-    rollout status MODEL --env ENV [--json]
+    rollout apply -f spec.yaml [--actor NAME] [--json]   # idempotent
+    rollout plan -f spec.yaml [--json]                   # changes nothing
+    rollout status MODEL --env ENV [--json] [--watch [--interval S]]
     rollout promote|approve|pause|resume|abort MODEL --env ENV [--actor NAME]
     rollout rollback MODEL --env ENV [--to RELEASE_ID] [--actor NAME]
     rollout history MODEL --env ENV [--json]
     rollout events ROLLOUT_ID [--json]
-    rollout manager [--interval 0.5]          # until SIGTERM / SIGINT
+    rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
+    rollout api [--host 127.0.0.1] [--port 8090]   # the HTTP API (rollout.api)
+    rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
     rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server
 
 ``main`` returns the exit code: 0 on success, 2 on a usage error or a :class:`RolloutError`
@@ -28,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import FrameType
@@ -93,13 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("-f", "--file", help="rollout spec (YAML); default: steps 10/50/100")
     start.add_argument("--actor", default=default_actor(), help="who starts it")
 
+    apply = command("apply", _apply, "start the rollout a spec declares, unless it exists")
+    apply.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
+    apply.add_argument("--actor", default=default_actor(), help="who applies it")
+    apply.add_argument("--json", action="store_true", help="print JSON")
+
+    plan = command("plan", _plan, "show what a spec would do (steps, gates, time, approval)")
+    plan.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+
     status = command("status", _status, "show the plan, the alias and the current rollout")
     model_env(status)
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--watch", action="store_true", help="print again on every change until it finishes"
+    )
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between looks")
 
     for name, help_text in (
         ("promote", "promote the active rollout now (skip the remaining steps)"),
-        ("approve", "approve the active rollout (someone other than who started it)"),
+        ("approve", "approve the active rollout (in prod: not who started it)"),
         ("pause", "pause the active rollout"),
         ("resume", "resume a paused rollout (the current step restarts)"),
         ("abort", "abort the active rollout (traffic back to the baseline)"),
@@ -121,8 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("rollout_id")
     events.add_argument("--json", action="store_true", help="print JSON")
 
+    report = command("report", _report, "a rollout with its events, evidence and releases")
+    report.add_argument("rollout_id")
+    report.add_argument("--json", action="store_true", help="print JSON")
+
+    api = command("api", _api, "serve the manager's HTTP API (OpenAPI at /docs)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8090)
+
     manager = command("manager", _manager, "run the manager loop until SIGTERM/SIGINT")
     manager.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
+    manager.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=5.0,
+        help="seconds a standby manager waits for a silent one before taking over",
+    )
 
     command("demo", _demo, "the whole loop on the embedded default", add_help=False)
     command("up", _up, "router + manager (+ mlflow server) on loopback", add_help=False)
@@ -174,17 +206,63 @@ def _start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+def _apply(args: argparse.Namespace) -> int:
+    from rollout.declarative import apply
+
+    spec = load_spec(args.file)
     manager = _manager_of(args)
     try:
-        status = manager.status(args.model, args.env)
+        result = apply(manager, spec, args.actor)
     finally:
         manager.close()
     if args.json:
-        _print_json(status.to_dict())
+        _print_json(result.to_dict())
     else:
-        print(format_status(status))
+        print(result.message)
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rollout.declarative import format_plan, plan
+
+    spec = load_spec(args.file)
+    manager = _manager_of(args)
+    try:
+        result = plan(manager, spec)
+    finally:
+        manager.close()
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(format_plan(result))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    manager = _manager_of(args)
+    shown = ""
+    try:
+        while True:
+            status = manager.status(args.model, args.env)
+            if args.json:
+                text = json.dumps(
+                    json_safe(status.to_dict()),
+                    indent=None if args.watch else 2,
+                    sort_keys=True,
+                    default=str,
+                )
+            else:
+                text = format_status(status)
+            if text != shown:
+                print(text, flush=True)
+                shown = text
+            if not args.watch or status.rollout is None or not status.rollout.active:
+                return 0
+            time.sleep(max(0.05, args.interval))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        manager.close()
 
 
 def _lifecycle(args: argparse.Namespace) -> int:
@@ -242,6 +320,42 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    manager = _manager_of(args)
+    try:
+        report = manager.report(args.rollout_id)
+        events = manager.events(args.rollout_id)
+        record = manager.rollout(args.rollout_id)
+    finally:
+        manager.close()
+    if args.json:
+        _print_json(report)
+        return 0
+    print(
+        f"{record.id}: {record.model} v{record.candidate_version} in {record.environment} "
+        f"({record.strategy}), {record.state}; started by {record.started_by}"
+        + (f", approved by {record.approved_by}" if record.approved_by else "")
+    )
+    print(format_events(events))
+    releases = [Release(**release) for release in report["releases"]]
+    if releases:
+        print(format_history(releases))
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rollout.api import create_app
+
+    manager = _manager_of(args)
+    try:
+        uvicorn.run(create_app(manager), host=args.host, port=args.port, log_level="info")
+    finally:
+        manager.close()
+    return 0
+
+
 def _manager(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     manager = _manager_of(args)
@@ -255,7 +369,7 @@ def _manager(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, _stop)
     try:
-        manager.run(interval_s=args.interval, stop_event=stop)
+        manager.run(interval_s=args.interval, stop_event=stop, lease_ttl_s=args.lease_ttl)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -9,8 +9,10 @@ evidence. A decision whose ``event`` is None changes nothing (the rollout keeps 
 
 Rules of ``decide`` (without a command):
 
-- ``pending`` begins verifying; ``verifying`` waits for verification evidence (digest, smoke
-  tests): pass → first step (plan: canary at step 0's weight), fail → aborted.
+- ``pending`` begins verifying and stages the candidate (plan: candidate at 0%, so routers load
+  it and it is reachable only by pinning); ``verifying`` waits for verification evidence
+  (digest, smoke tests through the router): pass → first step (plan: canary at step 0's
+  weight), fail → aborted (plan: the baseline alone).
 - ``progressing``: a step is judged once the canary has ``min_requests`` in the step *and*
   ``min_duration_s`` has passed. Pass → next step, or after the last: ``awaiting_approval``
   (approval required, none given) or ``promoting``. Fail → ``rolling_back``. Inconclusive →
@@ -20,10 +22,14 @@ Rules of ``decide`` (without a command):
 - ``promoting`` waits for promotion evidence (the artifact digest still matches): pass →
   ``succeeded`` (plan: candidate becomes the baseline; alias moved; release recorded), fail →
   ``rolling_back``. ``rolling_back`` → ``rolled_back`` (release recorded as rolled back).
+- ``awaiting_approval`` waits for an ``approve`` command; with ``approval_timeout_s`` set, once
+  the rollout has waited that long (since ``state_since``) ``on_approval_timeout`` applies:
+  ``rollback`` → ``rolling_back``, ``abort`` → ``aborted`` (traffic back on the baseline).
 
 Commands (``promote`` forces promotion, ``rollback``, ``abort``, ``pause``, ``resume``,
-``approve``) are events too; an approval (or a forced promotion of a rollout that needs one)
-must come from someone other than the person who started the rollout.
+``approve``) are events too; where ``distinct_approver`` is set (prod by default) an approval
+(or a forced promotion of a rollout that needs one) must come from someone other than the
+person who started the rollout.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ Event = Literal[
     "inconclusive_rollback",
     "promoted",
     "promotion_failed",
+    "approval_expired",
+    "approval_expired_abort",
     "reverted",
     "promote",
     "rollback",
@@ -79,6 +87,7 @@ Event = Literal[
     "approve",
 ]
 Effect = Literal[
+    "stage_candidate",  # plan: candidate loaded at 0% (reachable only by pinning, for smoke tests)
     "first_step",  # plan: canary at step 0's weight; step clock starts
     "next_step",  # plan: canary at the next step's weight; step clock restarts
     "restart_step",  # step clock restarts (evidence is gathered afresh)
@@ -104,9 +113,9 @@ def _rule(to_state: State, *effects: Effect) -> Rule:
 # The one table of allowed transitions.
 TRANSITIONS: dict[tuple[State, Event], Rule] = {
     # lifecycle, driven by evidence and time
-    ("pending", "begin"): _rule("verifying"),
+    ("pending", "begin"): _rule("verifying", "stage_candidate"),
     ("verifying", "verified"): _rule("progressing", "first_step"),
-    ("verifying", "verification_failed"): _rule("aborted", "record_aborted"),
+    ("verifying", "verification_failed"): _rule("aborted", "restore_baseline", "record_aborted"),
     ("progressing", "step_passed"): _rule("progressing", "next_step"),
     ("progressing", "steps_passed"): _rule("promoting"),
     ("progressing", "approval_needed"): _rule("awaiting_approval"),
@@ -116,6 +125,10 @@ TRANSITIONS: dict[tuple[State, Event], Rule] = {
     ("progressing", "inconclusive_rollback"): _rule("rolling_back", "restore_baseline"),
     ("promoting", "promoted"): _rule("succeeded", "finish_promotion"),
     ("promoting", "promotion_failed"): _rule("rolling_back", "restore_baseline"),
+    ("awaiting_approval", "approval_expired"): _rule("rolling_back", "restore_baseline"),
+    ("awaiting_approval", "approval_expired_abort"): _rule(
+        "aborted", "restore_baseline", "record_aborted"
+    ),
     ("rolling_back", "reverted"): _rule("rolled_back", "record_rolled_back"),
     # commands
     ("progressing", "pause"): _rule("paused"),
@@ -129,7 +142,7 @@ TRANSITIONS: dict[tuple[State, Event], Rule] = {
     ("awaiting_approval", "rollback"): _rule("rolling_back", "restore_baseline"),
     ("promoting", "rollback"): _rule("rolling_back", "restore_baseline"),
     ("pending", "abort"): _rule("aborted", "record_aborted"),
-    ("verifying", "abort"): _rule("aborted", "record_aborted"),
+    ("verifying", "abort"): _rule("aborted", "restore_baseline", "record_aborted"),
     ("progressing", "abort"): _rule("aborted", "restore_baseline", "record_aborted"),
     ("paused", "abort"): _rule("aborted", "restore_baseline", "record_aborted"),
     ("awaiting_approval", "abort"): _rule("aborted", "restore_baseline", "record_aborted"),
@@ -154,10 +167,18 @@ def transition(state: State, event: Event) -> Rule:
 
 @dataclass(frozen=True)
 class Step:
+    """One step: the canary's share of traffic, or (``shadow_fraction`` > 0) a shadow step that
+    mirrors that share of requests to the candidate, which answers nobody (weight 0)."""
+
     weight_pct: int
     min_requests: int = 100
     min_duration_s: float = 0.0
     max_duration_s: float | None = None
+    shadow_fraction: float = 0.0
+
+    @property
+    def is_shadow(self) -> bool:
+        return self.shadow_fraction > 0
 
 
 @dataclass(frozen=True)
@@ -178,6 +199,10 @@ class RolloutState:
     started_by: str = "unknown"
     approved_by: str | None = None
     sticky_key: str | None = None
+    distinct_approver: bool = True  # the approver must not be who started the rollout
+    approval_timeout_s: float | None = None  # how long awaiting_approval may last
+    on_approval_timeout: Literal["rollback", "abort"] = "rollback"
+    state_since: float | None = None  # when the rollout entered its current state
 
     @property
     def step(self) -> Step:
@@ -237,6 +262,8 @@ class SetPlan:
     canary_weight_pct: int = 0
     sticky_key: str | None = None
     rollout_id: str | None = None
+    shadow_version: str | None = None
+    shadow_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -322,6 +349,8 @@ def decide(
         return _apply(
             rollout, "promotion_failed", now, f"promotion stopped: {evidence.reason}", evidence
         )
+    if state == "awaiting_approval":
+        return _awaiting_approval(rollout, now)
     if state == "rolling_back":
         baseline = rollout.baseline_version
         return _apply(rollout, "reverted", now, f"traffic back on baseline v{baseline}")
@@ -376,8 +405,12 @@ def _progress(rollout: RolloutState, evidence: StepEvidence | None, now: float) 
             rollout,
             "approval_needed",
             now,
-            f"{number} passed ({detail}); waiting for approval by someone other than "
-            f"{rollout.started_by}",
+            f"{number} passed ({detail}); waiting for approval by "
+            + (
+                f"someone other than {rollout.started_by}"
+                if rollout.distinct_approver
+                else "an approver"
+            ),
             evidence,
         )
     return _apply(rollout, "steps_passed", now, f"all steps passed ({detail}); promoting", evidence)
@@ -397,12 +430,31 @@ def _inconclusive(
     return _apply(rollout, event, now, f"{reason}; paused", evidence)
 
 
+def _awaiting_approval(rollout: RolloutState, now: float) -> Decision:
+    who = f"someone other than {rollout.started_by}" if rollout.distinct_approver else "an approver"
+    timeout_s = rollout.approval_timeout_s
+    if timeout_s is None:
+        return _wait(rollout, f"waiting for approval by {who}")
+    since = rollout.state_since if rollout.state_since is not None else now
+    waited_s = max(0.0, now - since)
+    if waited_s < timeout_s:
+        return _wait(
+            rollout,
+            f"waiting for approval by {who}; {rollout.on_approval_timeout} in "
+            f"{timeout_s - waited_s:.0f}s",
+        )
+    reason = f"no approval within {timeout_s:g}s"
+    if rollout.on_approval_timeout == "abort":
+        return _apply(rollout, "approval_expired_abort", now, f"{reason}; aborted")
+    return _apply(rollout, "approval_expired", now, f"{reason}; rolling back")
+
+
 def _command(rollout: RolloutState, command: Command, now: float) -> Decision:
     kind = command.kind
-    if kind in ("approve", "promote") and rollout.state in (
-        "progressing",
-        "paused",
-        "awaiting_approval",
+    if (
+        kind in ("approve", "promote")
+        and rollout.distinct_approver
+        and rollout.state in ("progressing", "paused", "awaiting_approval")
     ):
         needs_approval = rollout.approval_required and rollout.approved_by is None
         if (kind == "approve" or needs_approval) and command.actor == rollout.started_by:
@@ -464,6 +516,15 @@ def _apply(
 
 def _effect(decision: Decision, effect: Effect, rollout: RolloutState, now: float) -> Decision:
     def canary_at(index: int) -> SetPlan:
+        step = rollout.steps[index]
+        if step.is_shadow:
+            return SetPlan(
+                baseline_version=_baseline(rollout),
+                sticky_key=rollout.sticky_key,
+                rollout_id=rollout.id,
+                shadow_version=rollout.candidate_version,
+                shadow_fraction=step.shadow_fraction,
+            )
         return SetPlan(
             baseline_version=_baseline(rollout),
             canary_version=rollout.candidate_version,
@@ -473,6 +534,15 @@ def _effect(decision: Decision, effect: Effect, rollout: RolloutState, now: floa
         )
 
     actions = decision.actions
+    if effect == "stage_candidate":
+        staged = SetPlan(
+            baseline_version=_baseline(rollout),
+            canary_version=rollout.candidate_version,
+            canary_weight_pct=0,
+            sticky_key=rollout.sticky_key,
+            rollout_id=rollout.id,
+        )
+        return replace(decision, actions=(*actions, staged))
     if effect == "first_step":
         return replace(
             decision, step_index=0, step_started_at=now, actions=(*actions, canary_at(0))
@@ -488,7 +558,8 @@ def _effect(decision: Decision, effect: Effect, rollout: RolloutState, now: floa
         plan = SetPlan(baseline_version=_baseline(rollout), sticky_key=rollout.sticky_key)
         return replace(decision, actions=(*actions, plan))
     if effect == "record_approval":
-        if decision.actor != rollout.started_by and rollout.approved_by is None:
+        distinct = not rollout.distinct_approver or decision.actor != rollout.started_by
+        if distinct and rollout.approved_by is None:
             return replace(decision, approved_by=decision.actor)
         return decision
     if effect == "finish_promotion":

@@ -11,8 +11,16 @@ a failure leaves the state unchanged and the next tick retries. Optimistic concu
 (``row_version``) makes a second manager, or a command racing a tick, lose cleanly with
 :class:`~rollout.errors.ConflictError` instead of acting twice.
 
-Environments are ordered (``dev → staging → prod`` by default): once a model has releases in an
-environment, a version enters the next one only after it succeeded there, as the same artifact.
+Environments are ordered (``dev → staging → prod`` by default, :mod:`rollout.environments`):
+once a model has releases in an environment, a version enters the next one only after it
+succeeded there, as the same artifact; each environment's policy says whether promotion needs
+an approval, from whom, and how long it may wait.
+
+:meth:`run` ticks only while this manager holds the store's lease (:mod:`rollout.lease`), and
+every save it makes re-checks the lease in its transaction, so of several managers on one store
+exactly one acts. While verifying, declared smoke tests go through the environment's router to
+the staged candidate (:mod:`rollout.smoke`). Every event also queues a webhook notification in
+the same transaction (:mod:`rollout.notify`), delivered by the loop.
 """
 
 from __future__ import annotations
@@ -21,16 +29,18 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from monitors import GateResult
 from rollout.analysis import analyse
+from rollout.environments import Environment, Environments, load_environments
 from rollout.errors import ConflictError, RegistryError, RolloutError, SpecError, StateError
+from rollout.lease import DEFAULT_TTL_S, Lease
 from rollout.machine import (
     TERMINAL_STATES,
     Command,
@@ -44,8 +54,11 @@ from rollout.machine import (
     StepEvidence,
     decide,
 )
+from rollout.notify import Webhooks
 from rollout.registry import MlflowRegistry
 from rollout.settings import Settings
+from rollout.shadow import shadow_evidence
+from rollout.smoke import SmokeRunner
 from rollout.spec import RolloutSpec, config_hash, default_spec
 from rollout.store.engine import open_engine
 from rollout.store.plans import TrafficPlan, TrafficPlanStore
@@ -54,7 +67,6 @@ from rollout.store.records import EventRecord, RecordStore, Release, RolloutReco
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
 MAX_MOVES_PER_TICK = 8  # transitions one rollout may make in one tick (e.g. promoting → succeeded)
 COMMAND_RETRIES = 3
 
@@ -90,7 +102,7 @@ class Manager:
         *,
         registry: MlflowRegistry | None = None,
         engine: Engine | None = None,
-        environments: Sequence[str] = DEFAULT_ENVIRONMENTS,
+        environments: Environments | Sequence[str | Environment] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -99,8 +111,15 @@ class Manager:
         self.plans = TrafficPlanStore(self.engine)
         self.predictions = PredictionLog(self.engine)
         self.records = RecordStore(self.engine)
-        self.environments = tuple(environments)
+        self.environments = (
+            Environments.of(environments)
+            if environments is not None
+            else load_environments(settings.environments_file)
+        )
         self.clock = clock
+        self.lease: Lease | None = None  # set while run() holds the lease; fences every save
+        self.webhooks = Webhooks.from_env(self.engine)
+        self.smoke = SmokeRunner.from_env()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -159,8 +178,9 @@ class Manager:
             return record.id
         with self.engine.begin() as conn:
             self.records.create(conn, record)
-            self.records.add_event(
+            self._add_event(
                 conn,
+                record,
                 EventRecord(
                     rollout_id=record.id,
                     ts=now,
@@ -200,8 +220,9 @@ class Manager:
         )
         with self.engine.begin() as conn:
             self.records.create(conn, done)
-            self.records.add_event(
+            self._add_event(
                 conn,
+                record,
                 EventRecord(
                     rollout_id=record.id,
                     ts=now,
@@ -227,12 +248,9 @@ class Manager:
     def _check_environment_order(
         self, model: str, environment: str, version: str, digest: str
     ) -> None:
-        if environment not in self.environments:
+        before = self.environments.previous(environment)
+        if before is None:
             return
-        index = self.environments.index(environment)
-        if index == 0:
-            return
-        before = self.environments[index - 1]
         history = self.records.releases(model, before)
         if not history:
             return  # the model does not use the earlier environment
@@ -255,27 +273,76 @@ class Manager:
         made: list[Decision] = []
         for record in self.records.list_active():
             try:
-                made.extend(self._drive(record.id, now if now is not None else self.clock()))
+                at = now if now is not None else self.clock()
+                made.extend(self._drive(record.id, at, fenced=True))
             except ConflictError as exc:
                 log.info("rollout %s: %s", record.id, exc)
             except RolloutError as exc:
                 log.warning("rollout %s: %s", record.id, exc)
         return made
 
-    def run(self, interval_s: float = 0.5, stop_event: threading.Event | None = None) -> None:
-        """Tick every ``interval_s`` until ``stop_event`` is set."""
-        stop = stop_event or threading.Event()
-        log.info("manager running every %.2fs on %s", interval_s, self.settings.store_url)
-        while not stop.is_set():
-            try:
-                for decision in self.tick():
-                    log.info("%s → %s: %s", decision.from_state, decision.to_state, decision.reason)
-            except Exception:
-                log.exception("tick failed; retrying in %.2fs", interval_s)
-            stop.wait(interval_s)
+    def run(
+        self,
+        interval_s: float = 0.5,
+        stop_event: threading.Event | None = None,
+        lease_ttl_s: float = DEFAULT_TTL_S,
+    ) -> None:
+        """Tick every ``interval_s`` while holding the manager lease, until ``stop_event``.
 
-    def _drive(self, rollout_id: str, now: float, command: Command | None = None) -> list[Decision]:
-        """Decide and save until the rollout waits (or finishes)."""
+        A manager without the lease stands by and tries again every ``interval_s``; it takes
+        over within ``lease_ttl_s`` after the holder stops renewing (see :mod:`rollout.lease`).
+        """
+        stop = stop_event or threading.Event()
+        lease = Lease(self.engine, ttl_s=max(lease_ttl_s, 2 * interval_s))
+        log.info(
+            "manager running every %.2fs on %s (lease holder id %s)",
+            interval_s,
+            self.settings.store_url,
+            lease.holder,
+        )
+        holding, first = False, True
+        try:
+            while not stop.is_set():
+                try:
+                    if lease.acquire():
+                        if not holding:
+                            log.info("manager %s holds the lease", lease.holder)
+                        holding, self.lease = True, lease
+                        made = self.tick()
+                        self.webhooks.deliver_due()
+                        for decision in made:
+                            log.info(
+                                "%s → %s: %s",
+                                decision.from_state,
+                                decision.to_state,
+                                decision.reason,
+                            )
+                    else:
+                        if holding or first:
+                            log.info("manager %s stands by: the lease is held", lease.holder)
+                        holding, self.lease = False, None
+                    first = False
+                except Exception:
+                    log.exception("tick failed; retrying in %.2fs", interval_s)
+                stop.wait(interval_s)
+        finally:
+            self.lease = None
+            if holding:
+                lease.release()
+
+    def _drive(
+        self,
+        rollout_id: str,
+        now: float,
+        command: Command | None = None,
+        *,
+        fenced: bool = False,
+    ) -> list[Decision]:
+        """Decide and save until the rollout waits (or finishes).
+
+        ``fenced`` (the loop's ticks): each save also checks, in its transaction, that this
+        manager still holds the lease (when it runs with one).
+        """
         made: list[Decision] = []
         for _ in range(MAX_MOVES_PER_TICK):
             record = self._get(rollout_id)
@@ -286,7 +353,7 @@ class Manager:
             decision = decide(state, evidence, now, command)
             if not decision.changed:
                 break
-            self._save(record, decision, now)
+            self._save(record, decision, now, fence=self.lease if fenced else None)
             made.append(decision)
             command = None
         return made
@@ -298,13 +365,48 @@ class Manager:
     ) -> StepEvidence | None:
         if state.state == "verifying":
             evidence = self._digest_evidence(record, "verify")
-            smoke = len(parse_spec(record.spec).smoke_tests)
-            if smoke and evidence.verdict == "pass":
-                note = f"; {smoke} smoke test(s) declared, not run by this manager"
-                evidence = StepEvidence(**{**evidence.__dict__, "reason": evidence.reason + note})
-            return evidence
+            tests = parse_spec(record.spec).smoke_tests
+            if not tests or evidence.verdict != "pass":
+                return evidence
+            signature = self.registry.resolve(record.model, record.candidate_version).signature
+            smoke = self.smoke.run(
+                record.model,
+                record.environment,
+                record.candidate_version,
+                tests,
+                signature,
+                waited_s=max(0.0, now - record.updated_at),
+            )
+            if smoke is None:
+                return None  # the router has not loaded the staged candidate yet
+            return StepEvidence(
+                verdict=smoke.verdict,
+                gates=evidence.gates + smoke.gates,
+                reason=(
+                    smoke.reason
+                    if smoke.verdict == "fail"
+                    else f"{evidence.reason}; {smoke.reason}"
+                ),
+                kind="verify",
+            )
         if state.state == "promoting":
             return self._digest_evidence(record, "promote")
+        if state.state == "progressing" and state.step.is_shadow:
+            since = state.step_started_at if state.step_started_at is not None else now
+            return shadow_evidence(
+                self.predictions.paired(record.id, since_ts=since),
+                parse_spec(record.spec),
+                step_index=state.step_index,
+                window_start=since,
+            )
+        if state.state == "progressing" and state.step.weight_pct == 0:
+            return StepEvidence(
+                verdict="pass",
+                reason="preview: the candidate serves pinned requests only; judged by time",
+                step_index=state.step_index,
+                weight_pct=0,
+                window_start=state.step_started_at,
+            )
         if state.state == "progressing":
             since = state.step_started_at if state.step_started_at is not None else now
             samples = self.predictions.arm_samples(record.id, since_ts=since)
@@ -340,14 +442,21 @@ class Manager:
 
     # -- saving --
 
-    def _save(self, record: RolloutRecord, decision: Decision, now: float) -> RolloutRecord:
-        """Apply ``decision`` in one transaction: rollout row, plan, event, release, alias."""
+    def _save(
+        self, record: RolloutRecord, decision: Decision, now: float, fence: Lease | None = None
+    ) -> RolloutRecord:
+        """Apply ``decision`` in one transaction: rollout row, plan, event, release, alias.
+
+        With ``fence`` the transaction first checks that lease is still held (else
+        ConflictError and nothing is written)."""
         releases = [
             self._release_row(record, action, decision, now)
             for action in decision.actions
             if isinstance(action, RecordRelease)
         ]
         with self.engine.begin() as conn:
+            if fence is not None:
+                fence.fence(conn)
             updated = self.records.update(
                 conn,
                 record,
@@ -369,11 +478,14 @@ class Manager:
                             canary_weight_pct=action.canary_weight_pct,
                             sticky_key=action.sticky_key,
                             rollout_id=action.rollout_id,
+                            shadow_version=action.shadow_version,
+                            shadow_fraction=action.shadow_fraction,
                         ),
                         conn,
                     )
-            self.records.add_event(
+            self._add_event(
                 conn,
+                record,
                 EventRecord(
                     rollout_id=record.id,
                     ts=now,
@@ -392,21 +504,36 @@ class Manager:
                     self.registry.set_alias(record.model, action.alias, action.version)
         return updated
 
+    def _add_event(self, conn: Connection, record: RolloutRecord, event: EventRecord) -> None:
+        """The event row and its webhook notifications, in the caller's transaction."""
+        self.records.add_event(conn, event)
+        payload = {"model": record.model, "environment": record.environment, **event.to_dict()}
+        self.webhooks.enqueue(conn, "state_change", payload)
+
     def _release_row(
         self, record: RolloutRecord, action: RecordRelease, decision: Decision, now: float
     ) -> Release:
         info = self.registry.resolve(record.model, action.version)
+        events = self.records.events(record.id)
         steps = [
             event.evidence
-            for event in self.records.events(record.id)
+            for event in events
             if event.evidence is not None and event.evidence.get("kind") == "step"
         ]
+        final: Mapping[str, Any] | None = None
         if decision.evidence is not None:
-            final: dict[str, Any] | None = decision.evidence.to_dict()
-            if final is not None and final.get("kind") == "step":
+            final = decision.evidence.to_dict()
+            if final.get("kind") == "step":
                 steps.append(final)
-        else:
-            final = None
+        else:  # a rollback's release: the evidence that started it
+            final = next(
+                (
+                    event.evidence
+                    for event in reversed(events)
+                    if event.to_state == "rolling_back" and event.evidence is not None
+                ),
+                None,
+            )
         return Release(
             model=record.model,
             environment=record.environment,
@@ -545,6 +672,20 @@ class Manager:
                 conn,
             )
             stored = self.records.add_release(conn, release)
+            self.webhooks.enqueue(
+                conn,
+                "release",
+                {
+                    "model": model,
+                    "environment": environment,
+                    "release_id": stored.id,
+                    "kind": "rollback",
+                    "version": target.version,
+                    "previous_version": current,
+                    "actor": actor,
+                    "reason": why,
+                },
+            )
             self.registry.set_alias(model, environment, target.version)
         return stored
 
@@ -586,6 +727,8 @@ class Manager:
             if state.state == "progressing":
                 live = self._evidence(record, state, now)
                 next_move = decide(state, live, now).reason
+            elif state.state == "awaiting_approval":
+                next_move = decide(state, None, now).reason
         events = tuple(self.records.events(record.id))
         return Status(model, environment, plan, alias, record, live, next_move, events)
 
@@ -596,6 +739,20 @@ class Manager:
     def events(self, rollout_id: str) -> list[EventRecord]:
         self._get(rollout_id)
         return self.records.events(rollout_id)
+
+    def report(self, rollout_id: str) -> dict[str, Any]:
+        """The rollout, every transition with its evidence, and the releases it made."""
+        record = self._get(rollout_id)
+        releases = [
+            release.to_dict()
+            for release in self.records.releases(record.model, record.environment)
+            if release.rollout_id == rollout_id
+        ]
+        return {
+            "rollout": record.to_dict(),
+            "events": [event.to_dict() for event in self.records.events(rollout_id)],
+            "releases": releases,
+        }
 
     def rollout(self, rollout_id: str) -> RolloutRecord:
         return self._get(rollout_id)
@@ -609,6 +766,7 @@ class Manager:
     def _state(self, record: RolloutRecord) -> RolloutState:
         spec = parse_spec(record.spec)
         state: State = record.state  # type: ignore[assignment]
+        policy = self.environments.get(record.environment)
         return RolloutState(
             id=record.id,
             model=record.model,
@@ -620,10 +778,22 @@ class Manager:
             step_index=record.step_index,
             step_started_at=record.step_started_at,
             on_inconclusive=spec.analysis.on_inconclusive,
-            approval_required=spec.approval.required,
+            approval_required=(
+                spec.approval.required
+                or policy.approval_required
+                or (spec.strategy.shadow is not None and spec.strategy.shadow.then == "stop")
+            ),
             started_by=record.started_by,
             approved_by=record.approved_by,
             sticky_key=spec.strategy.sticky_key,
+            distinct_approver=policy.distinct_approver,
+            approval_timeout_s=(
+                spec.approval.timeout_s
+                if spec.approval.timeout_s is not None
+                else policy.approval_timeout_s
+            ),
+            on_approval_timeout=spec.approval.on_timeout or policy.on_approval_timeout,
+            state_since=record.updated_at,
         )
 
 

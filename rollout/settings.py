@@ -6,6 +6,8 @@ The embedded default needs no server: everything sits under one data directory
     .rollout/mlflow.db      MLflow tracking + model registry (SQLite)
     .rollout/artifacts/     MLflow artifacts (model directories)
     .rollout/rollout.db     the rollout store (plans, prediction log, rollouts, releases)
+    .rollout/environments.yaml  optional: environments and approval policies
+                                (:mod:`rollout.environments`; or ``$ROLLOUT_ENVIRONMENTS_FILE``)
 
 ``--registry-uri http://...`` points at an existing ``mlflow server`` and ``--store-url
 postgresql://...`` at a PostgreSQL store; the environment variables ``ROLLOUT_REGISTRY_URI`` and
@@ -25,6 +27,7 @@ class Settings:
     registry_uri: str
     store_url: str
     artifact_root: str
+    environments_file: Path | None = None  # environments and approval policies (YAML)
 
     @classmethod
     def resolve(
@@ -46,16 +49,27 @@ class Settings:
             or f"sqlite:///{home_path / 'rollout.db'}"
         )
         artifacts = os.environ.get("ROLLOUT_ARTIFACT_ROOT") or (home_path / "artifacts").as_uri()
-        return cls(home=home_path, registry_uri=registry, store_url=store, artifact_root=artifacts)
+        env_file = os.environ.get("ROLLOUT_ENVIRONMENTS_FILE")
+        environments = Path(env_file) if env_file else home_path / "environments.yaml"
+        return cls(
+            home=home_path,
+            registry_uri=registry,
+            store_url=store,
+            artifact_root=artifacts,
+            environments_file=environments if env_file or environments.exists() else None,
+        )
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
         """Environment variables that make a child process use the same places."""
-        return {
+        out = {
             "ROLLOUT_HOME": str(self.home),
             "ROLLOUT_REGISTRY_URI": self.registry_uri,
             "ROLLOUT_STORE_URL": self.store_url,
             "ROLLOUT_ARTIFACT_ROOT": self.artifact_root,
         }
+        if self.environments_file is not None:
+            out["ROLLOUT_ENVIRONMENTS_FILE"] = str(self.environments_file)
+        return out

@@ -5,8 +5,10 @@ every validation problem becomes one :class:`~rollout.errors.SpecError` whose me
 field path and what was expected, e.g.
 ``strategy.canary.steps[1].weight: must be 1..100, got 150``.
 
-- ``strategy`` holds exactly one of ``canary`` (explicit steps) or ``linear`` (``steps: N``
-  expands to N equal steps ending at 100%); ``blue_green`` and ``shadow`` are rejected for now.
+- ``strategy`` holds exactly one of ``canary`` (explicit steps), ``linear`` (``steps: N``
+  expands to N equal steps ending at 100%) or ``blue_green`` (a 0% preview step, reachable by
+  pinning only, then a 100% bake step with the old version still loaded) or ``shadow`` (a
+  mirrored-traffic step with paired analysis, then a recommendation or canary steps).
 - Durations are seconds or strings such as ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"``; they are
   stored as float seconds (``min_duration_s``; YAML key ``min_duration``).
 - ``analysis.gates`` is a list of one-key mappings (``{error_rate: {max_increase: 0.005}}``) or
@@ -170,43 +172,143 @@ class LinearSpec(_Model):
         )
 
 
+class BlueGreenSpec(_Model):
+    """``blue_green: {preview: 5m, bake: 10m, min_requests: 100}``.
+
+    The candidate is staged at 0% (reachable only by pinning: smoke tests, previews) for at
+    least ``preview``; then all traffic switches to it at once, and for ``bake`` (and until it
+    served ``min_requests``) the old version stays in the plan, loaded, for an instant
+    rollback; then it is promoted.
+    """
+
+    preview_s: float = Field(default=0.0, alias="preview")
+    bake_s: float = Field(default=300.0, alias="bake")
+    min_requests: int = 100
+    sticky_key: str | None = None
+
+    @field_validator("preview_s", "bake_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value)
+
+    @field_validator("min_requests", mode="before")
+    @classmethod
+    def _min_requests(cls, value: object) -> object:
+        return StepSpec._min_requests(value)
+
+    def steps(self) -> tuple[Step, ...]:
+        return (
+            Step(weight_pct=0, min_requests=0, min_duration_s=self.preview_s),
+            Step(weight_pct=100, min_requests=self.min_requests, min_duration_s=self.bake_s),
+        )
+
+
+class ShadowSpec(_Model):
+    """``shadow: {fraction: 1.0, min_requests: 200, test: disagreement, then: stop}``.
+
+    ``fraction`` of the requests are mirrored to the candidate, which answers nobody; once
+    ``min_requests`` pairs (and ``min_duration``) are in, the paired outputs are tested
+    (``disagreement``: share of different classes ≤ ``max_disagreement``; ``mcnemar``: not
+    wrong more often, on labelled pairs; ``wilcoxon``: no shift, for regressors). A failure
+    rolls back; a pass ends with a recommendation that waits for an approval (``then: stop``)
+    or continues as the ``canary`` steps given (``then: canary``).
+    """
+
+    fraction: float = 1.0
+    min_requests: int = 200
+    min_duration_s: float = Field(default=0.0, alias="min_duration")
+    max_duration_s: float | None = Field(default=None, alias="max_duration")
+    test: Literal["disagreement", "mcnemar", "wilcoxon"] = "disagreement"
+    max_disagreement: float = 0.05
+    then: Literal["stop", "canary"] = "stop"
+    canary: CanarySpec | None = None
+    sticky_key: str | None = None
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"must be a share of requests in (0, 1], got {value!r}")
+        return value
+
+    @field_validator("max_disagreement")
+    @classmethod
+    def _max_disagreement(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"must be a fraction in [0, 1), got {value!r}")
+        return value
+
+    @field_validator("min_requests", mode="before")
+    @classmethod
+    def _min_requests(cls, value: object) -> object:
+        return StepSpec._min_requests(value)
+
+    @field_validator("min_duration_s", "max_duration_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _then(self) -> ShadowSpec:
+        if self.then == "canary" and self.canary is None:
+            raise ValueError("then: canary needs the 'canary' steps to continue with")
+        if self.then == "stop" and self.canary is not None:
+            raise ValueError("'canary' steps are only used with then: canary")
+        return self
+
+    def steps(self) -> tuple[Step, ...]:
+        shadow = Step(
+            weight_pct=0,
+            min_requests=self.min_requests,
+            min_duration_s=self.min_duration_s,
+            max_duration_s=self.max_duration_s,
+            shadow_fraction=self.fraction,
+        )
+        following = self.canary.steps if self.canary is not None else ()
+        return (shadow, *(step.to_step() for step in following))
+
+
+STRATEGIES = ("canary", "linear", "blue_green", "shadow")
+
+
 class StrategySpec(_Model):
     canary: CanarySpec | None = None
     linear: LinearSpec | None = None
-    blue_green: dict[str, Any] | None = None
-    shadow: dict[str, Any] | None = None
-
-    @field_validator("blue_green", "shadow", mode="before")
-    @classmethod
-    def _not_yet(cls, value: object) -> object:
-        if value is not None:
-            raise ValueError("not supported yet; use 'canary' or 'linear'")
-        return value
+    blue_green: BlueGreenSpec | None = None
+    shadow: ShadowSpec | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StrategySpec:
-        given = [name for name in ("canary", "linear") if getattr(self, name) is not None]
+        given = [name for name in STRATEGIES if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
-                "expected exactly one of 'canary' or 'linear'"
+                "expected exactly one of 'canary', 'linear', 'blue_green' or 'shadow'"
                 + (f", got {' and '.join(given)}" if given else "")
             )
         return self
 
     @property
     def name(self) -> str:
-        return "canary" if self.canary is not None else "linear"
+        return next(name for name in STRATEGIES if getattr(self, name) is not None)
 
     @property
     def sticky_key(self) -> str | None:
-        chosen = self.canary or self.linear
+        chosen = self.canary or self.linear or self.blue_green or self.shadow
         return chosen.sticky_key if chosen is not None else None
 
     def step_specs(self) -> tuple[StepSpec, ...]:
+        """The explicit steps of canary / linear (blue_green has its own :meth:`steps`)."""
         if self.canary is not None:
             return self.canary.steps
         assert self.linear is not None
         return self.linear.expand()
+
+    def steps(self) -> tuple[Step, ...]:
+        if self.blue_green is not None:
+            return self.blue_green.steps()
+        if self.shadow is not None:
+            return self.shadow.steps()
+        return tuple(step.to_step() for step in self.step_specs())
 
 
 def _fraction(value: float) -> float:
@@ -215,9 +317,19 @@ def _fraction(value: float) -> float:
     return value
 
 
-class ErrorRateGate(_Model):
+class _SequentialOptions(_Model):
+    """Per-gate sequential-test options; ``sequential: null`` follows ``analysis.sequential``."""
+
+    sequential: bool | None = None
+    power: float = Field(default=0.8, gt=0.0, lt=1.0)
+    # error_rate, quality (accuracy): inconclusive until each arm has the n for `power` at `tau`
+    require_power: bool = False
+
+
+class ErrorRateGate(_SequentialOptions):
     max_increase: float = 0.005
     min_n: int = Field(default=100, ge=1)
+    tau: float = Field(default=0.01, gt=0.0)  # mSPRT mixture scale: excess rate to detect
 
     @field_validator("max_increase")
     @classmethod
@@ -225,10 +337,11 @@ class ErrorRateGate(_Model):
         return _fraction(value)
 
 
-class LatencyGate(_Model):
+class LatencyGate(_SequentialOptions):
     quantile: float = 0.95
     max_ratio: float = 1.2
     min_n: int = Field(default=30, ge=1)
+    tau: float = Field(default=0.1, gt=0.0)  # on P(canary slower) - 1/2
 
     @field_validator("quantile")
     @classmethod
@@ -246,15 +359,22 @@ class LatencyGate(_Model):
 
 
 class OutputDriftGate(_Model):
-    method: Literal["auto", "ks", "chi_square", "psi"] = "auto"
+    method: Literal[
+        "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
+    ] = "auto"
     threshold: float = Field(default=0.2, gt=0.0)
     min_n: int = Field(default=30, ge=1)
+    tau: float = Field(default=0.2, gt=0.0)  # mean_shift only: shift in baseline sds to detect
 
 
-class QualityGate(_Model):
+class QualityGate(_SequentialOptions):
+    # rollout.analysis also runs "auc", "log_loss", "mae", "rmse" (with max_increase for the
+    # losses); widening this Literal awaits the spec tests' expected message for `metric`.
     metric: Literal["accuracy"] = "accuracy"
-    max_decrease: float = 0.01
+    max_decrease: float = 0.01  # accuracy, auc: allowed drop (fraction)
+    max_increase: float = Field(default=0.0, ge=0.0)  # log_loss, mae, rmse: allowed rise
     min_labels: int = Field(default=50, ge=1)
+    tau: float | None = Field(default=None, gt=0.0)  # None: 0.03 (accuracy, auc), sd/4 (losses)
 
     @field_validator("max_decrease")
     @classmethod
@@ -301,6 +421,7 @@ class AnalysisSpec(_Model):
     gates: tuple[GateEntry, ...] = ()
     on_inconclusive: OnInconclusive = "pause"
     correction: Literal["holm", "none"] = "holm"
+    sequential: bool = True  # always-valid p-values for error_rate, latency and quality
 
     @field_validator("alpha")
     @classmethod
@@ -328,13 +449,36 @@ class AnalysisSpec(_Model):
 
 
 class ApprovalSpec(_Model):
+    """``approval: {required: true, timeout: 24h, on_timeout: rollback}``.
+
+    ``required`` adds to the environment's own policy (either may require an approval);
+    ``timeout`` (unset: wait for ever) and ``on_timeout`` override the environment's.
+    """
+
     required: bool = False
+    timeout_s: float | None = Field(default=None, alias="timeout")
+    on_timeout: Literal["rollback", "abort"] | None = None
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)
 
 
 class SmokeTest(_Model):
+    """One request sent through the router to the pinned candidate before any traffic.
+
+    ``payload`` (or ``payload_file``, a JSON file, relative to the manager's working
+    directory) is an MLflow scoring body; the reply must have ``expect_status``, and on 200 a
+    ``predictions`` list with one value per input row, each of the type the candidate's MLflow
+    signature declares, equal to ``expect_predictions`` when given.
+    """
+
+    name: str | None = None
     payload_file: str | None = None
     payload: Any = None
     expect_status: int = 200
+    expect_predictions: list[Any] | None = None
 
     @model_validator(mode="after")
     def _has_payload(self) -> SmokeTest:
@@ -374,7 +518,7 @@ class RolloutSpec(_Model):
 
     def steps(self) -> tuple[Step, ...]:
         """The canary steps the state machine walks (linear expanded)."""
-        return tuple(step.to_step() for step in self.strategy.step_specs())
+        return self.strategy.steps()
 
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)

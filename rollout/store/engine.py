@@ -1,4 +1,4 @@
-"""Open the store by URL and create its tables.
+"""Open the store by URL and bring its schema up to date (Alembic, :mod:`rollout.migrations`).
 
 ``sqlite:///path.db`` (the embedded default) gets WAL journaling and a busy timeout so a router
 and a manager in different processes can share the file; ``postgresql://`` URLs use psycopg 3.
@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
-from rollout.store.schema import metadata
+from rollout.migrations import upgrade
 
 
 def normalize_url(url: str) -> str:
@@ -24,7 +24,7 @@ def normalize_url(url: str) -> str:
 
 
 def open_engine(url: str, *, create: bool = True) -> Engine:
-    """An engine for ``url``; with ``create`` the tables are created if missing."""
+    """An engine for ``url``; with ``create`` the schema is migrated to the newest revision."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -35,7 +35,7 @@ def open_engine(url: str, *, create: bool = True) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     if create:
-        metadata.create_all(engine, checkfirst=True)
+        upgrade(engine)
     return engine
 
 

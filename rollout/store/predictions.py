@@ -132,6 +132,48 @@ class PredictionLog:
                     sample.labelled.extend(zip(outputs, labels, strict=False))
         return samples
 
+    def paired(
+        self, rollout_id: str, since_ts: float = 0.0
+    ) -> list[tuple[object, object, object | None]]:
+        """(baseline output, shadow output, label or None) per row of every request the
+        shadow answered too (same request id) since ``since_ts``; errors are left out."""
+        shadow = predictions.alias("shadow")
+        query = (
+            select(predictions.c.output, shadow.c.output, feedback.c.label)
+            .select_from(
+                predictions.join(
+                    shadow,
+                    and_(
+                        shadow.c.request_id == predictions.c.request_id,
+                        shadow.c.rollout_id == rollout_id,
+                        shadow.c.arm == "shadow",
+                    ),
+                ).outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
+            )
+            .where(
+                predictions.c.rollout_id == rollout_id,
+                predictions.c.arm == "baseline",
+                predictions.c.ts >= since_ts,
+                predictions.c.error.is_(None),
+                shadow.c.error.is_(None),
+            )
+            .order_by(predictions.c.id)
+        )
+        pairs: list[tuple[object, object, object | None]] = []
+        with self.engine.connect() as conn:
+            for baseline_output, shadow_output, label in conn.execute(query):
+                if baseline_output is None or shadow_output is None:
+                    continue
+                base_rows = _rows(json.loads(baseline_output))
+                shadow_rows = _rows(json.loads(shadow_output))
+                labels: list[object | None] = (
+                    _rows(json.loads(label)) if label is not None else [None] * len(base_rows)
+                )
+                if len(labels) == 1 and len(base_rows) > 1:
+                    labels = labels * len(base_rows)
+                pairs.extend(zip(base_rows, shadow_rows, labels, strict=False))
+        return pairs
+
     def recent(self, environment: str, model: str, limit: int = 100) -> list[PredictionRecord]:
         query = (
             select(predictions)

@@ -1,4 +1,9 @@
-"""The store's tables (SQLAlchemy Core). One place, so every process agrees on them."""
+"""The store's tables (SQLAlchemy Core). One place, so every process agrees on them.
+
+The database itself is created and upgraded by the Alembic migrations in
+:mod:`rollout.migrations` (one revision per change of this file; a test checks that the
+migrated schema equals these tables).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -136,4 +142,50 @@ releases = Table(
     Column("outcome", String(32), nullable=False),
     Column("evidence", Text),
     Index("ix_releases_model_env", "environment", "model", "id"),
+)
+
+# Every distinct spec applied for (environment, model): config versions 1, 2, ...
+rollout_configs = Table(
+    "rollout_configs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("environment", String(64), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    UniqueConstraint("environment", "model", "config_hash", name="uq_rollout_configs_hash"),
+    UniqueConstraint("environment", "model", "version", name="uq_rollout_configs_version"),
+)
+
+# Who may drive rollouts now: one row per lease name, held until ``expires_at``.
+manager_leases = Table(
+    "manager_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# Outbox of webhook notifications: written in the transaction of the state change it reports,
+# delivered (signed, retried with backoff) by the manager loop; the row is the record.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("rollout_id", String(64)),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )

@@ -60,9 +60,8 @@ def test_cli_walks_a_release_history(
     status = json.loads(out)
     assert status["plan"]["canary_weight_pct"] == 10
     assert status["rollout"]["state"] == "progressing"
-    assert status["rollout"]["spec"]["analysis"]["gates"] == [
-        {"error_rate": {"max_increase": 0.005, "min_n": 100}}
-    ]
+    (gate,) = status["rollout"]["spec"]["analysis"]["gates"]
+    assert (gate["error_rate"]["max_increase"], gate["error_rate"]["min_n"]) == (0.005, 100)
 
     code, out, _ = run(home, capsys, "promote", MODEL, "--env", "prod", "--actor", "bob")
     assert code == 0

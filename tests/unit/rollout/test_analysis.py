@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from monitors import GateResult
-from rollout.analysis import analyse, combine, gate_results, holm_levels
+from rollout.analysis import analyse, combine, gate_results, holm_levels, write_drift_report
 from rollout.spec import default_spec, load_spec
 from rollout.store.predictions import ArmSample
 
@@ -151,7 +153,10 @@ def test_holm_correction_spares_a_marginal_failure() -> None:
     spec = load_spec(
         {
             "strategy": {"linear": {"steps": 2}},
-            "analysis": {"gates": [{"error_rate": {"max_increase": 0.0}}, "latency"]},
+            "analysis": {
+                "gates": [{"error_rate": {"max_increase": 0.0}}, "latency"],
+                "sequential": False,  # fixed-horizon p-values: a marginal one to spare
+            },
         }
     )
     baseline, canary = arm("baseline", 1000, errors=2, seed=5), arm("canary", 1000, errors=8)
@@ -204,3 +209,132 @@ def test_a_gate_that_cannot_run_is_inconclusive_and_says_why() -> None:
     assert drift.verdict == "inconclusive"
     assert drift.reason.startswith("cannot run on these data:")
     assert math.isnan(drift.statistic)
+
+
+def test_sequential_is_the_default_and_more_cautious_than_fixed_horizon() -> None:
+    spec = load_spec(
+        {
+            "strategy": {"linear": {"steps": 2}},
+            "analysis": {"gates": [{"error_rate": {"max_increase": 0.0}}], "correction": "none"},
+        }
+    )
+    assert spec.analysis.sequential is True
+    baseline, canary = arm("baseline", 1000, errors=2, seed=5), arm("canary", 1000, errors=8)
+    (sequential,) = gate_results(baseline, canary, spec.analysis)
+    fixed_spec = spec.analysis.model_copy(update={"sequential": False})
+    (fixed,) = gate_results(baseline, canary, fixed_spec)
+    assert fixed.verdict == "fail" and sequential.verdict == "pass"
+    assert sequential.details["sequential"] == 1.0
+    assert sequential.details["fixed_horizon_p"] == pytest.approx(fixed.p_value)
+    assert (sequential.p_value or 0.0) > (fixed.p_value or 1.0)
+    assert sequential.details["n_for_power"] > 1000  # requests per arm to catch +1 pt at 80%
+    assert "always-valid" in sequential.reason
+
+
+def test_a_gate_can_opt_out_of_sequential_testing() -> None:
+    spec = load_spec(
+        {
+            "strategy": {"linear": {"steps": 2}},
+            "analysis": {
+                "gates": [{"error_rate": {"max_increase": 0.0, "sequential": False}}],
+                "correction": "none",
+            },
+        }
+    )
+    baseline, canary = arm("baseline", 1000, errors=2, seed=5), arm("canary", 1000, errors=8)
+    (result,) = gate_results(baseline, canary, spec.analysis)
+    assert result.details["sequential"] == 0.0
+    assert result.verdict == "fail"
+
+
+def test_sequential_gates_still_catch_the_demo_broken_canary() -> None:
+    # ~150 canary requests, accuracy 62% vs 98%: must fail at the first step.
+    evidence = analyse(
+        {
+            "baseline": arm("baseline", 500, accuracy=0.98, seed=1),
+            "canary": arm("canary", 150, accuracy=0.62, seed=2),
+        },
+        load_spec(
+            {
+                "strategy": {"linear": {"steps": 2}},
+                "analysis": {
+                    "gates": [
+                        "error_rate",
+                        {"latency": {"max_ratio": 1.5}},
+                        {"output_drift": {"method": "psi"}},
+                        {"quality": {"max_decrease": 0.02, "min_labels": 100}},
+                    ]
+                },
+            }
+        ).analysis,
+        weight_pct=10,
+    )
+    by_gate = {g.gate: g for g in evidence.gates}
+    assert by_gate["quality"].verdict == "fail"
+    assert (by_gate["quality"].p_value or 1.0) < 1e-3  # far below any Holm level
+    assert evidence.verdict == "fail"
+
+
+def test_mean_shift_drift_and_loss_metrics_run_through_the_spec() -> None:
+    baseline = ArmSample(
+        arm="baseline",
+        n_requests=200,
+        outputs=[float(v) for v in np.linspace(0.0, 1.0, 200)],
+        labelled=[(float(v), float(v)) for v in np.linspace(0.0, 1.0, 200)],
+    )
+    canary = ArmSample(
+        arm="canary",
+        n_requests=200,
+        outputs=[float(v) + 0.5 for v in np.linspace(0.0, 1.0, 200)],
+        labelled=[(float(v) + 0.5, float(v)) for v in np.linspace(0.0, 1.0, 200)],
+    )
+    spec = load_spec(
+        {
+            "strategy": {"linear": {"steps": 2}},
+            "analysis": {"gates": [{"output_drift": {"method": "mean_shift"}}, "quality"]},
+        }
+    ).analysis
+    quality = spec.gates[1].quality
+    assert quality is not None
+    mae_gate = quality.model_copy(update={"metric": "mae", "max_increase": 0.1})
+    mae_spec = spec.model_copy(
+        update={"gates": (spec.gates[0], spec.gates[1].model_copy(update={"quality": mae_gate}))}
+    )
+    drift, mae = gate_results(baseline, canary, mae_spec)
+    assert (drift.test, drift.verdict) == ("mean_shift_msprt", "fail")
+    assert drift.effect_size == pytest.approx(0.5 / np.std(np.linspace(0.0, 1.0, 200), ddof=1))
+    assert (mae.test, mae.verdict) == ("mae_z", "fail")
+    assert mae.effect_size == pytest.approx(0.5)
+
+
+def test_drift_report_is_written_for_the_manager(tmp_path: Path) -> None:
+    baseline, canary = arm("baseline", 300, seed=1), arm("canary", 300, positive_rate=0.2)
+    path = write_drift_report(baseline, canary, tmp_path / "reports" / "step0.html")
+    html = path.read_text(encoding="utf-8")
+    assert path.exists() and html.lstrip().lower().startswith("<!doctype html")
+    assert "output" in html
+
+
+def test_drift_report_covers_features_and_needs_rows(tmp_path: Path) -> None:
+    baseline, canary = arm("baseline", 120, seed=1), arm("canary", 80)
+    features = {
+        "baseline_features": pd.DataFrame({"amount": np.linspace(0.0, 1.0, 120)}),
+        "canary_features": pd.DataFrame({"amount": np.linspace(0.5, 1.5, 80)}),
+    }
+    html = write_drift_report(baseline, canary, tmp_path / "r.html", **features).read_text()
+    assert "amount" in html and "output" in html
+    with pytest.raises(ValueError, match="baseline has no outputs or features"):
+        write_drift_report(ArmSample(arm="baseline"), canary, tmp_path / "empty.html")
+
+
+def test_require_power_reaches_the_gate_from_the_spec() -> None:
+    spec = load_spec(
+        {
+            "strategy": {"linear": {"steps": 2}},
+            "analysis": {"gates": [{"quality": {"require_power": True}}]},
+        }
+    )
+    (quality,) = gate_results(arm("baseline", 300, seed=1), arm("canary", 300), spec.analysis)
+    assert quality.verdict == "inconclusive"
+    assert "underpowered" in quality.reason
+    assert quality.details["canary_needed"] > 0

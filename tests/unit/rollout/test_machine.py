@@ -98,6 +98,23 @@ CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Com
         None,
     ),
     ("rolling_back", "reverted"): (rollout("rolling_back"), None, T0, None),
+    ("awaiting_approval", "approval_expired"): (
+        rollout("awaiting_approval", approval_timeout_s=60.0, state_since=T0),
+        None,
+        T0 + 60,
+        None,
+    ),
+    ("awaiting_approval", "approval_expired_abort"): (
+        rollout(
+            "awaiting_approval",
+            approval_timeout_s=60.0,
+            on_approval_timeout="abort",
+            state_since=T0,
+        ),
+        None,
+        T0 + 61,
+        None,
+    ),
     ("progressing", "pause"): (rollout("progressing"), None, T0, cmd("pause")),
     ("paused", "resume"): (rollout("paused"), None, T0, cmd("resume")),
     ("awaiting_approval", "approve"): (rollout("awaiting_approval"), None, T0, cmd("approve")),
@@ -265,8 +282,34 @@ def test_abort_with_traffic_restores_the_baseline_and_records() -> None:
 
 
 def test_abort_before_traffic_only_records() -> None:
-    decision = decide(rollout("verifying"), None, T0, cmd("abort"))
+    decision = decide(rollout("pending"), None, T0, cmd("abort"))
     assert decision.actions == (RecordRelease("promotion", "2", "1", "aborted"),)
+
+
+def test_begin_stages_the_candidate_at_zero_percent() -> None:
+    decision = decide(rollout("pending"), None, T0, None)
+    assert decision.actions == (
+        SetPlan(
+            baseline_version="1",
+            canary_version="2",
+            canary_weight_pct=0,
+            sticky_key="header:x-user-id",
+            rollout_id="r1",
+        ),
+    )
+
+
+@pytest.mark.parametrize("how", ["abort", "failed"])
+def test_leaving_verification_unstages_the_candidate(how: str) -> None:
+    state = rollout("verifying")
+    if how == "abort":
+        decision = decide(state, None, T0, cmd("abort"))
+    else:
+        decision = decide(state, TAMPERED, T0, None)
+    assert decision.actions == (
+        SetPlan(baseline_version="1", sticky_key="header:x-user-id"),
+        RecordRelease("promotion", "2", "1", "aborted"),
+    )
 
 
 def test_resume_restarts_the_step_clock() -> None:
@@ -314,3 +357,66 @@ def test_decide_is_pure() -> None:
     state = rollout("progressing")
     assert decide(state, PASS, T0 + 1, None) == decide(state, PASS, T0 + 1, None)
     assert state == rollout("progressing")
+
+
+# -- approval policy --
+
+
+def test_awaiting_approval_waits_until_the_timeout() -> None:
+    state = rollout("awaiting_approval", approval_timeout_s=60.0, state_since=T0)
+    decision = decide(state, None, T0 + 59, None)
+    assert decision.event is None
+    assert decision.reason == "waiting for approval by someone other than alice; rollback in 1s"
+    assert decide(rollout("awaiting_approval"), None, T0 + 10**6, None).event is None
+
+
+def test_approval_timeout_restores_the_baseline() -> None:
+    state = rollout("awaiting_approval", approval_timeout_s=60.0, state_since=T0)
+    decision = decide(state, None, T0 + 60, None)
+    assert decision.to_state == "rolling_back"
+    assert decision.reason == "no approval within 60s; rolling back"
+    assert decision.actions == (SetPlan(baseline_version="1", sticky_key="header:x-user-id"),)
+
+
+def test_approval_timeout_can_abort() -> None:
+    state = rollout(
+        "awaiting_approval", approval_timeout_s=5.0, on_approval_timeout="abort", state_since=T0
+    )
+    decision = decide(state, None, T0 + 5, None)
+    assert (decision.to_state, decision.reason) == ("aborted", "no approval within 5s; aborted")
+    assert decision.actions[-1] == RecordRelease("promotion", "2", "1", "aborted")
+
+
+def test_self_approval_is_allowed_where_the_approver_need_not_differ() -> None:
+    state = rollout("awaiting_approval", environment="dev", distinct_approver=False)
+    decision = decide(state, None, T0, cmd("approve", actor="alice"))
+    assert (decision.to_state, decision.approved_by) == ("promoting", "alice")
+    waiting = decide(
+        rollout("progressing", step_index=2, approval_required=True, distinct_approver=False),
+        PASS,
+        T0 + 1,
+        None,
+    )
+    assert waiting.reason.endswith("waiting for approval by an approver")
+
+
+def test_a_shadow_step_mirrors_instead_of_routing() -> None:
+    steps = (Step(weight_pct=0, min_requests=50, shadow_fraction=0.5), Step(weight_pct=100))
+    decision = decide(rollout("verifying", steps=steps), VERIFIED, T0, None)
+    assert decision.actions == (
+        SetPlan(
+            baseline_version="1",
+            sticky_key="header:x-user-id",
+            rollout_id="r1",
+            shadow_version="2",
+            shadow_fraction=0.5,
+        ),
+    )
+    following = decide(rollout("progressing", steps=steps), PASS, T0 + 1, None)
+    assert following.actions[0] == SetPlan(
+        baseline_version="1",
+        canary_version="2",
+        canary_weight_pct=100,
+        sticky_key="header:x-user-id",
+        rollout_id="r1",
+    )

@@ -79,6 +79,38 @@ def test_linear_expands_to_equal_steps() -> None:
     assert spec.strategy.name == "linear"
 
 
+def test_shadow_is_a_mirror_step_then_optional_canary_steps() -> None:
+    spec = load_spec(
+        {
+            "strategy": {
+                "shadow": {
+                    "fraction": 0.5,
+                    "min_requests": 40,
+                    "then": "canary",
+                    "canary": {"steps": [{"weight": 20}, {"weight": 100}]},
+                }
+            }
+        }
+    )
+    assert [(s.weight_pct, s.min_requests, s.shadow_fraction) for s in spec.steps()] == [
+        (0, 40, 0.5),
+        (20, 100, 0.0),
+        (100, 100, 0.0),
+    ]
+    assert spec.strategy.name == "shadow"
+
+
+def test_blue_green_is_a_preview_step_then_a_bake_step() -> None:
+    spec = load_spec(
+        {"strategy": {"blue_green": {"preview": "2m", "bake": "10m", "min_requests": 20}}}
+    )
+    assert [(s.weight_pct, s.min_requests, s.min_duration_s) for s in spec.steps()] == [
+        (0, 0, 120.0),
+        (100, 20, 600.0),
+    ]
+    assert spec.strategy.name == "blue_green"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [(30, 30.0), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0), ("1h30m", 5400.0), ("250ms", 0.25)],
@@ -152,9 +184,16 @@ def test_bare_gate_names_take_defaults() -> None:
             {"strategy": {"canary": {"steps": []}}},
             "strategy.canary.steps: must list at least one step",
         ),
-        ({"strategy": {"blue_green": {}}}, "strategy.blue_green: not supported yet"),
-        ({"strategy": {"shadow": {"fraction": 0.1}}}, "strategy.shadow: not supported yet"),
-        ({"strategy": {}}, "strategy: expected exactly one of 'canary' or 'linear'"),
+        ({"strategy": {"blue_green": {"bake": "soon"}}}, "strategy.blue_green.bake: expected a"),
+        (
+            {"strategy": {"shadow": {"then": "canary"}}},
+            "strategy.shadow: then: canary needs the 'canary' steps",
+        ),
+        ({"strategy": {"shadow": {"fraction": 0}}}, "strategy.shadow.fraction: must be a share"),
+        (
+            {"strategy": {}},
+            "strategy: expected exactly one of 'canary', 'linear', 'blue_green' or 'shadow'",
+        ),
         ({}, "strategy: required field is missing"),
         (
             {"strategy": {"linear": {"steps": 0}}},

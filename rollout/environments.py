@@ -1,0 +1,168 @@
+"""Environments: their order and their approval policy (DESIGN.md, "Environments and releases").
+
+``dev → staging → prod`` by default. Each :class:`Environment` says whether a promotion there
+needs an approval (``approval_required``), whether the approver must be someone other than who
+started the rollout (``distinct_approver``: on for ``prod``), and how long a rollout may wait
+for the approval before ``on_approval_timeout`` (``rollback`` or ``abort``) applies.
+
+The order rule (enforced by the manager): once a model has releases in an environment, a
+version enters the next one only after it succeeded there, as the same artifact (same digest).
+A model that never used the earlier environment is not held back by it (so a team without a
+staging environment, or the demo, can release to ``prod`` directly).
+
+Configure with a YAML file (``$ROLLOUT_ENVIRONMENTS_FILE``, else ``$ROLLOUT_HOME/environments.yaml``
+when it exists)::
+
+    environments:
+      - dev
+      - staging
+      - {name: prod, approval: {required: true, distinct_approver: true, timeout: 24h,
+                                on_timeout: rollback}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rollout.errors import SpecError
+from rollout.spec import format_errors, parse_duration
+
+OnApprovalTimeout = Literal["rollback", "abort"]
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    approval_required: bool = False
+    distinct_approver: bool = False
+    approval_timeout_s: float | None = None
+    on_approval_timeout: OnApprovalTimeout = "rollback"
+
+
+DEFAULT_ENVIRONMENTS: tuple[Environment, ...] = (
+    Environment("dev"),
+    Environment("staging"),
+    Environment("prod", distinct_approver=True),
+)
+
+
+@dataclass(frozen=True)
+class Environments:
+    """The ordered environments; names outside the order get a permissive default policy."""
+
+    ordered: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
+
+    @classmethod
+    def of(cls, value: Environments | Sequence[str | Environment] | None) -> Environments:
+        if value is None:
+            return cls()
+        if isinstance(value, Environments):
+            return value
+        defaults = {env.name: env for env in DEFAULT_ENVIRONMENTS}
+        return cls(
+            tuple(defaults.get(v, Environment(v)) if isinstance(v, str) else v for v in value)
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(env.name for env in self.ordered)
+
+    def get(self, name: str) -> Environment:
+        for env in self.ordered:
+            if env.name == name:
+                return env
+        return Environment(name)
+
+    def previous(self, name: str) -> str | None:
+        """The environment a version must have succeeded in before ``name``, if any."""
+        names = self.names
+        if name not in names or names.index(name) == 0:
+            return None
+        return names[names.index(name) - 1]
+
+
+class _ApprovalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    required: bool = False
+    distinct_approver: bool | None = None
+    timeout_s: float | None = Field(default=None, alias="timeout")
+    on_timeout: OnApprovalTimeout = "rollback"
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)
+
+
+class _EnvironmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    approval: _ApprovalConfig = _ApprovalConfig()
+
+
+class _EnvironmentsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    environments: tuple[_EnvironmentConfig, ...]
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _unique(cls, value: tuple[_EnvironmentConfig, ...]) -> tuple[_EnvironmentConfig, ...]:
+        if not value:
+            raise ValueError("must list at least one environment")
+        names = [env.name for env in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"environment {name!r} is listed twice")
+        return value
+
+
+def parse_environments(data: Mapping[str, Any], where: str = "") -> Environments:
+    """Validate an ``environments:`` mapping; SpecError names the field."""
+    try:
+        parsed = _EnvironmentsFile.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(where + format_errors(exc)) from None
+    return Environments(
+        tuple(
+            Environment(
+                name=env.name,
+                approval_required=env.approval.required,
+                distinct_approver=(
+                    env.approval.distinct_approver
+                    if env.approval.distinct_approver is not None
+                    else env.name == "prod"
+                ),
+                approval_timeout_s=env.approval.timeout_s,
+                on_approval_timeout=env.approval.on_timeout,
+            )
+            for env in parsed.environments
+        )
+    )
+
+
+def load_environments(path: Path | None) -> Environments:
+    """The environments of ``path`` (YAML); the defaults when ``path`` is None."""
+    if path is None:
+        return Environments()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"cannot read environments file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{path}: expected a mapping with 'environments', got {data!r}")
+    return parse_environments(data, f"{path}: ")

@@ -1,0 +1,80 @@
+"""The evidence of a shadow step: paired outputs of the baseline and the mirrored candidate.
+
+:func:`shadow_evidence` runs the spec's paired test from :mod:`monitors.shadow` on the pairs
+:meth:`~rollout.store.predictions.PredictionLog.paired` returns (``n_canary`` = pairs, which
+the step's ``min_requests`` counts): ``disagreement`` (share of requests whose outputs differ,
+against ``max_disagreement``), ``mcnemar`` (labelled pairs: is the candidate wrong more often)
+or ``wilcoxon`` (numeric outputs: any systematic shift). The reason ends with the
+recommendation the rollout waits on (``then: stop``) or continues with (``then: canary``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monitors import GateResult
+from monitors.shadow import disagreement_test, mcnemar_test, wilcoxon_test
+from rollout.machine import StepEvidence
+from rollout.spec import RolloutSpec
+
+
+def shadow_evidence(
+    pairs: Sequence[tuple[object, object, object | None]],
+    spec: RolloutSpec,
+    *,
+    step_index: int,
+    window_start: float,
+) -> StepEvidence:
+    shadow = spec.strategy.shadow
+    assert shadow is not None, "a shadow step needs strategy.shadow"
+    alpha = spec.analysis.alpha
+    min_n = max(1, shadow.min_requests)
+    result: GateResult
+    if shadow.test == "mcnemar":
+        labelled = [(b, s, y) for b, s, y in pairs if y is not None]
+        result = mcnemar_test(
+            [b == y for b, _, y in labelled],
+            [s == y for _, s, y in labelled],
+            alpha=alpha,
+            min_n=min_n,
+        )
+    elif shadow.test == "wilcoxon":
+        result = wilcoxon_test(
+            [_number(b) for b, _, _ in pairs],
+            [_number(s) for _, s, _ in pairs],
+            alpha=alpha,
+            min_n=min_n,
+        )
+    else:
+        result = disagreement_test(
+            [str(b) for b, _, _ in pairs],
+            [str(s) for _, s, _ in pairs],
+            max_rate=shadow.max_disagreement,
+            alpha=alpha,
+            min_n=min_n,
+        )
+    if result.verdict == "pass":
+        follow = "continue as a canary" if shadow.then == "canary" else "promote"
+        reason = f"{result.reason}; recommendation: {follow}"
+    elif result.verdict == "fail":
+        reason = f"{result.reason}; recommendation: do not promote"
+    else:
+        reason = result.reason
+    return StepEvidence(
+        verdict=result.verdict,
+        gates=(result,),
+        n_baseline=len(pairs),
+        n_canary=len(pairs),
+        reason=reason,
+        step_index=step_index,
+        weight_pct=0,
+        window_start=window_start,
+    )
+
+
+def _number(value: object) -> float:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise ValueError(f"shadow test wilcoxon needs numeric outputs, got {value!r:.80}")

@@ -1,0 +1,123 @@
+"""Webhooks: every state change is posted, HMAC-signed, retried with backoff and recorded."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from conftest import MODEL, DemoHome
+from rollout.manager import Manager
+from rollout.notify import Webhooks, sign
+from rollout.spec import load_spec
+
+SECRET = "s3cret"
+INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
+
+
+class Receiver:
+    """A loopback HTTP server that answers 500 to the first ``fail_first`` requests."""
+
+    def __init__(self, fail_first: int) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                failing = len(receiver.received) <= receiver.fail_first
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver(fail_first=1)
+    yield receiver
+    receiver.close()
+
+
+def test_state_changes_are_signed_retried_and_recorded(home: DemoHome, receiver: Receiver) -> None:
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    manager = Manager(home.settings)
+    clock = Clock()
+    manager.webhooks = Webhooks(
+        manager.engine, [receiver.url], SECRET, base_backoff_s=2.0, max_attempts=3, clock=clock
+    )
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        rollout_id = manager.start(MODEL, v2, "prod", load_spec(INSTANT), actor="alice")
+        assert manager.webhooks.deliver_due() == 5  # the first attempt of the first one fails
+        clock.now += 1.0
+        assert manager.webhooks.deliver_due() == 0  # its backoff (2 s) has not passed
+        clock.now += 1.0
+        assert manager.webhooks.deliver_due() == 1
+        rows = manager.webhooks.deliveries()
+        assert [(r.status, r.attempts) for r in rows] == [("delivered", 2)] + [("delivered", 1)] * 5
+        assert (rows[0].last_status_code, rows[0].last_error) == (204, None)
+
+        by_id: dict[str, dict[str, Any]] = {}
+        for headers, body in receiver.received:
+            expected = sign(SECRET, headers["x-rollout-timestamp"], body)
+            assert headers["x-rollout-signature"] == expected
+            by_id[headers["x-rollout-delivery"]] = json.loads(body)
+        assert len(receiver.received) == 7 and len(by_id) == 6
+        ours = [p for _, p in sorted(by_id.items(), key=lambda i: int(i[0]))
+                if p["rollout_id"] == rollout_id]  # fmt: skip
+        assert [p["to_state"] for p in ours] == [
+            "pending",
+            "verifying",
+            "progressing",
+            "promoting",
+            "succeeded",
+        ]
+        assert {p["event"] for p in ours} == {"state_change"}
+        assert ours[-1]["reason"].startswith(f"v{v2} promoted in prod")
+    finally:
+        manager.close()
+
+
+def test_a_receiver_that_keeps_failing_ends_failed(home: DemoHome) -> None:
+    receiver = Receiver(fail_first=10)
+    manager = Manager(home.settings)
+    clock = Clock()
+    manager.webhooks = Webhooks(
+        manager.engine, [receiver.url], SECRET, base_backoff_s=1.0, max_attempts=3, clock=clock
+    )
+    try:
+        manager.start(MODEL, home.versions["baseline"], "prod", actor="alice")
+        for _ in range(3):
+            manager.webhooks.deliver_due()
+            clock.now += 10.0
+        (row,) = manager.webhooks.deliveries()
+        assert (row.status, row.attempts, row.last_error) == ("failed", 3, "HTTP 500")
+        assert manager.webhooks.deliver_due() == 0
+    finally:
+        manager.close()
+        receiver.close()

@@ -1,0 +1,68 @@
+"""Environments: order, default policies and the YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rollout.environments import Environment, Environments, load_environments
+from rollout.errors import SpecError
+from rollout.settings import Settings
+
+
+def test_default_order_and_policies() -> None:
+    envs = Environments()
+    assert envs.names == ("dev", "staging", "prod")
+    assert [envs.previous(n) for n in ("dev", "staging", "prod", "sandbox")] == [
+        None,
+        "dev",
+        "staging",
+        None,
+    ]
+    assert envs.get("prod") == Environment("prod", distinct_approver=True)
+    assert envs.get("sandbox") == Environment("sandbox")
+
+
+def test_names_keep_the_default_policy_of_known_environments() -> None:
+    envs = Environments.of(["qa", "prod"])
+    assert envs.previous("prod") == "qa"
+    assert envs.get("prod").distinct_approver
+
+
+def test_file_sets_order_and_approval(tmp_path: Path) -> None:
+    path = tmp_path / "environments.yaml"
+    path.write_text(
+        "environments:\n  - dev\n  - name: prod\n"
+        "    approval: {required: true, timeout: 2h, on_timeout: abort}\n"
+    )
+    envs = load_environments(path)
+    assert envs.names == ("dev", "prod")
+    assert envs.get("prod") == Environment(
+        "prod",
+        approval_required=True,
+        distinct_approver=True,
+        approval_timeout_s=7200.0,
+        on_approval_timeout="abort",
+    )
+    settings = Settings.resolve(home=tmp_path)
+    assert settings.environments_file == path
+    assert settings.env()["ROLLOUT_ENVIRONMENTS_FILE"] == str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("environments: [dev, dev]", "environments: environment 'dev' is listed twice"),
+        (
+            "environments: [{name: prod, approval: {on_timeout: later}}]",
+            "environments[0].approval.on_timeout: expected 'rollback' or 'abort', got 'later'",
+        ),
+        ("[dev]", "expected a mapping with 'environments'"),
+    ],
+)
+def test_invalid_files_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "environments.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_environments(path)
