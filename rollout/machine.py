@@ -230,6 +230,7 @@ class StepEvidence:
     step_index: int | None = None
     weight_pct: int | None = None
     window_start: float | None = None
+    report: str | None = None  # path of the Evidently drift report of this look, if written
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -242,6 +243,7 @@ class StepEvidence:
             "n_baseline": self.n_baseline,
             "n_canary": self.n_canary,
             "gates": [gate.to_dict() for gate in self.gates],
+            "report": self.report,
         }
 
 

@@ -30,14 +30,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
+import pandas as pd
 from sqlalchemy import Connection, Engine
 
 from monitors import GateResult
-from rollout.analysis import analyse
+from rollout.analysis import analyse, write_drift_report
 from rollout.environments import Environment, Environments, load_environments
 from rollout.errors import ConflictError, RegistryError, RolloutError, SpecError, StateError
 from rollout.lease import DEFAULT_TTL_S, Lease
@@ -62,7 +63,7 @@ from rollout.smoke import SmokeRunner
 from rollout.spec import RolloutSpec, config_hash, default_spec
 from rollout.store.engine import open_engine
 from rollout.store.plans import TrafficPlan, TrafficPlanStore
-from rollout.store.predictions import PredictionLog
+from rollout.store.predictions import ArmSample, PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 
 log = logging.getLogger(__name__)
@@ -353,6 +354,8 @@ class Manager:
             decision = decide(state, evidence, now, command)
             if not decision.changed:
                 break
+            if evidence is not None and evidence.kind == "step" and evidence.gates:
+                decision = self._with_report(record, decision, evidence)
             self._save(record, decision, now, fence=self.lease if fenced else None)
             made.append(decision)
             command = None
@@ -418,6 +421,33 @@ class Manager:
                 window_start=since,
             )
         return None
+
+    def _with_report(
+        self, record: RolloutRecord, decision: Decision, evidence: StepEvidence
+    ) -> Decision:
+        """Attach the Evidently drift report of the judged window (features and outputs).
+
+        The report is for people; a failure to write it is logged and never blocks a decision.
+        """
+        since = evidence.window_start or 0.0
+        step = (evidence.step_index or 0) + 1
+        path = self.settings.home / "reports" / record.id / f"step-{step}-{int(since)}.html"
+        try:
+            arms = [
+                self.predictions.report_rows(record.id, arm, since_ts=since)
+                for arm in ("baseline", "canary")
+            ]
+            write_drift_report(
+                ArmSample(arm="baseline", outputs=arms[0][1]),
+                ArmSample(arm="canary", outputs=arms[1][1]),
+                path,
+                baseline_features=pd.DataFrame(arms[0][0]) if arms[0][0] else None,
+                canary_features=pd.DataFrame(arms[1][0]) if arms[1][0] else None,
+            )
+        except (ValueError, OSError) as exc:
+            log.warning("no drift report for rollout %s step %d: %s", record.id, step, exc)
+            return decision
+        return replace(decision, evidence=replace(evidence, report=str(path)))
 
     def _digest_evidence(
         self, record: RolloutRecord, kind: Literal["verify", "promote"]

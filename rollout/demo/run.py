@@ -225,6 +225,8 @@ def _print_event(event: Mapping[str, Any], say: _Printer) -> None:
             f"{_num(gate.get('p_value')):>10}{_num(gate.get('effect_size')):>11}"
             f"{str(gate['n_baseline']) + '/' + str(gate['n_canary']):>16}  {gate['verdict']}"
         )
+    if evidence.get("report"):
+        say.line(f"  drift report (Evidently): {evidence['report']}")
 
 
 def _print_history(manager: Manager) -> None:

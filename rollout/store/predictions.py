@@ -132,6 +132,36 @@ class PredictionLog:
                     sample.labelled.extend(zip(outputs, labels, strict=False))
         return samples
 
+    def report_rows(
+        self, rollout_id: str, arm: str, since_ts: float = 0.0, limit: int = 5000
+    ) -> tuple[list[dict[str, object]], list[object]]:
+        """Up to ``limit`` successful requests of one arm: (feature rows, outputs), aligned.
+
+        Requests logged without features (sampling) or with several rows are left out, so row
+        *i* of the features produced output *i*.
+        """
+        query = (
+            select(predictions.c.features, predictions.c.output)
+            .where(
+                predictions.c.rollout_id == rollout_id,
+                predictions.c.arm == arm,
+                predictions.c.ts >= since_ts,
+                predictions.c.error.is_(None),
+                predictions.c.features.is_not(None),
+            )
+            .order_by(predictions.c.id.desc())
+            .limit(limit)
+        )
+        features: list[dict[str, object]] = []
+        outputs: list[object] = []
+        with self.engine.connect() as conn:
+            for raw_features, raw_output in conn.execute(query):
+                rows, values = json.loads(raw_features), _rows(json.loads(raw_output))
+                if len(rows) == 1 and len(values) == 1 and isinstance(rows[0], dict):
+                    features.append(rows[0])
+                    outputs.append(values[0])
+        return features, outputs
+
     def paired(
         self, rollout_id: str, since_ts: float = 0.0
     ) -> list[tuple[object, object, object | None]]:

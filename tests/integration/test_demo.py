@@ -50,6 +50,15 @@ def test_demo_promotes_the_better_version_and_rolls_back_the_broken_one(tmp_path
         for release in releases.values():
             assert release.artifact_digest and release.artifact_digest.startswith("sha256:")
             assert release.run_id and release.config_hash
+        # The judged steps link an Evidently drift report of features and outputs.
+        rolled_back = releases["3"].rollout_id
+        assert rolled_back is not None
+        (judged,) = [e for e in manager.events(rolled_back) if e.to_state == "rolling_back"]
+        assert judged.evidence is not None
+        report = Path(judged.evidence["report"])
+        html = report.read_text()
+        assert report.parent.name == rolled_back and "<html" in html.lower()
+        assert "worst area" in html and "output" in html
         plan = manager.plans.get("prod", "breast-cancer")
         assert plan is not None
         assert (plan.baseline_version, plan.canary_version) == ("2", None)
