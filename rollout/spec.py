@@ -368,9 +368,8 @@ class OutputDriftGate(_Model):
 
 
 class QualityGate(_SequentialOptions):
-    # rollout.analysis also runs "auc", "log_loss", "mae", "rmse" (with max_increase for the
-    # losses); widening this Literal awaits the spec tests' expected message for `metric`.
-    metric: Literal["accuracy"] = "accuracy"
+    # accuracy and auc: non-inferiority with max_decrease; log_loss, mae, rmse: max_increase
+    metric: Literal["accuracy", "auc", "log_loss", "mae", "rmse"] = "accuracy"
     max_decrease: float = 0.01  # accuracy, auc: allowed drop (fraction)
     max_increase: float = Field(default=0.0, ge=0.0)  # log_loss, mae, rmse: allowed rise
     min_labels: int = Field(default=50, ge=1)

@@ -288,18 +288,17 @@ def test_mean_shift_drift_and_loss_metrics_run_through_the_spec() -> None:
         outputs=[float(v) + 0.5 for v in np.linspace(0.0, 1.0, 200)],
         labelled=[(float(v) + 0.5, float(v)) for v in np.linspace(0.0, 1.0, 200)],
     )
-    spec = load_spec(
+    mae_spec = load_spec(
         {
             "strategy": {"linear": {"steps": 2}},
-            "analysis": {"gates": [{"output_drift": {"method": "mean_shift"}}, "quality"]},
+            "analysis": {
+                "gates": [
+                    {"output_drift": {"method": "mean_shift"}},
+                    {"quality": {"metric": "mae", "max_increase": 0.1}},
+                ]
+            },
         }
     ).analysis
-    quality = spec.gates[1].quality
-    assert quality is not None
-    mae_gate = quality.model_copy(update={"metric": "mae", "max_increase": 0.1})
-    mae_spec = spec.model_copy(
-        update={"gates": (spec.gates[0], spec.gates[1].model_copy(update={"quality": mae_gate}))}
-    )
     drift, mae = gate_results(baseline, canary, mae_spec)
     assert (drift.test, drift.verdict) == ("mean_shift_msprt", "fail")
     assert drift.effect_size == pytest.approx(0.5 / np.std(np.linspace(0.0, 1.0, 200), ddof=1))

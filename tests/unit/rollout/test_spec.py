@@ -231,7 +231,8 @@ def test_bare_gate_names_take_defaults() -> None:
                 "strategy": {"linear": {"steps": 2}},
                 "analysis": {"gates": [{"quality": {"metric": "f1"}}]},
             },
-            "analysis.gates[0].quality.metric: expected 'accuracy', got 'f1'",
+            "analysis.gates[0].quality.metric: expected 'accuracy', 'auc', 'log_loss', 'mae' "
+            "or 'rmse', got 'f1'",
         ),
         (
             {"strategy": {"canary": {"steps": [{"weight": 10, "colour": "red"}]}}},
