@@ -5,14 +5,17 @@ manager writes, splits traffic between the baseline and the canary, serves the M
 protocol, and logs one prediction record per request.
 
 - :mod:`router.config`     ``RouterConfig`` and ``from_env``
-- :mod:`router.app`        ``create_app(config)``: the FastAPI app (the HTTP contract)
+- :mod:`router.app`        ``create_app(config)``: the app (the HTTP contract; ASGI hot path)
 - :mod:`router.service`    ``Router``: routing, logging and status, without HTTP
 - :mod:`router.payload`    the scoring request body, parsed once
 - :mod:`router.schema`     a version's signature, checked without pandas
 - :mod:`router.predictor`  one loaded version: check, predict, serialize as MLflow does
+- :mod:`router.fastpath`   the numpy road: scikit-learn versions predicted without pandas
+- :mod:`router.batching`   adaptive micro-batching of concurrent requests for one version
 - :mod:`router.split`      the arm of a request (sticky, monotone)
 - :mod:`router.plans`      the plan poller (apply whole or not at all)
 - :mod:`router.predlog`    the prediction log writer (batched, off the request path)
+- :mod:`router.predsink`   prediction records into the store's table via the DB-API driver
 - :mod:`router.metrics`    Prometheus metrics per app
 - :mod:`router.server`     ``serve`` and ``main`` (``python -m router``)
 - :mod:`router.errors`     the named errors and their HTTP statuses

@@ -10,14 +10,21 @@
 ``GET /metrics``                         Prometheus text
 =====================================  =======================================================
 
-Every error is JSON ``{"error_code": ..., "message": ...}``. The body is read with a limit
-(``max_body_bytes`` → 413), and parsing plus prediction run on a worker thread so the event loop
-only moves bytes. The lifespan starts the plan poller and the prediction-log writer, and on
-shutdown stops the poller and flushes the log.
+Every error is JSON ``{"error_code": ..., "message": ...}``. The lifespan starts the plan
+poller and the prediction-log writer, and on shutdown stops the poller and flushes the log.
+
+The two invocation routes are the hot path, so they do not go through FastAPI's routing and
+request objects: :class:`Invocations`, a plain ASGI middleware, answers them first. It reads the
+body with a limit (``max_body_bytes`` → 413), hands it to :meth:`router.service.Router.invoke`
+on the event loop (which predicts inline only when a prediction is known to take well under a
+millisecond, and on a thread with a timeout otherwise), sends the reply, and only then starts a
+shadow prediction if the plan mirrors this request. Everything else is FastAPI.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,11 +33,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.config import RouterConfig
 from router.errors import PayloadTooLarge, RouterError
 from router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from router.service import REQUEST_ID_HEADER, Reply, Router, request_id_from
+
+_log = logging.getLogger(__name__)
 
 
 def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
@@ -71,35 +81,7 @@ def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
         message = f"unexpected {type(exc).__name__} in the router: {exc}"
         return JSONResponse({"error_code": "internal_error", "message": message}, status_code=500)
 
-    async def invoke(request: Request, model: str | None) -> Response:
-        started = time.perf_counter()
-        try:
-            request_id = request_id_from(request.headers)
-            body = await read_body(request, limit)
-        except RouterError as exc:
-            core.metrics.observe("", "", "", exc.status_code, time.perf_counter() - started)
-            headers = {}
-            if request.headers.get(REQUEST_ID_HEADER):
-                headers[REQUEST_ID_HEADER] = request.headers[REQUEST_ID_HEADER][:64]
-            return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
-        reply = await run_in_threadpool(
-            core.invoke,
-            model,
-            body,
-            request.headers.get("content-type"),
-            request.headers,
-            request_id=request_id,
-            started=started,
-        )
-        return to_response(reply)
-
-    @app.post("/v1/models/{model}/invocations")
-    async def invocations_of(model: str, request: Request) -> Response:
-        return await invoke(request, model)
-
-    @app.post("/invocations")
-    async def invocations(request: Request) -> Response:
-        return await invoke(request, None)
+    app.add_middleware(Invocations, core=core, limit=limit)
 
     @app.post("/v1/feedback", status_code=202)
     async def feedback(request: Request) -> Response:
@@ -148,10 +130,115 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def to_response(reply: Reply) -> Response:
-    return Response(
-        content=reply.body,
-        status_code=reply.status_code,
-        headers=reply.headers,
-        media_type=reply.media_type,
-    )
+_PREFIX = "/v1/models/"
+_SUFFIX = "/invocations"
+
+
+def invocation_model(path: str) -> str | bool | None:
+    """``None`` for ``/invocations``, the model for ``/v1/models/{model}/invocations``, else
+    False (not an invocation route)."""
+    if path == _SUFFIX:
+        return None
+    if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+        model = path[len(_PREFIX) : -len(_SUFFIX)]
+        if model and "/" not in model:
+            return model
+    return False
+
+
+class Invocations:
+    """ASGI middleware answering ``POST`` to the invocation routes without FastAPI."""
+
+    def __init__(self, app: ASGIApp, core: Router, limit: int) -> None:
+        self.app = app
+        self.core = core
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            model = invocation_model(scope["path"])
+            if model is not False:
+                assert not isinstance(model, bool)
+                if scope["method"] == "POST":
+                    await self.invoke(scope, receive, send, model)
+                else:
+                    await self.not_allowed(scope, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def not_allowed(self, scope: Scope, send: Send) -> None:
+        message = f"{scope['method']} {scope['path']}: Method Not Allowed; use POST"
+        body = json.dumps({"error_code": "method_not_allowed", "message": message}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"allow", b"POST"),
+        ]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def invoke(self, scope: Scope, receive: Receive, send: Send, model: str | None) -> None:
+        started = time.perf_counter()
+        core = self.core
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            request_id = request_id_from(headers)
+            body = await self.read_body(headers, receive)
+        except RouterError as exc:
+            core.metrics.observe("", "", "", exc.status_code, time.perf_counter() - started)
+            reply_headers = {}
+            if headers.get(REQUEST_ID_HEADER):
+                reply_headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER][:64]
+            reply = Reply(exc.status_code, json.dumps(exc.to_json()).encode(), reply_headers)
+        else:
+            try:
+                reply = await core.invoke(
+                    model,
+                    body,
+                    headers.get("content-type"),
+                    headers,
+                    request_id=request_id,
+                    started=started,
+                )
+            except Exception as exc:  # a bug in the router: still a JSON error
+                _log.exception("unexpected error serving %s", scope["path"])
+                message = f"unexpected {type(exc).__name__} in the router: {exc}"
+                body_out = {"error_code": "internal_error", "message": message}
+                reply = Reply(500, json.dumps(body_out).encode(), {REQUEST_ID_HEADER: request_id})
+        raw = [
+            (b"content-type", reply.media_type.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+        ]
+        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
+        await send({"type": "http.response.start", "status": reply.status_code, "headers": raw})
+        await send({"type": "http.response.body", "body": reply.body})
+        if reply.after is not None:
+            core.launch(reply.after)
+
+    async def read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        limit = self.limit
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(
+                f"the body is {int(declared)} bytes; this router accepts at most {limit} "
+                "(ROLLOUT_MAX_BODY_BYTES)"
+            )
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and len(body) <= limit:
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the body exceeds {limit} bytes, the most this router accepts "
+                "(ROLLOUT_MAX_BODY_BYTES)"
+            )
+        return b"".join(chunks)

@@ -15,7 +15,14 @@ variable                        field                meaning
 ``ROLLOUT_LOG_BATCH_SIZE``      ``log_batch_size``   prediction records per store write
 ``ROLLOUT_LOG_FLUSH_S``         ``log_flush_s``      longest a record waits before its write
 ``ROLLOUT_LOG_QUEUE_SIZE``      ``log_queue_size``   records buffered before new ones drop
+``ROLLOUT_PREDICT_TIMEOUT_S``   ``predict_timeout_s``  longest a version may take on a request
+``ROLLOUT_PIN_TOKEN_SHA256``    ``pin_token_sha256``   sha256 hex of bearer tokens that may pin
+``ROLLOUT_BATCH_MAX_SIZE``      ``batch_max_size``   rows per micro-batch (1 = no batching)
+``ROLLOUT_BATCH_MAX_WAIT_S``    ``batch_max_wait_s``  longest a request waits for a batch to fill
 ==============================  ===================  ==========================================
+
+``pin_token_sha256`` is comma-separated in the environment. A request may pin a version with
+``x-model-version`` only with ``Authorization: Bearer TOKEN`` where ``sha256(TOKEN)`` is listed.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ class RouterConfig:
     log_flush_s: float = 0.25
     log_queue_size: int = 10_000
     seed: int | None = None  # random draws for requests without a sticky key; None = OS entropy
+    predict_timeout_s: float = 5.0
+    pin_token_sha256: tuple[str, ...] = ()
+    batch_max_size: int = 1  # 1: every request predicted alone
+    batch_max_wait_s: float = 0.0  # 0: batch only what arrived in the same event-loop turn
 
     def __post_init__(self) -> None:
         if not self.environment:
@@ -60,6 +71,17 @@ class RouterConfig:
             raise ValueError(f"log_flush_s must be > 0, got {self.log_flush_s}")
         if self.log_queue_size <= 0:
             raise ValueError(f"log_queue_size must be > 0, got {self.log_queue_size}")
+        if self.predict_timeout_s <= 0:
+            raise ValueError(f"predict_timeout_s must be > 0, got {self.predict_timeout_s}")
+        if self.batch_max_size < 1:
+            raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
+        if self.batch_max_wait_s < 0:
+            raise ValueError(f"batch_max_wait_s must be >= 0, got {self.batch_max_wait_s}")
+        for digest in self.pin_token_sha256:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(
+                    f"pin_token_sha256: {digest[:12]!r}... is not a lowercase sha256 hex digest"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RouterConfig:
@@ -107,13 +129,19 @@ class RouterConfig:
             out["ROLLOUT_ARTIFACT_ROOT"] = self.artifact_root
         for name in _ENV_FIELDS:
             value = getattr(self, name)
-            if value is not None:
+            if isinstance(value, tuple):
+                out["ROLLOUT_" + name.upper()] = ",".join(value)
+            elif value is not None:
                 out["ROLLOUT_" + name.upper()] = str(value)
         return out
 
 
 def _str(raw: str) -> str:
     return raw
+
+
+def _digests(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
 
 
 _ENV_FIELDS: dict[str, Callable[[str], Any]] = {
@@ -126,4 +154,8 @@ _ENV_FIELDS: dict[str, Callable[[str], Any]] = {
     "log_flush_s": float,
     "log_queue_size": int,
     "seed": int,
+    "predict_timeout_s": float,
+    "pin_token_sha256": _digests,
+    "batch_max_size": int,
+    "batch_max_wait_s": float,
 }

@@ -6,13 +6,15 @@ earns a 5xx.
 
 RouterError                         status  error_code
  ├── MalformedRequest                400     malformed_request (or a more precise code)
+ ├── Unauthorized                    401     unauthorized (no or malformed bearer token)
  ├── PinningNotAllowed               403     pinning_not_allowed
- ├── UnknownModel                    404     unknown_model
+ ├── UnknownModel                    404     unknown_model / unknown_version
  ├── PayloadTooLarge                 413     payload_too_large
  ├── UnsupportedContentType          415     unsupported_content_type
  ├── SignatureMismatch               422     signature_mismatch
  ├── ModelError                      500     model_error
- └── NotReady                        503     not_ready / no_plan / store_unavailable
+ ├── NotReady                        503     not_ready / no_plan / store_unavailable
+ └── ModelTimeout                    504     model_timeout
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class RouterError(Exception):
 class MalformedRequest(RouterError):
     status_code = 400
     default_code = "malformed_request"
+
+
+class Unauthorized(RouterError):
+    status_code = 401
+    default_code = "unauthorized"
 
 
 class PinningNotAllowed(RouterError):
@@ -73,3 +80,8 @@ class ModelError(RouterError):
 class NotReady(RouterError):
     status_code = 503
     default_code = "not_ready"
+
+
+class ModelTimeout(RouterError):
+    status_code = 504
+    default_code = "model_timeout"

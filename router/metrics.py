@@ -1,12 +1,20 @@
 """Prometheus metrics of one router app, in its own ``CollectorRegistry``.
 
 Several apps in one process (tests) never clash, and nothing is registered at import time.
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``router.server`` sets it for ``--workers N``), counters
+and histograms live in that directory's files and every scrape, whichever worker answers it,
+sums all workers (``prometheus_client.multiprocess``); the plan gauges are the answering
+worker's own (every worker applies a new plan within a poll).
 
 ==================================================  =========  ===============================
 metric                                              type       labels
 ==================================================  =========  ===============================
 ``rollout_router_requests_total``                   counter    model, version, arm, status
 ``rollout_router_request_duration_seconds``         histogram  model, version, arm
+``rollout_router_prediction_value``                 histogram  model, version
+``rollout_router_canary_failovers_total``           counter    model, version (canary failed,
+                                                               the baseline answered)
+``rollout_router_shadow_skipped_total``             counter    (too many mirrors waiting)
 ``rollout_router_plan_generation``                  gauge      model (the applied plan)
 ``rollout_router_canary_weight_pct``                gauge      model
 ``rollout_router_version_loaded``                   gauge      model, version (1 = warmed)
@@ -14,14 +22,19 @@ metric                                              type       labels
 ``rollout_router_prediction_log_dropped_total``     counter
 ==================================================  =========  ===============================
 
-``version`` and ``arm`` are empty for requests refused before a version was chosen.
+``version`` and ``arm`` are empty for requests refused before a version was chosen; ``arm`` is
+``baseline``, ``canary``, ``pinned`` or ``shadow``. The prediction histogram takes each row's
+number (a class label or a value; the last column's for rows of scores), up to
+``MAX_OBSERVED_ROWS`` rows per request, so its cost per request is bounded.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -44,11 +57,16 @@ LATENCY_BUCKETS_S = (
     5.0,
     10.0,
 )
+PREDICTION_BUCKETS = (-1.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2.0, 5.0, 10.0)
+MAX_OBSERVED_ROWS: Final = 8
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "rollout_router_requests",
             "Inference requests, by the version and arm that served them and the HTTP status.",
@@ -62,6 +80,24 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.predictions = Histogram(
+            "rollout_router_prediction_value",
+            "Predicted values (per row; a score row's last column), by version.",
+            ["model", "version"],
+            buckets=PREDICTION_BUCKETS,
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "rollout_router_canary_failovers",
+            "Canary predictions that failed or timed out and were answered by the baseline.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.shadow_skipped = Counter(
+            "rollout_router_shadow_skipped",
+            "Requests not mirrored to the shadow version because too many mirrors waited.",
+            registry=self.registry,
+        )
         self.log_written = Counter(
             "rollout_router_prediction_log_written",
             "Prediction records written to the store.",
@@ -73,17 +109,52 @@ class RouterMetrics:
             registry=self.registry,
         )
 
-    def observe(self, model: str, version: str, arm: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, version, arm, str(status)).inc()
-        if version:
-            self.latency.labels(model, version, arm).observe(seconds)
+    def observe(
+        self,
+        model: str,
+        version: str,
+        arm: str,
+        status: int,
+        seconds: float,
+        outputs: Any = None,
+    ) -> None:
+        key = (model, version, arm, status)
+        children = self._children.get(key)
+        if children is None:
+            latency = self.latency.labels(model, version, arm) if version else None
+            children = (self.requests.labels(model, version, arm, str(status)), latency)
+            if len(self._children) < 10_000:
+                self._children[key] = children
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(seconds)
+        if outputs is not None and isinstance(outputs, list):
+            self._observe_values(model, version, outputs)
+
+    def _observe_values(self, model: str, version: str, outputs: list[Any]) -> None:
+        histogram = None
+        for row in outputs[:MAX_OBSERVED_ROWS]:
+            value = row[-1] if isinstance(row, list) and row else row
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if histogram is None:
+                histogram = self.predictions.labels(model, version)
+            histogram.observe(float(value))
 
     def watch_plans(self, status: Callable[[], PlanStatus]) -> None:
         """Export the applied plans, read at every scrape."""
-        self.registry.register(_PlanCollector(status))
+        self._plans = _PlanCollector(status)
+        self.registry.register(self._plans)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        plans = getattr(self, "_plans", None)
+        if plans is not None:
+            registry.register(plans)
+        return generate_latest(registry)
 
 
 class _PlanCollector(Collector):

@@ -12,6 +12,11 @@ it as ``columns`` + ``rows`` so the router can check it against a signature, pic
 from a field and log it without building a DataFrame. Other shapes (positional lists, tensors)
 keep only the raw ``data`` and are converted by MLflow's own parser later.
 
+JSON is decoded with ``orjson`` when it is installed; what it refuses (``NaN``, malformed text)
+goes to the standard library's parser, which accepts exactly what ``mlflow models serve``
+accepts and words the 400. So does a body with a run of 19 or more digits, since ``orjson``
+would turn an integer beyond 64 bits into a float where MLflow sees the integer.
+
 Errors: :class:`~router.errors.UnsupportedContentType` (415) for anything but JSON or CSV in
 UTF-8, :class:`~router.errors.MalformedRequest` (400) for a body that is not valid JSON/CSV or
 not in one of the four formats.
@@ -22,11 +27,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from router.errors import MalformedRequest, UnsupportedContentType
+
+try:  # optional: parses a small body about five times faster than the standard library
+    import orjson  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - the standard parser gives the same documents
+    orjson = None  # type: ignore[assignment,unused-ignore]
 
 JSON: Final = "application/json"
 CSV: Final = "text/csv"
@@ -36,6 +47,7 @@ INSTANCES: Final = "instances"
 INPUTS: Final = "inputs"
 FORMATS: Final = (DATAFRAME_SPLIT, DATAFRAME_RECORDS, INSTANCES, INPUTS)
 CSV_FORMAT: Final = "csv"
+_LONG_DIGITS: Final = re.compile(rb"\d{19}")
 
 
 class _Missing:
@@ -77,7 +89,9 @@ class Payload:
         if self.columns is not None and self.rows is not None:
             columns = self.columns
             return [
-                {c: v for c, v in zip(columns, row, strict=True) if v is not MISSING}
+                dict(zip(columns, row, strict=True))
+                if MISSING not in row
+                else {c: v for c, v in zip(columns, row, strict=True) if v is not MISSING}
                 for row in self.rows
             ]
         data = self.data
@@ -134,6 +148,11 @@ def parse_body(body: bytes, content_type: str | None) -> Payload:
 
 
 def parse_json(body: bytes) -> Payload:
+    if orjson is not None and _LONG_DIGITS.search(body) is None:
+        try:
+            return parse_document(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            pass  # NaN, huge integers, or truly malformed: the standard parser decides and says
     try:
         decoded = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -13,6 +13,7 @@ so a request sees one consistent plan even while a new one is being applied.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -296,6 +297,9 @@ class PlanPoller:
             return None
         self._failures = {k: f for k, f in self._failures.items() if k != key}
         self._loaded = {**self._loaded, key: predictor}
+        # A loaded model is hundreds of thousands of long-lived objects; moving them out of the
+        # collector's reach keeps full collections (pauses of many ms) off the request path.
+        gc.freeze()
         return predictor
 
     def _prune(self, latest: Mapping[str, TrafficPlan], active: Mapping[str, ActivePlan]) -> None:

@@ -10,6 +10,13 @@ version and payload, byte for byte: predictions go through MLflow's ``_get_jsona
 - MLflow: anything else (tensors, positional lists, CSV, values that need converting) goes
   through ``mlflow.pyfunc.scoring_server``'s own parser with the version's schema.
 
+For scikit-learn versions whose signature is all numeric columns there is a third, quicker
+road (:class:`router.fastpath.NumpyModel`): the rows become one numpy matrix in the signature's
+column order and go straight to the estimator's ``pyfunc_predict_fn``, skipping pandas and
+MLflow's schema enforcement (the router has already checked the input). It is only enabled
+when, at load time, it returns exactly what ``PyFuncModel.predict`` returns on the warm-up
+input; :meth:`Predictor.matrix` says whether a payload can take it.
+
 Errors: input that does not fit the signature → :class:`~router.errors.SignatureMismatch`
 (422); anything the model raises on input that fits → :class:`~router.errors.ModelError` (500).
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +37,7 @@ from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
 from mlflow.utils.proto_json_utils import NumpyEncoder, _get_jsonable_obj
 
 from router.errors import MalformedRequest, ModelError, SignatureMismatch
+from router.fastpath import NumpyModel
 from router.payload import CSV_FORMAT, DATAFRAME_RECORDS, DATAFRAME_SPLIT, INPUTS, Payload
 from router.schema import NUMPY_DTYPES, InputSchema
 
@@ -62,15 +71,60 @@ class Predictor:
         self.mlflow_schema: Any = _call(metadata, "get_input_schema")
         self.type_hinted = bool(_call(metadata, "_is_signature_from_type_hint"))
         self.schema = None if self.type_hinted else InputSchema.from_mlflow(self.mlflow_schema)
+        self.fast: NumpyModel | None = None  # set by warm() when the numpy road is exact
+        self.predict_s: float | None = None  # seconds of one warm 1-row prediction
 
     def __repr__(self) -> str:
         return f"Predictor({self.label})"
 
     # -- the hot path --
     def predict(self, payload: Payload) -> Prediction:
+        matrix = self.matrix(payload)
+        if matrix is not None:
+            return self.predict_matrix(matrix)
         data = self.model_input(payload)
+        return self._finish(self._call(data, payload.params), payload.n_rows)
+
+    def matrix(self, payload: Payload) -> np.ndarray[Any, Any] | None:
+        """The payload as the numpy road's input, or None when it must take another road.
+
+        Checks the payload against the signature first (422 naming what is wrong).
+        """
+        fast = self.fast
+        if fast is None or payload.params or not payload.tabular or payload.has_index:
+            return None
+        if payload.format == CSV_FORMAT:
+            return None  # pandas' CSV float parser is not exact: MLflow's road, MLflow's values
+        schema = self.schema
+        if schema is None or not schema.check(payload, self.label):
+            return None
+        return fast.matrix(payload)
+
+    def predict_matrix(self, matrix: np.ndarray[Any, Any]) -> Prediction:
+        """Predict the rows of a :meth:`matrix` (several requests' rows when batched)."""
+        assert self.fast is not None
         try:
-            raw = self.model.predict(data, params=payload.params)
+            raw = self.fast.predict(matrix)
+        except Exception as exc:
+            raise ModelError(
+                f"{self.label} failed: {type(exc).__name__}: {_short(str(exc))}"
+            ) from exc
+        return self._finish(raw, len(matrix))
+
+    def split(self, prediction: Prediction, counts: list[int]) -> list[Prediction]:
+        """One batched prediction cut back into per-request replies of ``counts`` rows each."""
+        outputs = prediction.outputs
+        out = []
+        start = 0
+        for n in counts:
+            part = outputs[start : start + n]
+            start += n
+            out.append(Prediction(json.dumps({"predictions": part}).encode(), part))
+        return out
+
+    def _call(self, data: Any, params: dict[str, Any] | None) -> Any:
+        try:
+            return self.model.predict(data, params=params)
         except MlflowException as exc:
             if exc.error_code in _INPUT_ERROR_CODES:
                 raise SignatureMismatch(
@@ -81,9 +135,29 @@ class Predictor:
             raise ModelError(
                 f"{self.label} failed: {type(exc).__name__}: {_short(str(exc))}"
             ) from exc
-        outputs = _get_jsonable_obj(raw, pandas_orient="records")  # type: ignore[no-untyped-call]
+
+    def _finish(self, raw: Any, n_rows: int | None) -> Prediction:
+        """The reply body for ``raw`` predictions; 500 when they are malformed."""
+        if raw is None:
+            raise ModelError(f"{self.label} returned no predictions (None)")
+        if type(raw) is np.ndarray and raw.dtype.kind in "biuf":
+            outputs: Any = raw.tolist()
+            encoder: type[json.JSONEncoder] | None = None
+        else:
+            try:
+                outputs = _get_jsonable_obj(raw, pandas_orient="records")  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                raise ModelError(
+                    f"{self.label} returned malformed predictions "
+                    f"({type(raw).__name__}): {_short(str(exc))}"
+                ) from exc
+            encoder = NumpyEncoder
+        if n_rows is not None and isinstance(outputs, list) and len(outputs) != n_rows:
+            raise ModelError(
+                f"{self.label} returned {len(outputs)} predictions for {n_rows} input rows"
+            )
         try:
-            body = json.dumps({"predictions": outputs}, cls=NumpyEncoder).encode()
+            body = json.dumps({"predictions": outputs}, cls=encoder).encode()
         except (TypeError, ValueError) as exc:
             raise ModelError(
                 f"{self.label} returned predictions that are not JSON-serializable: {exc}"
@@ -178,6 +252,8 @@ class Predictor:
         example = getattr(self.model, "input_example", None)
         if example is not None:
             self.model.predict(example)
+            self.fast = NumpyModel.verified(self.model, self.schema, example)
+            self._time_one(example)
             return "input example"
         if self.schema is None or not self.schema.scalar:
             return "nothing (no column signature)"
@@ -189,10 +265,29 @@ class Predictor:
         )
         try:
             self.predict(payload)
+            self.fast = NumpyModel.verified(self.model, self.schema, self.model_input(payload))
+            self._time_one(payload)
         except Exception as exc:
             _log.warning("warm-up of %s on a synthetic row failed: %s", self.label, exc)
             return "synthetic row (failed)"
-        return "synthetic row"
+        return "synthetic row" + (" (numpy road)" if self.fast is not None else "")
+
+    def _time_one(self, example: Any) -> None:
+        """Measure one warm prediction (the best of three) to decide where it may run."""
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            try:
+                if isinstance(example, Payload):
+                    self.predict(example)
+                elif self.fast is not None:
+                    self.fast.predict(self.fast.frame_matrix(example))
+                else:
+                    self.model.predict(example)
+            except Exception:
+                return
+            best = min(best, time.perf_counter() - started)
+        self.predict_s = best
 
 
 def _positional(payload: Payload) -> bool:

@@ -4,6 +4,8 @@
 and raises :class:`~router.errors.SignatureMismatch` (422) naming what is wrong:
 
 - a required column missing from the input (all of them are named, up to five);
+- a column the signature does not have (``mlflow models serve`` would drop it silently; the
+  router refuses it, since it is almost always a misspelt or misplaced feature);
 - a required cell that is missing or ``null`` (the row and the column);
 - a value that cannot be the column's type (``"abc"`` or a list in a ``double`` column).
 
@@ -19,6 +21,7 @@ are left to MLflow (``from_mlflow`` returns ``None``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 from router.errors import SignatureMismatch
@@ -71,6 +74,14 @@ class InputSchema:
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
+    @cached_property
+    def _known(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.columns)
+
+    @cached_property
+    def _all_floats(self) -> bool:
+        return all(c.type in _FLOATS for c in self.columns)
+
     @property
     def scalar(self) -> bool:
         """Every column has a scalar type the router can build a frame for."""
@@ -95,9 +106,23 @@ class InputSchema:
                 f"the input is missing {noun} {named}{more}, required by the signature of "
                 f"{where} ({len(self.columns)} columns: {_describe(self.columns)})"
             )
+        known = self._known
+        extra = [name for name in payload.columns if name not in known]
+        if extra:
+            named = ", ".join(repr(e) for e in extra[:_MAX_NAMED])
+            more = f" and {len(extra) - _MAX_NAMED} more" if len(extra) > _MAX_NAMED else ""
+            noun = "column" if len(extra) == 1 else "columns"
+            raise SignatureMismatch(
+                f"the input has {noun} {named}{more} that the signature of {where} does not "
+                f"have ({len(self.columns)} columns: {_describe(self.columns)})"
+            )
         rows = payload.rows
         if not rows:
             raise SignatureMismatch(f"the input has no rows; {where} needs at least one")
+        if self._all_floats and all(
+            type(value) is float or type(value) is int for row in rows for value in row
+        ):
+            return True  # every cell a number, every column a float: nothing to convert
         exact = True
         for spec in self.columns:
             position = index.get(spec.name)

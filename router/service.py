@@ -1,47 +1,98 @@
 """The router's work, without HTTP: route a scoring request, record it, answer status queries.
 
-:class:`Router` owns the plan poller, the prediction-log writer and the metrics. The FastAPI
-app (:mod:`router.app`) only moves bytes and headers in and out of :meth:`Router.invoke`,
-:meth:`Router.feedback`, :meth:`Router.models` and :meth:`Router.readiness`.
+:class:`Router` owns the plan poller, the prediction-log writer and the metrics. The ASGI layer
+(:mod:`router.app`) only moves bytes and headers in and out of :meth:`Router.invoke` (on the
+event loop), :meth:`Router.feedback`, :meth:`Router.models` and :meth:`Router.readiness`.
 
-One inference, in order: find the model's applied plan (404 no plan, 503 not loaded yet), parse
-the body once (400/415), pick the arm from the sticky key or a random draw, let that version's
-:class:`~router.predictor.Predictor` check and predict (422/500), then queue one prediction
-record and count the request. Every reply, error or not, carries ``x-request-id``; every reply
-from a chosen version also carries its model, version, arm, rollout id and plan generation.
+One inference, in order: find the model's applied plan (404 no plan, 503 not loaded yet), check
+a pinned version (``x-model-version``: 401 without a bearer token, 403 for a token whose sha256
+is not in ``pin_token_sha256``, 404 for a version the plan does not serve), parse the body once
+(400/415), pick the arm (pinned, else sticky key or random draw), let that version's
+:class:`~router.predictor.Predictor` check and predict (422, 500, 504 after
+``predict_timeout_s``), then queue one prediction record and count the request.
+
+Where a prediction runs: a version on the numpy road whose warm prediction took under
+``INLINE_MAX_S`` runs on the event loop (through a :class:`~router.batching.MicroBatcher` when
+``batch_max_size > 1``): no thread hop for sub-millisecond work. Anything else runs on a thread
+pool and is abandoned after ``predict_timeout_s`` (504).
+
+Failover: when the canary fails on input that fits (500: it raised or returned malformed
+predictions; 504: too slow), its failure is recorded (prediction record with the error, metric
+``rollout_router_canary_failovers_total``) and the baseline answers the same request. When the
+baseline (or a pinned version) fails, the reply is that 5xx.
+
+Shadow: when the plan has a shadow version, ``shadow_fraction`` of the answered requests are
+mirrored to it after the reply is sent (:attr:`Reply.after`), on one background thread; its
+outputs are recorded with arm ``shadow`` and the same request id, never changing the reply.
+
+Every reply, error or not, carries ``x-request-id``; every reply from a chosen version also
+carries its model, version, arm (``baseline``, ``canary``, ``pinned``), rollout id and plan
+generation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import itertools
 import json
+import logging
+import os
 import random
 import threading
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Final
 
 from rollout.registry import MlflowRegistry
-from rollout.store import Feedback, PredictionLog, TrafficPlanStore, open_engine
+from rollout.store import Feedback, PredictionLog, TrafficPlan, TrafficPlanStore, open_engine
 from rollout.store.predictions import iter_feedback
+from router.batching import MicroBatcher
 from router.config import RouterConfig
 from router.errors import (
     MalformedRequest,
+    ModelError,
+    ModelTimeout,
     NotReady,
     PinningNotAllowed,
     RouterError,
+    Unauthorized,
     UnknownModel,
 )
 from router.metrics import RouterMetrics
 from router.payload import Payload, media_type, parse_body
 from router.plans import ActivePlan, PlanPoller, PlanSource, PredictorLoader, RegistryLoader
+from router.predictor import Prediction, Predictor
 from router.predlog import FeedbackSink, LogEntry, PredictionLogWriter, PredictionSink
+from router.predsink import SqlPredictionSink
 from router.split import BASELINE, CANARY, choose_arm, sticky_key
+
+_log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 PIN_HEADER = "x-model-version"
 MAX_REQUEST_ID = 64  # the prediction log's column width
+PINNED: Final = "pinned"
+SHADOW: Final = "shadow"
+INLINE_MAX_S: Final = 0.002  # a warm prediction this quick runs on the event loop, unbatched
+MODEL_THREADS: Final = 32  # predictions that may run (or hang past their timeout) at once
+SHADOW_MAX_PENDING: Final = 64  # mirrored requests waiting; more are skipped and counted
+# Request ids: 64 random bits per process, then a counter (unique without a syscall per request).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _new_id_source() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+os.register_at_fork(after_in_child=_new_id_source)  # a forked worker must not repeat ids
 
 
 @dataclass(frozen=True)
@@ -50,6 +101,7 @@ class Reply:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     media_type: str = "application/json"
+    after: Callable[[], None] | None = None  # work to start once the reply is sent (shadow)
 
 
 class Router:
@@ -77,21 +129,25 @@ class Router:
         )
         self.feedback_sink = feedback
         self.metrics.watch_plans(self.poller.status)
-        self._rng = random.Random(config.seed)
-        self._rng_lock = threading.Lock()
+        self._rng = random.Random(config.seed)  # used on the event loop only
+        self._pin_digests = tuple(config.pin_token_sha256)
+        self._pool = ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="router-model")
+        self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="router-shadow")
+        self._shadow_lock = threading.Lock()
+        self._shadow_pending = 0
+        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
 
     @classmethod
     def from_config(cls, config: RouterConfig) -> Router:
         """A router on the configured store and MLflow registry."""
         engine = open_engine(config.store_url)
-        log = PredictionLog(engine)
         registry = MlflowRegistry(config.registry_uri, config.artifact_root)
         return cls(
             config,
             plans=TrafficPlanStore(engine),
             loader=RegistryLoader(registry),
-            predictions=log,
-            feedback=log,
+            predictions=SqlPredictionSink(engine),
+            feedback=PredictionLog(engine),
         )
 
     # -- lifecycle --
@@ -101,6 +157,8 @@ class Router:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.poller.stop(timeout)
+        self._shadow_pool.shutdown(wait=True, cancel_futures=False)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.log.close(timeout)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -108,7 +166,7 @@ class Router:
         return self.log.flush(timeout)
 
     # -- inference --
-    def invoke(
+    async def invoke(
         self,
         model: str | None,
         body: bytes,
@@ -118,27 +176,59 @@ class Router:
         request_id: str,
         started: float,
     ) -> Reply:
-        """Serve one scoring request; ``started`` is its arrival on ``time.perf_counter``."""
+        """Serve one scoring request; ``started`` is its arrival on ``time.perf_counter``.
+
+        Runs on the event loop. ``headers`` must have lower-case names.
+        """
         reply_headers = {REQUEST_ID_HEADER: request_id}
         name = model or ""
         try:
             name = model or self.default_model()
             reply_headers["x-model-name"] = name
             active = self.active_plan(name)
-            if headers.get(PIN_HEADER):
-                raise PinningNotAllowed(
-                    f"pinning a version with '{PIN_HEADER}' needs a token allowed to pin; "
-                    "this router accepts none yet"
-                )
+            pinned = self._pinned(headers, name, active)
             payload = parse_body(body, content_type)
         except RouterError as exc:
             # Unknown names are not labels: a client must not be able to grow the metrics.
             label = name if name in self.poller.latest else ""
             self.metrics.observe(label, "", "", exc.status_code, time.perf_counter() - started)
             return error_reply(exc, reply_headers)
-        return self._predict(name, active, payload, headers, reply_headers, request_id, started)
+        return await self._serve(
+            name, active, payload, headers, reply_headers, request_id, started, pinned
+        )
 
-    def _predict(
+    def _pinned(self, headers: Mapping[str, str], model: str, active: ActivePlan) -> str | None:
+        """The version ``x-model-version`` pins, if the bearer token may pin (401/403/404)."""
+        wanted = headers.get(PIN_HEADER)
+        if not wanted:
+            return None
+        if not self._pin_digests:
+            raise PinningNotAllowed(
+                f"pinning a version with '{PIN_HEADER}' needs a token allowed to pin; "
+                "this router accepts none (ROLLOUT_PIN_TOKEN_SHA256 is empty)"
+            )
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                f"pinning a version with '{PIN_HEADER}' needs 'Authorization: Bearer TOKEN'"
+            )
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if not any(hmac.compare_digest(digest, allowed) for allowed in self._pin_digests):
+            raise PinningNotAllowed(
+                f"this bearer token may not pin versions with '{PIN_HEADER}' (its sha256 is "
+                "not in ROLLOUT_PIN_TOKEN_SHA256)"
+            )
+        if wanted not in active.predictors:
+            served = ", ".join(f"v{v}" for v in active.predictors)
+            raise UnknownModel(
+                f"{PIN_HEADER}: {wanted!r} is not a version of model {model!r} this router "
+                f"serves now ({served})",
+                error_code="unknown_version",
+            )
+        return wanted
+
+    async def _serve(
         self,
         name: str,
         active: ActivePlan,
@@ -147,35 +237,81 @@ class Router:
         reply_headers: dict[str, str],
         request_id: str,
         started: float,
+        pinned: str | None,
     ) -> Reply:
         plan = active.plan
-        key = sticky_key(plan.sticky_key, headers, payload.field)
-        with self._rng_lock:
+        rng = self._rng
+        if pinned is not None:
+            arm: str = PINNED
+            version = pinned
+        else:
+            key = sticky_key(plan.sticky_key, headers, payload.field)
             arm = choose_arm(
-                plan.canary_weight_pct, key, salt=plan.rollout_id or plan.model, rng=self._rng
+                plan.canary_weight_pct, key, salt=plan.rollout_id or plan.model, rng=rng
             )
-            sampled = self._rng.random() < self.config.log_sample_rate
-        version = plan.canary_version if arm == CANARY else plan.baseline_version
-        assert version is not None  # a plan with a canary weight has a canary version
-        reply_headers.update(
-            {
-                "x-model-version": version,
-                "x-arm": arm,
-                "x-rollout-id": plan.rollout_id or "",
-                "x-plan-generation": str(plan.generation),
-            }
-        )
-        predictor = active.predictors[version]
-        error: RouterError | None = None
-        outputs: Any = None
-        try:
-            prediction = predictor.predict(payload)
-            outputs = prediction.outputs
-            reply = Reply(200, prediction.body, reply_headers)
-        except RouterError as exc:
-            error = exc
-            reply = error_reply(exc, reply_headers)
-        elapsed = time.perf_counter() - started
+            served = plan.canary_version if arm == CANARY else plan.baseline_version
+            assert served is not None  # a plan with a canary weight has a canary version
+            version = served
+        sampled = rng.random() < self.config.log_sample_rate
+        features = payload if sampled else None  # rows are built off the request path
+        reply_headers["x-rollout-id"] = plan.rollout_id or ""
+        reply_headers["x-plan-generation"] = str(plan.generation)
+        reply = Reply(500, b"", reply_headers)
+        while True:
+            reply_headers["x-model-version"] = version
+            reply_headers["x-arm"] = arm
+            predictor = active.predictors[version]
+            error: RouterError | None = None
+            outputs: Any = None
+            try:
+                prediction = await self._run(predictor, payload)
+                outputs = prediction.outputs
+                reply = Reply(200, prediction.body, reply_headers)
+            except RouterError as exc:
+                error = exc
+                reply = error_reply(exc, reply_headers)
+            elapsed = time.perf_counter() - started
+            self._record(
+                request_id, name, version, arm, plan, features, outputs, elapsed, error, reply
+            )
+            if (
+                arm == CANARY
+                and isinstance(error, ModelError | ModelTimeout)
+                and plan.baseline_version in active.predictors
+            ):
+                # The canary failed on input that fits: the baseline answers this request.
+                self.metrics.failovers.labels(name, version).inc()
+                arm, version = BASELINE, plan.baseline_version
+                continue
+            break
+        if (
+            reply.status_code == 200
+            and plan.shadow_version is not None
+            and plan.shadow_fraction > 0
+            and plan.shadow_version != version
+            and plan.shadow_version in active.predictors
+            and rng.random() < plan.shadow_fraction
+        ):
+            shadow = active.predictors[plan.shadow_version]
+            reply = replace(
+                reply,
+                after=partial(self._mirror, shadow, name, plan, payload, features, request_id),
+            )
+        return reply
+
+    def _record(
+        self,
+        request_id: str,
+        name: str,
+        version: str,
+        arm: str,
+        plan: TrafficPlan,
+        features: Any,
+        outputs: Any,
+        elapsed: float,
+        error: RouterError | None,
+        reply: Reply,
+    ) -> None:
         self.log.submit(
             LogEntry(
                 request_id=request_id,
@@ -185,15 +321,112 @@ class Router:
                 arm=arm,
                 rollout_id=plan.rollout_id,
                 plan_generation=plan.generation,
-                features=payload if sampled else None,  # rows are built off the request path
+                features=features,
                 output=outputs,
                 latency_ms=elapsed * 1000.0,
                 error=f"{error.error_code}: {error.message}" if error is not None else None,
                 status_code=reply.status_code,
             )
         )
-        self.metrics.observe(name, version, arm, reply.status_code, elapsed)
-        return reply
+        self.metrics.observe(name, version, arm, reply.status_code, elapsed, outputs)
+
+    async def _run(self, predictor: Predictor, payload: Payload) -> Prediction:
+        """Predict on the event loop when it is known to be sub-millisecond, else on a thread
+        with the configured timeout (504)."""
+        matrix = predictor.matrix(payload)  # checks the signature (422)
+        if (
+            matrix is not None
+            and predictor.predict_s is not None
+            and predictor.predict_s <= INLINE_MAX_S
+        ):
+            if self.config.batch_max_size > 1:
+                return await self._batcher(predictor).predict(matrix)
+            return predictor.predict_matrix(matrix)
+        loop = asyncio.get_running_loop()
+        call: Callable[[], Prediction] = (
+            partial(predictor.predict_matrix, matrix)
+            if matrix is not None
+            else partial(predictor.predict, payload)
+        )
+        timeout = self.config.predict_timeout_s
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, call), timeout)
+        except TimeoutError:
+            raise ModelTimeout(
+                f"{predictor.label} did not answer within {timeout:g}s (ROLLOUT_PREDICT_TIMEOUT_S)"
+            ) from None
+
+    def _batcher(self, predictor: Predictor) -> MicroBatcher:
+        key = (predictor.model_name, predictor.version)
+        batcher = self._batchers.get(key)
+        if batcher is None or batcher.predictor is not predictor:
+            loaded = self.poller.status().loaded
+            self._batchers = {k: b for k, b in self._batchers.items() if k in loaded}
+            batcher = MicroBatcher(
+                predictor, self.config.batch_max_size, self.config.batch_max_wait_s
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+    # -- shadow --
+    def launch(self, work: Callable[[], None]) -> bool:
+        """Start background work (a shadow prediction) after a reply; False if too much waits."""
+        with self._shadow_lock:
+            if self._shadow_pending >= SHADOW_MAX_PENDING:
+                self.metrics.shadow_skipped.inc()
+                return False
+            self._shadow_pending += 1
+        try:
+            self._shadow_pool.submit(self._shadow_done, work)
+        except RuntimeError:  # shut down
+            with self._shadow_lock:
+                self._shadow_pending -= 1
+            return False
+        return True
+
+    def _shadow_done(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:
+            _log.exception("shadow prediction failed")
+        finally:
+            with self._shadow_lock:
+                self._shadow_pending -= 1
+
+    def _mirror(
+        self,
+        predictor: Predictor,
+        name: str,
+        plan: TrafficPlan,
+        payload: Payload,
+        features: Any,
+        request_id: str,
+    ) -> None:
+        """Predict the shadow version on a served request and record it (arm ``shadow``)."""
+        started = time.perf_counter()
+        error: RouterError | None = None
+        outputs: Any = None
+        status = 200
+        try:
+            outputs = predictor.predict(payload).outputs
+        except RouterError as exc:
+            error, status = exc, exc.status_code
+        except Exception as exc:
+            error = ModelError(f"{predictor.label} failed: {type(exc).__name__}: {exc}")
+            status = 500
+        elapsed = time.perf_counter() - started
+        self._record(
+            request_id,
+            name,
+            predictor.version,
+            SHADOW,
+            plan,
+            features,
+            outputs,
+            elapsed,
+            error,
+            Reply(status, b""),
+        )
 
     def default_model(self) -> str:
         """The model ``POST /invocations`` serves: configured, else the only one with a plan."""
@@ -366,7 +599,7 @@ def request_id_from(headers: Mapping[str, str]) -> str:
     """The caller's ``x-request-id`` (400 if longer than the log keeps), else a new one."""
     given = headers.get(REQUEST_ID_HEADER)
     if not given:
-        return uuid.uuid4().hex
+        return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
     if len(given) > MAX_REQUEST_ID:
         raise MalformedRequest(
             f"x-request-id is {len(given)} characters long; at most {MAX_REQUEST_ID} are kept",

@@ -62,7 +62,7 @@ def sticky_key(
 ) -> str | None:
     """The request's sticky key under ``rule``, falling back to the ``x-rollout-key`` header.
 
-    ``headers`` should look names up case-insensitively (as Starlette's do); ``field(name)``
+    ``headers`` have lower-case names (rule names are lower-cased to match); ``field(name)``
     returns the first input row's value of a column as text. An invalid rule is ignored.
     """
     try:
@@ -71,7 +71,7 @@ def sticky_key(
         parsed = None
     if parsed is not None:
         source, name = parsed
-        value = headers.get(name) if source == "header" else field(name)
+        value = headers.get(name.lower()) if source == "header" else field(name)
         if value:
             return value
     value = headers.get(ROLLOUT_KEY_HEADER)

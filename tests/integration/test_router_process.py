@@ -1,5 +1,6 @@
 """``python -m router`` as its own process: configured from ROLLOUT_* only, two models, a model
-that raises, and a clean shutdown on SIGTERM that flushes the prediction log.
+that raises, a failing canary answered by its baseline, and a clean shutdown on SIGTERM that
+flushes the prediction log.
 
 The registry is the ``home`` fixture's copy of the demo registry, with one more model, ``boom``
 (a pyfunc logged from code that doubles ``x`` and raises on negative values).
@@ -46,13 +47,14 @@ BOOM_CODE = dedent(
 )
 
 
-def _register_boom(home: DemoHome, tmp_path: Path) -> str:
+def _register_boom(home: DemoHome, tmp_path: Path, code_text: str = BOOM_CODE) -> str:
     registry = MlflowRegistry(home.settings.registry_uri, home.settings.artifact_root)
+    name = "router-boom" if code_text == BOOM_CODE else "router-boom-safe"
     experiment = registry.client.create_experiment(
-        "router-boom", artifact_location=(tmp_path / "boom-artifacts").as_uri()
+        name, artifact_location=(tmp_path / f"{name}-artifacts").as_uri()
     )
-    code = tmp_path / "boom_model.py"
-    code.write_text(BOOM_CODE)
+    code = tmp_path / f"{name.replace('-', '_')}.py"
+    code.write_text(code_text)
     example = pd.DataFrame({"x": [1.0]})
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
@@ -180,3 +182,45 @@ def test_router_process_serves_records_and_shuts_down_cleanly(
         "model_error: boom v1 failed: RuntimeError: negative x is not supported"
     )
     assert records["proc-failed"].output is None
+
+
+def test_a_failing_canary_process_is_answered_by_the_baseline(
+    home: DemoHome,
+    tmp_path: Path,
+    router_process: tuple[httpx.Client, subprocess.Popen[bytes], Path],
+) -> None:
+    client, process, log_path = router_process
+    safe = _register_boom(home, tmp_path, BOOM_CODE.replace("< 0).any()", "< -1e300).any()"))
+    plans = TrafficPlanStore(open_engine(home.settings.store_url))
+    stored = plans.put(TrafficPlan(ENV, "boom", safe, "1", 100, rollout_id="r-failover"))
+    deadline = time.monotonic() + 60
+    while True:  # the new version is loaded and warmed before the plan serves
+        boom = [m for m in client.get("/v1/models").json()["models"] if m["model"] == "boom"]
+        if boom and boom[0]["generation"] == stored.generation:
+            break
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+    reply = client.post(
+        "/v1/models/boom/invocations",
+        json={"inputs": {"x": [-1.5]}},
+        headers={"x-request-id": "proc-failover"},
+    )
+    assert reply.status_code == 200
+    assert reply.json() == {"predictions": [{"x": -3.0}]}
+    assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("baseline", safe)
+    metrics = client.get("/metrics").text
+    assert 'rollout_router_canary_failovers_total{model="boom",version="1"} 1.0' in metrics
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) in (0, -signal.SIGTERM), log_path.read_text()
+    records = [
+        r
+        for r in PredictionLog(open_engine(home.settings.store_url)).recent(ENV, "boom")
+        if r.request_id == "proc-failover"
+    ]
+    by_arm = {r.arm: r for r in records}
+    assert set(by_arm) == {"canary", "baseline"}
+    assert by_arm["canary"].version == "1" and by_arm["canary"].status_code == 500
+    assert by_arm["canary"].error == (
+        "model_error: boom v1 failed: RuntimeError: negative x is not supported"
+    )
+    assert by_arm["baseline"].version == safe and by_arm["baseline"].status_code == 200

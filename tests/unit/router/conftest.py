@@ -4,6 +4,11 @@
   ``site`` (string), saved twice: ``labels`` (pyfunc = ``predict``) and ``proba``
   (``predict_proba``); maps the name to the model directory;
 - ``failing_dir`` (session): a pyfunc that doubles ``x`` and raises on negative values;
+- ``numeric_dir`` (session): a LogisticRegression fitted on a DataFrame of three numeric
+  columns (``a`` double, ``b`` double, ``n`` long): the router's numpy road;
+- ``tricky_dir`` (session): a pyfunc that doubles ``x``, except ``x == 13`` (or below 0)
+  raises, ``x == 7`` returns one prediction too many, and ``x >= 1000`` sleeps ``x / 1000``
+  seconds first;
 - ``make_rows``: the function that makes input frames like the training data;
 - ``serve``: a context manager serving an app with uvicorn on loopback, yielding a client.
 """
@@ -83,6 +88,57 @@ def save_failing(path: Path) -> Path:
     return path
 
 
+class Tricky(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        x = float(model_input["x"].iloc[0])
+        if x == 13 or x < 0:
+            raise RuntimeError(f"{x:g} is unlucky")
+        if x >= 1000:
+            time.sleep(x / 1000)
+        doubled = (model_input["x"] * 2).tolist()
+        return [*doubled, 0.0] if x == 7 else doubled
+
+
+def numeric_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "a": rng.normal(0.0, 1.0, n),
+            "b": rng.normal(5.0, 2.0, n),
+            "n": rng.integers(0, 10, n).astype("int64"),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def numeric_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    X = numeric_frame(300)
+    y = (X["a"] + X["b"] / 3 + X["n"] / 5 > 3.5).astype(int)
+    model = LogisticRegression().fit(X, y)
+    path = tmp_path_factory.mktemp("router-numeric") / "model"
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        signature=infer_signature(X, model.predict(X)),
+        pip_requirements=["scikit-learn"],
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tricky_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("router-tricky") / "model"
+    example = pd.DataFrame({"x": [1.0]})
+    mlflow.pyfunc.save_model(
+        str(path),
+        python_model=Tricky(),
+        signature=infer_signature(example, example["x"]),
+        input_example=example,
+        pip_requirements=["mlflow"],
+    )
+    return path
+
+
 @pytest.fixture(scope="session")
 def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("router-pipelines")
@@ -129,3 +185,8 @@ def serving(app: Any) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def serve() -> Any:
     return serving
+
+
+@pytest.fixture
+def make_numeric() -> Any:
+    return numeric_frame

@@ -61,3 +61,35 @@ def test_bad_values_name_the_problem(
 ) -> None:
     with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
         RouterConfig.from_env({"ROLLOUT_HOME": str(tmp_path), variable: value})
+
+
+def test_serving_settings_round_trip(tmp_path: Path) -> None:
+    digest = "ab" * 32
+    env = {
+        "ROLLOUT_HOME": str(tmp_path),
+        "ROLLOUT_PREDICT_TIMEOUT_S": "0.25",
+        "ROLLOUT_PIN_TOKEN_SHA256": f" {digest.upper()} , {'cd' * 32}",
+        "ROLLOUT_BATCH_MAX_SIZE": "32",
+        "ROLLOUT_BATCH_MAX_WAIT_S": "0.002",
+    }
+    config = RouterConfig.from_env(env)
+    assert config.predict_timeout_s == 0.25
+    assert config.pin_token_sha256 == (digest, "cd" * 32)
+    assert (config.batch_max_size, config.batch_max_wait_s) == (32, 0.002)
+    assert RouterConfig.from_env(config.env()) == config
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("ROLLOUT_PREDICT_TIMEOUT_S", "0", "predict_timeout_s must be > 0"),
+        ("ROLLOUT_BATCH_MAX_SIZE", "0", "batch_max_size must be >= 1"),
+        ("ROLLOUT_BATCH_MAX_WAIT_S", "-1", "batch_max_wait_s must be >= 0"),
+        ("ROLLOUT_PIN_TOKEN_SHA256", "secret", "is not a lowercase sha256 hex digest"),
+    ],
+)
+def test_bad_serving_settings_name_the_problem(
+    tmp_path: Path, variable: str, value: str, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        RouterConfig.from_env({"ROLLOUT_HOME": str(tmp_path), variable: value})

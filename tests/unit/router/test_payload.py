@@ -158,3 +158,17 @@ def test_other_content_types_are_415(content_type: str | None, fragment: str) ->
 def test_media_type_is_case_insensitive_and_allows_utf8() -> None:
     assert media_type("Application/JSON; charset=UTF-8") == JSON
     assert media_type("text/csv;charset=utf8") == "text/csv"
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        (b'{"inputs": {"x": [NaN]}}', "nan"),
+        (b'{"inputs": {"x": [2147483648000000000000]}}', 2147483648000000000000),
+        (b'{"inputs": {"x": [0.1]}}', 0.1),
+    ],
+)
+def test_json_values_are_what_the_standard_parser_reads(body: bytes, value: object) -> None:
+    (got,) = parse_body(body, "application/json").data["x"]
+    assert type(got) is type(json.loads(body)["inputs"]["x"][0])
+    assert repr(got) == repr(value if value != "nan" else float("nan"))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from router.server import build_parser, main
+from router.metrics import MULTIPROC_ENV
+from router.server import build_parser, main, multiprocess_dir
 
 
 def test_arguments_and_defaults() -> None:
@@ -28,3 +32,22 @@ def test_a_bad_environment_variable_exits_2_naming_it(
     monkeypatch.setenv("ROLLOUT_PLAN_POLL_S", "often")
     assert main(["--port", "0"]) == 2
     assert "ROLLOUT_PLAN_POLL_S='often'" in capsys.readouterr().err
+
+
+def test_a_multiprocess_dir_is_made_per_run_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with multiprocess_dir() as path:
+        assert path.is_dir() and os.environ[MULTIPROC_ENV] == str(path)
+    assert not path.exists() and MULTIPROC_ENV not in os.environ
+
+
+def test_a_given_multiprocess_dir_loses_its_stale_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    (tmp_path / "notes.txt").write_text("kept")
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    with multiprocess_dir() as path:
+        assert path == tmp_path
+        assert sorted(p.name for p in path.iterdir()) == ["notes.txt"]
+    assert tmp_path.exists()
