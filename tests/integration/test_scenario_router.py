@@ -110,6 +110,17 @@ def test_smoke_tests_gate_the_first_traffic(home: DemoHome, router_url: str) -> 
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
         with httpx.Client(base_url=router_url, timeout=30) as client:
+            # Users are served by v1 before the rollouts (the verifying phases may be too short,
+            # on a loaded machine, for tick_until_not to send any request of its own).
+            public_ok = 0
+            deadline = time.monotonic() + 30
+            while public_ok < 3:
+                assert time.monotonic() < deadline, "the router never served the initial release"
+                reply = client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC)
+                if reply.status_code == 200:
+                    assert reply.headers["x-model-version"] == v1
+                    public_ok += 1
+                time.sleep(0.05)
             good = manager.start(MODEL, v2, "prod", load_spec(spec), actor="alice")
             tick_until_not(manager, good, "verifying", client)
             record = manager.rollout(good)
