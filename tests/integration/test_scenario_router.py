@@ -1,4 +1,4 @@
-"""Rollouts through a real router (uvicorn on loopback, polling the store every 0.1 s).
+"""Rollouts through a real router process (``python -m router``, polling the store every 0.1 s).
 
 - Smoke tests: the candidate is staged at 0%, probed pinned with the manager's token, and only
   then given traffic; a failing smoke test ends the rollout before any user request reaches it.
@@ -14,52 +14,54 @@
 from __future__ import annotations
 
 import hashlib
-import socket
-import threading
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from conftest import MODEL, DemoHome
 from rollout.manager import Manager
 from rollout.smoke import SmokeRunner
 from rollout.spec import load_spec
-from router.app import create_app
-from router.config import RouterConfig
+from rollout.up import ProcessSpec, Supervisor, free_port
 
 TOKEN = "manager-pin-token"
 
 
 @pytest.fixture
-def router_url(home: DemoHome) -> Iterator[str]:
-    config = RouterConfig(
-        store_url=home.settings.store_url,
-        registry_uri=home.settings.registry_uri,
-        artifact_root=home.settings.artifact_root,
-        environment="prod",
-        plan_poll_s=0.1,
-        log_flush_s=0.1,
-        pin_token_sha256=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
-    )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+def router_url(home: DemoHome, tmp_path: Path) -> Iterator[str]:
+    """A router process (``python -m router``) on the home's registry and store."""
+    port = free_port()
+    supervisor = Supervisor(home.settings, log_dir=tmp_path / "router-logs")
+    spec = ProcessSpec(
+        role="router",
+        argv=[
+            sys.executable, "-m", "router", "--host", "127.0.0.1", "--port", str(port),
+            "--environment", "prod", "--plan-poll-s", "0.1",
+        ],
+        health_url=f"http://127.0.0.1:{port}/healthz",
+        env={
+            "ROLLOUT_LOG_FLUSH_S": "0.1",
+            "ROLLOUT_PIN_TOKEN_SHA256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+        },
+    )  # fmt: skip
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        supervisor.start(spec, timeout_s=60)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+        supervisor.stop()
+
+
+def wait_ready(router_url: str, timeout_s: float = 60.0) -> None:
+    """Until the router process has loaded and warmed every version of its plans."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{router_url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the router did not load the release"
+        time.sleep(0.05)
 
 
 def split(frame: Any) -> dict[str, Any]:
@@ -109,6 +111,7 @@ def test_smoke_tests_gate_the_first_traffic(home: DemoHome, router_url: str) -> 
     spec = {"strategy": {"canary": {"steps": [{"weight": 50}]}}, "smoke_tests": smoke}
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
         with httpx.Client(base_url=router_url, timeout=30) as client:
             # Users are served by v1 before the rollouts (the verifying phases may be too short,
             # on a loaded machine, for tick_until_not to send any request of its own).
@@ -196,6 +199,7 @@ def test_blue_green_preview_switch_rollback_and_promotion(home: DemoHome, router
     )
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
         with httpx.Client(base_url=router_url, timeout=30) as client:
             first = manager.start(MODEL, v2, "prod", spec, actor="alice")
             record = manager.rollout(first)
@@ -280,6 +284,7 @@ def test_shadow_recommends_the_good_version_and_rolls_back_the_broken_one(
     spec = load_spec({"strategy": {"shadow": {"min_requests": 60, "max_disagreement": 0.1}}})
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
         with httpx.Client(base_url=router_url, timeout=30) as client:
             good = manager.start(MODEL, v2, "prod", spec, actor="alice")
             plan = manager.plans.get("prod", MODEL)
@@ -361,6 +366,7 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
 
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
         with httpx.Client(base_url=router_url, timeout=30) as client:
             deadline = time.monotonic() + 30
             while not client.get("/v1/models").json()["models"]:
