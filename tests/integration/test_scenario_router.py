@@ -260,6 +260,42 @@ def test_blue_green_preview_switch_rollback_and_promotion(home: DemoHome, router
         manager.close()
 
 
+def test_blue_green_of_a_broken_version_fails_its_golden_set_before_the_switch(
+    home: DemoHome, router_url: str
+) -> None:
+    v1, v3 = home.versions["baseline"], home.versions["broken"]
+    manager = Manager(home.settings)
+    manager.smoke = SmokeRunner({"prod": router_url}, TOKEN, load_timeout_s=30)
+    rows, labels = home.data.serve_X.head(80), home.data.serve_y.head(80).tolist()
+    p3 = manager.registry.load_pyfunc(MODEL, v3).predict(rows).tolist()
+    wrong = [i for i in range(len(rows)) if p3[i] != labels[i]][:5]
+    assert wrong, "v3 is right on every golden row"
+    golden = {"name": "golden set", "payload": split(rows.iloc[wrong])}
+    golden["expect_predictions"] = [labels[i] for i in wrong]
+    spec = load_spec(
+        {
+            "strategy": {"blue_green": {"preview": "1s", "bake": "1s", "min_requests": 20}},
+            "smoke_tests": [golden],
+        }
+    )
+    PUBLIC.update(split(rows.head(1)))
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
+        with httpx.Client(base_url=router_url, timeout=30) as client:
+            broken = manager.start(MODEL, v3, "prod", spec, actor="alice")
+            tick_until_not(manager, broken, "verifying", client)
+            assert {serve(client) for _ in range(20)} == {v1}  # the switch never happened
+        record = manager.rollout(broken)
+        assert record.state == "aborted"
+        assert record.reason is not None and "golden set" in record.reason
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
+        assert manager.registry.alias_version(MODEL, "prod") == v1
+    finally:
+        manager.close()
+
+
 def test_shadow_recommends_the_good_version_and_rolls_back_the_broken_one(
     home: DemoHome, router_url: str
 ) -> None:
