@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -354,9 +355,13 @@ class Manager:
             decision = decide(state, evidence, now, command)
             if not decision.changed:
                 break
+            report = None
             if evidence is not None and evidence.kind == "step" and evidence.gates:
-                decision = self._with_report(record, decision, evidence)
+                report = self._report_path(record, evidence)
+                decision = replace(decision, evidence=replace(evidence, report=str(report)))
             self._save(record, decision, now, fence=self.lease if fenced else None)
+            if report is not None and evidence is not None:
+                self._write_report(record, evidence, report)  # after the decision took effect
             made.append(decision)
             command = None
         return made
@@ -422,16 +427,18 @@ class Manager:
             )
         return None
 
-    def _with_report(
-        self, record: RolloutRecord, decision: Decision, evidence: StepEvidence
-    ) -> Decision:
-        """Attach the Evidently drift report of the judged window (features and outputs).
+    def _report_path(self, record: RolloutRecord, evidence: StepEvidence) -> Path:
+        step = (evidence.step_index or 0) + 1
+        since = int(evidence.window_start or 0.0)
+        return self.settings.home / "reports" / record.id / f"step-{step}-{since}.html"
 
-        The report is for people; a failure to write it is logged and never blocks a decision.
+    def _write_report(self, record: RolloutRecord, evidence: StepEvidence, path: Path) -> None:
+        """Write the Evidently drift report of a judged window (features and outputs).
+
+        It runs after the decision is saved, so rendering never delays a rollback; the report is
+        for people, and a failure to write it is logged, never raised.
         """
         since = evidence.window_start or 0.0
-        step = (evidence.step_index or 0) + 1
-        path = self.settings.home / "reports" / record.id / f"step-{step}-{int(since)}.html"
         try:
             arms = [
                 self.predictions.report_rows(record.id, arm, since_ts=since)
@@ -445,9 +452,7 @@ class Manager:
                 canary_features=pd.DataFrame(arms[1][0]) if arms[1][0] else None,
             )
         except (ValueError, OSError) as exc:
-            log.warning("no drift report for rollout %s step %d: %s", record.id, step, exc)
-            return decision
-        return replace(decision, evidence=replace(evidence, report=str(path)))
+            log.warning("no drift report for rollout %s at %s: %s", record.id, path.name, exc)
 
     def _digest_evidence(
         self, record: RolloutRecord, kind: Literal["verify", "promote"]
