@@ -35,14 +35,18 @@ def current_revision(conn: Connection) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the store to ``revision`` (default: the newest), creating it if empty."""
-    if revision == "head":
-        with engine.connect() as conn:
-            if current_revision(conn) == HEAD:
-                return
-    with _file_lock(engine), engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-        _run(conn, revision)
+    # On SQLite even the first look happens under the file lock: the first connection to a new
+    # file switches it to WAL, which fails ("database is locked") while another connection is
+    # creating the tables.
+    with _file_lock(engine):
+        if revision == "head":
+            with engine.connect() as conn:
+                if current_revision(conn) == HEAD:
+                    return
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            _run(conn, revision)
 
 
 def _run(conn: Connection, revision: str) -> None:
