@@ -48,6 +48,28 @@ def power_shortfall(
     }
 
 
+def hold_until_powered(
+    verdict: Verdict,
+    reason: str,
+    details: dict[str, float],
+    n_baseline: int,
+    n_canary: int,
+    unit: str,
+    target: str,
+) -> tuple[Verdict, str]:
+    """Turn a ``pass`` into ``inconclusive`` while an arm has fewer than ``details["n_for_power"]``.
+
+    The needed counts are added to ``details``; other verdicts pass through unchanged.
+    """
+    if verdict != "pass":
+        return verdict, reason
+    short = power_shortfall(n_baseline, n_canary, int(details["n_for_power"]), unit, target)
+    if short is None:
+        return verdict, reason
+    details |= short[1]
+    return "inconclusive", short[0]
+
+
 def make_result(
     *,
     gate: str,

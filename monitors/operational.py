@@ -32,7 +32,7 @@ from monitors._validate import (
     check_gate,
     check_min_n,
 )
-from monitors._verdict import fmt_p, fmt_pct, fmt_pts, make_result, power_shortfall
+from monitors._verdict import fmt_p, fmt_pct, fmt_pts, hold_until_powered, make_result
 from monitors.results import GateResult, Verdict
 from monitors.sequential import always_valid_p, check_tau, n_for_power
 
@@ -117,18 +117,16 @@ def error_rate_test(
             )
         if sequential:
             reason += " (always-valid)"
-        if sequential and require_power and verdict == "pass":
-            short = power_shortfall(
+        if sequential and require_power:
+            verdict, reason = hold_until_powered(
+                verdict,
+                reason,
+                details,
                 baseline_n,
                 canary_n,
-                int(details["n_for_power"]),
                 "requests",
                 f"+{100 * tau:.2f} pts over the margin at {power:.0%} power",
             )
-            if short is not None:
-                verdict = "inconclusive"
-                reason, needed = short
-                details |= needed
     return make_result(
         gate=gate,
         test="two_proportion_z",
