@@ -25,9 +25,10 @@ lint: setup
 test: setup lint     ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
-bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decisions; drift vs Evidently
+bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decisions; bounded window; drift vs Evidently
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/decisions.py
+	$(BIN)/python bench/window.py
 	$(BIN)/python bench/drift.py
 
 up: setup            ## registry + store + manager + router on loopback

@@ -23,6 +23,7 @@ effect size: PSI, Wasserstein, Jensen-Shannon), which is what to use for a gate 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -43,7 +44,8 @@ from monitors._validate import (
 from monitors._verdict import fmt_p, make_result
 from monitors.results import GateResult, Verdict
 from monitors.sequential import always_valid_p, check_tau
-from monitors.twosample import column_drift
+from monitors.streaming import Moments
+from monitors.twosample import bin_counts, column_drift
 
 DriftMethod = Literal[
     "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
@@ -130,16 +132,33 @@ def chi_square_test(
     gate: str = "output_drift",
 ) -> GateResult:
     """Chi-square test of the canary's category mix against the baseline's (no Yates)."""
-    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
     baseline_values = as_1d(baseline, "baseline")
     canary_values = as_1d(canary, "canary")
+    labels, table = contingency_table(baseline_values, canary_values)
+    return chi_square_table(labels, table, alpha=alpha, min_n=min_n, gate=gate)
+
+
+def chi_square_table(
+    labels: Sequence[Hashable],
+    table: npt.ArrayLike,
+    *,
+    alpha: float = 0.05,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """`chi_square_test` on counts: a 2 x k table (row 0 baseline, row 1 canary) of `labels`."""
+    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
+    counts = np.asarray(table, dtype=np.int64).reshape(2, len(labels))
+    n_baseline, n_canary = (int(n) for n in counts.sum(axis=1))
     statistic, p_value, cramers_v = math.nan, None, math.nan
     details: dict[str, float] = {}
     verdict: Verdict = "pass"
     reason = ""
-    if baseline_values.size and canary_values.size:
-        labels, table = contingency_table(baseline_values, canary_values)
-        shares = table / table.sum(axis=1, keepdims=True)
+    if n_baseline and n_canary:
+        keep = counts.sum(axis=0) > 0
+        labels = [label for label, kept in zip(labels, keep.tolist(), strict=True) if kept]
+        counts = counts[:, keep]
+        shares = counts / counts.sum(axis=1, keepdims=True)
         share_diff = shares[1] - shares[0]
         largest = int(np.argmax(np.abs(share_diff)))
         details = {"n_categories": float(len(labels)), "max_share_diff": float(share_diff[largest])}
@@ -147,9 +166,9 @@ def chi_square_test(
             statistic, p_value, cramers_v = 0.0, 1.0, 0.0
             details["dof"] = 0.0
         else:
-            res = stats.chi2_contingency(table, correction=False)
+            res = stats.chi2_contingency(counts, correction=False)
             statistic, p_value = float(res.statistic), float(res.pvalue)
-            cramers_v = math.sqrt(statistic / float(table.sum()))  # min(2, k) - 1 == 1
+            cramers_v = math.sqrt(statistic / float(counts.sum()))  # min(2, k) - 1 == 1
             details["dof"] = float(res.dof)
         summary = f"chi2={statistic:.3g}, dof={int(details['dof'])}, Cramer's V={cramers_v:.3f}"
         if p_value < alpha:
@@ -172,8 +191,8 @@ def chi_square_test(
         p_value=p_value,
         effect_size=cramers_v,
         threshold=alpha,
-        n_baseline=int(baseline_values.size),
-        n_canary=int(canary_values.size),
+        n_baseline=n_baseline,
+        n_canary=n_canary,
         min_n=min_n,
         unit=_UNIT,
         verdict=verdict,
@@ -197,18 +216,37 @@ def psi(
     Pass `edges` (from `psi_edges` on an earlier baseline) to reuse stored bins.
     """
     bins = check_bins(bins)
-    threshold = check_bound(threshold, "threshold", minimum=0.0, strict=True)
-    min_n, gate = check_min_n(min_n), check_gate(gate)
     baseline_values = as_numeric(baseline, "baseline")
     canary_values = as_numeric(canary, "canary")
+    if baseline_values.size and canary_values.size:
+        cut = psi_edges(baseline_values, bins) if edges is None else _check_edges(edges)
+        counts = bin_counts(baseline_values, cut), bin_counts(canary_values, cut)
+    else:  # an empty arm: only the sizes matter (inconclusive)
+        counts = np.array([baseline_values.size]), np.array([canary_values.size])
+    return psi_counts(*counts, threshold=threshold, min_n=min_n, gate=gate)
+
+
+def psi_counts(
+    baseline_counts: npt.ArrayLike,
+    canary_counts: npt.ArrayLike,
+    *,
+    threshold: float = 0.2,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """`psi` on bin counts of the two arms over the same baseline-quantile bins."""
+    threshold = check_bound(threshold, "threshold", minimum=0.0, strict=True)
+    min_n, gate = check_min_n(min_n), check_gate(gate)
+    b = np.asarray(baseline_counts, dtype=np.float64)
+    c = np.asarray(canary_counts, dtype=np.float64)
+    n_baseline, n_canary = int(b.sum()), int(c.sum())
     value = math.nan
     details: dict[str, float] = {}
     verdict: Verdict = "pass"
     reason = ""
-    if baseline_values.size and canary_values.size:
-        cut = psi_edges(baseline_values, bins) if edges is None else _check_edges(edges)
-        baseline_share = np.clip(_bin_shares(baseline_values, cut), PSI_MIN_SHARE, None)
-        canary_share = np.clip(_bin_shares(canary_values, cut), PSI_MIN_SHARE, None)
+    if n_baseline and n_canary:
+        baseline_share = np.clip(b / n_baseline, PSI_MIN_SHARE, None)
+        canary_share = np.clip(c / n_canary, PSI_MIN_SHARE, None)
         terms = (canary_share - baseline_share) * np.log(canary_share / baseline_share)
         value = float(terms.sum())
         details = {"n_bins": float(terms.size), "max_bin_term": float(terms.max())}
@@ -230,8 +268,8 @@ def psi(
         p_value=None,
         effect_size=value,
         threshold=threshold,
-        n_baseline=int(baseline_values.size),
-        n_canary=int(canary_values.size),
+        n_baseline=n_baseline,
+        n_canary=n_canary,
         min_n=min_n,
         unit=_UNIT,
         verdict=verdict,
@@ -291,12 +329,6 @@ def _is_categorical(baseline: npt.NDArray[np.generic], canary: npt.NDArray[np.ge
     )
 
 
-def _bin_shares(values: FloatArray, edges: FloatArray) -> FloatArray:
-    bin_index = np.searchsorted(edges[1:-1], values, side="left")
-    counts = np.bincount(bin_index, minlength=edges.size - 1)
-    return counts / values.size
-
-
 def mean_shift_test(
     baseline: npt.ArrayLike,
     canary: npt.ArrayLike,
@@ -311,20 +343,35 @@ def mean_shift_test(
     Effect size: (canary mean - baseline mean) / baseline sd; the mSPRT mixes over shifts of
     scale `tau` baseline sds (Welch variance), so the gate may be checked after every batch.
     """
+    b, c = as_numeric(baseline, "baseline"), as_numeric(canary, "canary")
+    return mean_shift_moments(
+        Moments.of(b), Moments.of(c), alpha=alpha, tau=tau, min_n=min_n, gate=gate
+    )
+
+
+def mean_shift_moments(
+    baseline: Moments,
+    canary: Moments,
+    *,
+    alpha: float = 0.05,
+    tau: float = MEAN_SHIFT_TAU,
+    min_n: int = 30,
+    gate: str = "output_drift",
+) -> GateResult:
+    """`mean_shift_test` on running moments (count, mean, sum of squared deviations)."""
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
     tau = check_tau(tau)
-    b, c = as_numeric(baseline, "baseline"), as_numeric(canary, "canary")
     statistic, p_value, effect = math.nan, None, math.nan
     details: dict[str, float] = {"tau": tau, "sequential": 1.0}
     verdict: Verdict = "pass"
     reason = ""
-    if b.size >= 2 and c.size >= 2:
-        sd = max(float(np.std(b, ddof=1)), 1e-12)
-        effect = (float(c.mean()) - float(b.mean())) / sd
-        variance = (float(np.var(b, ddof=1)) / b.size + float(np.var(c, ddof=1)) / c.size) / sd**2
+    if baseline.count >= 2 and canary.count >= 2:
+        sd = max(math.sqrt(baseline.variance), 1e-12)
+        effect = (canary.mean - baseline.mean) / sd
+        variance = (baseline.variance / baseline.count + canary.variance / canary.count) / sd**2
         statistic = effect / math.sqrt(variance) if variance > 0 else 0.0
         p_value = float(always_valid_p(effect, variance, tau, one_sided=False))
-        details |= {"baseline_mean": float(b.mean()), "canary_mean": float(c.mean())}
+        details |= {"baseline_mean": baseline.mean, "canary_mean": canary.mean}
         moved = f"canary mean output moved {effect:+.3f} baseline sds"
         verdict = "fail" if p_value < alpha else "pass"
         reason = f"{moved}, {fmt_p(p_value, alpha)} (always-valid)"
@@ -335,8 +382,8 @@ def mean_shift_test(
         p_value=p_value,
         effect_size=effect,
         threshold=alpha,
-        n_baseline=int(b.size),
-        n_canary=int(c.size),
+        n_baseline=baseline.count,
+        n_canary=canary.count,
         min_n=max(min_n, 2),
         unit=_UNIT,
         verdict=verdict,

@@ -35,6 +35,7 @@ from monitors._validate import (
 from monitors._verdict import fmt_p, fmt_pct, fmt_pts, hold_until_powered, make_result
 from monitors.results import GateResult, Verdict
 from monitors.sequential import always_valid_p, check_tau, n_for_power
+from monitors.streaming import FixedBins
 
 ERROR_RATE_TAU = 0.01  # mixture scale of the sequential error-rate test: 1 pt above the margin
 LATENCY_TAU = 0.1  # mixture scale of the sequential latency test, on P(canary > baseline) - 1/2
@@ -155,12 +156,18 @@ def latency_test(
     gate: str = "latency",
     sequential: bool = False,
     tau: float = LATENCY_TAU,
+    binned: FixedBins | None = None,
 ) -> GateResult:
     """Fail when the canary is significantly slower and its `quantile` grew beyond `max_ratio`.
 
     With ``sequential=True`` the Mann-Whitney p-value is replaced by the always-valid mSPRT
     p-value of the standardised U statistic: ``theta_hat = U / (n_b n_c) - 1/2`` (the estimated
     P(canary > baseline) - 1/2) with its tie-corrected null variance, mixture scale `tau`.
+
+    With `binned` (counts of *every* latency of both arms on fixed bins), the Mann-Whitney U,
+    its p-value (normal approximation, values in one bin tied) and the request counts come
+    from the bins, and `baseline_ms` / `canary_ms` are uniform samples used only for the
+    quantiles and the Hodges-Lehmann shift: bounded memory for any number of requests.
     """
     quantile = check_fraction(quantile, "quantile", low_inclusive=False)
     max_ratio = check_bound(max_ratio, "max_ratio", minimum=1.0, strict=False)
@@ -177,9 +184,18 @@ def latency_test(
     }
     verdict: Verdict = "pass"
     reason = ""
-    if baseline.size and canary.size:
-        res = stats.mannwhitneyu(canary, baseline, alternative="greater")
-        statistic, p_value = float(res.statistic), float(res.pvalue)
+    n_baseline, n_canary = int(baseline.size), int(canary.size)
+    if binned is not None:
+        n_baseline, n_canary = int(binned.baseline_counts.sum()), int(binned.canary_counts.sum())
+    if baseline.size and canary.size and n_baseline and n_canary:
+        if binned is None:
+            res = stats.mannwhitneyu(canary, baseline, alternative="greater")
+            statistic, p_value = float(res.statistic), float(res.pvalue)
+        else:
+            theta, u_variance = binned.mann_whitney()
+            statistic = (theta + 0.5) * n_baseline * n_canary
+            p_value = float(stats.norm.sf(theta / math.sqrt(u_variance))) if u_variance else 0.5
+            details["binned"] = 1.0
         shift = hodges_lehmann(baseline, canary, ci_level=1.0 - 2.0 * alpha)
         shift_ms = shift.estimate
         baseline_q = float(np.quantile(baseline, quantile))
@@ -200,7 +216,10 @@ def latency_test(
         if sequential:
             details["fixed_horizon_p"] = p_value
             details["tau"] = tau
-            p_value = _sequential_mann_whitney(statistic, baseline, canary, tau)
+            if binned is None:
+                p_value = _sequential_mann_whitney(statistic, baseline, canary, tau)
+            else:
+                p_value = float(always_valid_p(theta, u_variance, tau))
         label = f"p{100 * quantile:g}"
         summary = (
             f"canary {label} latency {canary_q:.1f} ms vs baseline {baseline_q:.1f} ms "
@@ -232,8 +251,8 @@ def latency_test(
         p_value=p_value,
         effect_size=shift_ms,
         threshold=alpha,
-        n_baseline=int(baseline.size),
-        n_canary=int(canary.size),
+        n_baseline=n_baseline,
+        n_canary=n_canary,
         min_n=min_n,
         unit="requests",
         verdict=verdict,

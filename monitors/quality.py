@@ -34,6 +34,7 @@ from monitors._validate import (
     as_numeric,
     check_alpha,
     check_bound,
+    check_count,
     check_fraction,
     check_gate,
     check_min_n,
@@ -41,6 +42,7 @@ from monitors._validate import (
 from monitors._verdict import fmt_p, fmt_pct, fmt_pts, hold_until_powered, make_result
 from monitors.results import GateResult, Verdict
 from monitors.sequential import always_valid_p, check_tau, n_for_power
+from monitors.streaming import Moments
 
 LossMetric = Literal["log_loss", "mae", "rmse"]
 LOSS_METRICS: tuple[str, ...] = ("log_loss", "mae", "rmse")
@@ -65,19 +67,58 @@ def accuracy_test(
     """Fail when the canary's accuracy is below the baseline's by more than `max_decrease`."""
     baseline = as_bool(baseline_correct, "baseline_correct")
     canary = as_bool(canary_correct, "canary_correct")
+    return accuracy_counts_test(
+        int(np.count_nonzero(baseline)),
+        int(baseline.size),
+        int(np.count_nonzero(canary)),
+        int(canary.size),
+        max_decrease=max_decrease,
+        alpha=alpha,
+        min_n=min_n,
+        gate=gate,
+        sequential=sequential,
+        tau=tau,
+        power=power,
+        require_power=require_power,
+    )
+
+
+def accuracy_counts_test(
+    baseline_correct: int,
+    baseline_n: int,
+    canary_correct: int,
+    canary_n: int,
+    *,
+    max_decrease: float = 0.01,
+    alpha: float = 0.05,
+    min_n: int = 50,
+    gate: str = "quality",
+    sequential: bool = False,
+    tau: float = ACCURACY_TAU,
+    power: float = 0.8,
+    require_power: bool = False,
+) -> GateResult:
+    """`accuracy_test` on counts: correct predictions out of labelled ones, per arm."""
+    for arm, correct, n in (
+        ("baseline", baseline_correct, baseline_n),
+        ("canary", canary_correct, canary_n),
+    ):
+        check_count(correct, f"{arm}_correct")
+        if check_count(n, f"{arm}_n") < correct:
+            raise ValueError(f"{arm}_correct ({correct}) cannot exceed {arm}_n ({n})")
     max_decrease = check_fraction(max_decrease, "max_decrease")
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
     tau = check_tau(tau)
     power = check_fraction(power, "power", low_inclusive=False)
-    n_baseline, n_canary = int(baseline.size), int(canary.size)
+    n_baseline, n_canary = int(baseline_n), int(canary_n)
 
     statistic, p_value, diff = math.nan, None, math.nan
     details: dict[str, float] = {"max_decrease": max_decrease, "sequential": float(sequential)}
     verdict: Verdict = "pass"
     reason = ""
     if n_baseline and n_canary:
-        baseline_wrong = n_baseline - int(np.count_nonzero(baseline))
-        canary_wrong = n_canary - int(np.count_nonzero(canary))
+        baseline_wrong = n_baseline - int(baseline_correct)
+        canary_wrong = n_canary - int(canary_correct)
         z = two_proportion_z(
             baseline_wrong, n_baseline, canary_wrong, n_canary, max_decrease, alpha
         )
@@ -179,15 +220,44 @@ def loss_test(
     comparison, margin and effect size are in RMSE units (delta method). `tau` defaults to the
     baseline loss's standard deviation / 4 (a quarter-sd excess).
     """
-    if metric not in LOSS_METRICS:
-        raise ValueError(f"metric must be one of {LOSS_METRICS}, got {metric!r}")
     baseline = as_numeric(baseline_loss, "baseline_loss", non_negative=True)
     canary = as_numeric(canary_loss, "canary_loss", non_negative=True)
+    return loss_moments_test(
+        Moments.of(baseline),
+        Moments.of(canary),
+        metric=metric,
+        max_increase=max_increase,
+        alpha=alpha,
+        min_n=min_n,
+        gate=gate,
+        sequential=sequential,
+        tau=tau,
+    )
+
+
+def loss_moments_test(
+    baseline: Moments,
+    canary: Moments,
+    *,
+    metric: LossMetric = "log_loss",
+    max_increase: float = 0.0,
+    alpha: float = 0.05,
+    min_n: int = 50,
+    gate: str = "quality",
+    sequential: bool = False,
+    tau: float | None = None,
+) -> GateResult:
+    """`loss_test` on running moments of the per-request losses of each arm."""
+    if metric not in LOSS_METRICS:
+        raise ValueError(f"metric must be one of {LOSS_METRICS}, got {metric!r}")
+    for arm, moments in (("baseline", baseline), ("canary", canary)):
+        if moments.count and moments.mean < 0.0:
+            raise ValueError(f"{arm} losses must be >= 0, got mean {moments.mean!r}")
     max_increase = check_bound(max_increase, "max_increase", minimum=0.0, strict=False)
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
     if tau is not None:
         tau = check_tau(tau)
-    n_baseline, n_canary = int(baseline.size), int(canary.size)
+    n_baseline, n_canary = baseline.count, canary.count
     statistic, p_value, diff = math.nan, None, math.nan
     details: dict[str, float] = {"max_increase": max_increase, "sequential": float(sequential)}
     verdict: Verdict = "pass"
@@ -322,9 +392,9 @@ def delong(scores: FloatArray, labels: npt.NDArray[np.bool_]) -> tuple[float, fl
     return auc, variance
 
 
-def _metric_and_variance(metric: LossMetric, losses: FloatArray) -> tuple[float, float]:
-    mean = float(losses.mean())
-    var_of_mean = float(losses.var(ddof=1)) / losses.size
+def _metric_and_variance(metric: LossMetric, losses: Moments) -> tuple[float, float]:
+    mean = losses.mean
+    var_of_mean = losses.variance / losses.count
     if metric != "rmse":
         return mean, var_of_mean
     rmse = math.sqrt(mean)

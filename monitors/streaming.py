@@ -6,7 +6,11 @@
   bin per arm, however many requests.
 - `Moments`: count, mean and sum of squared deviations (Chan's parallel update); mergeable.
 - `Reservoir`: a uniform random sample of fixed size (Algorithm R), seeded, for tests that need
-  raw values (KS, Hodges-Lehmann).
+  raw values (KS, Hodges-Lehmann); it holds every value until it is full, so tests stay exact
+  on small windows.
+- `TwoArmStream`: one numeric quantity of both arms: moments, reservoirs and bin counts
+  (given in advance, or frozen from the baseline on overflow).
+- `CategoryCounts`: per-arm counts of category labels (capped number of labels), for chi-square.
 - `mann_whitney_counts`: vectorised U / variance from bin counts; the decision benchmark uses
   it to judge thousands of simulated rollouts at once.
 """
@@ -109,11 +113,17 @@ class Moments:
     mean: float = 0.0
     m2: float = 0.0
 
-    def add(self, values: npt.ArrayLike) -> None:
+    @classmethod
+    def of(cls, values: npt.ArrayLike) -> Moments:
+        """The moments of a batch, computed directly (two-pass, like numpy)."""
         batch = as_numeric(values, "values")
-        if batch.size:
-            mean = float(batch.mean())
-            self.merge(Moments(int(batch.size), mean, float(((batch - mean) ** 2).sum())))
+        if not batch.size:
+            return cls()
+        mean = float(batch.mean())
+        return cls(int(batch.size), mean, float(np.sum((batch - mean) ** 2)))
+
+    def add(self, values: npt.ArrayLike) -> None:
+        self.merge(Moments.of(values))
 
     def merge(self, other: Moments) -> None:
         total = self.count + other.count
@@ -132,28 +142,145 @@ class Moments:
 
 @dataclass
 class Reservoir:
-    """A uniform sample of at most `size` values of a stream (Algorithm R), seeded."""
+    """A uniform sample of at most `size` values of a stream (Algorithm R), seeded.
+
+    While at most `size` values have been seen it holds every one of them, in arrival order
+    (`complete`), so a test on `values` is exact; after that each value seen so far is in the
+    sample with the same probability ``size / seen``.
+    """
 
     size: int
     seed: int = 0
     seen: int = 0
-    _values: list[float] = field(default_factory=list)
+    _buffer: FloatArray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"size must be >= 1, got {self.size!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size must be an int >= 1, got {self.size!r}")
         self._rng = np.random.default_rng(self.seed)
+        self._buffer = np.empty(0, dtype=np.float64)
 
     def add(self, values: npt.ArrayLike) -> None:
-        for value in as_numeric(values, "values").tolist():
-            self.seen += 1
-            if len(self._values) < self.size:
-                self._values.append(value)
-            else:
-                slot = int(self._rng.integers(0, self.seen))
-                if slot < self.size:
-                    self._values[slot] = value
+        batch = as_numeric(values, "values")
+        free = max(0, min(self.size - self._buffer.size, batch.size))
+        if free:
+            self._buffer = np.concatenate((self._buffer, batch[:free]))
+        rest = batch[free:]
+        first = self.seen + free  # 0-based stream position of rest[0]
+        self.seen += batch.size
+        if rest.size:
+            # Value at position i replaces slot j ~ U{0..i} when j < size; later values win.
+            slots = self._rng.integers(0, first + 1 + np.arange(rest.size))
+            keep = slots < self.size
+            for slot, value in zip(slots[keep].tolist(), rest[keep].tolist(), strict=True):
+                self._buffer[slot] = value
+
+    @property
+    def complete(self) -> bool:
+        """True while the sample still holds every value seen."""
+        return self.seen <= self.size
 
     @property
     def values(self) -> FloatArray:
-        return np.asarray(self._values, dtype=np.float64)
+        return self._buffer.copy()
+
+
+ARMS = ("baseline", "canary")
+
+
+@dataclass
+class TwoArmStream:
+    """One numeric quantity of both arms (outputs, latencies) in bounded memory.
+
+    Per arm: exact `Moments` and a `Reservoir` of `cap` values (exact while it is `complete`).
+    Bin counts cover every value: `bins` given in advance (log-spaced for latencies), or, when
+    None, frozen from the baseline the first time an arm would overflow its reservoir (edges
+    at the baseline's quantiles, `psi_bins` of them; both reservoirs still hold every value
+    then, so the counts are of all values). Memory: O(cap + bins) however long it runs.
+    """
+
+    cap: int = 20_000
+    seed: int = 0
+    bins: FixedBins | None = None
+    psi_bins: int = 10
+    moments: dict[str, Moments] = field(init=False)
+    reservoirs: dict[str, Reservoir] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.moments = {arm: Moments() for arm in ARMS}
+        self.reservoirs = {
+            arm: Reservoir(self.cap, seed=self.seed + i) for i, arm in enumerate(ARMS)
+        }
+
+    def add(self, arm: str, values: npt.ArrayLike) -> None:
+        if arm not in ARMS:
+            raise ValueError(f"arm must be 'baseline' or 'canary', got {arm!r}")
+        batch = as_numeric(values, arm)
+        if not batch.size:
+            return
+        reservoir = self.reservoirs[arm]
+        if self.bins is None and reservoir.seen + batch.size > self.cap:
+            self._freeze_bins()
+        if self.bins is not None:
+            self.bins.add(arm, batch)
+        self.moments[arm].add(batch)
+        reservoir.add(batch)
+
+    def _freeze_bins(self) -> None:
+        baseline = self.reservoirs["baseline"].values
+        source = baseline if baseline.size else self.reservoirs["canary"].values
+        self.bins = FixedBins(psi_edges(source, self.psi_bins))
+        for arm in ARMS:
+            self.bins.add(arm, self.reservoirs[arm].values)
+
+    @property
+    def exact(self) -> bool:
+        """True while both reservoirs hold every value (tests on `values` are exact)."""
+        return all(r.complete for r in self.reservoirs.values())
+
+    def n(self, arm: str) -> int:
+        return self.moments[arm].count
+
+    def values(self, arm: str) -> FloatArray:
+        """Every value of `arm` while `exact`, else a uniform sample of `cap` of them."""
+        return self.reservoirs[arm].values
+
+
+@dataclass
+class CategoryCounts:
+    """Counts of category labels per arm, for chi-square; at most `max_categories` labels.
+
+    Labels beyond `max_categories` distinct ones are counted under `OTHER` (and `overflowed`
+    says so), so memory stays bounded even for free-text outputs.
+    """
+
+    max_categories: int = 1000
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: {a: {} for a in ARMS})
+    overflowed: bool = False
+    _distinct: int = field(default=0, init=False, repr=False)
+
+    OTHER = "<other>"
+
+    def add(self, arm: str, label: str, count: int = 1) -> None:
+        if arm not in ARMS:
+            raise ValueError(f"arm must be 'baseline' or 'canary', got {arm!r}")
+        if label not in self.counts["baseline"] and label not in self.counts["canary"]:
+            if self._distinct >= self.max_categories:
+                self.overflowed = True
+                label = self.OTHER
+            else:
+                self._distinct += 1
+        table = self.counts[arm]
+        table[label] = table.get(label, 0) + count
+
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys([*self.counts["baseline"], *self.counts["canary"]]))
+
+    def table(self) -> tuple[list[str], npt.NDArray[np.int64]]:
+        """The categories and the 2 x k table (row 0 baseline, row 1 canary)."""
+        labels = self.labels()
+        rows = [[self.counts[arm].get(label, 0) for label in labels] for arm in ARMS]
+        return labels, np.asarray(rows, dtype=np.int64).reshape(2, len(labels))
+
+    def n(self, arm: str) -> int:
+        return sum(self.counts[arm].values())

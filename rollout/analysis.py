@@ -27,10 +27,9 @@ At 100% canary no baseline serves at the same time, so the gates are not judged 
 
 from __future__ import annotations
 
-import json
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +37,28 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from monitors import (
-    GateResult,
-    accuracy_test,
-    auc_test,
-    error_rate_test,
-    latency_test,
-    loss_test,
-    output_drift,
-    per_request_loss,
-)
-from monitors.quality import ACCURACY_TAU
+from monitors import GateResult, auc_test, error_rate_test, latency_test, output_drift
+from monitors.drift import chi_square_table, mean_shift_moments, psi_counts
+from monitors.quality import ACCURACY_TAU, AUC_TAU, accuracy_counts_test, loss_moments_test
 from monitors.reports import drift_report_html
+from monitors.streaming import ARMS, CategoryCounts
 from rollout.machine import StepEvidence, Verdict
 from rollout.spec import AnalysisSpec, GateName
 from rollout.store.predictions import ArmSample
+from rollout.summary import (
+    RESERVOIR_CAP,
+    LabelSummary,
+    OutputSummary,
+    WindowSummary,
+    category,
+    is_number,
+)
 
 GateRunner = Callable[[float], GateResult]
 
 
 def analyse(
-    samples: Mapping[str, ArmSample],
+    samples: Mapping[str, ArmSample] | WindowSummary,
     analysis: AnalysisSpec,
     *,
     weight_pct: int,
@@ -66,22 +66,21 @@ def analyse(
     window_start: float | None = None,
 ) -> StepEvidence:
     """The evidence of one look at a step: gate results, verdict, counts."""
-    baseline = samples.get("baseline") or ArmSample(arm="baseline")
-    canary = samples.get("canary") or ArmSample(arm="canary")
+    summary = _summary(samples)
     if weight_pct >= 100:
         verdict: Verdict = "pass"
         results: list[GateResult] = []
         reason = "canary serves 100%: no baseline at the same time, gates not judged"
     else:
-        results = gate_results(baseline, canary, analysis)
+        results = summary_gate_results(summary, analysis)
         verdict = combine(results)
         reason = summarise(results, verdict)
     return StepEvidence(
         verdict=verdict,
         gates=tuple(results),
         reason=reason,
-        n_baseline=baseline.n_requests,
-        n_canary=canary.n_requests,
+        n_baseline=summary.counts("baseline").n_requests,
+        n_canary=summary.counts("canary").n_requests,
         step_index=step_index,
         weight_pct=weight_pct,
         window_start=window_start,
@@ -91,10 +90,13 @@ def analyse(
 def gate_results(
     baseline: ArmSample, canary: ArmSample, analysis: AnalysisSpec
 ) -> list[GateResult]:
+    """One result per gate of the spec, in spec order, from two raw samples."""
+    return summary_gate_results(_summary({"baseline": baseline, "canary": canary}), analysis)
+
+
+def summary_gate_results(summary: WindowSummary, analysis: AnalysisSpec) -> list[GateResult]:
     """One result per gate of the spec, in spec order (Holm-corrected if configured)."""
-    runners = [
-        (entry.name, _runner(entry.name, baseline, canary, analysis)) for entry in analysis.gates
-    ]
+    runners = [(entry.name, _runner(entry.name, summary, analysis)) for entry in analysis.gates]
     results = [_safe(name, run, analysis.alpha) for name, run in runners]
     if analysis.correction == "holm":
         levels = holm_levels([r.p_value for r in results], analysis.alpha)
@@ -103,6 +105,10 @@ def gate_results(
             for (name, run), result, level in zip(runners, results, levels, strict=True)
         ]
     return results
+
+
+def _summary(samples: Mapping[str, ArmSample] | WindowSummary) -> WindowSummary:
+    return samples if isinstance(samples, WindowSummary) else WindowSummary.from_samples(samples)
 
 
 def combine(results: Sequence[GateResult]) -> Verdict:
@@ -152,10 +158,9 @@ def _safe(name: GateName, run: GateRunner, alpha: float) -> GateResult:
         )
 
 
-def _runner(
-    name: GateName, baseline: ArmSample, canary: ArmSample, analysis: AnalysisSpec
-) -> GateRunner:
+def _runner(name: GateName, summary: WindowSummary, analysis: AnalysisSpec) -> GateRunner:
     gate = analysis.gate(name)
+    baseline, canary = summary.counts("baseline"), summary.counts("canary")
     if name == "error_rate":
         return lambda alpha: error_rate_test(
             baseline.n_errors,
@@ -171,40 +176,87 @@ def _runner(
             require_power=gate.require_power,
         )
     if name == "latency":
+        latency = summary.latency
         return lambda alpha: latency_test(
-            baseline.latencies_ms,
-            canary.latencies_ms,
+            latency.values("baseline"),
+            latency.values("canary"),
             quantile=gate.quantile,
             max_ratio=gate.max_ratio,
             alpha=alpha,
             min_n=gate.min_n,
             sequential=_sequential(gate, analysis),
             tau=gate.tau,
+            binned=None if latency.exact else latency.bins,
         )
     if name == "output_drift":
-        baseline_values, canary_values = _comparable(baseline.outputs, canary.outputs)
-        return lambda alpha: output_drift(
-            baseline_values,
-            canary_values,
-            method=gate.method,
-            alpha=alpha,
-            psi_threshold=gate.threshold,
-            min_n=gate.min_n,
-            tau=gate.tau,
+        return lambda alpha: _output_drift(summary.outputs, gate, alpha)
+    return _quality_runner(gate, summary.labels, _sequential(gate, analysis))
+
+
+def _output_drift(outputs: OutputSummary, gate: Any, alpha: float) -> GateResult:
+    """The spec's drift method on the outputs: exact while the reservoirs hold every value."""
+    options = {"alpha": alpha, "min_n": gate.min_n}
+    numeric = outputs.numeric
+    if outputs.all_numeric and numeric.exact:
+        values = [numeric.values(arm) for arm in ARMS]
+        if outputs.all_int:
+            values = [v.astype(np.int64) for v in values]
+        return output_drift(
+            *values, method=gate.method, psi_threshold=gate.threshold, tau=gate.tau, **options
         )
-    return _quality_runner(gate, baseline, canary, _sequential(gate, analysis))
+    if outputs.categorical and not outputs.categories_complete:
+        raise ValueError("the outputs mix continuous numbers with other values")
+    if outputs.categorical and gate.method in ("auto", "chi_square"):
+        labels, table = outputs.categories.table()
+        return chi_square_table(labels, table, **options)
+    if outputs.categorical:  # another method on categories: a sample with the same shares
+        values = [_category_sample(outputs.categories, arm) for arm in ARMS]
+        return _sampled(
+            output_drift(*values, method=gate.method, psi_threshold=gate.threshold, **options),
+            outputs,
+        )
+    if gate.method == "mean_shift":
+        moments = numeric.moments
+        return mean_shift_moments(moments["baseline"], moments["canary"], tau=gate.tau, **options)
+    if gate.method == "psi" and numeric.bins is not None:
+        bins = numeric.bins
+        return psi_counts(
+            bins.baseline_counts, bins.canary_counts, threshold=gate.threshold, min_n=gate.min_n
+        )
+    values = [numeric.values(arm) for arm in ARMS]
+    result = output_drift(*values, method=gate.method, psi_threshold=gate.threshold, **options)
+    return _sampled(result, outputs)
 
 
-def _quality_runner(
-    gate: Any, baseline: ArmSample, canary: ArmSample, sequential: bool
-) -> GateRunner:
+def _sampled(result: GateResult, outputs: OutputSummary) -> GateResult:
+    n_b, n_c = outputs.n("baseline"), outputs.n("canary")
+    return replace(
+        result,
+        reason=f"{result.reason} (on a uniform sample of at most {RESERVOIR_CAP:,} outputs per "
+        f"arm, of {n_b:,} baseline and {n_c:,} canary)",
+        details={**result.details, "sampled": 1.0, "n_baseline_total": float(n_b)}
+        | {"n_canary_total": float(n_c)},
+    )
+
+
+def _category_sample(categories: CategoryCounts, arm: str) -> npt.NDArray[Any]:
+    """The arm's category labels, scaled down to at most RESERVOIR_CAP with the same shares."""
+    counts = categories.counts[arm]
+    total = sum(counts.values())
+    scale = min(1.0, RESERVOIR_CAP / total) if total else 1.0
+    labels = list(counts)
+    repeats = [max(1, round(counts[label] * scale)) for label in labels]
+    return np.repeat(np.asarray(labels, dtype=object), repeats)
+
+
+def _quality_runner(gate: Any, labels: LabelSummary, sequential: bool) -> GateRunner:
     if gate.metric == "accuracy":
-        baseline_correct = [_same(output, label) for output, label in baseline.labelled]
-        canary_correct = [_same(output, label) for output, label in canary.labelled]
         accuracy_tau = ACCURACY_TAU if gate.tau is None else float(gate.tau)
-        return lambda alpha: accuracy_test(
-            np.asarray(baseline_correct, dtype=bool),
-            np.asarray(canary_correct, dtype=bool),
+        return lambda alpha: accuracy_counts_test(
+            labels.correct["baseline"],
+            labels.labelled["baseline"],
+            labels.correct["canary"],
+            labels.labelled["canary"],
             max_decrease=gate.max_decrease,
             alpha=alpha,
             min_n=gate.min_labels,
@@ -216,23 +268,14 @@ def _quality_runner(
     tau = {} if gate.tau is None else {"tau": gate.tau}
 
     def run(alpha: float) -> GateResult:
-        baseline_out, baseline_labels = _numeric_pairs(baseline.labelled)
-        canary_out, canary_labels = _numeric_pairs(canary.labelled)
         if gate.metric == "auc":
-            return auc_test(
-                baseline_out,
-                baseline_labels,
-                canary_out,
-                canary_labels,
-                max_decrease=gate.max_decrease,
-                alpha=alpha,
-                min_n=gate.min_labels,
-                sequential=sequential,
-                **tau,
-            )
-        return loss_test(
-            per_request_loss(gate.metric, baseline_out, baseline_labels),
-            per_request_loss(gate.metric, canary_out, canary_labels),
+            return _auc(labels, gate, alpha, sequential)
+        if gate.metric in labels.loss_errors:
+            raise ValueError(labels.loss_errors[gate.metric])
+        moments = labels.losses[gate.metric]
+        return loss_moments_test(
+            moments["baseline"],
+            moments["canary"],
             metric=gate.metric,
             max_increase=gate.max_increase,
             alpha=alpha,
@@ -244,28 +287,36 @@ def _quality_runner(
     return run
 
 
+def _auc(labels: LabelSummary, gate: Any, alpha: float, sequential: bool) -> GateResult:
+    if labels.auc_error is not None:
+        raise ValueError(labels.auc_error)
+    arms = []
+    for arm in ARMS:
+        negatives, positives = (labels.scores[label].values(arm) for label in (False, True))
+        scores = np.concatenate([negatives, positives])
+        truth = np.concatenate([np.zeros(negatives.size, bool), np.ones(positives.size, bool)])
+        arms.extend([scores, truth])
+    result = auc_test(
+        *arms,
+        max_decrease=gate.max_decrease,
+        alpha=alpha,
+        min_n=gate.min_labels,
+        sequential=sequential,
+        tau=AUC_TAU if gate.tau is None else float(gate.tau),
+    )
+    if all(stream.exact for stream in labels.scores.values()):
+        return result
+    return replace(
+        result,
+        reason=f"{result.reason} (on a uniform sample of at most {RESERVOIR_CAP:,} labelled "
+        "predictions per class and arm)",
+        details={**result.details, "sampled": 1.0},
+    )
+
+
 def _sequential(gate: Any, analysis: AnalysisSpec) -> bool:
     """The gate's own ``sequential`` setting, else the analysis-wide default."""
     return bool(analysis.sequential if gate.sequential is None else gate.sequential)
-
-
-def _numeric_pairs(
-    labelled: Sequence[tuple[object, object]],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(output, label) pairs as two float arrays; a one-element list output is unwrapped."""
-    outputs, labels = [], []
-    for output, label in labelled:
-        if isinstance(output, list) and len(output) == 1:
-            output = output[0]
-        if not (_is_number(output) or isinstance(output, bool)) or not (
-            _is_number(label) or isinstance(label, bool)
-        ):
-            raise ValueError(
-                f"this quality metric needs numeric outputs and labels, got {output!r}, {label!r}"
-            )
-        outputs.append(float(output))  # type: ignore[arg-type]
-        labels.append(float(label))  # type: ignore[arg-type]
-    return np.asarray(outputs, dtype=np.float64), np.asarray(labels, dtype=np.float64)
 
 
 def write_drift_report(
@@ -306,30 +357,13 @@ def write_drift_report(
     return target
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _comparable(
     baseline: Sequence[object], canary: Sequence[object]
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Outputs as numbers when every one is a number, otherwise as category strings."""
-    if all(_is_number(v) for v in [*baseline, *canary]):
+    if all(is_number(v) for v in [*baseline, *canary]):
         return np.asarray(baseline), np.asarray(canary)
     return (
-        np.asarray([_category(v) for v in baseline], dtype=object),
-        np.asarray([_category(v) for v in canary], dtype=object),
+        np.asarray([category(v) for v in baseline], dtype=object),
+        np.asarray([category(v) for v in canary], dtype=object),
     )
-
-
-def _category(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _same(output: object, label: object) -> bool:
-    """A prediction equals its label: numerically for numbers, else as text."""
-    if isinstance(output, list) and len(output) == 1:
-        output = output[0]
-    if isinstance(output, numbers.Real) and isinstance(label, numbers.Real):
-        return float(output) == float(label)
-    return _category(output) == _category(label)

@@ -20,8 +20,10 @@ Rules of ``decide`` (without a command):
   ``max_duration_s``, then ``paused``. A step that reaches ``max_duration_s`` before it could be
   judged is inconclusive too.
 - ``promoting`` waits for promotion evidence (the artifact digest still matches): pass →
-  ``succeeded`` (plan: candidate becomes the baseline; alias moved; release recorded), fail →
-  ``rolling_back``. ``rolling_back`` → ``rolled_back`` (release recorded as rolled back).
+  ``succeeded`` (plan: candidate becomes the baseline; alias moved; release recorded, kind
+  ``promotion``), fail → ``rolling_back``. ``rolling_back`` → ``rolled_back`` (the candidate's
+  release recorded with kind ``rollback``, outcome ``rolled_back``). An aborted rollout records
+  the candidate's release with kind ``promotion``, outcome ``aborted``.
 - ``awaiting_approval`` waits for an ``approve`` command; with ``approval_timeout_s`` set, once
   the rollout has waited that long (since ``state_since``) ``on_approval_timeout`` applies:
   ``rollback`` → ``rolling_back``, ``abort`` → ``aborted`` (traffic back on the baseline).
@@ -94,8 +96,8 @@ Effect = Literal[
     "restore_baseline",  # plan: the baseline alone
     "record_approval",  # approved_by = the actor (when it is not the starter)
     "finish_promotion",  # plan: candidate alone; alias → candidate; release recorded
-    "record_rolled_back",  # release recorded with outcome rolled_back
-    "record_aborted",  # release recorded with outcome aborted
+    "record_rolled_back",  # candidate's release recorded: kind rollback, outcome rolled_back
+    "record_aborted",  # candidate's release recorded: kind promotion, outcome aborted
 ]
 Verdict = Literal["pass", "fail", "inconclusive"]
 
@@ -575,11 +577,16 @@ def _effect(decision: Decision, effect: Effect, rollout: RolloutState, now: floa
                 RecordRelease("promotion", candidate, rollout.baseline_version, "succeeded"),
             ),
         )
-    outcome: Literal["rolled_back", "aborted"] = (
-        "rolled_back" if effect == "record_rolled_back" else "aborted"
-    )
-    release = RecordRelease(
-        "promotion", rollout.candidate_version, rollout.baseline_version, outcome
+    # The candidate's record: a rolled-back rollout is a rollback (its canary was taken out);
+    # an aborted one stays the promotion that was attempted, ended early.
+    release = (
+        RecordRelease(
+            "rollback", rollout.candidate_version, rollout.baseline_version, "rolled_back"
+        )
+        if effect == "record_rolled_back"
+        else RecordRelease(
+            "promotion", rollout.candidate_version, rollout.baseline_version, "aborted"
+        )
     )
     return replace(decision, actions=(*actions, release))
 

@@ -66,6 +66,7 @@ from rollout.store.engine import open_engine
 from rollout.store.plans import TrafficPlan, TrafficPlanStore
 from rollout.store.predictions import ArmSample, PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
+from rollout.summary import WindowSummary
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ class Manager:
         self.lease: Lease | None = None  # set while run() holds the lease; fences every save
         self.webhooks = Webhooks.from_env(self.engine)
         self.smoke = SmokeRunner.from_env()
+        # Per rollout: the step window being judged and its running summary (bounded memory,
+        # new rows only at each look); rebuilt from the log after a restart.
+        self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -235,16 +239,17 @@ class Manager:
                     reason=reason,
                 ),
             )
+            stored = self.records.add_release(conn, release)
             self.plans.put(
                 TrafficPlan(
                     environment=environment,
                     model=model,
                     baseline_version=version,
                     sticky_key=spec.strategy.sticky_key,
+                    baseline_release_id=stored.id,
                 ),
                 conn,
             )
-            self.records.add_release(conn, release)
             self.registry.set_alias(model, environment, version)
 
     def _check_environment_order(
@@ -407,25 +412,29 @@ class Manager:
                 step_index=state.step_index,
                 window_start=since,
             )
-        if state.state == "progressing" and state.step.weight_pct == 0:
-            return StepEvidence(
-                verdict="pass",
-                reason="preview: the candidate serves pinned requests only; judged by time",
-                step_index=state.step_index,
-                weight_pct=0,
-                window_start=state.step_started_at,
-            )
         if state.state == "progressing":
             since = state.step_started_at if state.step_started_at is not None else now
-            samples = self.predictions.arm_samples(record.id, since_ts=since)
-            return analyse(
-                samples,
+            preview = record.candidate_version if state.step.weight_pct == 0 else None
+            evidence = analyse(
+                self._window(record.id, since, preview),
                 parse_spec(record.spec).analysis,
                 weight_pct=state.step.weight_pct,
                 step_index=state.step_index,
                 window_start=since,
             )
+            if preview is not None and state.step.min_requests == 0:
+                return _preview_by_time(evidence)
+            return evidence
         return None
+
+    def _window(self, rollout_id: str, since: float, preview: str | None) -> WindowSummary:
+        """The step window's summary, with the rows logged since the last look folded in."""
+        key = (since, preview)
+        cached = self._windows.get(rollout_id)
+        summary = cached[1] if cached is not None and cached[0] == key else None
+        summary = self.predictions.fold(rollout_id, since, summary, preview_version=preview)
+        self._windows[rollout_id] = (key, summary)
+        return summary
 
     def _report_path(self, record: RolloutRecord, evidence: StepEvidence) -> Path:
         step = (evidence.step_index or 0) + 1
@@ -440,9 +449,15 @@ class Manager:
         """
         since = evidence.window_start or 0.0
         try:
+            preview = evidence.weight_pct == 0  # blue/green preview: the pinned requests
             arms = [
-                self.predictions.report_rows(record.id, arm, since_ts=since)
-                for arm in ("baseline", "canary")
+                self.predictions.report_rows(record.id, "baseline", since_ts=since),
+                self.predictions.report_rows(
+                    record.id,
+                    "pinned" if preview else "canary",
+                    since_ts=since,
+                    version=record.candidate_version if preview else None,
+                ),
             ]
             write_drift_report(
                 ArmSample(arm="baseline", outputs=arms[0][1]),
@@ -480,7 +495,10 @@ class Manager:
     def _save(
         self, record: RolloutRecord, decision: Decision, now: float, fence: Lease | None = None
     ) -> RolloutRecord:
-        """Apply ``decision`` in one transaction: rollout row, plan, event, release, alias.
+        """Apply ``decision`` in one transaction: rollout row, release, plan, event, alias.
+
+        The release is added before the plan, so a plan whose baseline it makes current names
+        it (``baseline_release_id``: the newest release that succeeded with the baseline).
 
         With ``fence`` the transaction first checks that lease is still held (else
         ConflictError and nothing is written)."""
@@ -502,6 +520,8 @@ class Manager:
                 reason=decision.reason,
                 updated_at=now,
             )
+            for release in releases:  # first, so a plan below can name a release added here
+                self.records.add_release(conn, release)
             for action in decision.actions:
                 if isinstance(action, SetPlan):
                     self.plans.put(
@@ -515,6 +535,9 @@ class Manager:
                             rollout_id=action.rollout_id,
                             shadow_version=action.shadow_version,
                             shadow_fraction=action.shadow_fraction,
+                            baseline_release_id=self.records.serving_release_id(
+                                conn, record.model, record.environment, action.baseline_version
+                            ),
                         ),
                         conn,
                     )
@@ -532,8 +555,6 @@ class Manager:
                     evidence=decision.evidence.to_dict() if decision.evidence else None,
                 ),
             )
-            for release in releases:
-                self.records.add_release(conn, release)
             for action in decision.actions:
                 if isinstance(action, MoveAlias):
                     self.registry.set_alias(record.model, action.alias, action.version)
@@ -697,16 +718,17 @@ class Manager:
             evidence={"reason": why, "to_release": target.id},
         )
         with self.engine.begin() as conn:
+            stored = self.records.add_release(conn, release)
             self.plans.put(
                 TrafficPlan(
                     environment=environment,
                     model=model,
                     baseline_version=target.version,
                     sticky_key=plan.sticky_key if plan is not None else None,
+                    baseline_release_id=stored.id,
                 ),
                 conn,
             )
-            stored = self.records.add_release(conn, release)
             self.webhooks.enqueue(
                 conn,
                 "release",
@@ -852,6 +874,19 @@ def bind_spec(spec: RolloutSpec, model: str, candidate: str | int, environment: 
         raise SpecError(
             f"candidate: expected a version number or '@alias', got {candidate!r}"
         ) from exc
+
+
+def _preview_by_time(evidence: StepEvidence) -> StepEvidence:
+    """A blue/green preview that asks for no pinned requests is judged by time: the gates'
+    evidence on whatever pinned traffic came can still fail it, but not hold it."""
+    if evidence.verdict != "inconclusive":
+        return evidence
+    return replace(
+        evidence,
+        verdict="pass",
+        reason=f"preview judged by time ({evidence.n_canary} pinned requests, too few for the "
+        f"gates: {evidence.reason})",
+    )
 
 
 def _check(gate: str, verdict: Literal["pass", "fail"], reason: str) -> GateResult:

@@ -173,15 +173,20 @@ class LinearSpec(_Model):
 
 
 class BlueGreenSpec(_Model):
-    """``blue_green: {preview: 5m, bake: 10m, min_requests: 100}``.
+    """``blue_green: {preview: 5m, preview_requests: 200, bake: 10m, min_requests: 100}``.
 
     The candidate is staged at 0% (reachable only by pinning: smoke tests, previews) for at
-    least ``preview``; then all traffic switches to it at once, and for ``bake`` (and until it
-    served ``min_requests``) the old version stays in the plan, loaded, for an instant
-    rollback; then it is promoted.
+    least ``preview``. Requests pinned to it during the preview are judged by the analysis
+    gates against the baseline serving at the same time: with ``preview_requests`` > 0 the
+    switch waits for that many pinned requests and a pass of every gate; with 0 (the default)
+    the preview is judged by time, though a gate that fails on the pinned requests still rolls
+    back. Then all traffic switches to it at once, and for ``bake`` (and until it served
+    ``min_requests``) the old version stays in the plan, loaded, for an instant rollback; then
+    it is promoted.
     """
 
     preview_s: float = Field(default=0.0, alias="preview")
+    preview_requests: int = 0
     bake_s: float = Field(default=300.0, alias="bake")
     min_requests: int = 100
     sticky_key: str | None = None
@@ -191,14 +196,14 @@ class BlueGreenSpec(_Model):
     def _duration(cls, value: object) -> object:
         return parse_duration(value)
 
-    @field_validator("min_requests", mode="before")
+    @field_validator("min_requests", "preview_requests", mode="before")
     @classmethod
     def _min_requests(cls, value: object) -> object:
         return StepSpec._min_requests(value)
 
     def steps(self) -> tuple[Step, ...]:
         return (
-            Step(weight_pct=0, min_requests=0, min_duration_s=self.preview_s),
+            Step(weight_pct=0, min_requests=self.preview_requests, min_duration_s=self.preview_s),
             Step(weight_pct=100, min_requests=self.min_requests, min_duration_s=self.bake_s),
         )
 

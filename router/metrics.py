@@ -9,7 +9,8 @@ worker's own (every worker applies a new plan within a poll).
 ==================================================  =========  ===============================
 metric                                              type       labels
 ==================================================  =========  ===============================
-``rollout_router_requests_total``                   counter    model, version, arm, status
+``rollout_router_requests_total``                   counter    model, version, arm, status,
+                                                               release
 ``rollout_router_request_duration_seconds``         histogram  model, version, arm
 ``rollout_router_prediction_value``                 histogram  model, version
 ``rollout_router_canary_failovers_total``           counter    model, version (canary failed,
@@ -23,7 +24,10 @@ metric                                              type       labels
 ==================================================  =========  ===============================
 
 ``version`` and ``arm`` are empty for requests refused before a version was chosen; ``arm`` is
-``baseline``, ``canary``, ``pinned`` or ``shadow``. The prediction histogram takes each row's
+``baseline``, ``canary``, ``pinned`` or ``shadow``. ``release`` is the release of the version
+that served (the ``x-release-id`` reply header: a release record id, or ``rollout:<id>`` for a
+candidate under rollout), empty when unknown; it takes one value per release or rollout, so it
+grows no faster than ``version``. The prediction histogram takes each row's
 number (a class label or a value; the last column's for rows of scores), up to
 ``MAX_OBSERVED_ROWS`` rows per request, so its cost per request is bounded.
 """
@@ -66,11 +70,12 @@ class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
-        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str, int, str], tuple[Any, Any]] = {}
         self.requests = Counter(
             "rollout_router_requests",
-            "Inference requests, by the version and arm that served them and the HTTP status.",
-            ["model", "version", "arm", "status"],
+            "Inference requests, by the version, arm and release that served them and the HTTP "
+            "status.",
+            ["model", "version", "arm", "status", "release"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -117,12 +122,13 @@ class RouterMetrics:
         status: int,
         seconds: float,
         outputs: Any = None,
+        release: str = "",
     ) -> None:
-        key = (model, version, arm, status)
+        key = (model, version, arm, status, release)
         children = self._children.get(key)
         if children is None:
             latency = self.latency.labels(model, version, arm) if version else None
-            children = (self.requests.labels(model, version, arm, str(status)), latency)
+            children = (self.requests.labels(model, version, arm, str(status), release), latency)
             if len(self._children) < 10_000:
                 self._children[key] = children
         children[0].inc()

@@ -27,7 +27,10 @@ outputs are recorded with arm ``shadow`` and the same request id, never changing
 
 Every reply, error or not, carries ``x-request-id``; every reply from a chosen version also
 carries its model, version, arm (``baseline``, ``canary``, ``pinned``), rollout id and plan
-generation.
+generation, and ``x-release-id``, the release of the version that answered
+(:meth:`~rollout.store.TrafficPlan.release_of`: the baseline's release record id, or
+``rollout:<id>`` for a candidate under rollout; after a failover the baseline's), omitted when
+the plan does not know it. The same value (``""`` when unknown) labels the requests metric.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ _log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 PIN_HEADER = "x-model-version"
+RELEASE_HEADER = "x-release-id"
 MAX_REQUEST_ID = 64  # the prediction log's column width
 PINNED: Final = "pinned"
 SHADOW: Final = "shadow"
@@ -260,6 +264,11 @@ class Router:
         while True:
             reply_headers["x-model-version"] = version
             reply_headers["x-arm"] = arm
+            release = plan.release_of(version)
+            if release is not None:
+                reply_headers[RELEASE_HEADER] = release
+            else:
+                reply_headers.pop(RELEASE_HEADER, None)
             predictor = active.predictors[version]
             error: RouterError | None = None
             outputs: Any = None
@@ -272,8 +281,9 @@ class Router:
                 reply = error_reply(exc, reply_headers)
             elapsed = time.perf_counter() - started
             self._record(
-                request_id, name, version, arm, plan, features, outputs, elapsed, error, reply
-            )
+                request_id, name, version, arm, plan, features, outputs, elapsed, error, reply,
+                release or "",
+            )  # fmt: skip
             if (
                 arm == CANARY
                 and isinstance(error, ModelError | ModelTimeout)
@@ -311,6 +321,7 @@ class Router:
         elapsed: float,
         error: RouterError | None,
         reply: Reply,
+        release: str = "",
     ) -> None:
         self.log.submit(
             LogEntry(
@@ -328,7 +339,7 @@ class Router:
                 status_code=reply.status_code,
             )
         )
-        self.metrics.observe(name, version, arm, reply.status_code, elapsed, outputs)
+        self.metrics.observe(name, version, arm, reply.status_code, elapsed, outputs, release)
 
     async def _run(self, predictor: Predictor, payload: Payload) -> Prediction:
         """Predict on the event loop when it is known to be sub-millisecond, else on a thread
@@ -426,6 +437,7 @@ class Router:
             elapsed,
             error,
             Reply(status, b""),
+            plan.release_of(predictor.version) or "",
         )
 
     def default_model(self) -> str:
@@ -529,6 +541,7 @@ class Router:
                         "version": version,
                         "role": role,
                         "weight_pct": _weight(role, weight),
+                        "release": plan.release_of(version),
                         "loaded": (model, version) in status.loaded,
                         "error": failure.reason if failure else None,
                     }

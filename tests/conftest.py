@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import pytest
 from rollout.demo.models import DemoData, load_data, register_versions
 from rollout.registry import MlflowRegistry
 from rollout.settings import Settings
+from rollout.store import PredictionRecord
 
 MODEL = "bc"
 PG_ADMIN_URL = os.environ.get("ROLLOUT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -31,6 +34,35 @@ class DemoHome:
     settings: Settings
     versions: dict[str, str]  # role → version: baseline, better, broken
     data: DemoData
+
+
+def logged(
+    rollout_id: str,
+    arm: str,
+    version: str,
+    output: object = None,
+    *,
+    latency_ms: float = 5.0,
+    error: str | None = None,
+    request_id: str | None = None,
+) -> PredictionRecord:
+    """One prediction-log record of model ``bc`` in prod, as a router writes it (output is
+    one predicted row; an ``error`` makes it a failed request without output)."""
+    return PredictionRecord(
+        request_id=request_id or uuid.uuid4().hex,
+        ts=time.time(),
+        environment="prod",
+        model=MODEL,
+        version=version,
+        arm=arm,
+        rollout_id=rollout_id,
+        plan_generation=1,
+        features=None,
+        output=None if error is not None else json.dumps([output]),
+        latency_ms=latency_ms,
+        error=error,
+        status_code=500 if error is not None else 200,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,14 @@
 
 The manager is the only writer; routers poll :meth:`TrafficPlanStore.list` and apply a plan
 whole. Every write bumps the plan's ``generation`` so a router can tell it has the newest one.
+
+A plan also says which release each arm serves (:meth:`TrafficPlan.release_of`), so a reply can
+name it: the baseline's is ``baseline_release_id``, the id of the release record that made the
+baseline version current in this environment (the newest one that succeeded with that version;
+the manager writes it in the transaction that records the release). A candidate under rollout
+has no release record until its rollout finishes, so the canary's (and a shadow candidate's)
+release is ``rollout:<rollout_id>`` (:attr:`TrafficPlan.canary_release`); the record written
+when that rollout ends carries the same ``rollout_id``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ class TrafficPlan:
     sticky_key: str | None = None  # "header:x-user-id" or "field:user_id"; None = x-rollout-key
     rollout_id: str | None = None
     generation: int = 0
+    baseline_release_id: int | None = None  # releases.id that made the baseline current
 
     def __post_init__(self) -> None:
         if not 0 <= self.canary_weight_pct <= 100:
@@ -34,6 +43,22 @@ class TrafficPlan:
             raise ValueError(f"shadow_fraction must be 0..1, got {self.shadow_fraction}")
         if self.canary_weight_pct > 0 and self.canary_version is None:
             raise ValueError("a canary weight above 0 needs a canary_version")
+
+    @property
+    def canary_release(self) -> str | None:
+        """``rollout:<rollout_id>`` while a rollout stages or serves a candidate, else None."""
+        if self.rollout_id is None or (self.canary_version is None and self.shadow_version is None):
+            return None
+        return f"rollout:{self.rollout_id}"
+
+    def release_of(self, version: str) -> str | None:
+        """The release serving ``version`` in this plan: the baseline's release id (as text), the
+        candidate's :attr:`canary_release`; None when unknown or not one of the plan's versions."""
+        if version == self.baseline_version:
+            return str(self.baseline_release_id) if self.baseline_release_id is not None else None
+        if version in (self.canary_version, self.shadow_version):
+            return self.canary_release
+        return None
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -86,6 +111,7 @@ class TrafficPlanStore:
             "sticky_key": stored.sticky_key,
             "rollout_id": stored.rollout_id,
             "generation": stored.generation,
+            "baseline_release_id": stored.baseline_release_id,
             "updated_at": time.time(),
         }
         if current is None:
@@ -119,4 +145,7 @@ def _from_row(row: object) -> TrafficPlan:
         sticky_key=m["sticky_key"],
         rollout_id=m["rollout_id"],
         generation=int(m["generation"]),
+        baseline_release_id=(
+            int(m["baseline_release_id"]) if m["baseline_release_id"] is not None else None
+        ),
     )

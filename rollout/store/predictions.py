@@ -2,8 +2,9 @@
 
 Routers append :class:`PredictionRecord` rows in batches (one per inference request; the
 request's feature rows and outputs are JSON lists) and :class:`Feedback` labels joined later by
-request id. The manager reads them back per arm with :meth:`PredictionLog.arm_samples`, the
-input of every analysis gate.
+request id. The manager folds a step's window into a bounded summary with
+:meth:`PredictionLog.fold` (only the rows it has not seen, at each look), the input of every
+analysis gate.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rollout.store.schema import feedback, predictions
+from rollout.summary import Arm, LabelSummary, WindowSummary, label_pairs, parse_rows
+
+FOLD_CHUNK = 2000  # rows per fetch when folding a window
 
 
 @dataclass(frozen=True)
@@ -91,54 +96,95 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return {str(arm): int(n) for arm, n in conn.execute(query)}
 
-    def arm_samples(
-        self, rollout_id: str, since_ts: float = 0.0, until_ts: float | None = None
-    ) -> dict[str, ArmSample]:
-        """Per arm: requests, errors, latencies, outputs and labelled outputs in the window."""
-        conditions = [predictions.c.rollout_id == rollout_id, predictions.c.ts >= since_ts]
-        if until_ts is not None:
-            conditions.append(predictions.c.ts < until_ts)
+    def fold(
+        self,
+        rollout_id: str,
+        since_ts: float,
+        summary: WindowSummary | None = None,
+        *,
+        preview_version: str | None = None,
+    ) -> WindowSummary:
+        """Fold the window's rows that `summary` has not seen yet; return the summary.
+
+        Reads only rows with an id above ``summary.last_id``, streaming in chunks, so memory
+        stays bounded however long the window. If rows committed out of id order (possible on
+        PostgreSQL with several routers writing at once) and so were skipped, the count of
+        rows at or below the cursor exceeds ``summary.folded``: the window is folded again from
+        scratch. Labels are rebuilt on every call (they arrive late and may be replaced).
+        With `preview_version`, requests pinned to that version stand for the canary arm
+        (blue/green preview), beside the baseline's.
+        """
+        arms = self._arm_filter(preview_version)
+        window = [predictions.c.rollout_id == rollout_id, predictions.c.ts >= since_ts, arms]
+        with self.engine.connect() as conn:
+            if summary is not None:
+                behind = conn.execute(
+                    select(func.count()).where(*window, predictions.c.id <= summary.last_id)
+                ).scalar_one()
+                if int(behind) != summary.folded:
+                    summary = None
+            summary = summary or WindowSummary()
+            query = (
+                select(
+                    predictions.c.id,
+                    predictions.c.arm,
+                    predictions.c.version,
+                    predictions.c.output,
+                    predictions.c.latency_ms,
+                    predictions.c.error,
+                )
+                .where(*window, predictions.c.id > summary.last_id)
+                .order_by(predictions.c.id)
+            )
+            result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
+            for chunk in result.partitions():
+                _fold_chunk(summary, chunk)
+            summary.labels = self._fold_labels(conn, window)
+        return summary
+
+    def _arm_filter(self, preview_version: str | None) -> ColumnElement[bool]:
+        if preview_version is None:
+            return predictions.c.arm.in_(("baseline", "canary"))
+        return or_(
+            predictions.c.arm == "baseline",
+            and_(predictions.c.arm == "pinned", predictions.c.version == preview_version),
+        )
+
+    def _fold_labels(self, conn: Connection, window: list[ColumnElement[bool]]) -> LabelSummary:
+        labels = LabelSummary()
         query = (
-            select(
-                predictions.c.arm,
-                predictions.c.version,
-                predictions.c.output,
-                predictions.c.latency_ms,
-                predictions.c.error,
-                feedback.c.label,
-            )
+            select(predictions.c.arm, predictions.c.output, feedback.c.label)
             .select_from(
-                predictions.outerjoin(feedback, feedback.c.request_id == predictions.c.request_id)
+                predictions.join(feedback, feedback.c.request_id == predictions.c.request_id)
             )
-            .where(and_(*conditions))
+            .where(*window, predictions.c.error.is_(None), predictions.c.output.is_not(None))
             .order_by(predictions.c.id)
         )
-        samples: dict[str, ArmSample] = {}
-        with self.engine.connect() as conn:
-            for arm, version, output, latency_ms, error, label in conn.execute(query):
-                sample = samples.setdefault(arm, ArmSample(arm=arm))
-                sample.versions.add(version)
-                sample.n_requests += 1
-                sample.latencies_ms.append(float(latency_ms))
-                if error is not None:
-                    sample.n_errors += 1
-                    continue
-                outputs = _rows(json.loads(output)) if output is not None else []
-                sample.outputs.extend(outputs)
-                if label is not None:
-                    labels = _rows(json.loads(label))
-                    if len(labels) == 1 and len(outputs) > 1:
-                        labels = labels * len(outputs)
-                    sample.labelled.extend(zip(outputs, labels, strict=False))
-        return samples
+        result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
+        for chunk in result.partitions():
+            pairs: dict[Arm, list[tuple[object, object]]] = {}
+            for arm, output, label in chunk:
+                pairs.setdefault(_gate_arm(arm), []).extend(
+                    label_pairs(parse_rows(output), parse_rows(label))
+                )
+            for gate_arm, arm_pairs in pairs.items():
+                labels.add_pairs(gate_arm, arm_pairs)
+        return labels
 
     def report_rows(
-        self, rollout_id: str, arm: str, since_ts: float = 0.0, limit: int = 5000
+        self,
+        rollout_id: str,
+        arm: str,
+        since_ts: float = 0.0,
+        limit: int = 5000,
+        *,
+        version: str | None = None,
     ) -> tuple[list[dict[str, object]], list[object]]:
         """Up to ``limit`` successful requests of one arm: (feature rows, outputs), aligned.
 
         Requests logged without features (sampling) or with several rows are left out, so row
-        *i* of the features produced output *i*.
+        *i* of the features produced output *i*. `version` keeps only that version's requests
+        (the candidate's pinned requests in a blue/green preview).
         """
         query = (
             select(predictions.c.features, predictions.c.output)
@@ -148,6 +194,7 @@ class PredictionLog:
                 predictions.c.ts >= since_ts,
                 predictions.c.error.is_(None),
                 predictions.c.features.is_not(None),
+                *([] if version is None else [predictions.c.version == version]),
             )
             .order_by(predictions.c.id.desc())
             .limit(limit)
@@ -156,7 +203,7 @@ class PredictionLog:
         outputs: list[object] = []
         with self.engine.connect() as conn:
             for raw_features, raw_output in conn.execute(query):
-                rows, values = json.loads(raw_features), _rows(json.loads(raw_output))
+                rows, values = json.loads(raw_features), parse_rows(raw_output)
                 if len(rows) == 1 and len(values) == 1 and isinstance(rows[0], dict):
                     features.append(rows[0])
                     outputs.append(values[0])
@@ -194,10 +241,10 @@ class PredictionLog:
             for baseline_output, shadow_output, label in conn.execute(query):
                 if baseline_output is None or shadow_output is None:
                     continue
-                base_rows = _rows(json.loads(baseline_output))
-                shadow_rows = _rows(json.loads(shadow_output))
+                base_rows = parse_rows(baseline_output)
+                shadow_rows = parse_rows(shadow_output)
                 labels: list[object | None] = (
-                    _rows(json.loads(label)) if label is not None else [None] * len(base_rows)
+                    parse_rows(label) if label is not None else [None] * len(base_rows)
                 )
                 if len(labels) == 1 and len(base_rows) > 1:
                     labels = labels * len(base_rows)
@@ -218,8 +265,28 @@ class PredictionLog:
             ]
 
 
-def _rows(value: object) -> list[object]:
-    return list(value) if isinstance(value, list) else [value]
+def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
+    """Fold one chunk of (id, arm, version, output, latency, error) rows, batched per arm."""
+    batches: dict[Arm, tuple[set[str], list[float], list[object], list[int]]] = {}
+    for row_id, arm, version, output, latency_ms, error in chunk:
+        versions, latencies, outputs, errors = batches.setdefault(
+            _gate_arm(arm), (set(), [], [], [0])
+        )
+        versions.add(version)
+        latencies.append(float(latency_ms))
+        if error is None:
+            outputs.extend(parse_rows(output))
+        else:
+            errors[0] += 1
+        summary.last_id = max(summary.last_id, int(row_id))
+    for arm, (versions, latencies, outputs, errors) in batches.items():
+        summary.add_batch(arm, versions, latencies, outputs, errors[0])
+        summary.folded += len(latencies)
+
+
+def _gate_arm(arm: str) -> Arm:
+    """The gates' arm of a logged arm: pinned requests (preview) stand for the canary."""
+    return "baseline" if arm == "baseline" else "canary"
 
 
 def iter_feedback(payload: object) -> Iterable[tuple[str, object]]:

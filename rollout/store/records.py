@@ -6,7 +6,13 @@
   (environment, model) is active (a partial unique index), so a second start conflicts.
 - An :class:`EventRecord` is one transition with its reason and evidence (JSON).
 - A :class:`Release` ties a version that served (or was tried) in an environment to its
-  lineage (digest, run id, git commit, config hash), people, times and outcome.
+  lineage (digest, run id, git commit, config hash), people, times and outcome. ``kind`` says
+  what happened: ``initial`` (the first version there), ``promotion`` (a rollout's candidate
+  became the baseline, outcome ``succeeded``, or its rollout was ``aborted``), ``rollback``
+  (a rollout's candidate was taken out, outcome ``rolled_back``, ``version`` the candidate; or
+  ``rollout rollback`` returned to an earlier release, outcome ``succeeded``, ``version`` the one
+  serving again). The release serving a version is the newest that *succeeded* with it
+  (:meth:`RecordStore.serving_release_id`); traffic plans name it for their baseline.
 
 Every write takes the caller's ``Connection`` so the manager saves a transition, its event, the
 traffic plan and a release in one transaction.
@@ -20,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, select
+from sqlalchemy import Connection, Engine, RowMapping, func, select
 from sqlalchemy.exc import IntegrityError
 
 from rollout.errors import ConflictError
@@ -203,6 +209,20 @@ class RecordStore:
         result = conn.execute(releases.insert().values(**values))
         key = result.inserted_primary_key
         return replace(release, id=int(key[0]) if key is not None else None)
+
+    def serving_release_id(
+        self, conn: Connection, model: str, environment: str, version: str
+    ) -> int | None:
+        """The release that made ``version`` current in ``environment``: the newest one that
+        succeeded with that version (read in ``conn``, so it sees a release just added there)."""
+        query = select(func.max(releases.c.id)).where(
+            releases.c.model == model,
+            releases.c.environment == environment,
+            releases.c.version == version,
+            releases.c.outcome == "succeeded",
+        )
+        found = conn.execute(query).scalar()
+        return int(found) if found is not None else None
 
     def release(self, release_id: int) -> Release | None:
         with self.engine.connect() as conn:

@@ -37,6 +37,8 @@ traffic_plans = Table(
     Column("rollout_id", String(64)),
     Column("generation", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The release (``releases.id``) that made the baseline version current here; NULL unknown.
+    Column("baseline_release_id", Integer),
 )
 
 # One row per inference request (the payload may hold several rows: features/output are JSON lists).

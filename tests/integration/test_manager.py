@@ -1,21 +1,26 @@
 """Manager behaviour on the real registry: approvals, environment order, pause/resume, status,
-candidate aliases, spec binding and the run loop (SQLite store of the ``home`` fixture)."""
+candidate aliases, spec binding, the run loop (SQLite store of the ``home`` fixture), and the
+release each plan names, as a router on that store reports it."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import pytest
+import uvicorn
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, logged
 from rollout.errors import RegistryError, SpecError, StateError
 from rollout.manager import Manager
 from rollout.spec import load_spec
-from rollout.store import PredictionRecord
+from router.app import create_app
+from router.config import RouterConfig
 
 # One 100% step with no minimum: judged as soon as it starts (no baseline, gates not run).
 INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
@@ -36,24 +41,7 @@ def manager(home: DemoHome) -> Iterator[Manager]:
 
 def write(manager: Manager, rollout_id: str, arm: str, n: int, version: str) -> None:
     manager.predictions.write(
-        [
-            PredictionRecord(
-                request_id=uuid.uuid4().hex,
-                ts=time.time(),
-                environment="prod",
-                model=MODEL,
-                version=version,
-                arm=arm,
-                rollout_id=rollout_id,
-                plan_generation=1,
-                features=None,
-                output=json.dumps([1]),
-                latency_ms=10.0 + (i % 7),
-                error=None,
-                status_code=200,
-            )
-            for i in range(n)
-        ]
+        [logged(rollout_id, arm, version, 1, latency_ms=10.0 + (i % 7)) for i in range(n)]
     )
 
 
@@ -177,3 +165,120 @@ def test_run_loop_drives_rollouts_until_stopped(manager: Manager, home: DemoHome
     record = manager.rollout(rollout_id)
     # Step 2 is 100% with min_requests 100 and no traffic yet: it waits there.
     assert (record.state, record.step_index) == ("progressing", 1)
+
+
+@contextmanager
+def serving_router(home: DemoHome) -> Iterator[httpx.Client]:
+    """A router app on the home's store and registry, served by uvicorn on loopback."""
+    config = RouterConfig(
+        store_url=home.settings.store_url,
+        registry_uri=home.settings.registry_uri,
+        artifact_root=home.settings.artifact_root,
+        environment="prod",
+        plan_poll_s=0.05,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = sock.getsockname()[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def served_by(manager: Manager, client: httpx.Client, body: object) -> httpx.Response:
+    """The router's reply to ``body`` once it applies the manager's newest plan."""
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None
+    deadline = time.monotonic() + 60
+    while not any(
+        m["generation"] == plan.generation for m in client.get("/v1/models").json()["models"]
+    ):
+        assert time.monotonic() < deadline, f"the router did not apply generation {plan.generation}"
+        time.sleep(0.05)
+    reply = client.post(f"/v1/models/{MODEL}/invocations", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-plan-generation"] == str(plan.generation)
+    return reply
+
+
+def test_plans_and_replies_name_the_release_serving_them(manager: Manager, home: DemoHome) -> None:
+    v1, v2, v3 = (home.versions[k] for k in ("baseline", "better", "broken"))
+    body = {"dataframe_split": home.data.serve_X.head(1).to_dict(orient="split", index=False)}
+    waits = load_spec({"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 10**6}]}}})
+
+    manager.start(MODEL, v1, "prod", actor="alice")
+    (initial,) = manager.history(MODEL, "prod")
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None and (initial.kind, plan.baseline_release_id) == ("initial", initial.id)
+    with serving_router(home) as client:
+        reply = served_by(manager, client, body)
+        assert (reply.headers["x-arm"], reply.headers["x-release-id"]) == (
+            "baseline",
+            str(initial.id),
+        )
+
+        # A canary answers for its rollout; promoting it makes its release the baseline's.
+        canary_id = manager.start(MODEL, v2, "prod", waits, actor="alice")
+        reply = served_by(manager, client, body)
+        assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("canary", v2)
+        assert reply.headers["x-release-id"] == f"rollout:{canary_id}"
+        manager.promote(MODEL, "prod", actor="bob")
+        promotion = manager.history(MODEL, "prod")[0]
+        assert (promotion.kind, promotion.version, promotion.outcome) == (
+            "promotion",
+            v2,
+            "succeeded",
+        )
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None and (plan.baseline_version, plan.canary_version) == (v2, None)
+        assert plan.baseline_release_id == promotion.id != initial.id
+        reply = served_by(manager, client, body)
+        assert (reply.headers["x-model-version"], reply.headers["x-release-id"]) == (
+            v2,
+            str(promotion.id),
+        )
+
+        # A rolled-back canary is recorded as a rollback; the baseline keeps its release.
+        broken_id = manager.start(MODEL, v3, "prod", waits, actor="alice")
+        assert served_by(manager, client, body).headers["x-release-id"] == f"rollout:{broken_id}"
+        rolled_back = manager.rollback(MODEL, "prod", actor="bob")
+        assert (rolled_back.kind, rolled_back.version, rolled_back.outcome) == (
+            "rollback",
+            v3,
+            "rolled_back",
+        )
+        assert rolled_back.rollout_id == broken_id
+        reply = served_by(manager, client, body)
+        assert (reply.headers["x-model-version"], reply.headers["x-release-id"]) == (
+            v2,
+            str(promotion.id),
+        )
+
+        # Returning to an earlier release is a new release, and the plan names it.
+        back = manager.rollback(MODEL, "prod", actor="bob")
+        assert (back.kind, back.version, back.outcome) == ("rollback", v1, "succeeded")
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None and plan.baseline_release_id == back.id
+        assert back.id not in (initial.id, promotion.id, rolled_back.id)
+        reply = served_by(manager, client, body)
+        assert (reply.headers["x-model-version"], reply.headers["x-release-id"]) == (
+            v1,
+            str(back.id),
+        )
+        metrics = client.get("/metrics").text
+        assert (
+            f'rollout_router_requests_total{{arm="baseline",model="{MODEL}",'
+            f'release="{back.id}",status="200",version="{v1}"}} 1.0'
+        ) in metrics

@@ -3,17 +3,15 @@ a shadow rollout that continues as a canary, and a blue/green preview judged by 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, logged
 from rollout.manager import Manager
 from rollout.spec import load_spec
-from rollout.store import PredictionRecord
 
 
 @pytest.fixture
@@ -25,28 +23,11 @@ def manager(home: DemoHome) -> Iterator[Manager]:
 
 def mirrored(manager: Manager, rollout_id: str, outputs: list[tuple[int, int]], v: str) -> None:
     """One baseline record and its shadow twin (same request id) per (baseline, shadow) pair."""
-    now = time.time()
     records = []
     for baseline_output, shadow_output in outputs:
         request_id = uuid.uuid4().hex
         for arm, output in (("baseline", baseline_output), ("shadow", shadow_output)):
-            records.append(
-                PredictionRecord(
-                    request_id=request_id,
-                    ts=now,
-                    environment="prod",
-                    model=MODEL,
-                    version=v,
-                    arm=arm,
-                    rollout_id=rollout_id,
-                    plan_generation=1,
-                    features=None,
-                    output=json.dumps([output]),
-                    latency_ms=5.0,
-                    error=None,
-                    status_code=200,
-                )
-            )
+            records.append(logged(rollout_id, arm, v, output, request_id=request_id))
     manager.predictions.write(records)
 
 
@@ -98,3 +79,69 @@ def test_blue_green_preview_passes_on_time_alone(manager: Manager, home: DemoHom
     assert plan is not None
     assert (plan.baseline_version, plan.canary_version, plan.canary_weight_pct) == (v1, v2, 100)
     assert manager.rollout(rollout_id).state == "progressing"
+
+
+def served(
+    manager: Manager, rollout_id: str, arm: str, version: str, n: int, *, errors: int = 0
+) -> None:
+    """`n` requests answered by `version` on `arm`, the first `errors` of them failed."""
+    manager.predictions.write(
+        [
+            logged(rollout_id, arm, version, 1, error="ModelError: boom" if i < errors else None)
+            for i in range(n)
+        ]
+    )
+
+
+def blue_green(manager: Manager, home: DemoHome, **options: object) -> tuple[str, str, str]:
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    spec = load_spec(
+        {
+            "strategy": {"blue_green": {"preview": "1s", "bake": "5m", **options}},
+            "analysis": {"gates": [{"error_rate": {"min_n": 30}}]},
+        }
+    )
+    manager.start(MODEL, v1, "prod", actor="alice")
+    return v1, v2, manager.start(MODEL, v2, "prod", spec, actor="alice")
+
+
+def test_blue_green_preview_waits_for_pinned_requests_and_judges_them(
+    manager: Manager, home: DemoHome
+) -> None:
+    v1, v2, rollout_id = blue_green(manager, home, preview_requests=60)
+    served(manager, rollout_id, "baseline", v1, 400)
+    served(manager, rollout_id, "pinned", v2, 20)
+    served(manager, rollout_id, "pinned", "999", 50)  # pinned to another version: not counted
+    assert manager.tick(time.time() + 5) == []
+    assert "20/60 canary requests" in (manager.status(MODEL, "prod").next_move or "")
+    served(manager, rollout_id, "pinned", v2, 60)
+    (switched,) = manager.tick(time.time() + 5)
+    assert (switched.event, switched.step_index) == ("step_passed", 1)
+    assert switched.evidence is not None and switched.evidence.n_canary == 80
+    (gate,) = switched.evidence.gates
+    assert (gate.gate, gate.verdict, gate.n_baseline, gate.n_canary) == (
+        "error_rate",
+        "pass",
+        400,
+        80,
+    )
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None and (plan.canary_version, plan.canary_weight_pct) == (v2, 100)
+
+
+@pytest.mark.parametrize("preview_requests", [0, 60])
+def test_blue_green_preview_that_fails_its_gates_never_switches(
+    manager: Manager, home: DemoHome, preview_requests: int
+) -> None:
+    v1, v2, rollout_id = blue_green(manager, home, preview_requests=preview_requests)
+    served(manager, rollout_id, "baseline", v1, 400)
+    served(manager, rollout_id, "pinned", v2, 80, errors=24)  # 30% of pinned requests fail
+    failed, *_ = manager.tick(time.time() + 5)
+    assert failed.event == "gates_failed"
+    assert "error_rate" in failed.reason and "30.00%" in failed.reason
+    manager.tick(time.time() + 6)
+    assert manager.rollout(rollout_id).state == "rolled_back"
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None
+    assert (plan.baseline_version, plan.canary_version, plan.canary_weight_pct) == (v1, None, 0)
+    assert all(e.to_state != "progressing" or e.step_index != 1 for e in manager.events(rollout_id))

@@ -7,10 +7,11 @@ import threading
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, inspect, select, text
 
-from rollout.migrations import HEAD, current_revision, upgrade
+from rollout.migrations import BASELINE, HEAD, current_revision, upgrade
 from rollout.store.engine import normalize_url, open_engine
+from rollout.store.plans import TrafficPlanStore
 from rollout.store.schema import metadata, releases, rollout_configs
 
 
@@ -36,11 +37,12 @@ def test_head_is_the_newest_revision() -> None:
 
 def test_a_store_from_before_migrations_is_adopted(store_url: str) -> None:
     engine = create_engine(normalize_url(store_url))
-    before_alembic = ("traffic_plans", "predictions", "feedback", "rollouts", "rollout_events",
-                      "releases")  # fmt: skip
-    old_tables = [metadata.tables[name] for name in before_alembic]
-    metadata.create_all(engine, tables=old_tables)
+    upgrade(engine, BASELINE)  # the tables create_all made before migrations existed ...
     with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))  # ... and no revision stamped
+        assert set(inspect(conn).get_table_names()) == {
+            "traffic_plans", "predictions", "feedback", "rollouts", "rollout_events", "releases",
+        }  # fmt: skip
         conn.execute(
             releases.insert().values(
                 model="bc", environment="prod", version="1", kind="initial",
@@ -52,6 +54,43 @@ def test_a_store_from_before_migrations_is_adopted(store_url: str) -> None:
         assert current_revision(conn) == HEAD
         assert conn.execute(select(releases.c.version)).scalars().all() == ["1"]
         assert conn.execute(select(rollout_configs)).all() == []
+    engine.dispose()
+
+
+def test_0004_names_the_release_serving_each_plan_baseline(store_url: str) -> None:
+    engine = create_engine(normalize_url(store_url))
+    upgrade(engine, "0003")
+
+    def release(version: str, outcome: str) -> None:
+        conn.execute(
+            releases.insert().values(
+                model="bc", environment="prod", version=version, kind="promotion",
+                started_by="alice", started_at=1.0, outcome=outcome,
+            )
+        )  # fmt: skip
+
+    with engine.begin() as conn:
+        release("1", "succeeded")  # id 1
+        release("2", "succeeded")  # id 2
+        release("1", "succeeded")  # id 3: back to v1
+        release("1", "rolled_back")  # id 4: not what serves v1
+        for env, baseline in (("prod", "1"), ("staging", "1"), ("prod-eu", "7")):
+            conn.execute(
+                text(
+                    "INSERT INTO traffic_plans (environment, model, baseline_version, "
+                    "canary_weight_pct, shadow_fraction, generation, updated_at) "
+                    "VALUES (:env, 'bc', :baseline, 0, 0.0, 5, 1.0)"
+                ),
+                {"env": env, "baseline": baseline},
+            )
+    upgrade(engine)
+    found = {plan.environment: plan for plan in TrafficPlanStore(engine).list()}
+    assert {env: plan.baseline_release_id for env, plan in found.items()} == {
+        "prod": 3,
+        "prod-eu": None,  # no release of v7
+        "staging": None,  # releases of v1 are in prod only
+    }
+    assert {plan.generation for plan in found.values()} == {5}
     engine.dispose()
 
 

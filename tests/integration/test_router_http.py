@@ -237,10 +237,10 @@ def test_records_and_feedback_land_in_the_store(served: Served) -> None:
     assert bad_record.status_code == 422
     assert bad_record.error is not None and "'mean radius'" in bad_record.error
 
-    samples = served.log.arm_samples(rollout_id)
-    assert sum(s.n_requests for s in samples.values()) == 9
-    assert sum(s.n_errors for s in samples.values()) == 1
-    assert sum(len(s.labelled) for s in samples.values()) == 8  # 4 requests x 2 rows
+    summary = served.log.fold(rollout_id, since_ts=0.0)
+    assert sum(c.n_requests for c in summary.arms.values()) == 9
+    assert sum(c.n_errors for c in summary.arms.values()) == 1
+    assert sum(summary.labels.labelled.values()) == 8  # 4 requests x 2 rows
 
 
 def test_a_store_that_refuses_records_costs_records_not_requests(
@@ -280,6 +280,40 @@ def test_a_plan_change_is_served_within_a_second(served: Served) -> None:
         time.sleep(0.02)
     assert time.monotonic() - changed_at < 1.2
     assert {served.post(body).headers["x-arm"] for _ in range(20)} == {"canary"}
+
+
+def test_replies_name_the_release_of_the_version_that_answered(served: Served) -> None:
+    body = {"dataframe_split": served.rows.head(1).to_dict(orient="split")}
+
+    def release(**headers: str) -> tuple[str, str, str | None]:
+        reply = served.post(body, **headers)
+        assert reply.status_code == 200, reply.text
+        return (
+            reply.headers["x-arm"],
+            reply.headers["x-model-version"],
+            reply.headers.get("x-release-id"),
+        )
+
+    served.put(baseline_release_id=12)
+    assert release(**{"x-rollout-key": _key("baseline")}) == ("baseline", "1", "12")
+    assert release(**{"x-rollout-key": _key("canary")}) == ("canary", "2", f"rollout:{ROLLOUT}")
+    # The candidate promoted: v2 alone, serving its own release.
+    served.put(baseline_version="2", canary_version=None, canary_weight_pct=0, rollout_id=None,
+               baseline_release_id=13)  # fmt: skip
+    assert {release() for _ in range(5)} == {("baseline", "2", "13")}
+    # A plan that does not know its baseline's release: no header, an empty label.
+    served.put(canary_version=None, canary_weight_pct=0, rollout_id=None)
+    assert {release() for _ in range(3)} == {("baseline", "1", None)}
+    metrics = served.client.get("/metrics").text
+    for arm, version, label in (
+        ("baseline", "1", "12"),
+        ("canary", "2", f"rollout:{ROLLOUT}"),
+        ("baseline", "2", "13"),
+    ):
+        assert (
+            f'rollout_router_requests_total{{arm="{arm}",model="bc",release="{label}",'
+            f'status="200",version="{version}"}}'
+        ) in metrics
 
 
 def test_bad_requests_get_json_errors(served: Served, plan: TrafficPlan) -> None:
@@ -369,7 +403,8 @@ def test_status_endpoints(served: Served, plan: TrafficPlan) -> None:
     metrics = served.client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     assert f'rollout_router_plan_generation{{model="bc"}} {plan.generation}.0' in metrics.text
-    assert 'rollout_router_requests_total{arm="baseline",model="bc",status="200",version="1"}' in (
-        metrics.text
-    )
+    assert (
+        'rollout_router_requests_total{arm="baseline",model="bc",release="",status="200",'
+        'version="1"}'
+    ) in metrics.text
     assert "rollout_router_prediction_log_dropped_total " in metrics.text

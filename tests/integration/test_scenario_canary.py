@@ -252,7 +252,7 @@ def test_bad_canary_is_rolled_back_with_evidence(manager: Manager, home: DemoHom
     assert "error_rate fail" in failed.reason
 
     attempt = manager.history(MODEL, "prod")[0]
-    assert (attempt.kind, attempt.version, attempt.outcome) == ("promotion", v3, "rolled_back")
+    assert (attempt.kind, attempt.version, attempt.outcome) == ("rollback", v3, "rolled_back")
     assert attempt.evidence is not None and attempt.evidence["steps"][0]["verdict"] == "fail"
 
 

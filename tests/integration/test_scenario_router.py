@@ -436,3 +436,52 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
         assert release.evidence is not None and release.evidence["final"]["verdict"] == "fail"
     finally:
         manager.close()
+
+
+def test_blue_green_preview_judges_pinned_requests_and_stops_a_broken_version(
+    home: DemoHome, router_url: str
+) -> None:
+    v1, v3 = home.versions["baseline"], home.versions["broken"]
+    manager = Manager(home.settings)
+    spec = load_spec(
+        {
+            "strategy": {"blue_green": {"preview": "1s", "preview_requests": 120, "bake": "1s"}},
+            "analysis": {"gates": [{"output_drift": {"method": "chi_square", "min_n": 50}}]},
+        }
+    )
+    pin = {"x-model-version": v3, "authorization": f"Bearer {TOKEN}"}
+    rows = home.data.serve_X.head(150)
+    PUBLIC.update(split(rows.head(1)))
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
+        with httpx.Client(base_url=router_url, timeout=30) as client:
+            broken = manager.start(MODEL, v3, "prod", spec, actor="alice")
+            wait_ready(router_url)  # v3 staged at 0%: loaded, reachable by pinning only
+            for i in range(len(rows)):  # the same rows, publicly and pinned to the candidate
+                one = split(rows.iloc[[i]])
+                public = client.post(f"/v1/models/{MODEL}/invocations", json=one)
+                pinned = client.post(f"/v1/models/{MODEL}/invocations", json=one, headers=pin)
+                assert public.headers["x-model-version"] == v1, public.text
+                assert pinned.headers["x-model-version"] == v3, pinned.text
+            deadline = time.monotonic() + 30
+            while manager.rollout(broken).state == "progressing":
+                assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
+                manager.tick()
+                time.sleep(0.1)
+            assert {serve(client) for _ in range(10)} == {v1}  # the switch never happened
+        record = manager.rollout(broken)
+        assert record.state == "rolled_back", record.reason
+        failed = next(e for e in manager.events(broken) if e.to_state == "rolling_back")
+        assert failed.step_index == 0 and failed.evidence is not None
+        (gate,) = failed.evidence["gates"]
+        assert (gate["gate"], gate["test"], gate["verdict"]) == (
+            "output_drift",
+            "chi_square",
+            "fail",
+        )
+        assert gate["n_canary"] >= 120 and gate["n_baseline"] >= 120
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
+    finally:
+        manager.close()

@@ -269,7 +269,39 @@ def test_failed_gates_restore_the_baseline_with_the_evidence() -> None:
 
 def test_reverted_records_a_rolled_back_release() -> None:
     decision = decide(rollout("rolling_back"), None, T0, None)
-    assert decision.actions == (RecordRelease("promotion", "2", "1", "rolled_back"),)
+    assert decision.actions == (RecordRelease("rollback", "2", "1", "rolled_back"),)
+
+
+@pytest.mark.parametrize(
+    ("state", "evidence", "command"),
+    [
+        ("progressing", "fail", None),  # gates failed
+        ("promoting", "tampered", None),  # the promotion check failed
+        ("paused", None, "rollback"),  # rolled back by hand
+        ("awaiting_approval", None, "rollback"),
+    ],
+)
+def test_every_road_to_rolled_back_records_kind_rollback(
+    state: State, evidence: str | None, command: CommandKind | None
+) -> None:
+    looked = {"fail": FAIL, "tampered": replace(TAMPERED, kind="promote"), None: None}[evidence]
+    first = decide(rollout(state), looked, T0 + 1, cmd(command) if command else None)
+    assert first.to_state == "rolling_back"
+    assert not [a for a in first.actions if isinstance(a, RecordRelease)]
+    reverted = decide(rollout("rolling_back"), None, T0 + 1, None)
+    (release,) = [a for a in reverted.actions if isinstance(a, RecordRelease)]
+    assert (reverted.to_state, release.kind, release.outcome) == (
+        "rolled_back",
+        "rollback",
+        "rolled_back",
+    )
+    assert (release.version, release.previous_version) == ("2", "1")
+
+
+def test_an_aborted_rollout_stays_a_promotion_attempt() -> None:
+    decision = decide(rollout("progressing"), None, T0, cmd("abort"))
+    (release,) = [a for a in decision.actions if isinstance(a, RecordRelease)]
+    assert (decision.to_state, release.kind, release.outcome) == ("aborted", "promotion", "aborted")
 
 
 def test_abort_with_traffic_restores_the_baseline_and_records() -> None:

@@ -48,6 +48,30 @@ def test_put_bumps_generation_and_round_trips(store_url: str) -> None:
     plans.engine.dispose()
 
 
+def test_the_baseline_release_round_trips(store_url: str) -> None:
+    plans = TrafficPlanStore(open_engine(store_url))
+    plans.put(TrafficPlan("prod", "bc", "1", "2", 10, rollout_id="r1", baseline_release_id=41))
+    stored = plans.get("prod", "bc")
+    assert stored is not None and stored.baseline_release_id == 41
+    plans.put(TrafficPlan("prod", "bc", "2"))  # a plan that does not know it
+    cleared = plans.get("prod", "bc")
+    assert cleared is not None and cleared.baseline_release_id is None
+    plans.engine.dispose()
+
+
+def test_each_version_names_its_release() -> None:
+    plan = TrafficPlan("prod", "bc", "1", "2", 10, rollout_id="r7", baseline_release_id=3)
+    assert [plan.release_of(v) for v in ("1", "2", "9")] == ["3", "rollout:r7", None]
+    assert plan.canary_release == "rollout:r7"
+    shadow = TrafficPlan("prod", "bc", "1", shadow_version="2", shadow_fraction=0.5,
+                         rollout_id="r8")  # fmt: skip
+    assert (shadow.release_of("1"), shadow.release_of("2")) == (None, "rollout:r8")
+    alone = TrafficPlan("prod", "bc", "1", baseline_release_id=3)
+    assert (alone.canary_release, alone.release_of("1")) == (None, "3")
+    no_rollout = TrafficPlan("prod", "bc", "1", "2", 10)
+    assert (no_rollout.canary_release, no_rollout.release_of("2")) == (None, None)
+
+
 def test_list_filters_by_environment(store_url: str) -> None:
     plans = TrafficPlanStore(open_engine(store_url))
     plans.put(TrafficPlan("prod", "bc", "1"))
@@ -65,7 +89,7 @@ def test_plan_rejects_impossible_weights() -> None:
     assert TrafficPlan("prod", "bc", "1", "2", 5, shadow_version="3").versions == ("1", "2", "3")
 
 
-def test_arm_samples_join_labels_and_count_errors(store_url: str) -> None:
+def test_a_window_folds_labels_and_counts_errors(store_url: str) -> None:
     log = PredictionLog(open_engine(store_url))
     log.write(
         [
@@ -77,12 +101,13 @@ def test_arm_samples_join_labels_and_count_errors(store_url: str) -> None:
     )
     log.add_feedback([Feedback("a", 1, time.time()), Feedback("c", 0, time.time())])
     log.add_feedback([Feedback("c", 1, time.time())])  # a later label replaces the first
-    samples = log.arm_samples("r1")
-    assert samples["baseline"].n_requests == 2
-    assert samples["baseline"].outputs == [1, 0]
-    assert samples["baseline"].labelled == [(1, 1)]
-    assert samples["canary"].n_errors == 1
-    assert samples["canary"].labelled == [(1, 1)]
+    summary = log.fold("r1", since_ts=0.0)
+    baseline, canary = summary.counts("baseline"), summary.counts("canary")
+    assert (baseline.n_requests, baseline.n_errors, baseline.versions) == (2, 0, {"1"})
+    assert (canary.n_requests, canary.n_errors, canary.versions) == (2, 1, {"2"})
+    assert summary.outputs.categories.counts == {"baseline": {"1": 1, "0": 1}, "canary": {"1": 1}}
+    assert summary.labels.labelled == {"baseline": 1, "canary": 1}
+    assert summary.labels.correct == {"baseline": 1, "canary": 1}  # c's label was replaced by 1
     assert log.count("r1") == {"baseline": 2, "canary": 2}
     assert log.count("r1", since_ts=time.time() + 60) == {}
     log.engine.dispose()

@@ -323,10 +323,13 @@ def test_metrics_count_requests_and_export_the_plan(app: Harness) -> None:
     assert app.router.flush()
     text = app.client.get("/metrics").text
     assert (
-        'rollout_router_requests_total{arm="baseline",model="boom",status="200",version="1"} 3.0'
+        'rollout_router_requests_total{arm="baseline",model="boom",release="",'
+        'status="200",version="1"} 3.0' in text
+    )
+    assert (
+        'rollout_router_requests_total{arm="",model="",release="",status="404",version=""} 1.0'
         in text
     )
-    assert 'rollout_router_requests_total{arm="",model="",status="404",version=""} 1.0' in text
     assert 'rollout_router_plan_generation{model="bc"} 1.0' in text
     assert 'rollout_router_canary_weight_pct{model="bc"} 30.0' in text
     assert 'rollout_router_version_loaded{model="bc",version="2"} 1.0' in text

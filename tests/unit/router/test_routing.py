@@ -67,9 +67,18 @@ def app(serve: Any, numeric_dir: Path, tricky_dir: Path, failing_dir: Path) -> I
     source = InMemoryPlanSource(
         [
             # boom: v1 doubles x, v2 (tricky) is its canary at 100%; num v3 shadows num
-            TrafficPlan(ENV, "boom", "1", "2", 100, rollout_id="r-boom"),
+            TrafficPlan(ENV, "boom", "1", "2", 100, rollout_id="r-boom", baseline_release_id=7),
             TrafficPlan(ENV, "slow", "2"),
-            TrafficPlan(ENV, "num", "1", "2", 50, shadow_version="3", shadow_fraction=1.0),
+            TrafficPlan(
+                ENV,
+                "num",
+                "1",
+                "2",
+                50,
+                shadow_version="3",
+                shadow_fraction=1.0,
+                baseline_release_id=4,
+            ),
         ]
     )
     loader = DirLoader(
@@ -119,7 +128,8 @@ def test_pinning_needs_a_token_allowed_to_pin(
 
 
 def test_a_pinned_request_is_served_by_that_version(app: App) -> None:
-    for version in ("1", "2"):
+    # num's plan knows v1's release (4); v2 and v3 are under no rollout, so theirs is unknown.
+    for version, release in (("1", "4"), ("2", None), ("3", None)):
         reply = app.post(
             "num",
             {"dataframe_records": [NUM_ROW]},
@@ -127,6 +137,7 @@ def test_a_pinned_request_is_served_by_that_version(app: App) -> None:
         )
         assert reply.status_code == 200
         assert (reply.headers["x-model-version"], reply.headers["x-arm"]) == (version, "pinned")
+        assert reply.headers.get("x-release-id") == release
     unknown = app.post(
         "num",
         {"dataframe_records": [NUM_ROW]},
@@ -167,6 +178,7 @@ def test_a_failing_canary_is_answered_by_the_baseline(app: App, x: float, error:
     assert reply.status_code == 200
     assert reply.json() == {"predictions": [{"x": 2 * x}]}
     assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("baseline", "1")
+    assert reply.headers["x-release-id"] == "7"  # the baseline's release, not the canary's
     records = {r.arm: r for r in app.records() if r.request_id == f"fo-{x}"}
     assert set(records) == {"canary", "baseline"}
     assert (records["canary"].error or "").startswith(error)
@@ -174,6 +186,15 @@ def test_a_failing_canary_is_answered_by_the_baseline(app: App, x: float, error:
     assert records["baseline"].status_code == 200 and records["baseline"].error is None
     metrics = app.client.get("/metrics").text
     assert 'rollout_router_canary_failovers_total{model="boom",version="2"} 1.0' in metrics
+    status = records["canary"].status_code
+    assert (
+        f'rollout_router_requests_total{{arm="canary",model="boom",release="rollout:r-boom",'
+        f'status="{status}",version="2"}} 1.0'
+    ) in metrics
+    assert (
+        'rollout_router_requests_total{arm="baseline",model="boom",release="7",'
+        'status="200",version="1"} 1.0'
+    ) in metrics
 
 
 def test_a_failing_baseline_is_a_clear_5xx(app: App) -> None:
@@ -239,8 +260,8 @@ def test_predicted_values_are_a_histogram_per_version(app: App) -> None:
         f'rollout_router_prediction_value_bucket{{le="{le}",model="num",version="2"}} 2.0' in text
     )
     assert (
-        'rollout_router_requests_total{arm="pinned",model="num",status="200",version="2"} 1.0'
-        in text
+        'rollout_router_requests_total{arm="pinned",model="num",release="",'
+        'status="200",version="2"} 1.0' in text
     )
 
 

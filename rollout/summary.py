@@ -1,0 +1,291 @@
+"""A step's window of the prediction log, folded into summaries of bounded size.
+
+The manager looks at a step after every batch, and a step may last a week. Rather than
+re-reading every row of the window into lists at each look, it folds new rows into a
+:class:`WindowSummary` (by prediction-log id, see `PredictionLog.fold`) whose size does not grow
+with traffic:
+
+- requests and errors per arm: counts;
+- latencies: counts on 1,200 log-spaced bins from 1 us to 1,000 s (every request; 1.7% wide,
+  so the Mann-Whitney test sees values in one bin as ties) plus a reservoir per arm for the
+  quantiles and the Hodges-Lehmann shift;
+- numeric outputs: moments (mean-shift test), a reservoir per arm (KS, Anderson-Darling,
+  Wasserstein, Jensen-Shannon) and PSI bins frozen from the baseline when a reservoir fills;
+- categorical outputs: counts per category (at most 1,000 categories, the rest pooled);
+- labelled outputs (delayed labels): correct counts per arm (accuracy), moments of each loss
+  (log-loss, MAE, RMSE), and a reservoir of scores per class and arm (AUC). Labels arrive late
+  and may be replaced, so these are rebuilt, streaming, at each look (`LabelSummary`).
+
+Every reservoir holds `RESERVOIR_CAP` values per arm; while no reservoir is full every test
+runs on all values and gives exactly what it gives on raw rows. Past the cap, counts, moments
+and bins still cover every value; tests that need raw values run on the uniform sample and say
+so in their reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, cast
+
+import numpy as np
+import orjson
+
+from monitors._validate import FloatArray
+from monitors.quality import LOSS_METRICS, LossMetric, per_request_loss
+from monitors.streaming import ARMS, CategoryCounts, FixedBins, Moments, TwoArmStream
+
+if TYPE_CHECKING:
+    from rollout.store.predictions import ArmSample
+
+Arm = Literal["baseline", "canary"]
+RESERVOIR_CAP = 20_000
+LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 1200
+MAX_CATEGORIES = 1000
+MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
+
+
+def _latency_bins() -> FixedBins:
+    return FixedBins.log_spaced(LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS)
+
+
+@dataclass
+class ArmCounts:
+    versions: set[str] = field(default_factory=set)
+    n_requests: int = 0
+    n_errors: int = 0
+
+
+@dataclass
+class OutputSummary:
+    """The predicted values of both arms (one per predicted row).
+
+    Numbers go to a `TwoArmStream`; category counts are kept while the outputs may be
+    categorical (any non-number, ints, or at most 10 distinct whole-number floats) and stop
+    once they are plainly continuous numbers, which is most of the cost of a fold.
+    """
+
+    numeric: TwoArmStream = field(default_factory=lambda: TwoArmStream(cap=RESERVOIR_CAP))
+    categories: CategoryCounts = field(
+        default_factory=lambda: CategoryCounts(max_categories=MAX_CATEGORIES)
+    )
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    all_numeric: bool = True  # every output so far is a real number
+    all_int: bool = True  # ... and an int (counted as categories, like an int array)
+    whole_values: set[float] = field(default_factory=set)  # up to MAX_WHOLE_DISTINCT + 1
+    all_whole: bool = True
+    categories_complete: bool = True  # every output so far is in `categories`
+
+    def add(self, arm: Arm, values: Sequence[object]) -> None:
+        if not values:
+            return
+        self.counts[arm] += len(values)
+        if self.all_numeric and all(is_number(v) for v in values):
+            self._add_numbers(arm, values)
+            if not self.categorical:
+                self.categories_complete = False
+                return
+        else:
+            self.all_numeric = False
+        for label, count in Counter(category(value) for value in values).items():
+            self.categories.add(arm, label, count)
+
+    def _add_numbers(self, arm: Arm, values: Sequence[object]) -> None:
+        self.all_int = self.all_int and all(isinstance(v, numbers.Integral) for v in values)
+        batch = np.asarray(values, dtype=np.float64)
+        self.numeric.add(arm, batch)
+        if self.all_whole:
+            if not bool(np.all(batch == np.round(batch))):
+                self.all_whole = False
+            elif len(self.whole_values) <= MAX_WHOLE_DISTINCT:
+                self.whole_values.update(np.unique(batch).tolist())
+
+    def n(self, arm: Arm) -> int:
+        return self.counts[arm]
+
+    @property
+    def categorical(self) -> bool:
+        """Counted as categories: not all numbers, ints, or few whole-number floats."""
+        return (
+            not self.all_numeric
+            or self.all_int
+            or (self.all_whole and len(self.whole_values) <= MAX_WHOLE_DISTINCT)
+        )
+
+
+@dataclass
+class LabelSummary:
+    """Labelled predictions of both arms: what the quality gates need."""
+
+    labelled: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    losses: dict[str, dict[str, Moments]] = field(
+        default_factory=lambda: {m: {a: Moments() for a in ARMS} for m in LOSS_METRICS}
+    )
+    loss_errors: dict[str, str] = field(default_factory=dict)  # metric -> why it cannot run
+    scores: dict[bool, TwoArmStream] = field(
+        default_factory=lambda: {
+            label: TwoArmStream(cap=RESERVOIR_CAP, seed=7 + int(label)) for label in (False, True)
+        }
+    )
+    auc_error: str | None = None
+
+    def add(self, arm: Arm, outputs: Sequence[object], labels: Sequence[object]) -> None:
+        """One request's outputs and labels (one label for all rows, or one per row)."""
+        self.add_pairs(arm, label_pairs(outputs, labels))
+
+    def add_pairs(self, arm: Arm, pairs: Sequence[tuple[object, object]]) -> None:
+        """(output, label) pairs of one arm, one per labelled row."""
+        if not pairs:
+            return
+        self.labelled[arm] += len(pairs)
+        self.correct[arm] += sum(same(output, label) for output, label in pairs)
+        try:
+            predicted, truth = numeric_pairs(pairs)
+        except ValueError as exc:
+            for metric in LOSS_METRICS:
+                self.loss_errors.setdefault(metric, str(exc))
+            self.auc_error = self.auc_error or str(exc)
+            return
+        for metric in LOSS_METRICS:
+            if metric in self.loss_errors:
+                continue
+            try:
+                self.losses[metric][arm].add(
+                    per_request_loss(cast(LossMetric, metric), predicted, truth)
+                )
+            except ValueError as exc:
+                self.loss_errors[metric] = str(exc)
+        if self.auc_error is None:
+            if not np.isin(truth, (0.0, 1.0)).all():
+                self.auc_error = f"{arm}_labels must hold only 0/1 or True/False values"
+                return
+            for label in (False, True):
+                self.scores[label].add(arm, predicted[truth == float(label)])
+
+
+@dataclass
+class WindowSummary:
+    """Everything the gates read about one window, in bounded memory.
+
+    `last_id` is the highest prediction-log id folded and `folded` how many rows were; the
+    store uses them to read only new rows and to notice rows that committed late.
+    """
+
+    arms: dict[str, ArmCounts] = field(default_factory=dict)
+    latency: TwoArmStream = field(
+        default_factory=lambda: TwoArmStream(cap=RESERVOIR_CAP, seed=3, bins=_latency_bins())
+    )
+    outputs: OutputSummary = field(default_factory=OutputSummary)
+    labels: LabelSummary = field(default_factory=LabelSummary)
+    last_id: int = 0
+    folded: int = 0
+
+    def counts(self, arm: str) -> ArmCounts:
+        return self.arms.setdefault(arm, ArmCounts())
+
+    def add_request(
+        self,
+        arm: Arm,
+        version: str,
+        latency_ms: float,
+        outputs: Sequence[object] | None,
+        error: bool,
+    ) -> None:
+        self.add_batch(arm, {version}, [latency_ms], outputs or [], int(error))
+
+    def add_batch(
+        self,
+        arm: Arm,
+        versions: set[str],
+        latencies_ms: Sequence[float],
+        outputs: Sequence[object],
+        n_errors: int,
+    ) -> None:
+        """Several requests of one arm: their latencies, the successful ones' output rows."""
+        counts = self.counts(arm)
+        counts.versions |= versions
+        counts.n_requests += len(latencies_ms)
+        counts.n_errors += n_errors
+        self.latency.add(arm, latencies_ms)
+        self.outputs.add(arm, outputs)
+
+    @classmethod
+    def from_samples(cls, samples: Mapping[str, ArmSample]) -> WindowSummary:
+        """The summary of raw per-arm samples (tests, and callers that hold rows anyway)."""
+        summary = cls()
+        for arm in ARMS:
+            sample = samples.get(arm)
+            if sample is None:
+                continue
+            counts = summary.counts(arm)
+            counts.versions |= sample.versions
+            counts.n_requests += sample.n_requests
+            counts.n_errors += sample.n_errors
+            summary.latency.add(arm, sample.latencies_ms)
+            summary.outputs.add(arm, sample.outputs)  # type: ignore[arg-type]
+            summary.labels.add_pairs(arm, sample.labelled)  # type: ignore[arg-type]
+        return summary
+
+
+def label_pairs(outputs: Sequence[object], labels: Sequence[object]) -> list[tuple[object, object]]:
+    """A request's (output, label) pairs: one label for all its rows, or one per row."""
+    if len(labels) == 1 and len(outputs) > 1:
+        labels = list(labels) * len(outputs)
+    return list(zip(outputs, labels, strict=False))
+
+
+def rows(value: object) -> list[object]:
+    """A logged JSON value as a list of rows (a scalar is one row)."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+def parse_rows(raw: str | bytes | None) -> list[object]:
+    return rows(orjson.loads(raw)) if raw is not None else []
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def category(value: object) -> str:
+    """A value as a category label: text as is, anything else as its JSON."""
+    if isinstance(value, str):
+        return value
+    if type(value) is int or type(value) is float:  # the common case, without json.dumps
+        return repr(value) if math.isfinite(value) else json.dumps(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def same(output: object, label: object) -> bool:
+    """A prediction equals its label: numerically for numbers, else as text."""
+    if isinstance(output, list) and len(output) == 1:
+        output = output[0]
+    if isinstance(output, numbers.Real) and isinstance(label, numbers.Real):
+        return float(output) == float(label)
+    return category(output) == category(label)
+
+
+def numeric_pairs(
+    labelled: Iterable[tuple[object, object]],
+) -> tuple[FloatArray, FloatArray]:
+    """(output, label) pairs as two float arrays; a one-element list output is unwrapped."""
+    outputs, labels = [], []
+    for output, label in labelled:
+        if isinstance(output, list) and len(output) == 1:
+            output = output[0]
+        if not (is_number(output) or isinstance(output, bool)) or not (
+            is_number(label) or isinstance(label, bool)
+        ):
+            raise ValueError(
+                f"this quality metric needs numeric outputs and labels, got {output!r}, {label!r}"
+            )
+        outputs.append(float(output))  # type: ignore[arg-type]
+        labels.append(float(label))  # type: ignore[arg-type]
+    if any(not math.isfinite(v) for v in (*outputs, *labels)):
+        raise ValueError("quality metrics need finite outputs and labels")
+    return np.asarray(outputs, dtype=np.float64), np.asarray(labels, dtype=np.float64)

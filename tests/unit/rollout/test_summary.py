@@ -1,0 +1,176 @@
+"""Folding a step window of the prediction log into bounded summaries, on real stores."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+from scipy import stats
+from sqlalchemy import insert
+
+from rollout.analysis import analyse, summary_gate_results
+from rollout.spec import load_spec
+from rollout.store import Feedback, PredictionLog, PredictionRecord, open_engine
+from rollout.store.schema import predictions
+from rollout.summary import RESERVOIR_CAP, Arm, WindowSummary
+
+SPEC = load_spec(
+    {
+        "strategy": {"linear": {"steps": 2}},
+        "analysis": {
+            "gates": [
+                {"error_rate": {}},
+                {"latency": {"max_ratio": 1.0}},
+                {"output_drift": {"method": "ks"}},
+                {"quality": {"metric": "accuracy", "min_labels": 10}},
+            ]
+        },
+    }
+)
+
+
+def _records(
+    arm: str,
+    n: int,
+    *,
+    start: int = 0,
+    ts: float = 100.0,
+    version: str | None = None,
+    seed: int = 0,
+) -> list[PredictionRecord]:
+    rng = np.random.default_rng(seed)
+    latencies = rng.lognormal(1.0, 0.3, n)
+    outputs = rng.integers(0, 2, n)
+    return [
+        PredictionRecord(
+            request_id=f"{arm}-{start + i}",
+            ts=ts + i * 1e-3,
+            environment="prod",
+            model="bc",
+            version=version or ("2" if arm == "canary" else "1"),
+            arm=arm,
+            rollout_id="r1",
+            plan_generation=1,
+            features=None,
+            output=json.dumps([int(outputs[i])]) if i % 50 else None,
+            latency_ms=float(latencies[i]),
+            error=None if i % 50 else "boom",
+            status_code=200 if i % 50 else 500,
+        )
+        for i in range(n)
+    ]
+
+
+def test_folding_new_rows_gives_the_summary_of_the_whole_window(store_url: str) -> None:
+    log = PredictionLog(open_engine(store_url))
+    log.write(_records("baseline", 300) + _records("canary", 100, seed=1))
+    log.write(_records("baseline", 50, ts=10.0, start=900))  # before the window: left out
+    first = log.fold("r1", since_ts=50.0)
+    assert (first.counts("baseline").n_requests, first.counts("canary").n_requests) == (300, 100)
+    assert (first.counts("baseline").n_errors, first.counts("canary").n_errors) == (6, 2)
+    log.write(_records("baseline", 200, start=300, seed=2) + _records("canary", 80, start=100))
+    log.add_feedback([Feedback(f"canary-{i}", 1, ts=200.0) for i in range(1, 40)])
+    again = log.fold("r1", since_ts=50.0, summary=first)
+    fresh = log.fold("r1", since_ts=50.0)
+    assert again is first and again.folded == fresh.folded == 680
+    for arm in ("baseline", "canary"):
+        assert again.counts(arm) == fresh.counts(arm)
+        assert np.array_equal(again.latency.values(arm), fresh.latency.values(arm))
+    # Labels that arrived after the first fold are in: requests 1..39 (all answered).
+    assert again.labels.labelled == {"baseline": 0, "canary": 39}
+    expected_correct = sum(
+        json.loads(r.output or "[]") == [1] for r in _records("canary", 100, seed=1)[1:40]
+    )
+    assert again.labels.correct["canary"] == expected_correct
+    log.engine.dispose()
+
+
+def test_a_row_that_commits_behind_the_cursor_is_not_lost(store_url: str) -> None:
+    engine = open_engine(store_url)
+    log = PredictionLog(engine)
+    log.write(_records("canary", 10))
+    with engine.begin() as conn:  # leave a hole in the ids, as a slow transaction would
+        conn.execute(insert(predictions), [{**_records("canary", 1, start=500)[0].__dict__}])
+    summary = log.fold("r1", since_ts=0.0)
+    late = {**_records("canary", 2, start=600)[1].__dict__, "id": summary.last_id - 5}
+    with engine.begin() as conn:
+        conn.execute(predictions.delete().where(predictions.c.id == summary.last_id - 5))
+    summary.folded -= 1  # as if that id had not committed yet when we folded
+    with engine.begin() as conn:
+        conn.execute(insert(predictions), [late])
+    again = log.fold("r1", since_ts=0.0, summary=summary)
+    assert again is not summary  # rebuilt from scratch
+    assert again.counts("canary").n_requests == 11 and again.folded == 11
+    engine.dispose()
+
+
+def test_a_preview_judges_requests_pinned_to_the_candidate(store_url: str) -> None:
+    log = PredictionLog(open_engine(store_url))
+    log.write(
+        _records("baseline", 120)
+        + _records("pinned", 40, version="3", start=1000)
+        + _records("pinned", 25, version="9", start=2000)  # someone pinning another version
+    )
+    summary = log.fold("r1", since_ts=0.0, preview_version="3")
+    assert summary.counts("canary").n_requests == 40
+    assert summary.counts("canary").versions == {"3"}
+    assert log.fold("r1", since_ts=0.0).counts("canary").n_requests == 0
+    log.engine.dispose()
+
+
+def test_folding_a_long_window_keeps_memory_flat(tmp_path: object) -> None:
+    log = PredictionLog(open_engine(f"sqlite:///{tmp_path}/store.db"))
+    peaks = []
+    for total in (30_000, 150_000):
+        log.write(_records("baseline", total - 30_000 * (total > 30_000), start=total, seed=total))
+        tracemalloc.start()
+        summary = log.fold("r1", since_ts=0.0)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert summary.counts("baseline").n_requests == total
+    # Five times the rows (past the reservoir cap), not five times the memory.
+    assert summary.latency.values("baseline").size == RESERVOIR_CAP
+    assert peaks[1] < 1.5 * peaks[0] + 2_000_000, peaks
+    log.engine.dispose()
+
+
+def test_past_the_cap_the_gates_run_on_bins_moments_and_samples() -> None:
+    rng = np.random.default_rng(9)
+    summary = WindowSummary()
+    n_b, n_c = 60_000, 30_000
+    arms: tuple[tuple[Arm, int, float], ...] = (("baseline", n_b, 1.0), ("canary", n_c, 1.15))
+    for arm, n, scale in arms:
+        latencies = rng.lognormal(1.0, 0.3, n) * scale
+        outputs = rng.normal(0.0, 1.0, n)
+        for start in range(0, n, 1000):  # as the store folds them: batches per arm
+            batch = slice(start, start + 1000)
+            summary.add_batch(arm, {"1"}, latencies[batch].tolist(), outputs[batch].tolist(), 0)
+    assert not summary.latency.exact and not summary.outputs.numeric.exact
+    error_rate, latency, drift, quality = summary_gate_results(summary, SPEC.analysis)
+    assert (latency.n_baseline, latency.n_canary) == (n_b, n_c)
+    assert latency.details["binned"] == 1.0 and latency.verdict == "fail"  # 15% slower
+    assert drift.verdict == "pass" and drift.details["sampled"] == 1.0
+    assert "uniform sample" in drift.reason and drift.n_baseline == RESERVOIR_CAP
+    assert error_rate.verdict == "pass" and quality.verdict == "inconclusive"  # no labels
+    evidence = analyse(summary, SPEC.analysis, weight_pct=10)
+    assert (evidence.verdict, evidence.n_baseline, evidence.n_canary) == ("fail", n_b, n_c)
+
+
+@pytest.mark.parametrize("outputs", [["a", "b", "b"], [0, 1, 1], [0.0, 1.0, 1.0]])
+def test_category_outputs_past_the_cap_use_the_full_counts(outputs: list[object]) -> None:
+    summary = WindowSummary()
+    sizes: tuple[tuple[Arm, int], ...] = (("baseline", 21_000), ("canary", 7_000))
+    for arm, n in sizes:
+        for i in range(0, n, 500):
+            rows = [outputs[j % 3] for j in range(i, i + 500)]
+            summary.add_batch(arm, {"1"}, [1.0] * 500, rows, 0)
+    spec = load_spec(
+        {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["output_drift"]}}
+    )
+    (drift,) = summary_gate_results(summary, spec.analysis)
+    assert drift.test == "chi_square" and (drift.n_baseline, drift.n_canary) == (21_000, 7_000)
+    expected = stats.chi2_contingency([[7000, 14000], [2334, 4666]], correction=False)
+    assert drift.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert drift.p_value == pytest.approx(expected.pvalue, rel=1e-9) and drift.verdict == "pass"
