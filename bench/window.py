@@ -2,9 +2,9 @@
 
 ``python bench/window.py [--rows 1000000] [--looks 20]``
 
-Writes `rows` prediction-log rows of one rollout (90% baseline, 10% canary; a latency, a
-numeric output and, for one request in ten, a label) to a SQLite store, then judges the step
-window (error rate, latency, output drift, accuracy) two ways, side by side:
+Writes `rows` prediction-log rows of one rollout (90% baseline, 10% canary, the same model: a
+latency, a predicted class and, for one request in ten, a label) to a SQLite store, then judges
+the step window (error rate, latency, output drift, accuracy) two ways, side by side:
 
 - ours: `PredictionLog.fold` into a `WindowSummary` (streaming, bounded) and the analysis on it;
   then `looks` further looks, each after 1,000 new rows, folding only the new rows;
@@ -46,7 +46,7 @@ SPEC = load_spec(
             "gates": [
                 "error_rate",
                 "latency",
-                {"output_drift": {"method": "ks"}},
+                "output_drift",
                 {"quality": {"metric": "accuracy"}},
             ]
         },
@@ -60,7 +60,8 @@ def write_rows(log: PredictionLog, n: int, start: int, seed: int) -> None:
         size = min(50_000, n - first)
         canary = rng.random(size) < 0.1
         latency = rng.lognormal(1.5, 0.4, size)
-        output = rng.random(size)
+        output = (rng.random(size) < 0.6).astype(int)  # a classifier's predicted class
+        label = np.where(rng.random(size) < 0.9, output, 1 - output)  # right 90% of the time
         error = rng.random(size) < 0.01
         records = [
             PredictionRecord(
@@ -73,7 +74,7 @@ def write_rows(log: PredictionLog, n: int, start: int, seed: int) -> None:
                 rollout_id="r",
                 plan_generation=1,
                 features=None,
-                output=None if error[i] else f"[{output[i]:.6f}]",
+                output=None if error[i] else f"[{output[i]}]",
                 latency_ms=float(latency[i]),
                 error="boom" if error[i] else None,
                 status_code=500 if error[i] else 200,
@@ -83,14 +84,18 @@ def write_rows(log: PredictionLog, n: int, start: int, seed: int) -> None:
         log.write(records)
         log.add_feedback(
             [
-                Feedback(f"q{start + first + i}", int(output[i] > 0.3), ts=0.0)
+                Feedback(f"q{start + first + i}", int(label[i]), ts=1060.0 + start + first + i)
                 for i in range(0, size, 10)
             ]
         )
 
 
+HOLM_FIRST = 0.05 / 4  # the level our Holm correction gives each of 4 gates when all pass
+
+
 def naive_look(log: PredictionLog) -> str:
-    """Read the whole window into pandas and run the same monitors on full columns."""
+    """Read the whole window into pandas and run the same monitors on full columns (at the
+    level Holm gives the smallest of our four p-values, so the verdicts are comparable)."""
     query = (
         "SELECT p.arm, p.output, p.latency_ms, p.error, f.label FROM predictions p "
         "LEFT JOIN feedback f ON f.request_id = p.request_id WHERE p.rollout_id = 'r'"
@@ -99,7 +104,7 @@ def naive_look(log: PredictionLog) -> str:
         frame = pd.read_sql(query, conn.connection.driver_connection)
     arms = {arm: frame[frame["arm"] == arm] for arm in ("baseline", "canary")}
     ok = {arm: rows[rows["error"].isna()] for arm, rows in arms.items()}
-    values = {arm: rows["output"].str.strip("[]").astype(float) for arm, rows in ok.items()}
+    values = {arm: rows["output"].str.strip("[]").astype(int) for arm, rows in ok.items()}
     verdicts = [
         error_rate_test(
             int(arms["baseline"]["error"].notna().sum()),
@@ -107,18 +112,25 @@ def naive_look(log: PredictionLog) -> str:
             int(arms["canary"]["error"].notna().sum()),
             len(arms["canary"]),
             sequential=True,
+            alpha=HOLM_FIRST,
         ).verdict,
         latency_test(
-            arms["baseline"]["latency_ms"], arms["canary"]["latency_ms"], sequential=True
+            arms["baseline"]["latency_ms"],
+            arms["canary"]["latency_ms"],
+            sequential=True,
+            alpha=HOLM_FIRST,
         ).verdict,
-        output_drift(values["baseline"], values["canary"], method="ks").verdict,
+        output_drift(values["baseline"], values["canary"], alpha=HOLM_FIRST).verdict,
     ]
     correct = {}
     for arm, rows in ok.items():
         labelled = rows["label"].notna()
-        predicted = (values[arm][labelled] > 0.3).astype(int)
-        correct[arm] = (predicted.to_numpy() == rows["label"][labelled].astype(int)).to_numpy()
-    verdicts.append(accuracy_test(correct["baseline"], correct["canary"]).verdict)
+        truth = rows["label"][labelled].astype(int).to_numpy()
+        correct[arm] = values[arm][labelled].to_numpy() == truth
+    accuracy = accuracy_test(
+        correct["baseline"], correct["canary"], sequential=True, alpha=HOLM_FIRST
+    )
+    verdicts.append(accuracy.verdict)
     return ",".join(verdicts)
 
 

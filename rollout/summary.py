@@ -133,6 +133,13 @@ class LabelSummary:
         }
     )
     auc_error: str | None = None
+    # Where the incremental fold stands (`PredictionLog.fold`): labels that arrived before
+    # `cursor_ts` are final; `recent` maps prediction ids folded at or after it to their
+    # label's time; `folded` counts labelled requests folded.
+    cursor_ts: float = -math.inf
+    newest_ts: float = -math.inf
+    recent: dict[int, float] = field(default_factory=dict)
+    folded: int = 0
 
     def add(self, arm: Arm, outputs: Sequence[object], labels: Sequence[object]) -> None:
         """One request's outputs and labels (one label for all rows, or one per row)."""
@@ -249,6 +256,9 @@ def parse_rows(raw: str | bytes | None) -> list[object]:
 
 
 def is_number(value: object) -> bool:
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, without the ABC check
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 

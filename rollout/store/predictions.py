@@ -21,6 +21,7 @@ from rollout.store.schema import feedback, predictions
 from rollout.summary import Arm, LabelSummary, WindowSummary, label_pairs, parse_rows
 
 FOLD_CHUNK = 2000  # rows per fetch when folding a window
+LABEL_SETTLE_S = 5.0  # labels this much older than the newest folded one are final
 
 
 @dataclass(frozen=True)
@@ -107,17 +108,19 @@ class PredictionLog:
         """Fold the window's rows that `summary` has not seen yet; return the summary.
 
         Reads only rows with an id above ``summary.last_id``, streaming in chunks, so memory
-        stays bounded however long the window. If rows committed out of id order (possible on
-        PostgreSQL with several routers writing at once) and so were skipped, the count of
-        rows at or below the cursor exceeds ``summary.folded``: the window is folded again from
-        scratch. Labels are rebuilt on every call (they arrive late and may be replaced).
+        stays bounded however long the window. On PostgreSQL, where rows of concurrent
+        writers can commit out of id order, the rows at or below the cursor are counted first:
+        if a row committed behind it (the count differs from ``summary.folded``), the window is
+        folded again from scratch. Labels are folded by their arrival time, with a count check
+        of their own (`_fold_labels`).
         With `preview_version`, requests pinned to that version stand for the canary arm
         (blue/green preview), beside the baseline's.
         """
         arms = self._arm_filter(preview_version)
         window = [predictions.c.rollout_id == rollout_id, predictions.c.ts >= since_ts, arms]
         with self.engine.connect() as conn:
-            if summary is not None:
+            # SQLite has one writer at a time, so ids commit in order; PostgreSQL does not.
+            if summary is not None and self.engine.dialect.name != "sqlite":
                 behind = conn.execute(
                     select(func.count()).where(*window, predictions.c.id <= summary.last_id)
                 ).scalar_one()
@@ -139,7 +142,7 @@ class PredictionLog:
             result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
             for chunk in result.partitions():
                 _fold_chunk(summary, chunk)
-            summary.labels = self._fold_labels(conn, window)
+            summary.labels = self._fold_labels(conn, window, summary.labels)
         return summary
 
     def _arm_filter(self, preview_version: str | None) -> ColumnElement[bool]:
@@ -150,26 +153,65 @@ class PredictionLog:
             and_(predictions.c.arm == "pinned", predictions.c.version == preview_version),
         )
 
-    def _fold_labels(self, conn: Connection, window: list[ColumnElement[bool]]) -> LabelSummary:
-        labels = LabelSummary()
+    def _fold_labels(
+        self, conn: Connection, window: list[ColumnElement[bool]], labels: LabelSummary
+    ) -> LabelSummary:
+        """Fold the labelled requests of the window whose label arrived since the last look.
+
+        Labels are read from ``labels.cursor_ts - LABEL_SETTLE_S`` on (by the label's arrival
+        time), skipping those already folded at the same time (``labels.recent``). Then the
+        labelled requests with a label older than the cursor are counted: a label that
+        committed late, replaced an earlier one, or whose prediction was logged after it makes
+        that count differ from the folded one, and the labels are folded again from scratch.
+        """
+        if not self._fold_new_labels(conn, window, labels):
+            labels = LabelSummary()
+            self._fold_new_labels(conn, window, labels)
+        return labels
+
+    def _fold_new_labels(
+        self, conn: Connection, window: list[ColumnElement[bool]], labels: LabelSummary
+    ) -> bool:
+        """Fold labels from the cursor on; False when the folded counts no longer match."""
+        joined = predictions.join(feedback, feedback.c.request_id == predictions.c.request_id)
+        labelled = [*window, predictions.c.error.is_(None), predictions.c.output.is_not(None)]
         query = (
-            select(predictions.c.arm, predictions.c.output, feedback.c.label)
-            .select_from(
-                predictions.join(feedback, feedback.c.request_id == predictions.c.request_id)
+            select(
+                predictions.c.id,
+                predictions.c.arm,
+                predictions.c.output,
+                feedback.c.label,
+                feedback.c.ts,
             )
-            .where(*window, predictions.c.error.is_(None), predictions.c.output.is_not(None))
-            .order_by(predictions.c.id)
+            .select_from(joined)
+            .where(*labelled, feedback.c.ts >= labels.cursor_ts)
+            .order_by(feedback.c.ts)
         )
+        replaced = False
         result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
         for chunk in result.partitions():
             pairs: dict[Arm, list[tuple[object, object]]] = {}
-            for arm, output, label in chunk:
+            for row_id, arm, output, label, label_ts in chunk:
+                seen = labels.recent.get(row_id)
+                if seen == label_ts:
+                    continue
+                replaced = replaced or seen is not None
+                labels.recent[row_id] = label_ts
+                labels.folded += 1
+                labels.newest_ts = max(labels.newest_ts, label_ts)
                 pairs.setdefault(_gate_arm(arm), []).extend(
                     label_pairs(parse_rows(output), parse_rows(label))
                 )
             for gate_arm, arm_pairs in pairs.items():
                 labels.add_pairs(gate_arm, arm_pairs)
-        return labels
+        labels.cursor_ts = max(labels.cursor_ts, labels.newest_ts - LABEL_SETTLE_S)
+        labels.recent = {k: ts for k, ts in labels.recent.items() if ts >= labels.cursor_ts}
+        behind = conn.execute(
+            select(func.count())
+            .select_from(joined)
+            .where(*labelled, feedback.c.ts < labels.cursor_ts)
+        ).scalar_one()
+        return not replaced and int(behind) == labels.folded - len(labels.recent)
 
     def report_rows(
         self,
