@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -197,7 +198,8 @@ class Manager:
                     reason=f"canary of v{version} over v{baseline} started by {actor}",
                 ),
             )
-        self._drive(record.id, now)
+        with suppress(ConflictError):  # a running manager loop moved it first: it drives it
+            self._drive(record.id, now)
         return record.id
 
     def _initial_release(self, record: RolloutRecord, spec: RolloutSpec, now: float) -> None:

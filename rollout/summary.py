@@ -95,7 +95,9 @@ class OutputSummary:
             self.categories.add(arm, label, count)
 
     def _add_numbers(self, arm: Arm, values: Sequence[object]) -> None:
-        self.all_int = self.all_int and all(isinstance(v, numbers.Integral) for v in values)
+        self.all_int = self.all_int and all(
+            type(v) is int or isinstance(v, numbers.Integral) for v in values
+        )
         batch = np.asarray(values, dtype=np.float64)
         self.numeric.add(arm, batch)
         if self.all_whole:
@@ -249,6 +251,17 @@ def label_pairs(outputs: Sequence[object], labels: Sequence[object]) -> list[tup
 def rows(value: object) -> list[object]:
     """A logged JSON value as a list of rows (a scalar is one row)."""
     return list(value) if isinstance(value, list) else [value]
+
+
+def parse_many(raws: Sequence[str]) -> list[object]:
+    """The rows of many logged JSON values, in order, parsed in one call."""
+    rows_: list[object] = []
+    for value in orjson.loads("[" + ",".join(raws) + "]"):
+        if isinstance(value, list):
+            rows_.extend(value)
+        else:
+            rows_.append(value)
+    return rows_
 
 
 def parse_rows(raw: str | bytes | None) -> list[object]:

@@ -18,7 +18,14 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rollout.store.schema import feedback, predictions
-from rollout.summary import Arm, LabelSummary, WindowSummary, label_pairs, parse_rows
+from rollout.summary import (
+    Arm,
+    LabelSummary,
+    WindowSummary,
+    label_pairs,
+    parse_many,
+    parse_rows,
+)
 
 FOLD_CHUNK = 2000  # rows per fetch when folding a window
 LABEL_SETTLE_S = 5.0  # labels this much older than the newest folded one are final
@@ -309,20 +316,21 @@ class PredictionLog:
 
 def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
     """Fold one chunk of (id, arm, version, output, latency, error) rows, batched per arm."""
-    batches: dict[Arm, tuple[set[str], list[float], list[object], list[int]]] = {}
+    batches: dict[Arm, tuple[set[str], list[float], list[str], list[int]]] = {}
     for row_id, arm, version, output, latency_ms, error in chunk:
-        versions, latencies, outputs, errors = batches.setdefault(
+        versions, latencies, raw_outputs, errors = batches.setdefault(
             _gate_arm(arm), (set(), [], [], [0])
         )
         versions.add(version)
         latencies.append(float(latency_ms))
         if error is None:
-            outputs.extend(parse_rows(output))
+            if output is not None:
+                raw_outputs.append(output)
         else:
             errors[0] += 1
         summary.last_id = max(summary.last_id, int(row_id))
-    for arm, (versions, latencies, outputs, errors) in batches.items():
-        summary.add_batch(arm, versions, latencies, outputs, errors[0])
+    for arm, (versions, latencies, raw_outputs, errors) in batches.items():
+        summary.add_batch(arm, versions, latencies, parse_many(raw_outputs), errors[0])
         summary.folded += len(latencies)
 
 

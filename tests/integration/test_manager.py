@@ -282,3 +282,37 @@ def test_plans_and_replies_name_the_release_serving_them(manager: Manager, home:
             f'rollout_router_requests_total{{arm="baseline",model="{MODEL}",'
             f'release="{back.id}",status="200",version="{v1}"}} 1.0'
         ) in metrics
+
+
+def test_start_while_a_running_manager_moves_the_rollout_first(home: DemoHome) -> None:
+    """`rollout start` drives the new rollout once; if the manager loop (another process in
+    production; another Manager on the same store here) saves a move first, start still
+    succeeds and the rollout goes on from the loop's move."""
+    loop = Manager(home.settings)
+
+    class Racing(Manager):
+        raced = False
+
+        def _evidence(self, record, state, now):  # type: ignore[no-untyped-def]
+            if not Racing.raced and state.state == "pending":
+                Racing.raced = True
+                loop.tick(now)  # the loop moves pending → verifying → ... before we save
+            return super()._evidence(record, state, now)
+
+    starter = Racing(home.settings)
+    try:
+        v1, v2 = home.versions["baseline"], home.versions["better"]
+        starter.start(MODEL, v1, "prod", actor="alice")
+        rollout_id = starter.start(MODEL, v2, "prod", actor="alice")
+        assert Racing.raced
+        events = [(e.from_state, e.to_state) for e in starter.events(rollout_id)]
+        assert events[:3] == [
+            (None, "pending"),
+            ("pending", "verifying"),
+            ("verifying", "progressing"),
+        ]
+        assert [e.actor for e in starter.events(rollout_id)].count("alice") == 1  # no double move
+        assert starter.rollout(rollout_id).state == "progressing"
+    finally:
+        starter.close()
+        loop.close()
