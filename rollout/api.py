@@ -11,12 +11,21 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     POST /v1/models/{m}/environments/{e}/rollback  {to_release?, reason?}
     GET  /v1/models/{m}/environments/{e}/history   release records, newest first
     GET  /v1/rollouts/{id}/report             the rollout, its events and its releases
+    GET  /v1/audit                            audit rows, newest first (?model, environment,
+                                              identity, limit)
+    GET  /v1/audit/verify                     walk the audit chain: ok, or the first broken row
     GET  /healthz
 
 Every ``/v1`` call needs ``Authorization: Bearer <token>``; the token's sha256 (hex) must be one
-of ``ROLLOUT_API_TOKENS`` (``identity=sha256hex,identity=sha256hex``). The identity is the actor
-recorded for the call, so "approved by someone other than who started it" holds through the API.
-Errors are JSON ``{"error_code", "message"}``: 401 ``unauthenticated``, 404 ``not_found``,
+of ``ROLLOUT_API_TOKENS`` (``identity[:role+role][@env+env]=sha256hex,...``, see
+:mod:`rollout.auth`: roles default to ``viewer``, environments to all). The identity is the
+actor recorded for the call, so "approved by someone other than who started it" holds through
+the API. A call the token's roles or environments do not allow is refused (403) before it
+changes anything. Every mutating call (start, apply, and the verbs on an environment), allowed
+or not, appends a row to the audit log (:mod:`rollout.store.audit`) with its outcome:
+``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
+Errors are JSON ``{"error_code", "message"}``: 401 ``unauthenticated``, 403 ``forbidden``
+(names the identity, the verb, the environment and the roles that would do), 404 ``not_found``,
 409 ``state_conflict`` (not allowed in this state, or someone else acted first), 422
 ``invalid_spec`` / ``registry_error``.
 
@@ -28,24 +37,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.auth import Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
 from rollout.errors import ConflictError, RegistryError, RolloutError, SpecError, StateError
 from rollout.manager import Manager
 from rollout.spec import load_spec
+from rollout.store.audit import AuditLog, Outcome
 from rollout.store.records import json_safe
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -78,47 +94,81 @@ class RollbackBody(_Body):
     reason: str | None = None
 
 
-def parse_tokens(text: str) -> dict[str, str]:
-    """``identity=sha256hex,...`` → {sha256hex: identity}."""
-    tokens: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        identity, sep, digest = item.partition("=")
-        if not sep or len(digest) != 64 or not identity:
-            raise ValueError(
-                f"ROLLOUT_API_TOKENS: expected 'identity=<sha256 hex of the token>', got {item!r}"
-            )
-        tokens[digest.lower()] = identity
-    return tokens
+@dataclass
+class _Call:
+    """What the audit row of one mutating request will say (filled in as the request runs)."""
+
+    verb: str
+    model: str | None = None
+    environment: str | None = None
+    identity: str = "anonymous"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+_ENV_VERB = re.compile(
+    r"^/v1/models/(?P<model>[^/]+)/environments/(?P<env>[^/]+)/(?P<verb>[^/]+)/?$"
+)
+
+
+def _mutation(method: str, path: str) -> _Call | None:
+    """The audited call this request is, or None (reads, ``/v1/plan``, unknown paths)."""
+    if method != "POST":
+        return None
+    if path.rstrip("/") == "/v1/rollouts":
+        return _Call("start")
+    if path.rstrip("/") == "/v1/apply":
+        return _Call("apply")
+    found = _ENV_VERB.match(path)
+    if found is None:
+        return None
+    return _Call(found["verb"], found["model"], found["env"])
+
+
+def _call(request: Request) -> _Call | None:
+    call = getattr(request.state, "audit", None)
+    return call if isinstance(call, _Call) else None
+
+
+def _note(request: Request, **detail: Any) -> None:
+    """Add to the detail of this request's audit row (when it has one)."""
+    call = _call(request)
+    if call is not None:
+        call.detail.update(detail)
 
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _identity(
+def _token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The identity whose token was sent; 401 otherwise."""
+) -> Token:
+    """The token that was sent (its identity, roles and environments); 401 otherwise."""
     if credentials is None:
         raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
     digest = hashlib.sha256(credentials.credentials.encode()).hexdigest()
-    tokens: dict[str, str] = request.app.state.tokens
-    for known_digest, name in tokens.items():
+    tokens: dict[str, Token] = request.app.state.tokens
+    for known_digest, token in tokens.items():
         if hmac.compare_digest(known_digest, digest):
-            return name
+            call = _call(request)
+            if call is not None:
+                call.identity = token.identity
+            return token
     raise ApiError(401, "unauthenticated", "unknown token (its sha256 is not configured)")
 
 
-Actor = Annotated[str, Depends(_identity)]
+Caller = Annotated[Token, Depends(_token)]
 
 
-def create_app(manager: Manager, tokens: Mapping[str, str] | None = None) -> FastAPI:
-    """The API over ``manager``; ``tokens`` maps sha256 hex → identity (else the env var)."""
+def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None) -> FastAPI:
+    """The API over ``manager``; ``tokens`` maps sha256 hex → :class:`~rollout.auth.Token`
+    (or an identity, which gets the default role ``viewer``), else ``$ROLLOUT_API_TOKENS``."""
     known = (
-        dict(tokens)
+        {digest: Token(t) if isinstance(t, str) else t for digest, t in tokens.items()}
         if tokens is not None
         else parse_tokens(os.environ.get("ROLLOUT_API_TOKENS", ""))
     )
+    audit = AuditLog(manager.engine)
     app = FastAPI(
         title="mlrollout manager",
         version="1",
@@ -126,48 +176,99 @@ def create_app(manager: Manager, tokens: Mapping[str, str] | None = None) -> Fas
     )
     app.state.tokens = known
 
+    def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
+        """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
+        call = _call(request)
+        if call is not None:
+            call.environment = environment if environment is not None else call.environment
+        denial = authorize(token, verb, environment, non_production(manager.environments.names))
+        if denial is not None:
+            _note(request, needs=list(denial.needs), roles=list(token.roles))
+            raise ApiError(403, "forbidden", denial.message)
+
+    @app.middleware("http")
+    async def _audited(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        call = _mutation(request.method, request.url.path)
+        if call is None:
+            return await call_next(request)
+        request.state.audit = call
+        try:
+            response = await call_next(request)
+        except Exception:
+            await run_in_threadpool(_append, audit, call, 500)
+            raise
+        await run_in_threadpool(_append, audit, call, response.status_code)
+        return response
+
+    def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
+        _note(request, error_code=code, message=message)
+        return JSONResponse({"error_code": code, "message": message}, status)
+
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error_code": exc.code, "message": exc.message}, exc.status)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(request, exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
-        return JSONResponse({"error_code": "invalid_request", "message": problems}, 422)
+        return _error(request, 422, "invalid_request", problems)
 
     @app.exception_handler(RolloutError)
-    async def _rollout_error(_request: Request, exc: RolloutError) -> JSONResponse:
+    async def _rollout_error(request: Request, exc: RolloutError) -> JSONResponse:
         status, code = _classify(exc)
-        return JSONResponse({"error_code": code, "message": str(exc)}, status)
+        return _error(request, status, code, str(exc))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/v1/rollouts", status_code=201)
-    def start(body: StartBody, actor: Actor) -> dict[str, Any]:
+    def start(request: Request, body: StartBody, token: Caller) -> dict[str, Any]:
+        call = _call(request)
+        if call is not None:
+            call.model = body.model
+        _note(request, candidate=body.candidate)
+        allow(request, token, "start", body.environment)
         spec = load_spec(body.spec) if body.spec is not None else None
-        rollout_id = manager.start(body.model, body.candidate, body.environment, spec, actor)
-        return _out(manager.rollout(rollout_id).to_dict())
+        rollout_id = manager.start(
+            body.model, body.candidate, body.environment, spec, token.identity
+        )
+        record = manager.rollout(rollout_id)
+        _note(request, rollout_id=rollout_id, state=record.state)
+        return _out(record.to_dict())
 
     @app.post("/v1/apply")
-    def apply_spec(body: SpecBody, actor: Actor) -> dict[str, Any]:
-        return _out(apply(manager, load_spec(body.spec), actor).to_dict())
+    def apply_spec(request: Request, body: SpecBody, token: Caller) -> dict[str, Any]:
+        spec = load_spec(body.spec)
+        call = _call(request)
+        if call is not None:
+            call.model = spec.model
+        _note(request, candidate=spec.candidate)
+        allow(request, token, "apply", spec.environment)
+        result = apply(manager, spec, token.identity)
+        _note(request, action=result.action, rollout_id=result.rollout_id)
+        return _out(result.to_dict())
 
     @app.post("/v1/plan")
-    def plan_spec(body: SpecBody, _actor: Actor) -> dict[str, Any]:
-        return _out(plan(manager, load_spec(body.spec)).to_dict())
+    def plan_spec(request: Request, body: SpecBody, token: Caller) -> dict[str, Any]:
+        spec = load_spec(body.spec)
+        allow(request, token, "plan", spec.environment)
+        return _out(plan(manager, spec).to_dict())
 
     @app.get("/v1/models/{model}/environments/{environment}/status", response_model=None)
     def status(
+        request: Request,
         model: str,
         environment: str,
-        _actor: Actor,
+        token: Caller,
         watch: bool = False,
         interval_s: float = 0.5,
     ) -> dict[str, Any] | StreamingResponse:
+        allow(request, token, "status", environment)
         if not watch:
             return _out(manager.status(model, environment).to_dict())
         return StreamingResponse(
@@ -177,33 +278,89 @@ def create_app(manager: Manager, tokens: Mapping[str, str] | None = None) -> Fas
 
     @app.post("/v1/models/{model}/environments/{environment}/rollback")
     def rollback(
-        model: str, environment: str, actor: Actor, body: RollbackBody | None = None
+        request: Request,
+        model: str,
+        environment: str,
+        token: Caller,
+        body: RollbackBody | None = None,
     ) -> dict[str, Any]:
         given = body or RollbackBody()
-        release = manager.rollback(model, environment, actor, given.to_release, given.reason)
+        _note(request, to_release=given.to_release, reason=given.reason)
+        allow(request, token, "rollback", environment)
+        release = manager.rollback(
+            model, environment, token.identity, given.to_release, given.reason
+        )
+        _note(request, release_id=release.id, version=release.version)
         return _out(release.to_dict())
 
     # After the fixed paths (rollback) so those are not taken for a verb.
     @app.post("/v1/models/{model}/environments/{environment}/{verb}")
     def command(
-        model: str, environment: str, verb: Verb, actor: Actor, body: CommandBody | None = None
+        request: Request,
+        model: str,
+        environment: str,
+        verb: Verb,
+        token: Caller,
+        body: CommandBody | None = None,
     ) -> dict[str, Any]:
         reason = body.reason if body is not None else None
+        _note(request, reason=reason)
+        allow(request, token, verb, environment)
         if verb == "abort":
-            record = manager.abort(model, environment, actor, reason)
+            record = manager.abort(model, environment, token.identity, reason)
         else:
-            record = getattr(manager, verb)(model, environment, actor)
+            record = getattr(manager, verb)(model, environment, token.identity)
+        _note(request, rollout_id=record.id, state=record.state)
         return _out(record.to_dict())
 
     @app.get("/v1/models/{model}/environments/{environment}/history")
-    def history(model: str, environment: str, _actor: Actor) -> list[Any]:
+    def history(request: Request, model: str, environment: str, token: Caller) -> list[Any]:
+        allow(request, token, "history", environment)
         return [_out(release.to_dict()) for release in manager.history(model, environment)]
 
     @app.get("/v1/rollouts/{rollout_id}/report")
-    def report(rollout_id: str, _actor: Actor) -> dict[str, Any]:
+    def report(request: Request, rollout_id: str, token: Caller) -> dict[str, Any]:
+        allow(request, token, "report", manager.rollout(rollout_id).environment)
         return _out(manager.report(rollout_id))
 
+    @app.get("/v1/audit")
+    def audit_rows(
+        request: Request,
+        token: Caller,
+        model: str | None = None,
+        environment: str | None = None,
+        identity: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[Any]:
+        allow(request, token, "audit", environment)
+        rows = audit.list(
+            model=model,
+            environment=environment,
+            identity=identity,
+            environments=token.environments,  # a token limited to some sees only theirs
+            limit=limit,
+        )
+        return [_out(row.to_dict()) for row in rows]
+
+    @app.get("/v1/audit/verify")
+    def audit_verify(request: Request, token: Caller) -> dict[str, Any]:
+        allow(request, token, "audit", None)
+        return _out(audit.verify().to_dict())
+
     return app
+
+
+def _append(audit: AuditLog, call: _Call, status: int) -> None:
+    outcome: Outcome = "allowed" if status < 400 else "denied" if status in (401, 403) else "failed"
+    try:
+        audit.append(
+            call.identity, call.verb, call.model, call.environment, outcome, status, call.detail
+        )
+    except Exception:  # the call's reply stands; the missing row must be loud
+        log.exception(
+            "could not append to the audit log: %s %s by %s in %s (%s, %d)",
+            call.verb, call.model, call.identity, call.environment, outcome, status,
+        )  # fmt: skip
 
 
 def _watch(manager: Manager, model: str, environment: str, interval_s: float) -> Iterator[str]:

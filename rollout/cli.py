@@ -12,6 +12,8 @@ data directory, see :mod:`rollout.settings`). Commands::
     rollout history MODEL --env ENV [--json]
     rollout events ROLLOUT_ID [--json]
     rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
+    rollout audit [MODEL] [--env ENV] [--identity WHO] [--limit N] [--json]   # newest first
+    rollout audit --verify [--json]           # walk the hash chain; exit 1 if it is broken
     rollout api [--host 127.0.0.1] [--port 8090]   # the HTTP API (rollout.api)
     rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
     rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server
@@ -42,6 +44,7 @@ from rollout.errors import RolloutError
 from rollout.manager import Manager, Status
 from rollout.settings import Settings
 from rollout.spec import load_spec
+from rollout.store.audit import AuditEntry
 from rollout.store.records import EventRecord, Release, json_safe
 
 Handler = Callable[[argparse.Namespace], int]
@@ -142,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", _report, "a rollout with its events, evidence and releases")
     report.add_argument("rollout_id")
     report.add_argument("--json", action="store_true", help="print JSON")
+
+    audit = command("audit", _audit, "the audit log of API calls, or --verify its hash chain")
+    audit.add_argument("model", nargs="?", help="only this model")
+    audit.add_argument("--env", help="only this environment")
+    audit.add_argument("--identity", help="only calls by this identity")
+    audit.add_argument("--limit", type=int, default=50, help="rows to show (newest first)")
+    audit.add_argument(
+        "--verify", action="store_true", help="check the chain; exit 1 at the first broken row"
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON")
 
     api = command("api", _api, "serve the manager's HTTP API (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1")
@@ -343,6 +356,36 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from rollout.store.audit import AuditLog
+    from rollout.store.engine import open_engine
+
+    engine = open_engine(settings_of(args).store_url)
+    try:
+        log = AuditLog(engine)
+        if args.verify:
+            result = log.verify()
+            if args.json:
+                _print_json(result.to_dict())
+            elif result.ok:
+                print(f"audit log ok: {result.rows} rows, head {result.head_hash}")
+            else:
+                print(f"audit log broken at row {result.broken_id}: {result.reason}")
+            return 0 if result.ok else 1
+        rows = log.list(
+            model=args.model, environment=args.env, identity=args.identity, limit=args.limit
+        )
+    finally:
+        engine.dispose()
+    if args.json:
+        _print_json([row.to_dict() for row in rows])
+    elif not rows:
+        print("no audit rows")
+    else:
+        print(format_audit(rows))
+    return 0
+
+
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -528,6 +571,33 @@ def format_status(status: Status) -> str:
         lines.append("  events:")
         lines.append(format_events(status.events).replace("\n", "\n  ").join(["  ", ""]))
     return "\n".join(lines)
+
+
+def format_audit(rows: Sequence[AuditEntry]) -> str:
+    table_rows = [
+        [
+            row.id,
+            when(row.ts),
+            row.identity,
+            row.verb,
+            row.model,
+            row.environment,
+            row.outcome,
+            row.status_code,
+            _audit_detail(row),
+        ]
+        for row in rows
+    ]
+    headers = ["id", "when", "identity", "verb", "model", "env", "outcome", "status", "detail"]
+    return table(headers, table_rows)
+
+
+def _audit_detail(row: AuditEntry) -> str | None:
+    detail = json.loads(row.detail)
+    if "message" in detail:
+        return str(detail["message"])
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v is not None)
+    return shown or None
 
 
 def format_history(releases: Sequence[Release]) -> str:

@@ -191,3 +191,25 @@ webhook_deliveries = Table(
     Column("delivered_at", Float),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )
+
+# Append-only, hash-chained log of every mutating API call, allowed or denied
+# (:mod:`rollout.store.audit`). ``id`` is assigned by the appender (the previous id + 1) and
+# ``prev_hash`` is unique, so two appenders that read the same last row cannot both insert.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("identity", String(255), nullable=False),
+    Column("verb", String(64), nullable=False),
+    Column("model", String(255)),
+    Column("environment", String(64)),
+    Column("outcome", String(16), nullable=False),  # allowed | denied | failed
+    Column("status_code", Integer, nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("prev_hash", name="uq_audit_log_prev_hash"),
+    Index("ix_audit_log_model_env", "environment", "model", "id"),
+    Index("ix_audit_log_identity", "identity", "id"),
+)

@@ -14,7 +14,8 @@ import pytest
 import uvicorn
 
 from conftest import MODEL, DemoHome
-from rollout.api import create_app, parse_tokens
+from rollout.api import create_app
+from rollout.auth import Token, parse_tokens
 from rollout.manager import Manager
 
 INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
@@ -31,7 +32,10 @@ def sha(token: str) -> str:
 def client(home: DemoHome) -> Iterator[httpx.Client]:
     """The API served by uvicorn on a loopback port, and an HTTP client for it."""
     manager = Manager(home.settings)
-    tokens = {sha("alice-secret"): "alice", sha("bob-secret"): "bob"}
+    # Both may start, approve and roll back; the manager still refuses self-approval in prod.
+    tokens = parse_tokens(
+        f"alice:deployer+approver={sha('alice-secret')},bob:deployer+approver={sha('bob-secret')}"
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(manager, tokens), log_level="warning"))
@@ -143,7 +147,10 @@ def test_api_apply_plan_and_errors(client: httpx.Client, home: DemoHome) -> None
 
 
 def test_tokens_are_identity_and_sha256() -> None:
-    digest = sha("t")
-    assert parse_tokens(f"alice={digest}, bob={digest.upper()}") == {digest: "bob"}
-    with pytest.raises(ValueError, match="expected 'identity=<sha256 hex of the token>'"):
+    digest, other = sha("t"), sha("u")
+    assert parse_tokens(f"alice={digest}, bob={other.upper()}") == {
+        digest: Token("alice", ("viewer",)),  # no roles written: read only
+        other: Token("bob", ("viewer",)),
+    }
+    with pytest.raises(ValueError, match=r"expected 'identity\[:role\+role\]\[@env\+env\]="):
         parse_tokens("alice")
