@@ -366,7 +366,12 @@ class Manager:
             if evidence is not None and evidence.kind == "step" and evidence.gates:
                 report = self._report_path(record, evidence)
                 decision = replace(decision, evidence=replace(evidence, report=str(report)))
-            self._save(record, decision, now, fence=self.lease if fenced else None)
+            try:
+                self._save(record, decision, now, fence=self.lease if fenced else None)
+            except ConflictError:
+                if made:  # our earlier move (a command's) took effect; another manager goes on
+                    break
+                raise
             if report is not None and evidence is not None:
                 self._write_report(record, evidence, report)  # after the decision took effect
             made.append(decision)

@@ -316,3 +316,39 @@ def test_start_while_a_running_manager_moves_the_rollout_first(home: DemoHome) -
     finally:
         starter.close()
         loop.close()
+
+
+def test_a_command_whose_rollout_the_loop_finishes_first_still_succeeds(home: DemoHome) -> None:
+    """`rollout rollback` saves its move; if the manager loop then finishes the rollback while
+    the command is about to save its own next move, the command reports the recorded release
+    (it used to retry, find no active rollout, and fail although the rollback happened)."""
+    loop = Manager(home.settings)
+
+    class Racing(Manager):
+        raced = False
+
+        def _evidence(self, record, state, now):  # type: ignore[no-untyped-def]
+            if state.state == "rolling_back" and not Racing.raced:
+                Racing.raced = True  # between our read of the rollout and our save:
+                loop.tick(now)  # the loop moves rolling_back → rolled_back first
+            return super()._evidence(record, state, now)
+
+    racing = Racing(home.settings)
+    try:
+        v1, v2 = home.versions["baseline"], home.versions["better"]
+        racing.start(MODEL, v1, "prod", actor="alice")
+        slow = {"strategy": {"canary": {"steps": [{"weight": 30, "min_requests": 10**6}]}}}
+        rollout_id = racing.start(MODEL, v2, "prod", load_spec(slow), actor="alice")
+        release = racing.rollback(MODEL, "prod", actor="bob", reason="looks off")
+        assert Racing.raced
+        assert (release.rollout_id, release.version, release.outcome) == (
+            rollout_id,
+            v2,
+            "rolled_back",
+        )
+        moves = [(e.to_state, e.actor) for e in racing.events(rollout_id)][-2:]
+        assert moves[0] == ("rolling_back", "bob") and moves[1][0] == "rolled_back"
+        assert len([r for r in racing.history(MODEL, "prod") if r.rollout_id == rollout_id]) == 1
+    finally:
+        racing.close()
+        loop.close()

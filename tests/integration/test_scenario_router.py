@@ -77,10 +77,11 @@ def tick_until_not(manager: Manager, rollout_id: str, state: str, client: httpx.
     served = 0
     while manager.rollout(rollout_id).state == state:
         assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
-        manager.tick()
+        # Asked while still in `state` (a tick may move it on and change the plan).
         reply = client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC)
         assert reply.status_code == 200, reply.text
         assert reply.headers["x-model-version"] == baseline
+        manager.tick()
         served += 1
         time.sleep(0.1)
     return served
