@@ -35,7 +35,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -44,7 +45,7 @@ from rollout.errors import RolloutError
 from rollout.manager import Manager, Status
 from rollout.settings import Settings
 from rollout.spec import load_spec
-from rollout.store.audit import AuditEntry
+from rollout.store.audit import AuditEntry, AuditLog, Outcome
 from rollout.store.records import EventRecord, Release, json_safe
 
 Handler = Callable[[argparse.Namespace], int]
@@ -192,6 +193,45 @@ def _manager_of(args: argparse.Namespace) -> Manager:
     return Manager(settings_of(args))
 
 
+@contextmanager
+def _audited(
+    manager: Manager,
+    args: argparse.Namespace,
+    verb: str,
+    model: str | None,
+    environment: str | None,
+) -> Iterator[dict[str, Any]]:
+    """Append the audit row of a mutating CLI verb: ``allowed`` (exit 0) or ``failed`` (2).
+
+    The CLI writes the store directly, so it is not role-checked (whoever can write the store
+    is trusted), but it is audited like the API: identity ``--actor``, detail ``via: cli``
+    and the OS user. The row is appended after the action; a failure to append is printed.
+    """
+    note: dict[str, Any] = {"via": "cli", "os_user": _os_user()}
+    outcome: Outcome = "allowed"
+    code = 0
+    try:
+        yield note
+    except Exception as exc:
+        outcome, code = "failed", 2
+        note["error"] = str(exc)
+        raise
+    finally:
+        try:
+            AuditLog(manager.engine).append(
+                args.actor, verb, model, environment, outcome, code, note
+            )
+        except Exception as exc:  # the action stands; the missing row must be loud
+            print(f"warning: could not append to the audit log: {exc}", file=sys.stderr)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 # -- handlers --
 
 
@@ -205,7 +245,9 @@ def _start(args: argparse.Namespace) -> int:
         return 2
     manager = _manager_of(args)
     try:
-        rollout_id = manager.start(args.model, candidate, environment, spec, args.actor)
+        with _audited(manager, args, "start", args.model, environment) as note:
+            rollout_id = manager.start(args.model, candidate, environment, spec, args.actor)
+            note["rollout_id"] = rollout_id
         record = manager.rollout(rollout_id)
     finally:
         manager.close()
@@ -225,7 +267,9 @@ def _apply(args: argparse.Namespace) -> int:
     spec = load_spec(args.file)
     manager = _manager_of(args)
     try:
-        result = apply(manager, spec, args.actor)
+        with _audited(manager, args, "apply", spec.model, spec.environment) as note:
+            result = apply(manager, spec, args.actor)
+            note["result"] = result.message
     finally:
         manager.close()
     if args.json:
@@ -281,11 +325,13 @@ def _status(args: argparse.Namespace) -> int:
 def _lifecycle(args: argparse.Namespace) -> int:
     manager = _manager_of(args)
     try:
-        if args.command == "abort":
-            record = manager.abort(args.model, args.env, args.actor, args.reason)
-        else:
-            method = getattr(manager, args.command)
-            record = method(args.model, args.env, args.actor)
+        with _audited(manager, args, args.command, args.model, args.env) as note:
+            if args.command == "abort":
+                record = manager.abort(args.model, args.env, args.actor, args.reason)
+            else:
+                method = getattr(manager, args.command)
+                record = method(args.model, args.env, args.actor)
+            note |= {"rollout_id": record.id, "state": record.state}
     finally:
         manager.close()
     print(f"{record.id}: {record.state}: {record.reason}")
@@ -295,7 +341,9 @@ def _lifecycle(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     manager = _manager_of(args)
     try:
-        release = manager.rollback(args.model, args.env, args.actor, args.to, args.reason)
+        with _audited(manager, args, "rollback", args.model, args.env) as note:
+            release = manager.rollback(args.model, args.env, args.actor, args.to, args.reason)
+            note |= {"release_id": release.id, "version": release.version}
     finally:
         manager.close()
     reason = (release.evidence or {}).get("reason", "")

@@ -150,3 +150,33 @@ def test_manager_command_stops_on_sigterm(home: DemoHome) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_verbs_are_audited_allowed_or_failed(
+    home: DemoHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    assert run(home, capsys, "start", MODEL, "--candidate", v1, "--env", "prod")[0] == 0
+    code, _, err = run(home, capsys, "promote", MODEL, "--env", "prod", "--actor", "mallory")
+    assert code == 2 and "no active rollout" in err
+    code, out, _ = run(
+        home, capsys, "start", MODEL, "--candidate", v2, "--env", "prod", "--actor", "alice"
+    )
+    assert code == 0
+    rollout_id = out.split(":")[0]
+    assert run(home, capsys, "rollback", MODEL, "--env", "prod", "--actor", "bob")[0] == 0
+
+    code, out, _ = run(home, capsys, "audit", MODEL, "--env", "prod", "--json")
+    assert code == 0
+    rows = list(reversed(json.loads(out)))  # oldest first
+    assert [(r["verb"], r["identity"], r["outcome"], r["status_code"]) for r in rows[1:]] == [
+        ("promote", "mallory", "failed", 2),
+        ("start", "alice", "allowed", 0),
+        ("rollback", "bob", "allowed", 0),
+    ]
+    assert all(r["detail"]["via"] == "cli" for r in rows)
+    assert "no active rollout" in rows[1]["detail"]["error"]
+    assert rows[2]["detail"]["rollout_id"] == rollout_id
+    assert rows[3]["detail"]["version"] == v2
+    code, out, _ = run(home, capsys, "audit", "--verify")
+    assert code == 0 and "ok" in out
