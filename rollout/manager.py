@@ -310,6 +310,14 @@ class Manager:
             lease.holder,
         )
         holding, first = False, True
+        done = threading.Event()
+        deliverer = threading.Thread(
+            target=self._deliver_webhooks,
+            args=(stop, done, interval_s),
+            name="webhooks",
+            daemon=True,  # an attempt stuck in its timeout never holds up shutdown
+        )
+        deliverer.start()
         try:
             while not stop.is_set():
                 try:
@@ -318,7 +326,6 @@ class Manager:
                             log.info("manager %s holds the lease", lease.holder)
                         holding, self.lease = True, lease
                         made = self.tick()
-                        self.webhooks.deliver_due()
                         for decision in made:
                             log.info(
                                 "%s → %s: %s",
@@ -336,8 +343,23 @@ class Manager:
                 stop.wait(interval_s)
         finally:
             self.lease = None
+            done.set()
+            deliverer.join(timeout=self.webhooks.timeout_s + 1.0)
             if holding:
                 lease.release()
+
+    def _deliver_webhooks(
+        self, stop: threading.Event, done: threading.Event, interval_s: float
+    ) -> None:
+        """Post due webhooks while this manager holds the lease, beside the tick loop, so a
+        slow or dead receiver (each attempt may wait ``timeout_s``) never delays a decision."""
+        while not (stop.is_set() or done.is_set()):
+            if self.lease is not None:
+                try:
+                    self.webhooks.deliver_due()
+                except Exception:
+                    log.exception("webhook delivery failed; retrying in %.2fs", interval_s)
+            done.wait(interval_s)
 
     def _drive(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -121,3 +122,48 @@ def test_a_receiver_that_keeps_failing_ends_failed(home: DemoHome) -> None:
     finally:
         manager.close()
         receiver.close()
+
+
+def test_a_hanging_receiver_never_delays_a_decision(home: DemoHome) -> None:
+    """Deliveries run beside the tick loop: a receiver that never answers in time (each
+    attempt waits out the 1 s timeout) does not hold a step past its end."""
+    hang = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hang.wait(3.0)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    manager = Manager(home.settings)
+    manager.webhooks = Webhooks(manager.engine, [url], SECRET, timeout_s=1.0)
+    stop = threading.Event()
+    loop = threading.Thread(target=manager.run, kwargs={"interval_s": 0.05, "stop_event": stop})
+    try:
+        v1, v2 = home.versions["baseline"], home.versions["better"]
+        manager.start(MODEL, v1, "prod", actor="alice")
+        timed = {"strategy": {"canary": {"steps": [{"weight": 50, "min_requests": 0,
+                                                    "min_duration": "0.5s"}]}},
+                 "analysis": {"gates": []}}  # fmt: skip
+        rollout_id = manager.start(MODEL, v2, "prod", load_spec(timed), actor="alice")
+        assert len(manager.webhooks.deliveries()) >= 4  # queued, none answered yet
+        started = manager.rollout(rollout_id).step_started_at
+        assert started is not None
+        loop.start()
+        while manager.rollout(rollout_id).state != "succeeded":
+            assert time.time() - started < 2.0, manager.status(MODEL, "prod").next_move
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        hang.set()
+        loop.join(timeout=10)
+        server.shutdown()
+        server.server_close()
+        manager.close()
+    assert not loop.is_alive()
