@@ -68,12 +68,26 @@ def split(frame: Any) -> dict[str, Any]:
     return {"dataframe_split": frame.to_dict(orient="split", index=False)}
 
 
+def wait_plan(manager: Manager, client: httpx.Client, timeout_s: float = 10.0) -> None:
+    """Until the router answers with the plan generation now in the store."""
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None
+    deadline = time.monotonic() + timeout_s
+    while True:  # asked without a request a user could make (no prediction is served)
+        (status,) = client.get("/v1/models").json()["models"]
+        if status["generation"] == plan.generation:
+            return
+        assert time.monotonic() < deadline, f"router still on {status}"
+        time.sleep(0.02)
+
+
 def tick_until_not(manager: Manager, rollout_id: str, state: str, client: httpx.Client) -> int:
     """Tick while the rollout is in ``state``; meanwhile public requests must get the baseline.
 
     Returns how many public requests were served."""
     deadline = time.monotonic() + 60
     baseline = manager.rollout(rollout_id).baseline_version
+    wait_plan(manager, client)  # the router has applied the rollout's plan (not an older one)
     served = 0
     while manager.rollout(rollout_id).state == state:
         assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
