@@ -280,8 +280,9 @@ def format_plan(result: RolloutPlan) -> str:
                 f"at most {duration(step.max_duration_s)}"
             )
             continue
+        counted = "pinned requests (preview)" if step.weight_pct == 0 else "canary requests"
         lines.append(
-            f"    step {number}: {step.weight_pct}% until {step.min_requests} canary requests"
+            f"    step {number}: {step.weight_pct}% until {step.min_requests} {counted}"
             f" and {duration(step.min_duration_s)}; at most {duration(step.max_duration_s)}"
         )
     gates = ", ".join(

@@ -7,7 +7,7 @@ the GIL back each time (a convoy with the request path, which wants the GIL too)
 statements of up to ``ROWS_PER_STATEMENT`` rows through the DB-API connection (sqlite3,
 psycopg): one round trip into the database per statement. It writes the same table and
 columns (``rollout.store.schema.predictions``), so readers (``PredictionLog.recent``,
-``arm_samples``) see no difference.
+``PredictionLog.fold``) see no difference.
 """
 
 from __future__ import annotations

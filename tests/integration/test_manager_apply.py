@@ -108,6 +108,11 @@ def test_plan_shows_steps_time_and_approval_and_changes_nothing(
     assert "step 1: 10% until 500 canary requests and 60s; at most 10m" in text
     assert "most time: 75m (every step at its max_duration, then the approval timeout)" in text
 
+    blue_green = {"blue_green": {"preview": "5m", "preview_requests": 200, "bake": "10m"}}
+    previewed = format_plan(plan(manager, load_spec({**declared(v2), "strategy": blue_green})))
+    assert "step 1: 0% until 200 pinned requests (preview) and 5m" in previewed
+    assert "step 2: 100% until 100 canary requests and 10m" in previewed
+
     unbounded = plan(manager, load_spec({**declared(v2), "analysis": {"gates": ["latency"]}}))
     assert unbounded.most_time_s is None
     assert unbounded.most_time_note.startswith("unbounded: with on_inconclusive pause")
