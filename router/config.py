@@ -19,6 +19,9 @@ variable                        field                meaning
 ``ROLLOUT_PIN_TOKEN_SHA256``    ``pin_token_sha256``   sha256 hex of bearer tokens that may pin
 ``ROLLOUT_BATCH_MAX_SIZE``      ``batch_max_size``   rows per micro-batch (1 = no batching)
 ``ROLLOUT_BATCH_MAX_WAIT_S``    ``batch_max_wait_s``  longest a request waits for a batch to fill
+``ROLLOUT_MIGRATE_STORE``       ``migrate_store``    migrate the store on start (``1``); ``0``
+                                                     with a least-privilege login (``rollout_
+                                                     router``): the manager migrates it
 ==============================  ===================  ==========================================
 
 ``pin_token_sha256`` is comma-separated in the environment. A request may pin a version with
@@ -55,6 +58,7 @@ class RouterConfig:
     pin_token_sha256: tuple[str, ...] = ()
     batch_max_size: int = 1  # 1: every request predicted alone
     batch_max_wait_s: float = 0.0  # 0: batch only what arrived in the same event-loop turn
+    migrate_store: bool = True  # False: a least-privilege store login; the manager migrates
 
     def __post_init__(self) -> None:
         if not self.environment:
@@ -140,6 +144,15 @@ def _str(raw: str) -> str:
     return raw
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
 def _digests(raw: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
 
@@ -158,4 +171,5 @@ _ENV_FIELDS: dict[str, Callable[[str], Any]] = {
     "pin_token_sha256": _digests,
     "batch_max_size": int,
     "batch_max_wait_s": float,
+    "migrate_store": _bool,
 }

@@ -144,7 +144,7 @@ class Router:
     @classmethod
     def from_config(cls, config: RouterConfig) -> Router:
         """A router on the configured store and MLflow registry."""
-        engine = open_engine(config.store_url)
+        engine = open_engine(config.store_url, create=config.migrate_store)
         registry = MlflowRegistry(config.registry_uri, config.artifact_root)
         return cls(
             config,

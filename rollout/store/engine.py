@@ -23,6 +23,18 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# The router's database identity on PostgreSQL (DESIGN.md, Security): it reads traffic plans and
+# writes prediction records and labels, nothing else. Migration 0006 grants these when the role
+# exists; run them by hand (as the store's owner) for a role created later.
+ROUTER_ROLE = "rollout_router"
+ROUTER_GRANTS = (
+    "GRANT SELECT ON traffic_plans, alembic_version",
+    "GRANT INSERT, SELECT (id) ON predictions",  # SELECT (id): INSERT ... RETURNING id
+    "GRANT USAGE ON SEQUENCE predictions_id_seq",
+    "GRANT SELECT, INSERT, UPDATE (label, ts) ON feedback",  # an upsert reads the row it updates
+)
+
+
 def open_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for ``url``; with ``create`` the schema is migrated to the newest revision."""
     url = normalize_url(url)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from rollout.cli import build_parser
+from rollout.store.engine import ROUTER_ROLE
 from rollout.up import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,9 @@ def test_urls_point_at_services_that_exist(compose: dict[str, Any]) -> None:
         assert store.path.lstrip("/") in databases
         for dependency, condition in services[role]["depends_on"].items():
             assert dependency in services
+            if dependency == "manager":  # no HTTP port to probe: started is what can be known
+                assert condition["condition"] == "service_started"
+                continue
             assert condition["condition"] == "service_healthy"
             assert "healthcheck" in services[dependency]
     registry_cmd = services["registry"]["command"]
@@ -70,6 +74,17 @@ def test_urls_point_at_services_that_exist(compose: dict[str, Any]) -> None:
     assert backend.hostname in services and backend.path.lstrip("/") in databases
     port = registry_cmd[registry_cmd.index("--port") + 1]
     assert urlsplit(_env(services["router"])["ROLLOUT_REGISTRY_URI"]).port == int(port)
+
+
+def test_the_router_logs_in_with_its_own_least_privilege_role(compose: dict[str, Any]) -> None:
+    init = (ROOT / "deploy/postgres-init.sql").read_text()
+    router_env = _env(compose["services"]["router"])
+    store = urlsplit(router_env["ROLLOUT_STORE_URL"])
+    assert store.username == ROUTER_ROLE != urlsplit(_env(compose["services"]["manager"])[
+        "ROLLOUT_STORE_URL"]).username  # fmt: skip
+    assert f"CREATE ROLE {ROUTER_ROLE} LOGIN PASSWORD '{store.password}';" in init
+    assert router_env["ROLLOUT_MIGRATE_STORE"] == "0"  # it may not migrate; the manager does
+    assert compose["services"]["router"]["depends_on"]["manager"]
 
 
 def test_router_port_is_published_and_matches_its_command(compose: dict[str, Any]) -> None:

@@ -1,0 +1,42 @@
+"""The router's least-privilege database role (PostgreSQL).
+
+When a role named ``rollout_router`` exists (``deploy/postgres-init.sql`` creates it), it may
+read the traffic plans and write prediction records and labels, and nothing else: no rollouts,
+releases, plans to write, audit log or lease. SQLite has no roles: nothing to do there.
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from rollout.store.engine import ROUTER_GRANTS, ROUTER_ROLE
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    statements = " ".join(f"{grant} TO {ROUTER_ROLE};" for grant in ROUTER_GRANTS)
+    op.execute(
+        f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROUTER_ROLE}') "
+        f"THEN {statements} END IF; END $$"
+    )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    statements = " ".join(
+        f"{grant.replace('GRANT', 'REVOKE', 1)} FROM {ROUTER_ROLE};" for grant in ROUTER_GRANTS
+    )
+    op.execute(
+        f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROUTER_ROLE}') "
+        f"THEN {statements} END IF; END $$"
+    )
