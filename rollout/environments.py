@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rollout.errors import SpecError
-from rollout.spec import format_errors, parse_duration
+from rollout.spec import OptionalDuration, format_errors
 
 OnApprovalTimeout = Literal["rollback", "abort"]
 
@@ -91,13 +91,8 @@ class _ApprovalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     required: bool = False
     distinct_approver: bool | None = None
-    timeout_s: float | None = Field(default=None, alias="timeout")
+    timeout_s: OptionalDuration = Field(default=None, alias="timeout")
     on_timeout: OnApprovalTimeout = "rollback"
-
-    @field_validator("timeout_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return None if value is None else parse_duration(value)
 
 
 class _EnvironmentConfig(BaseModel):

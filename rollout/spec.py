@@ -26,11 +26,12 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -70,15 +71,31 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def _requests(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _optional_duration(value: object) -> object:
+    return None if value is None else parse_duration(value)
+
+
+# Field types shared by the strategies: a request count, a duration, an optional duration.
+Requests = Annotated[int, BeforeValidator(_requests)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+OptionalDuration = Annotated[float | None, BeforeValidator(_optional_duration)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 class StepSpec(_Model):
     weight: int = Field(description="canary share of traffic in percent, 1..100")
-    min_requests: int = 100
-    min_duration_s: float = Field(default=0.0, alias="min_duration")
-    max_duration_s: float | None = Field(default=None, alias="max_duration")
+    min_requests: Requests = 100
+    min_duration_s: Duration = Field(default=0.0, alias="min_duration")
+    max_duration_s: OptionalDuration = Field(default=None, alias="max_duration")
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -86,18 +103,6 @@ class StepSpec(_Model):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
             raise ValueError(f"must be 1..100, got {value!r}")
         return value
-
-    @field_validator("min_requests", mode="before")
-    @classmethod
-    def _min_requests(cls, value: object) -> object:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"must be an integer >= 0, got {value!r}")
-        return value
-
-    @field_validator("min_duration_s", "max_duration_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _durations_ordered(self) -> StepSpec:
@@ -137,9 +142,9 @@ class CanarySpec(_Model):
 
 class LinearSpec(_Model):
     steps: int
-    min_requests: int = 100
-    min_duration_s: float = Field(default=0.0, alias="min_duration")
-    max_duration_s: float | None = Field(default=None, alias="max_duration")
+    min_requests: Requests = 100
+    min_duration_s: Duration = Field(default=0.0, alias="min_duration")
+    max_duration_s: OptionalDuration = Field(default=None, alias="max_duration")
     sticky_key: str | None = None
 
     @field_validator("steps", mode="before")
@@ -148,16 +153,6 @@ class LinearSpec(_Model):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
             raise ValueError(f"must be a number of steps 1..100, got {value!r}")
         return value
-
-    @field_validator("min_requests", mode="before")
-    @classmethod
-    def _min_requests(cls, value: object) -> object:
-        return StepSpec._min_requests(value)
-
-    @field_validator("min_duration_s", "max_duration_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return None if value is None else parse_duration(value)
 
     def expand(self) -> tuple[StepSpec, ...]:
         """N equal steps: ``steps: 4`` gives 25, 50, 75, 100."""
@@ -185,21 +180,11 @@ class BlueGreenSpec(_Model):
     it is promoted.
     """
 
-    preview_s: float = Field(default=0.0, alias="preview")
-    preview_requests: int = 0
-    bake_s: float = Field(default=300.0, alias="bake")
-    min_requests: int = 100
+    preview_s: Duration = Field(default=0.0, alias="preview")
+    preview_requests: Requests = 0
+    bake_s: Duration = Field(default=300.0, alias="bake")
+    min_requests: Requests = 100
     sticky_key: str | None = None
-
-    @field_validator("preview_s", "bake_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value)
-
-    @field_validator("min_requests", "preview_requests", mode="before")
-    @classmethod
-    def _min_requests(cls, value: object) -> object:
-        return StepSpec._min_requests(value)
 
     def steps(self) -> tuple[Step, ...]:
         return (
@@ -220,9 +205,9 @@ class ShadowSpec(_Model):
     """
 
     fraction: float = 1.0
-    min_requests: int = 200
-    min_duration_s: float = Field(default=0.0, alias="min_duration")
-    max_duration_s: float | None = Field(default=None, alias="max_duration")
+    min_requests: Requests = 200
+    min_duration_s: Duration = Field(default=0.0, alias="min_duration")
+    max_duration_s: OptionalDuration = Field(default=None, alias="max_duration")
     test: Literal["disagreement", "mcnemar", "wilcoxon"] = "disagreement"
     max_disagreement: float = 0.05
     then: Literal["stop", "canary"] = "stop"
@@ -242,16 +227,6 @@ class ShadowSpec(_Model):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"must be a fraction in [0, 1), got {value!r}")
         return value
-
-    @field_validator("min_requests", mode="before")
-    @classmethod
-    def _min_requests(cls, value: object) -> object:
-        return StepSpec._min_requests(value)
-
-    @field_validator("min_duration_s", "max_duration_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _then(self) -> ShadowSpec:
@@ -460,13 +435,8 @@ class ApprovalSpec(_Model):
     """
 
     required: bool = False
-    timeout_s: float | None = Field(default=None, alias="timeout")
+    timeout_s: OptionalDuration = Field(default=None, alias="timeout")
     on_timeout: Literal["rollback", "abort"] | None = None
-
-    @field_validator("timeout_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return None if value is None else parse_duration(value)
 
 
 class SmokeTest(_Model):
