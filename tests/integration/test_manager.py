@@ -149,12 +149,13 @@ def test_run_loop_drives_rollouts_until_stopped(manager: Manager, home: DemoHome
     v1, v2 = home.versions["baseline"], home.versions["better"]
     manager.start(MODEL, v1, "prod", actor="alice")
     rollout_id = manager.start(MODEL, v2, "prod", TEN_PCT, actor="alice")
+    # Logged before the loop starts, so they precede its first tick and so step 2's window.
+    write(manager, rollout_id, "baseline", 400, v1)
+    write(manager, rollout_id, "canary", 100, v2)
     stop = threading.Event()
     loop = threading.Thread(target=manager.run, kwargs={"interval_s": 0.05, "stop_event": stop})
     loop.start()
     try:
-        write(manager, rollout_id, "baseline", 400, v1)
-        write(manager, rollout_id, "canary", 100, v2)
         deadline = time.time() + 10
         while manager.rollout(rollout_id).step_index == 0 and time.time() < deadline:
             time.sleep(0.05)
