@@ -177,10 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_actor() -> str:
-    try:
-        return os.environ.get("ROLLOUT_ACTOR") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return os.environ.get("ROLLOUT_ACTOR") or _os_user()
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

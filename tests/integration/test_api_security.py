@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,7 +20,6 @@ from conftest import MODEL, DemoHome
 from rollout.api import create_app
 from rollout.auth import parse_tokens
 from rollout.manager import Manager
-from rollout.settings import Settings
 from rollout.store.schema import releases, rollout_configs, rollouts, traffic_plans
 
 INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
@@ -43,13 +43,7 @@ def env_path(environment: str, verb: str) -> str:
 
 @pytest.fixture
 def manager(home: DemoHome, store_url: str) -> Iterator[Manager]:
-    settings = Settings(
-        home=home.settings.home,
-        registry_uri=home.settings.registry_uri,
-        store_url=store_url,
-        artifact_root=home.settings.artifact_root,
-    )
-    manager = Manager(settings)
+    manager = Manager(replace(home.settings, store_url=store_url))
     yield manager
     manager.close()
 

@@ -7,7 +7,6 @@ plan, release record with lineage); a bad one is rolled back with its evidence s
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,14 +15,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, logged
 from rollout.errors import ConflictError, StateError
 from rollout.machine import Command, decide
 from rollout.manager import Manager
 from rollout.registry import DIGEST_TAG
-from rollout.settings import Settings
 from rollout.spec import RolloutSpec, config_hash, load_spec
-from rollout.store import Feedback, PredictionRecord
+from rollout.store import Feedback
 
 SPEC = load_spec(
     {
@@ -50,13 +48,7 @@ SPEC = load_spec(
 
 @pytest.fixture
 def manager(home: DemoHome, store_url: str) -> Iterator[Manager]:
-    settings = Settings(
-        home=home.settings.home,
-        registry_uri=home.settings.registry_uri,
-        store_url=store_url,
-        artifact_root=home.settings.artifact_root,
-    )
-    manager = Manager(settings)
+    manager = Manager(replace(home.settings, store_url=store_url))
     yield manager
     manager.close()
 
@@ -81,20 +73,14 @@ def feed(
         failed = bool(rng.random() < error_rate)
         output = int(rng.random() < positive_rate)
         records.append(
-            PredictionRecord(
-                request_id=request_id,
-                ts=time.time(),
-                environment="prod",
-                model=MODEL,
-                version=version,
-                arm=arm,
-                rollout_id=rollout_id,
-                plan_generation=1,
-                features=None,
-                output=None if failed else json.dumps([output]),
+            logged(
+                rollout_id,
+                arm,
+                version,
+                output,
                 latency_ms=float(rng.gamma(4.0, 2.5)),
                 error="boom" if failed else None,
-                status_code=500 if failed else 200,
+                request_id=request_id,
             )
         )
         if not failed:

@@ -10,6 +10,8 @@ Revises: 0005
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from alembic import op
 
 from rollout.store.engine import ROUTER_GRANTS, ROUTER_ROLE
@@ -21,22 +23,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    statements = " ".join(f"{grant} TO {ROUTER_ROLE};" for grant in ROUTER_GRANTS)
-    op.execute(
-        f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROUTER_ROLE}') "
-        f"THEN {statements} END IF; END $$"
-    )
+    _if_router_role(f"{grant} TO {ROUTER_ROLE};" for grant in ROUTER_GRANTS)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    statements = " ".join(
+    _if_router_role(
         f"{grant.replace('GRANT', 'REVOKE', 1)} FROM {ROUTER_ROLE};" for grant in ROUTER_GRANTS
     )
+
+
+def _if_router_role(statements: Iterable[str]) -> None:
+    """Run `statements` on PostgreSQL when the router's role exists (SQLite has no roles)."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
     op.execute(
         f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROUTER_ROLE}') "
-        f"THEN {statements} END IF; END $$"
+        f"THEN {' '.join(statements)} END IF; END $$"
     )
