@@ -88,7 +88,9 @@ def setup(work: Path) -> tuple[dict[str, str], bytes, Path]:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
-    from rollout.store import TrafficPlan, TrafficPlanStore, open_engine
+    from contract.plans import TrafficPlan
+    from contract.sql.engine import open_engine
+    from contract.sql.plans import SqlPlanStore
 
     registry_uri = f"sqlite:///{work / 'mlflow.db'}"
     store_url = f"sqlite:///{work / 'rollout.db'}"
@@ -111,7 +113,7 @@ def setup(work: Path) -> tuple[dict[str, str], bytes, Path]:
             )
         dirs.append(info.model_uri)
     local = Path(mlflow.artifacts.download_artifacts(dirs[0], dst_path=str(work / "v1")))
-    TrafficPlanStore(open_engine(store_url)).put(
+    SqlPlanStore(open_engine(store_url)).put(
         TrafficPlan("prod", MODEL, "1", "2", 10, rollout_id="bench-rollout")
     )
     row = X.iloc[:1]

@@ -34,10 +34,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sqlalchemy import Engine
+
+from contract.records import Feedback, PredictionRecord
+from contract.sql.engine import open_engine
+from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink
 from monitors import accuracy_test, error_rate_test, latency_test, output_drift
 from rollout.analysis import analyse
 from rollout.spec import load_spec
-from rollout.store import Feedback, PredictionLog, PredictionRecord, open_engine
+from rollout.store.predictions import PredictionLog
 
 SPEC = load_spec(
     {
@@ -54,7 +59,8 @@ SPEC = load_spec(
 )
 
 
-def write_rows(log: PredictionLog, n: int, start: int, seed: int) -> None:
+def write_rows(engine: Engine, n: int, start: int, seed: int) -> None:
+    records_sink, labels_sink = SqlPredictionSink(engine), SqlFeedbackSink(engine)
     rng = np.random.default_rng(seed)
     for first in range(0, n, 50_000):
         size = min(50_000, n - first)
@@ -81,8 +87,8 @@ def write_rows(log: PredictionLog, n: int, start: int, seed: int) -> None:
             )
             for i in range(size)
         ]
-        log.write(records)
-        log.add_feedback(
+        records_sink.write(records)
+        labels_sink.add_feedback(
             [
                 Feedback(f"q{start + first + i}", int(label[i]), ts=1060.0 + start + first + i)
                 for i in range(0, size, 10)
@@ -150,9 +156,10 @@ def main() -> None:
     parser.add_argument("--looks", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        log = PredictionLog(open_engine(f"sqlite:///{tmp}/store.db"))
+        engine = open_engine(f"sqlite:///{tmp}/store.db")
+        log = PredictionLog(engine)
         print(f"writing {args.rows:,} rows ...", file=sys.stderr, flush=True)
-        write_rows(log, args.rows, 0, seed=1)
+        write_rows(engine, args.rows, 0, seed=1)
 
         def first() -> Any:
             summary = log.fold("r", since_ts=0.0)
@@ -162,7 +169,7 @@ def main() -> None:
         print(f"ours, first look: {ours_first_s:.1f} s", file=sys.stderr, flush=True)
         next_times, next_peaks = [], []
         for look in range(args.looks):
-            write_rows(log, 1000, args.rows + look * 1000, seed=100 + look)
+            write_rows(engine, 1000, args.rows + look * 1000, seed=100 + look)
 
             def later(current: Any = summary) -> Any:
                 folded = log.fold("r", since_ts=0.0, summary=current)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,9 @@ import numpy.typing as npt
 from monitors._bins import psi_edges
 from monitors._validate import FloatArray, as_numeric
 from monitors.twosample import bin_counts, psi_from_counts
+
+Arm = Literal["baseline", "canary"]
+ARMS: tuple[Arm, Arm] = ("baseline", "canary")  # the two samples every gate compares
 
 
 def mann_whitney_counts(
@@ -183,9 +187,6 @@ class Reservoir:
     @property
     def values(self) -> FloatArray:
         return self._buffer.copy()
-
-
-ARMS = ("baseline", "canary")
 
 
 @dataclass

@@ -402,8 +402,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from contract.sql.engine import open_engine
     from rollout.store.audit import AuditLog
-    from rollout.store.engine import open_engine
 
     engine = open_engine(settings_of(args).store_url)
     try:

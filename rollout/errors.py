@@ -1,28 +1,73 @@
-"""Named errors. Every message says what was wrong, what was expected, and where.
+"""The manager's named errors, built on the five kinds of :mod:`contract.errors`.
 
-RolloutError
- ├── RegistryError        the registry has no such model/version/alias, or an artifact changed
- ├── SpecError            a rollout spec is invalid (names the field)
- ├── StateError           a command is not allowed in the rollout's current state
- └── ConflictError        someone else changed the rollout first (optimistic concurrency)
+::
+
+    RolloutError
+     ├── NotFound       404   NoSuchRollout, NoActiveRollout, VersionNotFound
+     ├── Forbidden      403
+     ├── Conflict       409   StateError (not allowed now), ConflictError (someone acted first)
+     ├── Invalid        422   SpecError, InvalidReference, ArtifactChanged, ModelLoadFailed
+     └── Unavailable    503
+
+:func:`~contract.errors.http_status` maps any of them to its HTTP status and error code, by
+type; nothing matches on a message.
 """
 
+from __future__ import annotations
 
-class RolloutError(Exception):
-    """Base of every error this package raises on purpose."""
+from contract.errors import (
+    ArtifactChanged,
+    Conflict,
+    Forbidden,
+    Invalid,
+    InvalidReference,
+    ModelLoadFailed,
+    NotFound,
+    RegistryError,
+    RolloutError,
+    Unavailable,
+    VersionNotFound,
+    http_status,
+)
+
+__all__ = [
+    "ArtifactChanged",
+    "Conflict",
+    "ConflictError",
+    "Forbidden",
+    "Invalid",
+    "InvalidReference",
+    "ModelLoadFailed",
+    "NoActiveRollout",
+    "NoSuchRollout",
+    "NotFound",
+    "RegistryError",
+    "RolloutError",
+    "SpecError",
+    "StateError",
+    "Unavailable",
+    "VersionNotFound",
+    "http_status",
+]
 
 
-class RegistryError(RolloutError):
-    pass
+class SpecError(Invalid):
+    """A rollout spec is invalid; the message names the field path."""
+
+    code = "invalid_spec"
 
 
-class SpecError(RolloutError):
-    pass
+class StateError(Conflict):
+    """Not allowed in the rollout's (or the environment's) current state."""
 
 
-class StateError(RolloutError):
-    pass
+class ConflictError(Conflict):
+    """Someone else changed the rollout first (optimistic concurrency); reload and retry."""
 
 
-class ConflictError(RolloutError):
-    pass
+class NoSuchRollout(NotFound):
+    """No rollout has this id."""
+
+
+class NoActiveRollout(NotFound):
+    """The model has no active rollout in the environment."""

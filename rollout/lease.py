@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
-from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from contract.clock import SYSTEM_CLOCK, Clock
+from contract.sql.schema import manager_leases
 from rollout.errors import ConflictError
-from rollout.store.schema import manager_leases
 
 DEFAULT_TTL_S = 5.0
 
@@ -42,7 +41,7 @@ class Lease:
         *,
         name: str = "manager",
         ttl_s: float = DEFAULT_TTL_S,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
@@ -54,7 +53,7 @@ class Lease:
 
     def acquire(self) -> bool:
         """Take or renew the lease; True when this holder has it until now + ttl_s."""
-        now = self.clock()
+        now = self.clock.time()
         try:
             with self.engine.begin() as conn:
                 return self._take(conn, now)
@@ -91,7 +90,7 @@ class Lease:
     def fence(self, conn: Connection) -> None:
         """Inside a caller's transaction: fail unless this holder still has an unexpired lease
         (and extend it, so the write and the lease commit together)."""
-        now = self.clock()
+        now = self.clock.time()
         result = conn.execute(
             manager_leases.update()
             .where(
@@ -115,7 +114,7 @@ class Lease:
             conn.execute(
                 manager_leases.update()
                 .where(manager_leases.c.name == self.name, manager_leases.c.holder == self.holder)
-                .values(expires_at=self.clock() - 1.0)
+                .values(expires_at=self.clock.time() - 1.0)
             )
 
     def holder_now(self) -> tuple[str, float] | None:

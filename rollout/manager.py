@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -39,6 +38,10 @@ from typing import Any, Literal
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
+from contract.clock import SYSTEM_CLOCK, Clock
+from contract.plans import TrafficPlan
+from contract.sql.engine import open_engine
+from contract.sql.plans import SqlPlanStore
 from monitors import GateResult
 from rollout.analysis import analyse, write_drift_report
 from rollout.environments import Environment, Environments, load_environments
@@ -63,8 +66,6 @@ from rollout.settings import Settings
 from rollout.shadow import shadow_evidence
 from rollout.smoke import SmokeRunner
 from rollout.spec import RolloutSpec, config_hash, default_spec
-from rollout.store.engine import open_engine
-from rollout.store.plans import TrafficPlan, TrafficPlanStore
 from rollout.store.predictions import ArmSample, PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.summary import WindowSummary
@@ -107,12 +108,12 @@ class Manager:
         registry: MlflowRegistry | None = None,
         engine: Engine | None = None,
         environments: Environments | Sequence[str | Environment] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.registry = registry or MlflowRegistry(settings.registry_uri, settings.artifact_root)
         self.engine = engine or open_engine(settings.store_url)
-        self.plans = TrafficPlanStore(self.engine)
+        self.plans = SqlPlanStore(self.engine)
         self.predictions = PredictionLog(self.engine)
         self.records = RecordStore(self.engine)
         self.environments = (
@@ -122,8 +123,10 @@ class Manager:
         )
         self.clock = clock
         self.lease: Lease | None = None  # set while run() holds the lease; fences every save
-        self.webhooks = Webhooks.from_env(self.engine)
-        self.smoke = SmokeRunner.from_env()
+        self.webhooks = Webhooks(
+            self.engine, settings.webhook_urls, settings.webhook_secret, clock=clock
+        )
+        self.smoke = SmokeRunner(settings.router_urls, settings.pin_token)
         # Per rollout: the step window being judged and its running summary (bounded memory,
         # new rows only at each look); rebuilt from the log after a restart.
         self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
@@ -163,7 +166,7 @@ class Manager:
         )
         if baseline == version:
             raise StateError(f"{model} v{version} is already serving in {environment}")
-        now = self.clock()
+        now = self.clock.time()
         record = RolloutRecord(
             id=f"r-{uuid.uuid4().hex[:12]}",
             model=model,
@@ -242,7 +245,8 @@ class Manager:
                 ),
             )
             stored = self.records.add_release(conn, release)
-            self.plans.put(
+            self.plans.put_in(
+                conn,
                 TrafficPlan(
                     environment=environment,
                     model=model,
@@ -250,7 +254,6 @@ class Manager:
                     sticky_key=spec.strategy.sticky_key,
                     baseline_release_id=stored.id,
                 ),
-                conn,
             )
             self.registry.set_alias(model, environment, version)
 
@@ -282,7 +285,7 @@ class Manager:
         made: list[Decision] = []
         for record in self.records.list_active():
             try:
-                at = now if now is not None else self.clock()
+                at = now if now is not None else self.clock.time()
                 made.extend(self._drive(record.id, at, fenced=True))
             except ConflictError as exc:
                 log.info("rollout %s: %s", record.id, exc)
@@ -553,7 +556,8 @@ class Manager:
                 self.records.add_release(conn, release)
             for action in decision.actions:
                 if isinstance(action, SetPlan):
-                    self.plans.put(
+                    self.plans.put_in(
+                        conn,
                         TrafficPlan(
                             environment=record.environment,
                             model=record.model,
@@ -568,7 +572,6 @@ class Manager:
                                 conn, record.model, record.environment, action.baseline_version
                             ),
                         ),
-                        conn,
                     )
             self._add_event(
                 conn,
@@ -724,7 +727,7 @@ class Manager:
             )
         digest = self.registry.verify_digest(model, target.version)
         info = self.registry.resolve(model, target.version)
-        now = self.clock()
+        now = self.clock.time()
         why = f"rollback from v{current} to v{target.version} (release {target.id}) by {actor}"
         if reason:
             why += f": {reason}"
@@ -748,7 +751,8 @@ class Manager:
         )
         with self.engine.begin() as conn:
             stored = self.records.add_release(conn, release)
-            self.plans.put(
+            self.plans.put_in(
+                conn,
                 TrafficPlan(
                     environment=environment,
                     model=model,
@@ -756,7 +760,6 @@ class Manager:
                     sticky_key=plan.sticky_key if plan is not None else None,
                     baseline_release_id=stored.id,
                 ),
-                conn,
             )
             self.webhooks.enqueue(
                 conn,
@@ -789,7 +792,7 @@ class Manager:
             if active is None:
                 raise StateError(f"{model} has no active rollout in {environment}")
             try:
-                self._drive(active.id, self.clock(), command)
+                self._drive(active.id, self.clock.time(), command)
             except ConflictError:
                 if attempt == COMMAND_RETRIES - 1:
                     raise
@@ -809,7 +812,7 @@ class Manager:
         next_move: str | None = None
         if record.active:
             state = self._state(record)
-            now = self.clock()
+            now = self.clock.time()
             if state.state == "progressing":
                 live = self._evidence(record, state, now)
                 next_move = decide(state, live, now).reason

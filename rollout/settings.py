@@ -1,24 +1,35 @@
-"""Where things live: the data directory, the MLflow registry URI and the store URL.
+"""The settings of a manager-side process (manager loop, API, CLI), read once at its start.
 
-The embedded default needs no server: everything sits under one data directory
-(``$ROLLOUT_HOME``, else ``./.rollout``)::
+:meth:`Settings.from_env` reads every ``ROLLOUT_*`` variable these processes use, once; the
+object is then passed down (to the manager, the API, the smoke runner, the webhooks), so
+nothing deeper reads the environment. Where things live is :class:`contract.places.Places`
+(``ROLLOUT_HOME``, ``ROLLOUT_REGISTRY_URI``, ``ROLLOUT_STORE_URL``, ``ROLLOUT_ARTIFACT_ROOT``);
+the rest:
 
-    .rollout/mlflow.db      MLflow tracking + model registry (SQLite)
-    .rollout/artifacts/     MLflow artifacts (model directories)
-    .rollout/rollout.db     the rollout store (plans, prediction log, rollouts, releases)
-    .rollout/environments.yaml  optional: environments and approval policies
-                                (:mod:`rollout.environments`; or ``$ROLLOUT_ENVIRONMENTS_FILE``)
-
-``--registry-uri http://...`` points at an existing ``mlflow server`` and ``--store-url
-postgresql://...`` at a PostgreSQL store; the environment variables ``ROLLOUT_REGISTRY_URI`` and
-``ROLLOUT_STORE_URL`` do the same for every process (router, manager, CLI).
+=================================  ============================================================
+variable                           meaning
+=================================  ============================================================
+``ROLLOUT_ENVIRONMENTS_FILE``      environments and approval policies (YAML,
+                                   :mod:`rollout.environments`); default
+                                   ``$ROLLOUT_HOME/environments.yaml`` when it exists
+``ROLLOUT_WEBHOOK_URLS``           comma-separated receivers of every event (:mod:`rollout.notify`)
+``ROLLOUT_WEBHOOK_SECRET``         the HMAC key that signs them
+``ROLLOUT_ROUTER_URL``             the router smoke tests go through (any environment)
+``ROLLOUT_ROUTER_URL_<ENV>``       ... for one environment (``ROLLOUT_ROUTER_URL_PROD``)
+``ROLLOUT_PIN_TOKEN``              the bearer token smoke tests pin the candidate with
+``ROLLOUT_API_TOKENS``             the API's tokens (:mod:`rollout.auth`)
+``ROLLOUT_ACTOR``                  who the CLI acts as (default: the OS user)
+=================================  ============================================================
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from contract.places import Places
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,47 @@ class Settings:
     store_url: str
     artifact_root: str
     environments_file: Path | None = None  # environments and approval policies (YAML)
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = ""
+    router_urls: Mapping[str, str] = field(default_factory=dict)  # environment (or "*") → URL
+    pin_token: str | None = None
+    api_tokens: str = ""  # identity[:roles][@envs]=sha256,... (rollout.auth.parse_tokens)
+    actor: str | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        home: str | Path | None = None,
+        registry_uri: str | None = None,
+        store_url: str | None = None,
+    ) -> Settings:
+        """Explicit arguments win over ``environ``, which wins over the defaults."""
+        places = Places.resolve(environ, home=home, registry_uri=registry_uri, store_url=store_url)
+        env_file = environ.get("ROLLOUT_ENVIRONMENTS_FILE")
+        environments = Path(env_file) if env_file else places.home / "environments.yaml"
+        router_urls = {
+            key.removeprefix("ROLLOUT_ROUTER_URL_").lower(): value
+            for key, value in environ.items()
+            if key.startswith("ROLLOUT_ROUTER_URL_") and value
+        }
+        if environ.get("ROLLOUT_ROUTER_URL"):
+            router_urls["*"] = environ["ROLLOUT_ROUTER_URL"]
+        urls = (u.strip() for u in environ.get("ROLLOUT_WEBHOOK_URLS", "").split(","))
+        return cls(
+            home=places.home,
+            registry_uri=places.registry_uri,
+            store_url=places.store_url,
+            artifact_root=places.artifact_root,
+            environments_file=environments if env_file or environments.exists() else None,
+            webhook_urls=tuple(u for u in urls if u),
+            webhook_secret=environ.get("ROLLOUT_WEBHOOK_SECRET", ""),
+            router_urls=router_urls,
+            pin_token=environ.get("ROLLOUT_PIN_TOKEN") or None,
+            api_tokens=environ.get("ROLLOUT_API_TOKENS", ""),
+            actor=environ.get("ROLLOUT_ACTOR") or None,
+        )
 
     @classmethod
     def resolve(
@@ -36,40 +88,19 @@ class Settings:
         registry_uri: str | None = None,
         store_url: str | None = None,
     ) -> Settings:
-        """Explicit arguments win over environment variables, which win over the defaults."""
-        home_path = Path(home or os.environ.get("ROLLOUT_HOME") or ".rollout").resolve()
-        registry = (
-            registry_uri
-            or os.environ.get("ROLLOUT_REGISTRY_URI")
-            or f"sqlite:///{home_path / 'mlflow.db'}"
-        )
-        store = (
-            store_url
-            or os.environ.get("ROLLOUT_STORE_URL")
-            or f"sqlite:///{home_path / 'rollout.db'}"
-        )
-        artifacts = os.environ.get("ROLLOUT_ARTIFACT_ROOT") or (home_path / "artifacts").as_uri()
-        env_file = os.environ.get("ROLLOUT_ENVIRONMENTS_FILE")
-        environments = Path(env_file) if env_file else home_path / "environments.yaml"
-        return cls(
-            home=home_path,
-            registry_uri=registry,
-            store_url=store,
-            artifact_root=artifacts,
-            environments_file=environments if env_file or environments.exists() else None,
-        )
+        """:meth:`from_env` on this process's environment (call it once, at the start)."""
+        return cls.from_env(os.environ, home=home, registry_uri=registry_uri, store_url=store_url)
+
+    @property
+    def places(self) -> Places:
+        return Places(self.home, self.registry_uri, self.store_url, self.artifact_root)
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
         """Environment variables that make a child process use the same places."""
-        out = {
-            "ROLLOUT_HOME": str(self.home),
-            "ROLLOUT_REGISTRY_URI": self.registry_uri,
-            "ROLLOUT_STORE_URL": self.store_url,
-            "ROLLOUT_ARTIFACT_ROOT": self.artifact_root,
-        }
+        out = self.places.env()
         if self.environments_file is not None:
             out["ROLLOUT_ENVIRONMENTS_FILE"] = str(self.environments_file)
         return out

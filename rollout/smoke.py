@@ -20,7 +20,6 @@ sha256 is in the routers' ``ROLLOUT_PIN_TOKEN_SHA256``).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,18 +82,6 @@ class SmokeRunner:
     pin_token: str | None = None
     timeout_s: float = 10.0
     load_timeout_s: float = 60.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SmokeRunner:
-        env = os.environ if environ is None else environ
-        urls = {
-            key.removeprefix("ROLLOUT_ROUTER_URL_").lower(): value
-            for key, value in env.items()
-            if key.startswith("ROLLOUT_ROUTER_URL_") and value
-        }
-        if env.get("ROLLOUT_ROUTER_URL"):
-            urls["*"] = env["ROLLOUT_ROUTER_URL"]
-        return cls(urls, env.get("ROLLOUT_PIN_TOKEN") or None)
 
     def url_for(self, environment: str) -> str | None:
         return self.router_urls.get(environment) or self.router_urls.get("*")

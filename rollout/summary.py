@@ -30,19 +30,18 @@ import numbers
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import orjson
 
 from monitors._validate import FloatArray
 from monitors.quality import LOSS_METRICS, LossMetric, per_request_loss
-from monitors.streaming import ARMS, CategoryCounts, FixedBins, Moments, TwoArmStream
+from monitors.streaming import ARMS, Arm, CategoryCounts, FixedBins, Moments, TwoArmStream
 
 if TYPE_CHECKING:
     from rollout.store.predictions import ArmSample
 
-Arm = Literal["baseline", "canary"]
 RESERVOIR_CAP = 20_000
 LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 1200
 MAX_CATEGORIES = 1000
@@ -236,8 +235,8 @@ class WindowSummary:
             counts.n_requests += sample.n_requests
             counts.n_errors += sample.n_errors
             summary.latency.add(arm, sample.latencies_ms)
-            summary.outputs.add(arm, sample.outputs)  # type: ignore[arg-type]
-            summary.labels.add_pairs(arm, sample.labelled)  # type: ignore[arg-type]
+            summary.outputs.add(arm, sample.outputs)
+            summary.labels.add_pairs(arm, sample.labelled)
         return summary
 
 

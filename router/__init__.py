@@ -15,7 +15,7 @@ protocol, and logs one prediction record per request.
 - :mod:`router.split`      the arm of a request (sticky, monotone)
 - :mod:`router.plans`      the plan poller (apply whole or not at all)
 - :mod:`router.predlog`    the prediction log writer (batched, off the request path)
-- :mod:`router.predsink`   prediction records into the store's table via the DB-API driver
+- :mod:`contract.sql.predictions`   prediction records into the store's table via the DB-API driver
 - :mod:`router.metrics`    Prometheus metrics per app
 - :mod:`router.server`     ``serve`` and ``main`` (``python -m router``)
 - :mod:`router.errors`     the named errors and their HTTP statuses

@@ -35,10 +35,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contract.names import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from router.config import RouterConfig
 from router.errors import PayloadTooLarge, RouterError
 from router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from router.service import REQUEST_ID_HEADER, Reply, Router, request_id_from
+from router.service import Reply, Router, request_id_from
 
 _log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class Invocations:
             core.metrics.observe("", "", "", exc.status_code, time.perf_counter() - started)
             reply_headers = {}
             if headers.get(REQUEST_ID_HEADER):
-                reply_headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER][:64]
+                reply_headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER][:MAX_REQUEST_ID]
             reply = Reply(exc.status_code, json.dumps(exc.to_json()).encode(), reply_headers)
         else:
             try:

@@ -1,7 +1,7 @@
 """The router's settings: where the store and the registry are, and how it serves and logs.
 
-:meth:`RouterConfig.from_env` reads the same ``ROLLOUT_*`` variables every process uses
-(:class:`rollout.settings.Settings`: ``ROLLOUT_HOME``, ``ROLLOUT_STORE_URL``,
+:meth:`RouterConfig.from_env` reads, once at the router's start, the same ``ROLLOUT_*`` variables
+every process uses (:class:`contract.places.Places`: ``ROLLOUT_HOME``, ``ROLLOUT_STORE_URL``,
 ``ROLLOUT_REGISTRY_URI``, ``ROLLOUT_ARTIFACT_ROOT``) plus the router's own:
 
 ==============================  ===================  ==========================================
@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from rollout.settings import Settings
+from contract.places import Places
 
 MIB = 1 << 20
 
@@ -94,15 +94,11 @@ class RouterConfig:
         Raises ``ValueError`` naming the variable whose value cannot be read.
         """
         env = os.environ if environ is None else environ
-        settings = Settings.resolve(
-            home=env.get("ROLLOUT_HOME"),
-            registry_uri=env.get("ROLLOUT_REGISTRY_URI"),
-            store_url=env.get("ROLLOUT_STORE_URL"),
-        )
+        places = Places.resolve(env)
         values: dict[str, Any] = {
-            "store_url": settings.store_url,
-            "registry_uri": settings.registry_uri,
-            "artifact_root": env.get("ROLLOUT_ARTIFACT_ROOT") or settings.artifact_root,
+            "store_url": places.store_url,
+            "registry_uri": places.registry_uri,
+            "artifact_root": places.artifact_root,
         }
         for name, parse in _ENV_FIELDS.items():
             variable = "ROLLOUT_" + name.upper()

@@ -1,6 +1,6 @@
 """Keep the router on the newest traffic plans, applying each one whole or not at all.
 
-:class:`PlanPoller` re-reads ``TrafficPlanStore.list(environment)`` every ``poll_s`` seconds on
+:class:`PlanPoller` re-reads its :class:`~contract.plans.PlanSource` every ``poll_s`` seconds on
 a background thread. For a plan whose generation it has not applied yet it loads and warms every
 version the plan needs (:class:`PredictorLoader`) *before* swapping it in; if one version fails
 to load, the failure is kept for ``/readyz`` (retried with back-off) and the previous plan of
@@ -18,50 +18,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from rollout.registry import MlflowRegistry
-from rollout.store import TrafficPlan
+from contract.clock import SYSTEM_CLOCK, Clock
+from contract.plans import PlanSource, TrafficPlan
+from contract.registry import RegistryReader
 from router.predictor import Predictor
 
 _log = logging.getLogger(__name__)
-
-
-class PlanSource(Protocol):
-    """Where plans come from: ``rollout.store.TrafficPlanStore`` in production."""
-
-    def list(self, environment: str | None = None) -> list[TrafficPlan]: ...
-
-
-class InMemoryPlanSource:
-    """Plans held in memory, generations bumped like the store does (tests, dry runs)."""
-
-    def __init__(self, plans: list[TrafficPlan] | None = None) -> None:
-        self._plans: dict[tuple[str, str], TrafficPlan] = {}
-        self._lock = threading.Lock()
-        for plan in plans or []:
-            self.put(plan)
-
-    def put(self, plan: TrafficPlan) -> TrafficPlan:
-        with self._lock:
-            current = self._plans.get((plan.environment, plan.model))
-            stored = replace(plan, generation=(current.generation if current else 0) + 1)
-            self._plans[(plan.environment, plan.model)] = stored
-            return stored
-
-    def remove(self, environment: str, model: str) -> None:
-        with self._lock:
-            self._plans.pop((environment, model), None)
-
-    def list(self, environment: str | None = None) -> list[TrafficPlan]:
-        with self._lock:
-            return [
-                plan
-                for key, plan in sorted(self._plans.items())
-                if environment is None or key[0] == environment
-            ]
 
 
 class PredictorLoader(Protocol):
@@ -71,14 +37,15 @@ class PredictorLoader(Protocol):
 
 
 class RegistryLoader:
-    """Versions from the MLflow registry (``MlflowRegistry.load_pyfunc``), warmed once."""
+    """Versions from the model registry (:meth:`~contract.registry.RegistryReader.load_model`),
+    warmed once."""
 
-    def __init__(self, registry: MlflowRegistry) -> None:
+    def __init__(self, registry: RegistryReader) -> None:
         self.registry = registry
 
     def load(self, model: str, version: str) -> Predictor:
         started = time.perf_counter()
-        predictor = Predictor(model, version, self.registry.load_pyfunc(model, version))
+        predictor = Predictor(model, version, self.registry.load_model(model, version))
         warmed_with = predictor.warm()
         _log.info(
             "loaded %s v%s in %.2fs (warmed with %s)",
@@ -152,7 +119,7 @@ class PlanPoller:
         *,
         retry_s: float = 2.0,
         max_retry_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.source = source
         self.loader = loader
@@ -209,10 +176,10 @@ class PlanPoller:
 
     def wait_until(self, predicate: Callable[[PlanStatus], bool], timeout: float) -> bool:
         """Block until ``predicate(status)`` holds after a poll, or ``timeout`` seconds pass."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         with self._applied:
             while not predicate(self.status()):
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     return False
                 self._applied.wait(remaining)
@@ -220,12 +187,12 @@ class PlanPoller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 self.poll_once()
             except Exception:  # never let the poller die
                 _log.exception("traffic plan poll failed")
-            self._stop.wait(max(0.0, self.poll_s - (time.monotonic() - started)))
+            self._stop.wait(max(0.0, self.poll_s - (self.clock.monotonic() - started)))
 
     def poll_once(self) -> None:
         """Read the plans once and apply every new one that can be applied whole."""
@@ -246,7 +213,9 @@ class PlanPoller:
                     continue
                 predictors = self._load_all(model, plan.versions)
                 if predictors is not None:
-                    active[model] = ActivePlan(plan, MappingProxyType(predictors), time.time())
+                    active[model] = ActivePlan(
+                        plan, MappingProxyType(predictors), self.clock.time()
+                    )
                     _log.info(
                         "applied plan %s/%s generation %d: baseline v%s, canary %s at %d%%",
                         plan.environment,
@@ -282,7 +251,7 @@ class PlanPoller:
     def _load(self, model: str, version: str) -> Predictor | None:
         key = (model, version)
         failure = self._failures.get(key)
-        if failure is not None and self.clock() < failure.retry_at:
+        if failure is not None and self.clock.monotonic() < failure.retry_at:
             return None
         try:
             predictor = self.loader.load(model, version)
@@ -290,7 +259,7 @@ class PlanPoller:
             attempts = failure.attempts + 1 if failure else 1
             delay = min(self.max_retry_s, self.retry_s * 2 ** (attempts - 1))
             reason = f"{type(exc).__name__}: {exc}"
-            retry_at = self.clock() + delay
+            retry_at = self.clock.monotonic() + delay
             failed = LoadFailure(model, version, reason, attempts, retry_at)
             self._failures = {**self._failures, key: failed}
             _log.warning("cannot load %s v%s (attempt %d): %s", model, version, attempts, reason)

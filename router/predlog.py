@@ -2,8 +2,10 @@
 
 A request hands :meth:`PredictionLogWriter.submit` a :class:`LogEntry` (plain Python objects;
 nothing is serialized on the request's thread) and goes on. The writer thread turns entries into
-:class:`rollout.store.PredictionRecord` rows (features and output as JSON) and writes them with
-``PredictionLog.write`` in batches of up to ``batch_size``, at least every ``flush_s`` seconds.
+:class:`~contract.records.PredictionRecord` rows (features and output as JSON) and writes them
+through its :class:`~contract.records.PredictionSink` (:class:`contract.sql.predictions.
+SqlPredictionSink` in production) in batches of up to ``batch_size``, at least every ``flush_s``
+seconds.
 Features are encoded with ``orjson`` when it is installed (several times faster; the same
 values, though a float may be spelled ``1e-5`` for ``1e-05`` and a NaN feature becomes
 ``null``); outputs always with the standard encoder, so a NaN prediction stays ``NaN``.
@@ -21,13 +23,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from mlflow.utils.proto_json_utils import NumpyEncoder
 
-from rollout.store import Feedback, PredictionRecord
+from contract.records import PredictionRecord, PredictionSink
 from router.payload import Payload
 
 try:  # optional: serializes a record's features several times faster
@@ -36,35 +38,6 @@ except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment,unused-ignore]
 
 _log = logging.getLogger(__name__)
-
-
-class PredictionSink(Protocol):
-    """Where records go: ``rollout.store.PredictionLog`` in production."""
-
-    def write(self, records: Sequence[PredictionRecord]) -> None: ...
-
-
-class FeedbackSink(Protocol):
-    """Where delayed labels go: ``rollout.store.PredictionLog`` in production."""
-
-    def add_feedback(self, labels: Sequence[Feedback]) -> None: ...
-
-
-class InMemoryPredictionSink:
-    """Keeps written records and labels in lists (tests, dry runs)."""
-
-    def __init__(self) -> None:
-        self.records: list[PredictionRecord] = []
-        self.labels: list[Feedback] = []
-        self._lock = threading.Lock()
-
-    def write(self, records: Sequence[PredictionRecord]) -> None:
-        with self._lock:
-            self.records.extend(records)
-
-    def add_feedback(self, labels: Sequence[Feedback]) -> None:
-        with self._lock:
-            self.labels.extend(labels)
 
 
 @dataclass  # not frozen: built once per request, and a frozen __init__ costs microseconds

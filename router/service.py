@@ -28,7 +28,7 @@ outputs are recorded with arm ``shadow`` and the same request id, never changing
 Every reply, error or not, carries ``x-request-id``; every reply from a chosen version also
 carries its model, version, arm (``baseline``, ``canary``, ``pinned``), rollout id and plan
 generation, and ``x-release-id``, the release of the version that answered
-(:meth:`~rollout.store.TrafficPlan.release_of`: the baseline's release record id, or
+(:meth:`~contract.plans.TrafficPlan.release_of`: the baseline's release record id, or
 ``rollout:<id>`` for a candidate under rollout; after a failover the baseline's), omitted when
 the plan does not know it. The same value (``""`` when unknown) labels the requests metric.
 """
@@ -51,9 +51,23 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Final
 
-from rollout.registry import MlflowRegistry
-from rollout.store import Feedback, PredictionLog, TrafficPlan, TrafficPlanStore, open_engine
-from rollout.store.predictions import iter_feedback
+from contract.clock import SYSTEM_CLOCK, Clock
+from contract.names import (
+    ARM_HEADER,
+    BASELINE,
+    CANARY,
+    MAX_REQUEST_ID,
+    MODEL_NAME_HEADER,
+    MODEL_VERSION_HEADER,
+    PINNED,
+    PLAN_GENERATION_HEADER,
+    RELEASE_ID_HEADER,
+    REQUEST_ID_HEADER,
+    ROLLOUT_ID_HEADER,
+    SHADOW,
+)
+from contract.plans import PlanSource, TrafficPlan
+from contract.records import Feedback, FeedbackSink, PredictionSink, parse_feedback
 from router.batching import MicroBatcher
 from router.config import RouterConfig
 from router.errors import (
@@ -68,20 +82,14 @@ from router.errors import (
 )
 from router.metrics import RouterMetrics
 from router.payload import Payload, media_type, parse_body
-from router.plans import ActivePlan, PlanPoller, PlanSource, PredictorLoader, RegistryLoader
+from router.plans import ActivePlan, PlanPoller, PredictorLoader, RegistryLoader
 from router.predictor import Prediction, Predictor
-from router.predlog import FeedbackSink, LogEntry, PredictionLogWriter, PredictionSink
-from router.predsink import SqlPredictionSink
-from router.split import BASELINE, CANARY, choose_arm, sticky_key
+from router.predlog import LogEntry, PredictionLogWriter
+from router.split import choose_arm, sticky_key
 
 _log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "x-request-id"
-PIN_HEADER = "x-model-version"
-RELEASE_HEADER = "x-release-id"
-MAX_REQUEST_ID = 64  # the prediction log's column width
-PINNED: Final = "pinned"
-SHADOW: Final = "shadow"
+PIN_HEADER: Final = MODEL_VERSION_HEADER  # in a request: the version the caller pins
 INLINE_MAX_S: Final = 0.002  # a warm prediction this quick runs on the event loop, unbatched
 MODEL_THREADS: Final = 32  # predictions that may run (or hang past their timeout) at once
 SHADOW_MAX_PENDING: Final = 64  # mirrored requests waiting; more are skipped and counted
@@ -118,10 +126,12 @@ class Router:
         predictions: PredictionSink,
         feedback: FeedbackSink | None = None,
         metrics: RouterMetrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.metrics = metrics if metrics is not None else RouterMetrics()
-        self.poller = PlanPoller(plans, loader, config.environment, config.plan_poll_s)
+        self.poller = PlanPoller(plans, loader, config.environment, config.plan_poll_s, clock=clock)
         self.log = PredictionLogWriter(
             predictions,
             config.environment,
@@ -142,16 +152,22 @@ class Router:
         self._batchers: dict[tuple[str, str], MicroBatcher] = {}
 
     @classmethod
-    def from_config(cls, config: RouterConfig) -> Router:
+    def from_config(cls, config: RouterConfig, clock: Clock = SYSTEM_CLOCK) -> Router:
         """A router on the configured store and MLflow registry."""
+        from contract.mlflow import MlflowRegistryReader
+        from contract.sql.engine import open_engine
+        from contract.sql.plans import SqlPlanStore
+        from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink
+
         engine = open_engine(config.store_url, create=config.migrate_store)
-        registry = MlflowRegistry(config.registry_uri, config.artifact_root)
+        registry = MlflowRegistryReader(config.registry_uri, config.artifact_root)
         return cls(
             config,
-            plans=TrafficPlanStore(engine),
+            plans=SqlPlanStore(engine),
             loader=RegistryLoader(registry),
             predictions=SqlPredictionSink(engine),
-            feedback=PredictionLog(engine),
+            feedback=SqlFeedbackSink(engine),
+            clock=clock,
         )
 
     # -- lifecycle --
@@ -188,7 +204,7 @@ class Router:
         name = model or ""
         try:
             name = model or self.default_model()
-            reply_headers["x-model-name"] = name
+            reply_headers[MODEL_NAME_HEADER] = name
             active = self.active_plan(name)
             pinned = self._pinned(headers, name, active)
             payload = parse_body(body, content_type)
@@ -258,17 +274,17 @@ class Router:
             version = served
         sampled = rng.random() < self.config.log_sample_rate
         features = payload if sampled else None  # rows are built off the request path
-        reply_headers["x-rollout-id"] = plan.rollout_id or ""
-        reply_headers["x-plan-generation"] = str(plan.generation)
+        reply_headers[ROLLOUT_ID_HEADER] = plan.rollout_id or ""
+        reply_headers[PLAN_GENERATION_HEADER] = str(plan.generation)
         reply = Reply(500, b"", reply_headers)
         while True:
-            reply_headers["x-model-version"] = version
-            reply_headers["x-arm"] = arm
+            reply_headers[MODEL_VERSION_HEADER] = version
+            reply_headers[ARM_HEADER] = arm
             release = plan.release_of(version)
             if release is not None:
-                reply_headers[RELEASE_HEADER] = release
+                reply_headers[RELEASE_ID_HEADER] = release
             else:
-                reply_headers.pop(RELEASE_HEADER, None)
+                reply_headers.pop(RELEASE_ID_HEADER, None)
             predictor = active.predictors[version]
             error: RouterError | None = None
             outputs: Any = None
@@ -326,7 +342,7 @@ class Router:
         self.log.submit(
             LogEntry(
                 request_id=request_id,
-                ts=time.time(),
+                ts=self.clock.time(),
                 model=name,
                 version=version,
                 arm=arm,
@@ -493,9 +509,9 @@ class Router:
             raise MalformedRequest(
                 f"the body is not valid JSON: {exc}", error_code="malformed_json"
             ) from exc
-        now = time.time()
+        now = self.clock.time()
         try:
-            labels = [Feedback(rid, label, now) for rid, label in iter_feedback(decoded)]
+            labels = [Feedback(rid, label, now) for rid, label in parse_feedback(decoded)]
         except ValueError as exc:
             raise MalformedRequest(str(exc), error_code="invalid_feedback") from exc
         for item in labels:
@@ -531,7 +547,7 @@ class Router:
             for role, version in (
                 (BASELINE, plan.baseline_version),
                 (CANARY, plan.canary_version),
-                ("shadow", plan.shadow_version),
+                (SHADOW, plan.shadow_version),
             ):
                 if version is None:
                     continue

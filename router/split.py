@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Mapping
-from typing import Final, Literal
+from typing import Final
 
-Arm = Literal["baseline", "canary"]
-BASELINE: Final[Arm] = "baseline"
-CANARY: Final[Arm] = "canary"
+from contract.names import BASELINE, CANARY, ROLLOUT_KEY_HEADER, Arm
+
 BUCKETS: Final = 100
-ROLLOUT_KEY_HEADER: Final = "x-rollout-key"
 
 
 def bucket(key: str, salt: str = "") -> int:

@@ -15,15 +15,18 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from contract.records import Feedback, PredictionRecord
+from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink
 from rollout.demo.models import DemoData, load_data, register_versions
 from rollout.registry import MlflowRegistry
 from rollout.settings import Settings
-from rollout.store import PredictionRecord
 
 MODEL = "bc"
 PG_ADMIN_URL = os.environ.get("ROLLOUT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -65,6 +68,21 @@ def logged(
     )
 
 
+class LogWriter:
+    """Writes prediction records and labels the way a router does: through the contract's one
+    writer (:mod:`contract.sql.predictions`), never a test-only path."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._records = SqlPredictionSink(engine)
+        self._labels = SqlFeedbackSink(engine)
+
+    def write(self, records: list[PredictionRecord]) -> None:
+        self._records.write(records)
+
+    def add_feedback(self, labels: list[Feedback]) -> None:
+        self._labels.add_feedback(labels)
+
+
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
     root = tmp_path_factory.mktemp("demo-home")
@@ -101,9 +119,9 @@ def _postgres_available() -> bool:
         return False
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new PostgreSQL database's URL, dropped afterwards (skipped off CI without a server)."""
     if not _postgres_available():
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required under CI but {PG_ADMIN_URL} does not answer")
@@ -119,6 +137,13 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,25 +1,10 @@
-"""The store: everything several processes must agree on (see DESIGN.md, "The pieces").
+"""The manager's side of the store (the tables are :mod:`contract.sql.schema`).
 
-Tables live in :mod:`rollout.store.schema`; each module here is one concern:
+- :mod:`~rollout.store.records`      rollouts, their events and release records
+- :mod:`~rollout.store.predictions`  the prediction log and labels, read back and folded
+- :mod:`~rollout.store.configs`      the config versions of applied specs
+- :mod:`~rollout.store.audit`        the hash-chained audit log
 
-- :mod:`~rollout.store.engine` opens SQLite (WAL, busy timeout) or PostgreSQL by URL;
-- :mod:`~rollout.store.plans` the traffic plans (written by the manager, read by routers);
-- :mod:`~rollout.store.predictions` the prediction log and delayed labels (written by routers);
-- :mod:`~rollout.store.records` rollouts, their events and release records (the manager's);
-- :mod:`~rollout.store.configs` the config versions of applied specs.
-
-The schema is created and upgraded by Alembic (:mod:`rollout.migrations`) when a store is opened.
+Plans (:class:`contract.sql.plans.SqlPlanStore`) and the writers of prediction records and
+labels (:mod:`contract.sql.predictions`) belong to the serving contract, which routers share.
 """
-
-from rollout.store.engine import open_engine
-from rollout.store.plans import TrafficPlan, TrafficPlanStore
-from rollout.store.predictions import Feedback, PredictionLog, PredictionRecord
-
-__all__ = [
-    "Feedback",
-    "PredictionLog",
-    "PredictionRecord",
-    "TrafficPlan",
-    "TrafficPlanStore",
-    "open_engine",
-]

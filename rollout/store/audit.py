@@ -28,8 +28,8 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from contract.sql.schema import audit_log
 from rollout.store.records import json_safe
-from rollout.store.schema import audit_log
 
 Outcome = Literal["allowed", "denied", "failed"]
 GENESIS = "0" * 64

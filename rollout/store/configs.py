@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
-from rollout.store.schema import rollout_configs
+from contract.sql.schema import rollout_configs
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""The prediction log and delayed labels.
+"""The prediction log and delayed labels, as the manager reads them.
 
-Routers append :class:`PredictionRecord` rows in batches (one per inference request; the
-request's feature rows and outputs are JSON lists) and :class:`Feedback` labels joined later by
-request id. The manager folds a step's window into a bounded summary with
+Routers write one :class:`~contract.records.PredictionRecord` per inference request (the
+request's feature rows and outputs are JSON lists) and :class:`~contract.records.Feedback`
+labels joined later by request id, through the contract's one writer
+(:mod:`contract.sql.predictions`). The manager folds a step's window into a bounded summary with
 :meth:`PredictionLog.fold` (only the rows it has not seen, at each look), the input of every
 analysis gate.
 """
@@ -10,16 +11,17 @@ analysis gate.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from rollout.store.schema import feedback, predictions
+from contract.names import BASELINE
+from contract.records import PredictionRecord
+from contract.sql.schema import feedback, predictions
+from monitors.streaming import Arm
 from rollout.summary import (
-    Arm,
     LabelSummary,
     WindowSummary,
     label_pairs,
@@ -29,30 +31,6 @@ from rollout.summary import (
 
 FOLD_CHUNK = 2000  # rows per fetch when folding a window
 LABEL_SETTLE_S = 5.0  # labels this much older than the newest folded one are final
-
-
-@dataclass(frozen=True)
-class PredictionRecord:
-    request_id: str
-    ts: float
-    environment: str
-    model: str
-    version: str
-    arm: str  # baseline | canary | shadow | pinned
-    rollout_id: str | None
-    plan_generation: int
-    features: str | None  # JSON list of rows, or None when not sampled
-    output: str | None  # JSON list of predictions; None on error
-    latency_ms: float
-    error: str | None
-    status_code: int
-
-
-@dataclass(frozen=True)
-class Feedback:
-    request_id: str
-    label: object  # a scalar, or one label per row of the request
-    ts: float
 
 
 @dataclass
@@ -71,28 +49,6 @@ class ArmSample:
 class PredictionLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    def write(self, records: Sequence[PredictionRecord]) -> None:
-        if not records:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(predictions.insert(), [r.__dict__ for r in records])
-
-    def add_feedback(self, labels: Sequence[Feedback]) -> None:
-        """Store labels; a second label for the same request id replaces the first."""
-        if not labels:
-            return
-        rows = [
-            {"request_id": f.request_id, "label": json.dumps(f.label), "ts": f.ts} for f in labels
-        ]
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(feedback)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["request_id"],
-            set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
-        )
-        with self.engine.begin() as conn:
-            conn.execute(upsert, rows)
 
     def count(self, rollout_id: str, since_ts: float = 0.0) -> dict[str, int]:
         """Requests per arm for a rollout since ``since_ts``."""
@@ -206,11 +162,11 @@ class PredictionLog:
                 labels.recent[row_id] = label_ts
                 labels.folded += 1
                 labels.newest_ts = max(labels.newest_ts, label_ts)
-                pairs.setdefault(_gate_arm(arm), []).extend(
+                pairs.setdefault(_sample(arm), []).extend(
                     label_pairs(parse_rows(output), parse_rows(label))
                 )
-            for gate_arm, arm_pairs in pairs.items():
-                labels.add_pairs(gate_arm, arm_pairs)
+            for sample, arm_pairs in pairs.items():
+                labels.add_pairs(sample, arm_pairs)
         labels.cursor_ts = max(labels.cursor_ts, labels.newest_ts - LABEL_SETTLE_S)
         labels.recent = {k: ts for k, ts in labels.recent.items() if ts >= labels.cursor_ts}
         behind = conn.execute(
@@ -319,7 +275,7 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
     batches: dict[Arm, tuple[set[str], list[float], list[str], list[int]]] = {}
     for row_id, arm, version, output, latency_ms, error in chunk:
         versions, latencies, raw_outputs, errors = batches.setdefault(
-            _gate_arm(arm), (set(), [], [], [0])
+            _sample(arm), (set(), [], [], [0])
         )
         versions.add(version)
         latencies.append(float(latency_ms))
@@ -334,24 +290,6 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
         summary.folded += len(latencies)
 
 
-def _gate_arm(arm: str) -> Arm:
-    """The gates' arm of a logged arm: pinned requests (preview) stand for the canary."""
-    return "baseline" if arm == "baseline" else "canary"
-
-
-def iter_feedback(payload: object) -> Iterable[tuple[str, object]]:
-    """(request_id, label) pairs from ``{"request_id", "label"}`` or a list of them.
-
-    Raises ``ValueError`` naming the offending item and field.
-    """
-    items = payload if isinstance(payload, list) else [payload]
-    for index, item in enumerate(items):
-        where = f"item {index}" if isinstance(payload, list) else "body"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected an object with 'request_id' and 'label'")
-        request_id = item.get("request_id")
-        if not isinstance(request_id, str) or not request_id:
-            raise ValueError(f"{where}: 'request_id' must be a non-empty string")
-        if "label" not in item:
-            raise ValueError(f"{where}: 'label' is missing")
-        yield request_id, item["label"]
+def _sample(arm: str) -> Arm:
+    """The gates' sample of a logged arm: a preview's pinned requests stand for the canary."""
+    return "baseline" if arm == BASELINE else "canary"

@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 from sqlalchemy.exc import IntegrityError
 
+from contract.sql.schema import releases, rollout_events, rollouts
 from rollout.errors import ConflictError
-from rollout.store.schema import releases, rollout_events, rollouts
 
 ACTIVE = ("pending", "verifying", "progressing", "paused", "awaiting_approval", "promoting",
           "rolling_back")  # fmt: skip

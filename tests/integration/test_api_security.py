@@ -17,10 +17,10 @@ import uvicorn
 from sqlalchemy import select
 
 from conftest import MODEL, DemoHome
+from contract.sql.schema import releases, rollout_configs, rollouts, traffic_plans
 from rollout.api import create_app
 from rollout.auth import parse_tokens
 from rollout.manager import Manager
-from rollout.store.schema import releases, rollout_configs, rollouts, traffic_plans
 
 INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
 PEOPLE = {

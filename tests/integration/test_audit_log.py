@@ -11,10 +11,10 @@ import threading
 import pytest
 from sqlalchemy import select, update
 
+from contract.sql.engine import open_engine
+from contract.sql.schema import audit_log
 from rollout.cli import main
 from rollout.store.audit import GENESIS, AuditLog, row_hash
-from rollout.store.engine import open_engine
-from rollout.store.schema import audit_log
 
 
 def _fill(log: AuditLog, n: int) -> None:
@@ -101,7 +101,7 @@ def test_concurrent_threads_and_processes_keep_one_chain(store_url: str) -> None
     script = (
         "import sys\n"
         "from rollout.store.audit import AuditLog\n"
-        "from rollout.store.engine import open_engine\n"
+        "from contract.sql.engine import open_engine\n"
         "log = AuditLog(open_engine(sys.argv[1]))\n"
         "for i in range(15):\n"
         "    log.append(sys.argv[2], 'abort', 'bc', 'prod', 'allowed', 200, {'i': i})\n"

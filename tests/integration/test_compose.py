@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from contract.sql.engine import ROUTER_ROLE
 from rollout.cli import build_parser
-from rollout.store.engine import ROUTER_ROLE
 from rollout.up import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]

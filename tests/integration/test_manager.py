@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import MODEL, DemoHome, logged
+from conftest import MODEL, DemoHome, LogWriter, logged
 from rollout.errors import RegistryError, SpecError, StateError
 from rollout.manager import Manager
 from rollout.spec import load_spec
@@ -40,7 +40,7 @@ def manager(home: DemoHome) -> Iterator[Manager]:
 
 
 def write(manager: Manager, rollout_id: str, arm: str, n: int, version: str) -> None:
-    manager.predictions.write(
+    LogWriter(manager.engine).write(
         [logged(rollout_id, arm, version, 1, latency_ms=10.0 + (i % 7)) for i in range(n)]
     )
 

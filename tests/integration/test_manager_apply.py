@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import MODEL, DemoHome
+from contract.sql.schema import metadata
 from rollout.cli import main
 from rollout.declarative import apply, format_plan, plan
 from rollout.errors import StateError
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.store.configs import ConfigStore
-from rollout.store.schema import metadata
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, LogWriter
+from contract.records import PredictionRecord
+from contract.sql.engine import open_engine
 from rollout.lease import Lease
 from rollout.manager import Manager
 from rollout.settings import Settings
 from rollout.spec import load_spec
-from rollout.store import PredictionLog, PredictionRecord, open_engine
 from rollout.store.records import RecordStore
 
 SPEC = {
@@ -85,7 +86,7 @@ def start_rollout(settings: Settings, versions: dict[str, str]) -> None:
     manager.start(MODEL, versions["better"], "prod", load_spec(SPEC), actor="alice")
 
 
-def feed(log: PredictionLog, rollout_id: str, versions: dict[str, str], n: int) -> None:
+def feed(log: LogWriter, rollout_id: str, versions: dict[str, str], n: int) -> None:
     now = time.time()
     log.write(
         [
@@ -141,7 +142,7 @@ def assert_one_clean_promotion(home: DemoHome, rollout_id: str) -> None:
 def test_sigkill_at_20_random_points_ends_with_exactly_one_promotion(home: DemoHome) -> None:
     assert wait_child(in_child(lambda: start_rollout(home.settings, home.versions))) == 0
     engine = open_engine(home.settings.store_url)
-    records, log = RecordStore(engine), PredictionLog(engine)
+    records, log = RecordStore(engine), LogWriter(engine)
     (active,) = records.list_active()
     rng = random.Random(20)
     killed_in: list[tuple[str, int]] = []
@@ -172,7 +173,7 @@ def test_sigkill_at_20_random_points_ends_with_exactly_one_promotion(home: DemoH
 def test_two_managers_one_acts_and_the_other_takes_over(home: DemoHome) -> None:
     assert wait_child(in_child(lambda: start_rollout(home.settings, home.versions))) == 0
     engine = open_engine(home.settings.store_url)
-    records, log = RecordStore(engine), PredictionLog(engine)
+    records, log = RecordStore(engine), LogWriter(engine)
     (active,) = records.list_active()
     lease = Lease(engine, holder="observer")
     engine.dispose()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import MODEL, DemoHome, logged
+from conftest import MODEL, DemoHome, LogWriter, logged
 from rollout.manager import Manager
 from rollout.spec import load_spec
 
@@ -28,7 +28,7 @@ def mirrored(manager: Manager, rollout_id: str, outputs: list[tuple[int, int]], 
         request_id = uuid.uuid4().hex
         for arm, output in (("baseline", baseline_output), ("shadow", shadow_output)):
             records.append(logged(rollout_id, arm, v, output, request_id=request_id))
-    manager.predictions.write(records)
+    LogWriter(manager.engine).write(records)
 
 
 def test_shadow_then_canary_continues_with_the_canary_steps(
@@ -85,7 +85,7 @@ def served(
     manager: Manager, rollout_id: str, arm: str, version: str, n: int, *, errors: int = 0
 ) -> None:
     """`n` requests answered by `version` on `arm`, the first `errors` of them failed."""
-    manager.predictions.write(
+    LogWriter(manager.engine).write(
         [
             logged(rollout_id, arm, version, 1, error="ModelError: boom" if i < errors else None)
             for i in range(n)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import MODEL, DemoHome
+from contract.clock import ManualClock
 from rollout.manager import Manager
 from rollout.notify import Webhooks, sign
 from rollout.spec import load_spec
@@ -49,14 +50,6 @@ class Receiver:
         self.server.server_close()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     receiver = Receiver(fail_first=1)
@@ -67,7 +60,7 @@ def receiver() -> Iterator[Receiver]:
 def test_state_changes_are_signed_retried_and_recorded(home: DemoHome, receiver: Receiver) -> None:
     v1, v2 = home.versions["baseline"], home.versions["better"]
     manager = Manager(home.settings)
-    clock = Clock()
+    clock = ManualClock()
     manager.webhooks = Webhooks(
         manager.engine, [receiver.url], SECRET, base_backoff_s=2.0, max_attempts=3, clock=clock
     )
@@ -75,9 +68,9 @@ def test_state_changes_are_signed_retried_and_recorded(home: DemoHome, receiver:
         manager.start(MODEL, v1, "prod", actor="alice")
         rollout_id = manager.start(MODEL, v2, "prod", load_spec(INSTANT), actor="alice")
         assert manager.webhooks.deliver_due() == 5  # the first attempt of the first one fails
-        clock.now += 1.0
+        clock.advance(1.0)
         assert manager.webhooks.deliver_due() == 0  # its backoff (2 s) has not passed
-        clock.now += 1.0
+        clock.advance(1.0)
         assert manager.webhooks.deliver_due() == 1
         rows = manager.webhooks.deliveries()
         assert [(r.status, r.attempts) for r in rows] == [("delivered", 2)] + [("delivered", 1)] * 5
@@ -107,7 +100,7 @@ def test_state_changes_are_signed_retried_and_recorded(home: DemoHome, receiver:
 def test_a_receiver_that_keeps_failing_ends_failed(home: DemoHome) -> None:
     receiver = Receiver(fail_first=10)
     manager = Manager(home.settings)
-    clock = Clock()
+    clock = ManualClock()
     manager.webhooks = Webhooks(
         manager.engine, [receiver.url], SECRET, base_backoff_s=1.0, max_attempts=3, clock=clock
     )
@@ -115,7 +108,7 @@ def test_a_receiver_that_keeps_failing_ends_failed(home: DemoHome) -> None:
         manager.start(MODEL, home.versions["baseline"], "prod", actor="alice")
         for _ in range(3):
             manager.webhooks.deliver_due()
-            clock.now += 10.0
+            clock.advance(10.0)
         (row,) = manager.webhooks.deliveries()
         assert (row.status, row.attempts, row.last_error) == ("failed", 3, "HTTP 500")
         assert manager.webhooks.deliver_due() == 0

@@ -1,4 +1,4 @@
-"""Alembic migrations: the migrated schema equals ``rollout.store.schema``; stores created
+"""Alembic migrations: the migrated schema equals ``contract.sql.schema``; stores created
 before migrations are adopted; concurrent openers migrate once (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 
-from rollout.migrations import BASELINE, HEAD, current_revision, upgrade
-from rollout.store.engine import normalize_url, open_engine
-from rollout.store.plans import TrafficPlanStore
-from rollout.store.schema import metadata, releases, rollout_configs
+from contract.sql.engine import normalize_url, open_engine
+from contract.sql.migrations import BASELINE, HEAD, current_revision, upgrade
+from contract.sql.plans import SqlPlanStore
+from contract.sql.schema import metadata, releases, rollout_configs
 
 
 def test_migrated_schema_equals_the_tables(store_url: str) -> None:
@@ -28,7 +28,7 @@ def test_head_is_the_newest_revision() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    import rollout.migrations as migrations
+    import contract.sql.migrations as migrations
 
     config = Config()
     config.set_main_option("script_location", str(migrations._HERE))
@@ -84,7 +84,7 @@ def test_0004_names_the_release_serving_each_plan_baseline(store_url: str) -> No
                 {"env": env, "baseline": baseline},
             )
     upgrade(engine)
-    found = {plan.environment: plan for plan in TrafficPlanStore(engine).list()}
+    found = {plan.environment: plan for plan in SqlPlanStore(engine).list()}
     assert {env: plan.baseline_release_id for env, plan in found.items()} == {
         "prod": 3,
         "prod-eu": None,  # no release of v7

@@ -87,7 +87,7 @@ def test_unknown_versions_and_bad_refs_are_clear(home: DemoHome) -> None:
 
 def test_loaded_model_predicts_like_the_trained_one(home: DemoHome) -> None:
     registry = MlflowRegistry(home.settings.registry_uri, home.settings.artifact_root)
-    model = registry.load_pyfunc(MODEL, home.versions["better"])
+    model = registry.load_model(MODEL, home.versions["better"])
     rows = home.data.serve_X.iloc[:20]
     predictions = np.asarray(model.predict(rows))
     assert predictions.shape == (20,)

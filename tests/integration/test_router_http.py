@@ -26,7 +26,10 @@ from scipy.stats import chisquare
 from sqlalchemy import text
 
 from conftest import MODEL, DemoHome
-from rollout.store import PredictionLog, TrafficPlan, TrafficPlanStore, open_engine
+from contract.plans import TrafficPlan
+from contract.sql.engine import open_engine
+from contract.sql.plans import SqlPlanStore
+from rollout.store.predictions import PredictionLog
 from router.app import create_app
 from router.config import RouterConfig
 from router.service import Router
@@ -41,7 +44,7 @@ WEIGHT = 30
 class Served:
     client: httpx.Client
     router: Router
-    plans: TrafficPlanStore
+    plans: SqlPlanStore
     log: PredictionLog
     rows: pd.DataFrame
     expected: dict[str, list[Any]]  # version → mlflow.pyfunc's predictions for ``rows``
@@ -92,7 +95,7 @@ def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, socket.socket, i
 def served(demo_home: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     store_url = f"sqlite:///{tmp_path_factory.mktemp('router-http') / 'store.db'}"
     engine = open_engine(store_url)
-    plans = TrafficPlanStore(engine)
+    plans = SqlPlanStore(engine)
     plans.put(TrafficPlan(ENV, MODEL, "1", "2", WEIGHT, rollout_id=ROLLOUT))
     config = RouterConfig(
         store_url=store_url,
@@ -377,7 +380,7 @@ def test_a_version_that_cannot_load_keeps_the_previous_plan(
     assert ready.status_code == 503
     (cause,) = ready.json()["not_ready"]
     assert (cause["model"], cause["version"]) == (MODEL, "99")
-    assert "RegistryError" in cause["reason"] and "99" in cause["reason"]
+    assert "ModelLoadFailed" in cause["reason"] and "99" in cause["reason"]
     reply = served.post({"dataframe_records": served.rows.head(1).to_dict(orient="records")})
     assert reply.status_code == 200
     assert reply.headers["x-plan-generation"] == str(plan.generation) != str(broken.generation)

@@ -25,7 +25,9 @@ import httpx
 import pytest
 
 from conftest import MODEL, DemoHome
-from rollout.store import TrafficPlan, TrafficPlanStore, open_engine
+from contract.plans import TrafficPlan
+from contract.sql.engine import open_engine
+from contract.sql.plans import SqlPlanStore
 
 ENV = "prod"
 ROLLOUT = "r-multi"
@@ -76,8 +78,8 @@ def _ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
 @pytest.fixture
 def routers(
     home: DemoHome, store_url: str, tmp_path: Path
-) -> Iterator[tuple[TrafficPlanStore, list[int], Path]]:
-    plans = TrafficPlanStore(open_engine(store_url))
+) -> Iterator[tuple[SqlPlanStore, list[int], Path]]:
+    plans = SqlPlanStore(open_engine(store_url))
     plans.put(TrafficPlan(ENV, MODEL, "1", "2", 10, rollout_id=ROLLOUT))
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -126,7 +128,7 @@ def _drive(port: int, body: dict[str, object], stop: threading.Event, out: list[
             out.append(Sent(port, sent_at, reply.status_code, generation, version))
 
 
-def _wait_for(plans: TrafficPlanStore, sent: list[Sent], generation: int, ports: list[int]) -> None:
+def _wait_for(plans: SqlPlanStore, sent: list[Sent], generation: int, ports: list[int]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         recent = sent[-200:]
@@ -137,7 +139,7 @@ def _wait_for(plans: TrafficPlanStore, sent: list[Sent], generation: int, ports:
 
 
 def test_plan_changes_reach_every_process_without_failing_a_request(
-    home: DemoHome, routers: tuple[TrafficPlanStore, list[int], Path]
+    home: DemoHome, routers: tuple[SqlPlanStore, list[int], Path]
 ) -> None:
     plans, ports, metrics_dir = routers
     assert not (metrics_dir / "counter_4242.db").exists()  # stale files cleaned at start

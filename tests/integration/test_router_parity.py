@@ -32,7 +32,9 @@ from mlflow.models import infer_signature
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from rollout.store import TrafficPlan, TrafficPlanStore, open_engine
+from contract.plans import TrafficPlan
+from contract.sql.engine import open_engine
+from contract.sql.plans import SqlPlanStore
 
 ENV = "prod"
 
@@ -118,7 +120,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp("parity")
     uri, frames = _register(root)
     store_url = f"sqlite:///{root / 'rollout.db'}"
-    plans = TrafficPlanStore(open_engine(store_url))
+    plans = SqlPlanStore(open_engine(store_url))
     for name in frames:
         plans.put(TrafficPlan(ENV, name, "1"))
     processes: list[subprocess.Popen[bytes]] = []

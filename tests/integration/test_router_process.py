@@ -25,8 +25,11 @@ import pytest
 from mlflow.models import infer_signature
 
 from conftest import MODEL, DemoHome
+from contract.plans import TrafficPlan
+from contract.sql.engine import open_engine
+from contract.sql.plans import SqlPlanStore
 from rollout.registry import MlflowRegistry
-from rollout.store import PredictionLog, TrafficPlan, TrafficPlanStore, open_engine
+from rollout.store.predictions import PredictionLog
 
 ENV = "prod"
 BOOM_CODE = dedent(
@@ -79,7 +82,7 @@ def router_process(
     home: DemoHome, tmp_path: Path
 ) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes], Path]]:
     boom_version = _register_boom(home, tmp_path)
-    plans = TrafficPlanStore(open_engine(home.settings.store_url))
+    plans = SqlPlanStore(open_engine(home.settings.store_url))
     plans.put(TrafficPlan(ENV, MODEL, "1", "2", 30, rollout_id="r-proc"))
     plans.put(TrafficPlan(ENV, "boom", boom_version))
     port = _free_port()
@@ -191,7 +194,7 @@ def test_a_failing_canary_process_is_answered_by_the_baseline(
 ) -> None:
     client, process, log_path = router_process
     safe = _register_boom(home, tmp_path, BOOM_CODE.replace("< 0).any()", "< -1e300).any()"))
-    plans = TrafficPlanStore(open_engine(home.settings.store_url))
+    plans = SqlPlanStore(open_engine(home.settings.store_url))
     stored = plans.put(TrafficPlan(ENV, "boom", safe, "1", 100, rollout_id="r-failover"))
     deadline = time.monotonic() + 60
     while True:  # the new version is loaded and warmed before the plan serves

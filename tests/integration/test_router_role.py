@@ -11,19 +11,14 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import ProgrammingError
 
 from conftest import PG_ADMIN_URL
-from rollout.store import (
-    Feedback,
-    PredictionLog,
-    PredictionRecord,
-    TrafficPlan,
-    TrafficPlanStore,
-    open_engine,
-)
+from contract.plans import TrafficPlan
+from contract.records import Feedback, PredictionRecord
+from contract.sql.engine import ROUTER_ROLE, open_engine
+from contract.sql.plans import SqlPlanStore
+from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink
+from contract.sql.schema import rollouts
 from rollout.store.audit import AuditLog
-from rollout.store.engine import ROUTER_ROLE
-from rollout.store.schema import rollouts
 from router.config import RouterConfig
-from router.predsink import SqlPredictionSink
 
 
 def as_router(url: str) -> str:
@@ -40,7 +35,7 @@ def router_url(postgres_url: str) -> str:
             f"THEN CREATE ROLE {ROUTER_ROLE} LOGIN; END IF; END $$"
         )
     owner = open_engine(postgres_url)  # migrates: 0006 grants the router its rights
-    TrafficPlanStore(owner).put(TrafficPlan("prod", "bc", "1", "2", 10, rollout_id="r1"))
+    SqlPlanStore(owner).put(TrafficPlan("prod", "bc", "1", "2", 10, rollout_id="r1"))
     owner.dispose()
     return as_router(postgres_url)
 
@@ -58,17 +53,16 @@ def test_the_router_role_reads_plans_and_writes_records_and_labels(
 ) -> None:
     engine = open_engine(router_url, create=False)
     try:
-        (plan,) = TrafficPlanStore(engine).list("prod")
+        (plan,) = SqlPlanStore(engine).list("prod")
         assert (plan.baseline_version, plan.canary_version, plan.canary_weight_pct) == (
             "1",
             "2",
             10,
         )
-        log = PredictionLog(engine)
-        log.write([record("a")])
-        SqlPredictionSink(engine).write([record("b")])  # the router's own writer
-        log.add_feedback([Feedback("a", 1, time.time())])
-        log.add_feedback([Feedback("a", 0, time.time())])  # a correction: an upsert
+        SqlPredictionSink(engine).write([record("a"), record("b")])  # the router's own writers
+        labels = SqlFeedbackSink(engine)
+        labels.add_feedback([Feedback("a", 1, time.time())])
+        labels.add_feedback([Feedback("a", 0, time.time())])  # a correction: an upsert
     finally:
         engine.dispose()
     owner = open_engine(postgres_url, create=False)
@@ -87,7 +81,7 @@ def test_the_router_role_may_do_nothing_else(router_url: str, attempt: str) -> N
     try:
         with pytest.raises(ProgrammingError, match="permission denied"):
             if attempt == "write a plan":
-                TrafficPlanStore(engine).put(TrafficPlan("prod", "bc", "2"))
+                SqlPlanStore(engine).put(TrafficPlan("prod", "bc", "2"))
             elif attempt == "read rollouts":
                 with engine.connect() as conn:
                     conn.execute(select(rollouts)).all()

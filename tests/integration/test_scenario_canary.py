@@ -15,13 +15,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import MODEL, DemoHome, logged
+from conftest import MODEL, DemoHome, LogWriter, logged
+from contract.records import Feedback
 from rollout.errors import ConflictError, StateError
 from rollout.machine import Command, decide
 from rollout.manager import Manager
 from rollout.registry import DIGEST_TAG
 from rollout.spec import RolloutSpec, config_hash, load_spec
-from rollout.store import Feedback
 
 SPEC = load_spec(
     {
@@ -86,8 +86,9 @@ def feed(
         if not failed:
             correct = rng.random() < accuracy
             labels.append(Feedback(request_id, output if correct else 1 - output, time.time()))
-    manager.predictions.write(records)
-    manager.predictions.add_feedback(labels)
+    writer = LogWriter(manager.engine)
+    writer.write(records)
+    writer.add_feedback(labels)
 
 
 def release_baseline(manager: Manager, home: DemoHome) -> None:

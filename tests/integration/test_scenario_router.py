@@ -109,8 +109,8 @@ def test_smoke_tests_gate_the_first_traffic(home: DemoHome, router_url: str) -> 
     manager = Manager(home.settings)
     manager.smoke = SmokeRunner({"prod": router_url}, TOKEN, load_timeout_s=30)
     rows = home.data.serve_X.head(60)
-    p2 = manager.registry.load_pyfunc(MODEL, v2).predict(rows).tolist()
-    p3 = manager.registry.load_pyfunc(MODEL, v3).predict(rows).tolist()
+    p2 = manager.registry.load_model(MODEL, v2).predict(rows).tolist()
+    p3 = manager.registry.load_model(MODEL, v3).predict(rows).tolist()
     differ = [i for i in range(len(rows)) if p2[i] != p3[i]][:5]
     assert differ, "v2 and v3 agree on every row"
     PUBLIC.update(split(rows.head(1)))
@@ -282,7 +282,7 @@ def test_blue_green_of_a_broken_version_fails_its_golden_set_before_the_switch(
     manager = Manager(home.settings)
     manager.smoke = SmokeRunner({"prod": router_url}, TOKEN, load_timeout_s=30)
     rows, labels = home.data.serve_X.head(80), home.data.serve_y.head(80).tolist()
-    p3 = manager.registry.load_pyfunc(MODEL, v3).predict(rows).tolist()
+    p3 = manager.registry.load_model(MODEL, v3).predict(rows).tolist()
     wrong = [i for i in range(len(rows)) if p3[i] != labels[i]][:5]
     assert wrong, "v3 is right on every golden row"
     golden = {"name": "golden set", "payload": split(rows.iloc[wrong])}

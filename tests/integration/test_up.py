@@ -19,7 +19,7 @@ from conftest import MODEL, DemoHome
 from rollout.cli import main as cli
 from rollout.manager import Manager
 from rollout.settings import Settings
-from rollout.store import PredictionLog
+from rollout.store.predictions import PredictionLog
 from rollout.up import Supervisor, free_port, process_specs
 
 pytestmark = pytest.mark.postgres

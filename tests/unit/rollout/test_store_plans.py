@@ -6,14 +6,12 @@ import time
 
 import pytest
 
-from rollout.store import (
-    Feedback,
-    PredictionLog,
-    PredictionRecord,
-    TrafficPlan,
-    TrafficPlanStore,
-    open_engine,
-)
+from conftest import LogWriter
+from contract.plans import TrafficPlan
+from contract.records import Feedback, PredictionRecord
+from contract.sql.engine import open_engine
+from contract.sql.plans import SqlPlanStore
+from rollout.store.predictions import PredictionLog
 
 
 def _record(
@@ -37,7 +35,7 @@ def _record(
 
 
 def test_put_bumps_generation_and_round_trips(store_url: str) -> None:
-    plans = TrafficPlanStore(open_engine(store_url))
+    plans = SqlPlanStore(open_engine(store_url))
     first = plans.put(TrafficPlan("prod", "bc", "1", "2", 10, rollout_id="r1"))
     second = plans.put(TrafficPlan("prod", "bc", "1", "2", 50, rollout_id="r1"))
     assert (first.generation, second.generation) == (1, 2)
@@ -49,7 +47,7 @@ def test_put_bumps_generation_and_round_trips(store_url: str) -> None:
 
 
 def test_the_baseline_release_round_trips(store_url: str) -> None:
-    plans = TrafficPlanStore(open_engine(store_url))
+    plans = SqlPlanStore(open_engine(store_url))
     plans.put(TrafficPlan("prod", "bc", "1", "2", 10, rollout_id="r1", baseline_release_id=41))
     stored = plans.get("prod", "bc")
     assert stored is not None and stored.baseline_release_id == 41
@@ -73,7 +71,7 @@ def test_each_version_names_its_release() -> None:
 
 
 def test_list_filters_by_environment(store_url: str) -> None:
-    plans = TrafficPlanStore(open_engine(store_url))
+    plans = SqlPlanStore(open_engine(store_url))
     plans.put(TrafficPlan("prod", "bc", "1"))
     plans.put(TrafficPlan("staging", "bc", "2"))
     assert [p.environment for p in plans.list()] == ["prod", "staging"]
@@ -90,8 +88,9 @@ def test_plan_rejects_impossible_weights() -> None:
 
 
 def test_a_window_folds_labels_and_counts_errors(store_url: str) -> None:
-    log = PredictionLog(open_engine(store_url))
-    log.write(
+    engine = open_engine(store_url)
+    log, writer = PredictionLog(engine), LogWriter(engine)
+    writer.write(
         [
             _record("a", "baseline", 1),
             _record("b", "baseline", 0),
@@ -99,8 +98,8 @@ def test_a_window_folds_labels_and_counts_errors(store_url: str) -> None:
             _record("d", "canary", None, error="boom"),
         ]
     )
-    log.add_feedback([Feedback("a", 1, time.time()), Feedback("c", 0, time.time())])
-    log.add_feedback([Feedback("c", 1, time.time())])  # a later label replaces the first
+    writer.add_feedback([Feedback("a", 1, time.time()), Feedback("c", 0, time.time())])
+    writer.add_feedback([Feedback("c", 1, time.time())])  # a later label replaces the first
     summary = log.fold("r1", since_ts=0.0)
     baseline, canary = summary.counts("baseline"), summary.counts("canary")
     assert (baseline.n_requests, baseline.n_errors, baseline.versions) == (2, 0, {"1"})

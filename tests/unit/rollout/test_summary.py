@@ -10,11 +10,15 @@ import pytest
 from scipy import stats
 from sqlalchemy import insert
 
+from conftest import LogWriter
+from contract.records import Feedback, PredictionRecord
+from contract.sql.engine import open_engine
+from contract.sql.schema import predictions
+from monitors.streaming import Arm
 from rollout.analysis import analyse, summary_gate_results
 from rollout.spec import load_spec
-from rollout.store import Feedback, PredictionLog, PredictionRecord, open_engine
-from rollout.store.schema import predictions
-from rollout.summary import RESERVOIR_CAP, Arm, WindowSummary
+from rollout.store.predictions import PredictionLog
+from rollout.summary import RESERVOIR_CAP, WindowSummary
 
 SPEC = load_spec(
     {
@@ -64,14 +68,15 @@ def _records(
 
 
 def test_folding_new_rows_gives_the_summary_of_the_whole_window(store_url: str) -> None:
-    log = PredictionLog(open_engine(store_url))
-    log.write(_records("baseline", 300) + _records("canary", 100, seed=1))
-    log.write(_records("baseline", 50, ts=10.0, start=900))  # before the window: left out
+    engine = open_engine(store_url)
+    log, writer = PredictionLog(engine), LogWriter(engine)
+    writer.write(_records("baseline", 300) + _records("canary", 100, seed=1))
+    writer.write(_records("baseline", 50, ts=10.0, start=900))  # before the window: left out
     first = log.fold("r1", since_ts=50.0)
     assert (first.counts("baseline").n_requests, first.counts("canary").n_requests) == (300, 100)
     assert (first.counts("baseline").n_errors, first.counts("canary").n_errors) == (6, 2)
-    log.write(_records("baseline", 200, start=300, seed=2) + _records("canary", 80, start=100))
-    log.add_feedback([Feedback(f"canary-{i}", 1, ts=200.0) for i in range(1, 40)])
+    writer.write(_records("baseline", 200, start=300, seed=2) + _records("canary", 80, start=100))
+    writer.add_feedback([Feedback(f"canary-{i}", 1, ts=200.0) for i in range(1, 40)])
     again = log.fold("r1", since_ts=50.0, summary=first)
     fresh = log.fold("r1", since_ts=50.0)
     assert again is first and again.folded == fresh.folded == 680
@@ -91,7 +96,7 @@ def test_a_row_that_commits_behind_the_cursor_is_not_lost(postgres_url: str) -> 
     """PostgreSQL: concurrent writers may commit ids out of order (SQLite has one writer)."""
     engine = open_engine(postgres_url)
     log = PredictionLog(engine)
-    log.write(_records("canary", 10))
+    LogWriter(engine).write(_records("canary", 10))
     with engine.begin() as conn:  # leave a hole in the ids, as a slow transaction would
         conn.execute(insert(predictions), [{**_records("canary", 1, start=500)[0].__dict__}])
     summary = log.fold("r1", since_ts=0.0)
@@ -108,8 +113,9 @@ def test_a_row_that_commits_behind_the_cursor_is_not_lost(postgres_url: str) -> 
 
 
 def test_a_preview_judges_requests_pinned_to_the_candidate(store_url: str) -> None:
-    log = PredictionLog(open_engine(store_url))
-    log.write(
+    engine = open_engine(store_url)
+    log = PredictionLog(engine)
+    LogWriter(engine).write(
         _records("baseline", 120)
         + _records("pinned", 40, version="3", start=1000)
         + _records("pinned", 25, version="9", start=2000)  # someone pinning another version
@@ -122,10 +128,13 @@ def test_a_preview_judges_requests_pinned_to_the_candidate(store_url: str) -> No
 
 
 def test_folding_a_long_window_keeps_memory_flat(tmp_path: object) -> None:
-    log = PredictionLog(open_engine(f"sqlite:///{tmp_path}/store.db"))
+    engine = open_engine(f"sqlite:///{tmp_path}/store.db")
+    log, writer = PredictionLog(engine), LogWriter(engine)
     peaks = []
     for total in (30_000, 150_000):
-        log.write(_records("baseline", total - 30_000 * (total > 30_000), start=total, seed=total))
+        writer.write(
+            _records("baseline", total - 30_000 * (total > 30_000), start=total, seed=total)
+        )
         tracemalloc.start()
         summary = log.fold("r1", since_ts=0.0)
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -178,11 +187,12 @@ def test_category_outputs_past_the_cap_use_the_full_counts(outputs: list[object]
 
 
 def test_labels_fold_incrementally_and_survive_late_and_replaced_labels(store_url: str) -> None:
-    log = PredictionLog(open_engine(store_url))
-    log.write(_records("baseline", 200) + _records("canary", 100, seed=1))
+    engine = open_engine(store_url)
+    log, writer = PredictionLog(engine), LogWriter(engine)
+    writer.write(_records("baseline", 200) + _records("canary", 100, seed=1))
 
     def labels(ids: range, label: int, ts: float, arm: str = "canary") -> None:
-        log.add_feedback([Feedback(f"{arm}-{i}", label, ts=ts) for i in ids])
+        writer.add_feedback([Feedback(f"{arm}-{i}", label, ts=ts) for i in ids])
 
     def same_as_fresh(summary: WindowSummary) -> None:
         fresh = log.fold("r1", since_ts=0.0).labels

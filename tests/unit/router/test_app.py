@@ -1,6 +1,6 @@
 """The HTTP contract, error by error, on an app built from in-memory parts.
 
-Plans come from an ``InMemoryPlanSource``, records go to an ``InMemoryPredictionSink`` and the
+Plans come from an ``InMemoryPlanStore``, records go to an ``InMemoryPredictionLog`` and the
 versions are real MLflow models loaded from directories; the app runs under uvicorn on loopback.
 (The same contract against the MLflow registry and a SQL store is in
 ``tests/integration/test_router_http.py``.)
@@ -18,13 +18,12 @@ import httpx
 import mlflow
 import pytest
 
+from contract.plans import InMemoryPlanStore, TrafficPlan
+from contract.records import InMemoryPredictionLog
 from rollout.errors import RegistryError
-from rollout.store import TrafficPlan
 from router.app import create_app
 from router.config import RouterConfig
-from router.plans import InMemoryPlanSource
 from router.predictor import Predictor
-from router.predlog import InMemoryPredictionSink
 from router.service import Router
 from router.split import choose_arm
 
@@ -55,8 +54,8 @@ class DirLoader:
 class Harness:
     client: httpx.Client
     router: Router
-    source: InMemoryPlanSource
-    sink: InMemoryPredictionSink
+    source: InMemoryPlanStore
+    sink: InMemoryPredictionLog
 
     def wait_ready(self) -> None:
         assert self.router.poller.wait_until(lambda s: not s.not_ready(), timeout=30)
@@ -72,7 +71,7 @@ class Harness:
 def _harness(
     serve: Any, pipelines: dict[str, Path], failing_dir: Path, **config: Any
 ) -> Iterator[Harness]:
-    source = InMemoryPlanSource(
+    source = InMemoryPlanStore(
         [
             TrafficPlan(ENV, "bc", "1", "2", 30, rollout_id="r1"),
             TrafficPlan(ENV, "boom", "1"),
@@ -85,7 +84,7 @@ def _harness(
             ("boom", "1"): failing_dir,
         }
     )
-    sink = InMemoryPredictionSink()
+    sink = InMemoryPredictionLog()
     settings = RouterConfig(
         store_url="sqlite://", registry_uri="unused", plan_poll_s=0.05, seed=3, **config
     )
@@ -305,8 +304,8 @@ def test_models_and_readiness_follow_the_plans(app: Harness) -> None:
 
 def test_no_plan_at_all_is_503(serve: Any) -> None:
     settings = RouterConfig(store_url="sqlite://", registry_uri="unused", plan_poll_s=0.05)
-    sink = InMemoryPredictionSink()
-    router = Router(settings, plans=InMemoryPlanSource(), loader=DirLoader({}), predictions=sink)
+    sink = InMemoryPredictionLog()
+    router = Router(settings, plans=InMemoryPlanStore(), loader=DirLoader({}), predictions=sink)
     with serve(create_app(settings, router)) as client:
         assert router.poller.wait_until(lambda s: s.polled, timeout=5)
         reply = client.post("/invocations", json=BODY)

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from contract.clock import ManualClock
+from contract.plans import InMemoryPlanStore, TrafficPlan
 from rollout.errors import RegistryError
-from rollout.store import TrafficPlan
-from router.plans import InMemoryPlanSource, PlanPoller, PlanStatus
+from router.plans import PlanPoller, PlanStatus
 from router.predictor import Predictor
 
 ENV = "prod"
@@ -46,14 +47,6 @@ class Loader:
         return Predictor(model, version, Constant(version))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _plan(
     baseline: str, canary: str | None = None, weight: int = 0, model: str = "bc"
 ) -> TrafficPlan:
@@ -61,10 +54,10 @@ def _plan(
 
 
 @pytest.fixture
-def parts() -> tuple[InMemoryPlanSource, Loader, Clock, PlanPoller]:
-    source = InMemoryPlanSource()
+def parts() -> tuple[InMemoryPlanStore, Loader, ManualClock, PlanPoller]:
+    source = InMemoryPlanStore()
     loader = Loader()
-    clock = Clock()
+    clock = ManualClock()
     poller = PlanPoller(source, loader, ENV, poll_s=0.05, retry_s=2.0, clock=clock)
     return source, loader, clock, poller
 
@@ -82,7 +75,7 @@ def test_a_plan_is_applied_with_every_version_loaded(parts: Any) -> None:
 
 
 def test_no_plan_is_not_ready() -> None:
-    poller = PlanPoller(InMemoryPlanSource(), Loader(), ENV)
+    poller = PlanPoller(InMemoryPlanStore(), Loader(), ENV)
     poller.poll_once()
     assert poller.status().not_ready() == [
         {"model": "", "version": "", "reason": "no traffic plan for environment 'prod'"}
@@ -120,7 +113,7 @@ def test_a_version_that_fails_keeps_the_previous_plan(parts: Any) -> None:
     # Retried with back-off, not on every poll.
     poller.poll_once()
     assert loader.calls.count(("bc", "3")) == 1
-    clock.now += 2.5
+    clock.advance(2.5)
     loader.broken.clear()
     poller.poll_once()
     assert loader.calls.count(("bc", "3")) == 2

@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from rollout.store import PredictionRecord
-from router.predlog import InMemoryPredictionSink, LogEntry, PredictionLogWriter
+from contract.records import InMemoryPredictionLog, PredictionRecord
+from router.predlog import LogEntry, PredictionLogWriter
 
 
 def _entry(n: int, *, features: object = "rows", error: str | None = None) -> LogEntry:
@@ -45,7 +45,7 @@ class FlakySink:
 
 
 def test_entries_become_records_with_json_features_and_output() -> None:
-    sink = InMemoryPredictionSink()
+    sink = InMemoryPredictionLog()
     writer = PredictionLogWriter(sink, "prod", batch_size=10, flush_s=0.05)
     writer.start()
     try:
@@ -123,7 +123,7 @@ def test_a_failing_store_drops_and_counts_and_the_writer_recovers() -> None:
 
 
 def test_a_full_queue_drops_new_entries_without_blocking() -> None:
-    sink = InMemoryPredictionSink()
+    sink = InMemoryPredictionLog()
     dropped: list[int] = []
     writer = PredictionLogWriter(sink, "prod", queue_size=2, on_drop=dropped.append)
     assert writer.submit(_entry(1)) and writer.submit(_entry(2))
@@ -137,7 +137,7 @@ def test_a_full_queue_drops_new_entries_without_blocking() -> None:
 
 
 def test_unserializable_output_is_dropped_alone() -> None:
-    sink = InMemoryPredictionSink()
+    sink = InMemoryPredictionLog()
     writer = PredictionLogWriter(sink, "prod")
     bad = LogEntry(**{**_entry(1).__dict__, "output": [object()]})
     writer.submit(bad)

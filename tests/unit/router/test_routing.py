@@ -21,12 +21,11 @@ import httpx
 import mlflow
 import pytest
 
-from rollout.store import TrafficPlan
+from contract.plans import InMemoryPlanStore, TrafficPlan
+from contract.records import InMemoryPredictionLog
 from router.app import create_app
 from router.config import RouterConfig
-from router.plans import InMemoryPlanSource
 from router.predictor import Predictor
-from router.predlog import InMemoryPredictionSink
 from router.service import Router
 
 ENV = "prod"
@@ -51,8 +50,8 @@ class DirLoader:
 class App:
     client: httpx.Client
     router: Router
-    source: InMemoryPlanSource
-    sink: InMemoryPredictionSink
+    source: InMemoryPlanStore
+    sink: InMemoryPredictionLog
 
     def post(self, model: str, body: Any, **headers: str) -> httpx.Response:
         return self.client.post(f"/v1/models/{model}/invocations", json=body, headers=headers)
@@ -64,7 +63,7 @@ class App:
 
 @pytest.fixture
 def app(serve: Any, numeric_dir: Path, tricky_dir: Path, failing_dir: Path) -> Iterator[App]:
-    source = InMemoryPlanSource(
+    source = InMemoryPlanStore(
         [
             # boom: v1 doubles x, v2 (tricky) is its canary at 100%; num v3 shadows num
             TrafficPlan(ENV, "boom", "1", "2", 100, rollout_id="r-boom", baseline_release_id=7),
@@ -91,7 +90,7 @@ def app(serve: Any, numeric_dir: Path, tricky_dir: Path, failing_dir: Path) -> I
             ("num", "3"): numeric_dir,
         }
     )
-    sink = InMemoryPredictionSink()
+    sink = InMemoryPredictionLog()
     settings = RouterConfig(
         store_url="sqlite://",
         registry_uri="unused",

@@ -8,9 +8,8 @@ import random
 import pytest
 from scipy.stats import chisquare
 
+from contract.names import BASELINE, CANARY
 from router.split import (
-    BASELINE,
-    CANARY,
     bucket,
     choose_arm,
     parse_sticky_rule,

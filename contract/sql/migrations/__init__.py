@@ -6,7 +6,7 @@ opens the store calls :func:`upgrade` (``open_engine``), so it is safe to run co
 PostgreSQL an advisory transaction lock serialises it, on SQLite a file lock beside the
 database file. When the store is already at ``HEAD`` it costs one query and imports nothing.
 
-To change the schema: edit :mod:`rollout.store.schema`, add a revision under ``versions/``
+To change the schema: edit :mod:`contract.sql.schema`, add a revision under ``versions/``
 (``alembic -c <generated config> revision`` or by hand, as here) and move ``HEAD``;
 ``tests/integration/test_migrations.py`` checks the migrated schema equals the tables.
 """

@@ -1,4 +1,4 @@
-"""Open the store by URL and bring its schema up to date (Alembic, :mod:`rollout.migrations`).
+"""Open the store by URL and bring its schema up to date (Alembic, :mod:`contract.sql.migrations`).
 
 ``sqlite:///path.db`` (the embedded default) gets WAL journaling and a busy timeout so a router
 and a manager in different processes can share the file; ``postgresql://`` URLs use psycopg 3.
@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
-from rollout.migrations import upgrade
+from contract.sql.migrations import upgrade
 
 
 def normalize_url(url: str) -> str:
@@ -23,9 +23,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-# The router's database identity on PostgreSQL (DESIGN.md, Security): it reads traffic plans and
-# writes prediction records and labels, nothing else. Migration 0006 grants these when the role
-# exists; run them by hand (as the store's owner) for a role created later.
+# The router's database identity on PostgreSQL (docs/architecture.md, "The store"): it reads
+# traffic plans and writes prediction records and labels, nothing else. Migration 0006 grants
+# these when the role exists; run them by hand (as the store's owner) for a role created later.
 ROUTER_ROLE = "rollout_router"
 ROUTER_GRANTS = (
     "GRANT SELECT ON traffic_plans, alembic_version",

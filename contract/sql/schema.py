@@ -1,7 +1,7 @@
 """The store's tables (SQLAlchemy Core). One place, so every process agrees on them.
 
 The database itself is created and upgraded by the Alembic migrations in
-:mod:`rollout.migrations` (one revision per change of this file; a test checks that the
+:mod:`contract.sql.migrations` (one revision per change of this file; a test checks that the
 migrated schema equals these tables).
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from alembic import op
 
-from rollout.store.engine import ROUTER_GRANTS, ROUTER_ROLE
+from contract.sql.engine import ROUTER_GRANTS, ROUTER_ROLE
 
 revision = "0006"
 down_revision = "0005"
