@@ -37,12 +37,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from monitors import GateResult, auc_test, error_rate_test, latency_test, output_drift
+from monitors import GateResult, Verdict, auc_test, error_rate_test, latency_test, output_drift
 from monitors.drift import chi_square_table, mean_shift_moments, psi_counts
 from monitors.quality import ACCURACY_TAU, AUC_TAU, accuracy_counts_test, loss_moments_test
 from monitors.reports import drift_report_html
 from monitors.streaming import ARMS, CategoryCounts
-from rollout.machine import StepEvidence, Verdict
+from rollout.machine import StepEvidence
 from rollout.spec import AnalysisSpec, GateName
 from rollout.store.predictions import ArmSample
 from rollout.summary import (
