@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -50,16 +50,7 @@ from monitors.twosample import bin_counts, column_drift
 DriftMethod = Literal[
     "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
 ]
-DRIFT_METHODS: tuple[str, ...] = (
-    "auto",
-    "ks",
-    "chi_square",
-    "psi",
-    "wasserstein",
-    "jensen_shannon",
-    "anderson",
-    "mean_shift",
-)
+DRIFT_METHODS: tuple[DriftMethod, ...] = get_args(DriftMethod)
 MEAN_SHIFT_TAU = 0.2
 MAX_CATEGORICAL_FLOAT_VALUES = 10
 

@@ -21,7 +21,7 @@ batch of labels. The other metrics:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,7 @@ from monitors.sequential import always_valid_p, check_tau, n_for_power
 from monitors.streaming import Moments
 
 LossMetric = Literal["log_loss", "mae", "rmse"]
-LOSS_METRICS: tuple[str, ...] = ("log_loss", "mae", "rmse")
+LOSS_METRICS: tuple[str, ...] = get_args(LossMetric)
 ACCURACY_TAU = 0.03  # sequential accuracy test tuned to a 3-point loss beyond the margin
 AUC_TAU = 0.03
 LOG_LOSS_CLIP = 1e-15

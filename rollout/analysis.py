@@ -37,13 +37,24 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from monitors import GateResult, auc_test, error_rate_test, latency_test, output_drift
+from monitors import GateResult, Verdict, auc_test, error_rate_test, latency_test, output_drift
 from monitors.drift import chi_square_table, mean_shift_moments, psi_counts
 from monitors.quality import ACCURACY_TAU, AUC_TAU, accuracy_counts_test, loss_moments_test
 from monitors.reports import drift_report_html
 from monitors.streaming import ARMS, CategoryCounts
-from rollout.machine import StepEvidence, Verdict
-from rollout.spec import AnalysisSpec, GateName
+from rollout.machine import StepEvidence
+from rollout.spec import (
+    AnalysisSpec,
+    ErrorRateEntry,
+    ErrorRateGate,
+    GateEntry,
+    GateName,
+    LatencyEntry,
+    LatencyGate,
+    OutputDriftEntry,
+    OutputDriftGate,
+    QualityGate,
+)
 from rollout.store.predictions import ArmSample
 from rollout.summary import (
     RESERVOIR_CAP,
@@ -96,7 +107,7 @@ def gate_results(
 
 def summary_gate_results(summary: WindowSummary, analysis: AnalysisSpec) -> list[GateResult]:
     """One result per gate of the spec, in spec order (Holm-corrected if configured)."""
-    runners = [(entry.name, _runner(entry.name, summary, analysis)) for entry in analysis.gates]
+    runners = [(entry.name, _runner(entry, summary, analysis)) for entry in analysis.gates]
     results = [_safe(name, run, analysis.alpha) for name, run in runners]
     if analysis.correction == "holm":
         levels = holm_levels([r.p_value for r in results], analysis.alpha)
@@ -158,25 +169,26 @@ def _safe(name: GateName, run: GateRunner, alpha: float) -> GateResult:
         )
 
 
-def _runner(name: GateName, summary: WindowSummary, analysis: AnalysisSpec) -> GateRunner:
-    gate = analysis.gate(name)
+def _runner(entry: GateEntry, summary: WindowSummary, analysis: AnalysisSpec) -> GateRunner:
+    """The gate's test on this window, with the settings of its spec entry."""
     baseline, canary = summary.counts("baseline"), summary.counts("canary")
-    if name == "error_rate":
+    if isinstance(entry, ErrorRateEntry):
+        error_rate = entry.error_rate
         return lambda alpha: error_rate_test(
             baseline.n_errors,
             baseline.n_requests,
             canary.n_errors,
             canary.n_requests,
-            max_increase=gate.max_increase,
+            max_increase=error_rate.max_increase,
             alpha=alpha,
-            min_n=gate.min_n,
-            sequential=_sequential(gate, analysis),
-            tau=gate.tau,
-            power=gate.power,
-            require_power=gate.require_power,
+            min_n=error_rate.min_n,
+            sequential=_sequential(error_rate, analysis),
+            tau=error_rate.tau,
+            power=error_rate.power,
+            require_power=error_rate.require_power,
         )
-    if name == "latency":
-        latency = summary.latency
+    if isinstance(entry, LatencyEntry):
+        gate, latency = entry.latency, summary.latency
         return lambda alpha: latency_test(
             latency.values("baseline"),
             latency.values("canary"),
@@ -188,43 +200,57 @@ def _runner(name: GateName, summary: WindowSummary, analysis: AnalysisSpec) -> G
             tau=gate.tau,
             binned=None if latency.exact else latency.bins,
         )
-    if name == "output_drift":
-        return lambda alpha: _output_drift(summary.outputs, gate, alpha)
-    return _quality_runner(gate, summary.labels, _sequential(gate, analysis))
+    if isinstance(entry, OutputDriftEntry):
+        return lambda alpha: _output_drift(summary.outputs, entry.output_drift, alpha)
+    return _quality_runner(entry.quality, summary.labels, _sequential(entry.quality, analysis))
 
 
-def _output_drift(outputs: OutputSummary, gate: Any, alpha: float) -> GateResult:
+def _output_drift(outputs: OutputSummary, gate: OutputDriftGate, alpha: float) -> GateResult:
     """The spec's drift method on the outputs: exact while the reservoirs hold every value."""
-    options = {"alpha": alpha, "min_n": gate.min_n}
     numeric = outputs.numeric
     if outputs.all_numeric and numeric.exact:
         values = [numeric.values(arm) for arm in ARMS]
         if outputs.all_int:
             values = [v.astype(np.int64) for v in values]
         return output_drift(
-            *values, method=gate.method, psi_threshold=gate.threshold, tau=gate.tau, **options
+            *values,
+            method=gate.method,
+            psi_threshold=gate.threshold,
+            tau=gate.tau,
+            alpha=alpha,
+            min_n=gate.min_n,
         )
     if outputs.categorical and not outputs.categories_complete:
         raise ValueError("the outputs mix continuous numbers with other values")
     if outputs.categorical and gate.method in ("auto", "chi_square"):
         labels, table = outputs.categories.table()
-        return chi_square_table(labels, table, **options)
+        return chi_square_table(labels, table, alpha=alpha, min_n=gate.min_n)
     if outputs.categorical:  # another method on categories: a sample with the same shares
         values = [_category_sample(outputs.categories, arm) for arm in ARMS]
         return _sampled(
-            output_drift(*values, method=gate.method, psi_threshold=gate.threshold, **options),
+            output_drift(
+                *values,
+                method=gate.method,
+                psi_threshold=gate.threshold,
+                alpha=alpha,
+                min_n=gate.min_n,
+            ),
             outputs,
         )
     if gate.method == "mean_shift":
         moments = numeric.moments
-        return mean_shift_moments(moments["baseline"], moments["canary"], tau=gate.tau, **options)
+        return mean_shift_moments(
+            moments["baseline"], moments["canary"], tau=gate.tau, alpha=alpha, min_n=gate.min_n
+        )
     if gate.method == "psi" and numeric.bins is not None:
         bins = numeric.bins
         return psi_counts(
             bins.baseline_counts, bins.canary_counts, threshold=gate.threshold, min_n=gate.min_n
         )
     values = [numeric.values(arm) for arm in ARMS]
-    result = output_drift(*values, method=gate.method, psi_threshold=gate.threshold, **options)
+    result = output_drift(
+        *values, method=gate.method, psi_threshold=gate.threshold, alpha=alpha, min_n=gate.min_n
+    )
     return _sampled(result, outputs)
 
 
@@ -249,7 +275,7 @@ def _category_sample(categories: CategoryCounts, arm: str) -> npt.NDArray[Any]:
     return np.repeat(np.asarray(labels, dtype=object), repeats)
 
 
-def _quality_runner(gate: Any, labels: LabelSummary, sequential: bool) -> GateRunner:
+def _quality_runner(gate: QualityGate, labels: LabelSummary, sequential: bool) -> GateRunner:
     if gate.metric == "accuracy":
         accuracy_tau = ACCURACY_TAU if gate.tau is None else float(gate.tau)
         return lambda alpha: accuracy_counts_test(
@@ -265,29 +291,29 @@ def _quality_runner(gate: Any, labels: LabelSummary, sequential: bool) -> GateRu
             power=gate.power,
             require_power=gate.require_power,
         )
-    tau = {} if gate.tau is None else {"tau": gate.tau}
+    metric = gate.metric
 
     def run(alpha: float) -> GateResult:
-        if gate.metric == "auc":
+        if metric == "auc":
             return _auc(labels, gate, alpha, sequential)
-        if gate.metric in labels.loss_errors:
-            raise ValueError(labels.loss_errors[gate.metric])
-        moments = labels.losses[gate.metric]
+        if metric in labels.loss_errors:
+            raise ValueError(labels.loss_errors[metric])
+        moments = labels.losses[metric]
         return loss_moments_test(
             moments["baseline"],
             moments["canary"],
-            metric=gate.metric,
+            metric=metric,
             max_increase=gate.max_increase,
             alpha=alpha,
             min_n=gate.min_labels,
             sequential=sequential,
-            **tau,
+            tau=gate.tau,
         )
 
     return run
 
 
-def _auc(labels: LabelSummary, gate: Any, alpha: float, sequential: bool) -> GateResult:
+def _auc(labels: LabelSummary, gate: QualityGate, alpha: float, sequential: bool) -> GateResult:
     if labels.auc_error is not None:
         raise ValueError(labels.auc_error)
     arms = []
@@ -314,7 +340,7 @@ def _auc(labels: LabelSummary, gate: Any, alpha: float, sequential: bool) -> Gat
     )
 
 
-def _sequential(gate: Any, analysis: AnalysisSpec) -> bool:
+def _sequential(gate: ErrorRateGate | LatencyGate | QualityGate, analysis: AnalysisSpec) -> bool:
     """The gate's own ``sequential`` setting, else the analysis-wide default."""
     return bool(analysis.sequential if gate.sequential is None else gate.sequential)
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from monitors import GateResult
+from monitors import GateResult, Verdict
 from rollout.errors import StateError
 
 State = Literal[
@@ -99,7 +99,6 @@ Effect = Literal[
     "record_rolled_back",  # candidate's release recorded: kind rollback, outcome rolled_back
     "record_aborted",  # candidate's release recorded: kind promotion, outcome aborted
 ]
-Verdict = Literal["pass", "fail", "inconclusive"]
 
 
 @dataclass(frozen=True)

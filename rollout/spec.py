@@ -5,14 +5,19 @@ every validation problem becomes one :class:`~rollout.errors.SpecError` whose me
 field path and what was expected, e.g.
 ``strategy.canary.steps[1].weight: must be 1..100, got 150``.
 
-- ``strategy`` holds exactly one of ``canary`` (explicit steps), ``linear`` (``steps: N``
+- ``strategy`` is a one-key mapping: ``canary`` (explicit steps), ``linear`` (``steps: N``
   expands to N equal steps ending at 100%) or ``blue_green`` (a 0% preview step, reachable by
   pinning only, then a 100% bake step with the old version still loaded) or ``shadow`` (a
-  mirrored-traffic step with paired analysis, then a recommendation or canary steps).
+  mirrored-traffic step with paired analysis, then a recommendation or canary steps). It
+  validates to one model per strategy (:class:`CanaryStrategy`, ...: a discriminated union on
+  the key); each has ``name``, ``sticky_key``, ``steps()`` and ``canary`` / ``shadow`` (None
+  unless it is that strategy).
 - Durations are seconds or strings such as ``"30s"``, ``"10m"``, ``"1h"``, ``"1h30m"``; they are
   stored as float seconds (``min_duration_s``; YAML key ``min_duration``).
 - ``analysis.gates`` is a list of one-key mappings (``{error_rate: {max_increase: 0.005}}``) or
-  bare gate names (``latency``), each gate at most once.
+  bare gate names (``latency``), each gate at most once; each validates to one model per gate
+  (:class:`ErrorRateEntry`, ...), whose one field holds the gate's typed settings;
+  ``analysis.error_rate`` (``latency``, ...) is that gate's settings or None.
 - :func:`config_hash` is sha256 over the canonical JSON of the validated spec (defaults filled
   in), so two spellings of the same spec hash the same.
 - :func:`default_spec` is what ``rollout start`` uses without ``-f``: canary steps 10/50/100,
@@ -26,25 +31,30 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from monitors.drift import DriftMethod
+from monitors.quality import LossMetric
 from rollout.errors import SpecError
 from rollout.machine import Step
 
 OnInconclusive = Literal["pause", "extend", "rollback"]
 GateName = Literal["error_rate", "latency", "output_drift", "quality"]
-GATE_NAMES: tuple[GateName, ...] = ("error_rate", "latency", "output_drift", "quality")
+GATE_NAMES: tuple[GateName, ...] = get_args(GateName)
+QualityMetric = Literal["accuracy", "auc", LossMetric]
 
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -89,6 +99,20 @@ OptionalDuration = Annotated[float | None, BeforeValidator(_optional_duration)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _tag(value: object, models: tuple[type[_Model], ...]) -> str | None:
+    """Which model of a one-key union validates ``value``: the one whose only field is its key.
+
+    The tag is the model's class name, never a YAML key, so :func:`format_errors` can drop it
+    from error paths (pydantic puts it there, between the union and the model's field).
+    """
+    for model in models:
+        if isinstance(value, model) or (
+            isinstance(value, Mapping) and next(iter(model.model_fields)) in value
+        ):
+            return model.__name__
+    return None
 
 
 class StepSpec(_Model):
@@ -248,47 +272,120 @@ class ShadowSpec(_Model):
         return (shadow, *(step.to_step() for step in following))
 
 
-STRATEGIES = ("canary", "linear", "blue_green", "shadow")
+StrategyName = Literal["canary", "linear", "blue_green", "shadow"]
+STRATEGIES: tuple[StrategyName, ...] = get_args(StrategyName)
 
 
-class StrategySpec(_Model):
-    canary: CanarySpec | None = None
-    linear: LinearSpec | None = None
-    blue_green: BlueGreenSpec | None = None
-    shadow: ShadowSpec | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> StrategySpec:
-        given = [name for name in STRATEGIES if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "expected exactly one of 'canary', 'linear', 'blue_green' or 'shadow'"
-                + (f", got {' and '.join(given)}" if given else "")
-            )
-        return self
-
+# Every strategy answers ``canary`` and ``shadow`` (None unless it is that strategy), as the
+# one model with four optional fields did: the manager reads ``strategy.shadow``, the demo
+# ``strategy.canary``.
+class _NoCanary:
     @property
-    def name(self) -> str:
-        return next(name for name in STRATEGIES if getattr(self, name) is not None)
+    def canary(self) -> None:
+        """Not the canary strategy (``strategy.canary`` is unset)."""
+        return None
+
+
+class _NoShadow:
+    @property
+    def shadow(self) -> None:
+        """Not the shadow strategy (``strategy.shadow`` is unset)."""
+        return None
+
+
+class CanaryStrategy(_NoShadow, _Model):
+    """``strategy: {canary: {steps: [...]}}``."""
+
+    name: ClassVar[Literal["canary"]] = "canary"
+    canary: CanarySpec
 
     @property
     def sticky_key(self) -> str | None:
-        chosen = self.canary or self.linear or self.blue_green or self.shadow
-        return chosen.sticky_key if chosen is not None else None
-
-    def step_specs(self) -> tuple[StepSpec, ...]:
-        """The explicit steps of canary / linear (blue_green has its own :meth:`steps`)."""
-        if self.canary is not None:
-            return self.canary.steps
-        assert self.linear is not None
-        return self.linear.expand()
+        return self.canary.sticky_key
 
     def steps(self) -> tuple[Step, ...]:
-        if self.blue_green is not None:
-            return self.blue_green.steps()
-        if self.shadow is not None:
-            return self.shadow.steps()
-        return tuple(step.to_step() for step in self.step_specs())
+        return tuple(step.to_step() for step in self.canary.steps)
+
+
+class LinearStrategy(_NoCanary, _NoShadow, _Model):
+    """``strategy: {linear: {steps: N}}``."""
+
+    name: ClassVar[Literal["linear"]] = "linear"
+    linear: LinearSpec
+
+    @property
+    def sticky_key(self) -> str | None:
+        return self.linear.sticky_key
+
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(step.to_step() for step in self.linear.expand())
+
+
+class BlueGreenStrategy(_NoCanary, _NoShadow, _Model):
+    """``strategy: {blue_green: {...}}``."""
+
+    name: ClassVar[Literal["blue_green"]] = "blue_green"
+    blue_green: BlueGreenSpec
+
+    @property
+    def sticky_key(self) -> str | None:
+        return self.blue_green.sticky_key
+
+    def steps(self) -> tuple[Step, ...]:
+        return self.blue_green.steps()
+
+
+class ShadowStrategy(_NoCanary, _Model):
+    """``strategy: {shadow: {...}}`` (its own ``canary`` steps are ``shadow.canary``)."""
+
+    name: ClassVar[Literal["shadow"]] = "shadow"
+    shadow: ShadowSpec
+
+    @property
+    def sticky_key(self) -> str | None:
+        return self.shadow.sticky_key
+
+    def steps(self) -> tuple[Step, ...]:
+        return self.shadow.steps()
+
+
+_STRATEGY_TYPES = (CanaryStrategy, LinearStrategy, BlueGreenStrategy, ShadowStrategy)
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``."""
+    quoted = [f"'{name}'" for name in names]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _one_strategy(value: object) -> object:
+    """``strategy`` must be a mapping with exactly one strategy key (a null one counts as unset).
+
+    Other keys go on to the chosen strategy's model, which reports each as an unknown field.
+    """
+    if isinstance(value, _STRATEGY_TYPES):
+        return value
+    expected = f"expected exactly one of {_quoted(STRATEGIES)}"
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{expected} as the key of a mapping, got {value!r}")
+    given = [name for name in value if name in STRATEGIES and value[name] is not None]
+    unknown = [str(key) for key in value if key not in STRATEGIES]
+    if not given and unknown:
+        raise ValueError(f"unknown strategy {unknown[0]!r}; {expected}")
+    if len(given) != 1:
+        raise ValueError(expected + (f", got {' and '.join(given)}" if given else ""))
+    return {key: item for key, item in value.items() if key not in STRATEGIES or key in given}
+
+
+StrategySpec = Annotated[
+    Annotated[CanaryStrategy, Tag("CanaryStrategy")]
+    | Annotated[LinearStrategy, Tag("LinearStrategy")]
+    | Annotated[BlueGreenStrategy, Tag("BlueGreenStrategy")]
+    | Annotated[ShadowStrategy, Tag("ShadowStrategy")],
+    Discriminator(lambda value: _tag(value, _STRATEGY_TYPES)),
+    BeforeValidator(_one_strategy),
+]
+"""``strategy``: a one-key mapping, validated as the model of the strategy its key names."""
 
 
 def _fraction(value: float) -> float:
@@ -339,9 +436,7 @@ class LatencyGate(_SequentialOptions):
 
 
 class OutputDriftGate(_Model):
-    method: Literal[
-        "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
-    ] = "auto"
+    method: DriftMethod = "auto"
     threshold: float = Field(default=0.2, gt=0.0)
     min_n: int = Field(default=30, ge=1)
     tau: float = Field(default=0.2, gt=0.0)  # mean_shift only: shift in baseline sds to detect
@@ -349,7 +444,7 @@ class OutputDriftGate(_Model):
 
 class QualityGate(_SequentialOptions):
     # accuracy and auc: non-inferiority with max_decrease; log_loss, mae, rmse: max_increase
-    metric: Literal["accuracy", "auc", "log_loss", "mae", "rmse"] = "accuracy"
+    metric: QualityMetric = "accuracy"
     max_decrease: float = 0.01  # accuracy, auc: allowed drop (fraction)
     max_increase: float = Field(default=0.0, ge=0.0)  # log_loss, mae, rmse: allowed rise
     min_labels: int = Field(default=50, ge=1)
@@ -361,38 +456,60 @@ class QualityGate(_SequentialOptions):
         return _fraction(value)
 
 
-class GateEntry(_Model):
-    """One item of ``analysis.gates``: exactly one of the gate keys."""
+class ErrorRateEntry(_Model):
+    name: ClassVar[Literal["error_rate"]] = "error_rate"
+    error_rate: ErrorRateGate
 
-    error_rate: ErrorRateGate | None = None
-    latency: LatencyGate | None = None
-    output_drift: OutputDriftGate | None = None
-    quality: QualityGate | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_name(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = {value: {}}
-        if isinstance(value, Mapping):
-            unknown = [str(k) for k in value if k not in GATE_NAMES]
-            if unknown:
-                raise ValueError(
-                    f"unknown gate {unknown[0]!r}; expected one of {', '.join(GATE_NAMES)}"
-                )
-            return {k: ({} if v is None else v) for k, v in value.items()}
+class LatencyEntry(_Model):
+    name: ClassVar[Literal["latency"]] = "latency"
+    latency: LatencyGate
+
+
+class OutputDriftEntry(_Model):
+    name: ClassVar[Literal["output_drift"]] = "output_drift"
+    output_drift: OutputDriftGate
+
+
+class QualityEntry(_Model):
+    name: ClassVar[Literal["quality"]] = "quality"
+    quality: QualityGate
+
+
+_GATE_TYPES = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry)
+
+
+def _one_gate(value: object) -> object:
+    """A gate item is a bare gate name or a mapping with exactly one gate key (null: defaults)."""
+    if isinstance(value, _GATE_TYPES):
         return value
+    if isinstance(value, str):
+        value = {value: {}}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"expected a gate name or a one-key mapping such as "
+            f"{{error_rate: {{max_increase: 0.005}}}}, got {value!r}"
+        )
+    unknown = [str(key) for key in value if key not in GATE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown gate {unknown[0]!r}; expected one of {', '.join(GATE_NAMES)}")
+    if len(value) != 1:
+        raise ValueError(
+            f"expected exactly one of {', '.join(GATE_NAMES)}, "
+            f"got {' and '.join(value) if value else 'none'}"
+        )
+    return {key: ({} if item is None else item) for key, item in value.items()}
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> GateEntry:
-        given = [name for name in GATE_NAMES if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"expected exactly one of {', '.join(GATE_NAMES)}, got {given}")
-        return self
 
-    @property
-    def name(self) -> GateName:
-        return next(name for name in GATE_NAMES if getattr(self, name) is not None)
+GateEntry = Annotated[
+    Annotated[ErrorRateEntry, Tag("ErrorRateEntry")]
+    | Annotated[LatencyEntry, Tag("LatencyEntry")]
+    | Annotated[OutputDriftEntry, Tag("OutputDriftEntry")]
+    | Annotated[QualityEntry, Tag("QualityEntry")],
+    Discriminator(lambda value: _tag(value, _GATE_TYPES)),
+    BeforeValidator(_one_gate),
+]
+"""One item of ``analysis.gates``, validated as the model of the gate its key names."""
 
 
 class AnalysisSpec(_Model):
@@ -419,12 +536,22 @@ class AnalysisSpec(_Model):
             seen.add(gate.name)
         return gates
 
-    def gate(self, name: GateName) -> Any:
-        """The settings of gate ``name``, or None when the spec does not use it."""
-        for entry in self.gates:
-            if entry.name == name:
-                return getattr(entry, name)
-        return None
+    @property
+    def error_rate(self) -> ErrorRateGate | None:
+        """The ``error_rate`` gate's settings, or None when the spec does not list it."""
+        return next((e.error_rate for e in self.gates if isinstance(e, ErrorRateEntry)), None)
+
+    @property
+    def latency(self) -> LatencyGate | None:
+        return next((e.latency for e in self.gates if isinstance(e, LatencyEntry)), None)
+
+    @property
+    def output_drift(self) -> OutputDriftGate | None:
+        return next((e.output_drift for e in self.gates if isinstance(e, OutputDriftEntry)), None)
+
+    @property
+    def quality(self) -> QualityGate | None:
+        return next((e.quality for e in self.gates if isinstance(e, QualityEntry)), None)
 
 
 class ApprovalSpec(_Model):
@@ -564,6 +691,9 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> RolloutSpec:
         raise SpecError(where + format_errors(exc)) from None
 
 
+_UNION_TAGS = frozenset(model.__name__ for model in (*_STRATEGY_TYPES, *_GATE_TYPES))
+
+
 def format_errors(exc: ValidationError) -> str:
     """``path: problem`` per error, joined by ``; ``."""
     return "; ".join(_format_one(error) for error in exc.errors())
@@ -588,8 +718,11 @@ def _format_one(error: Mapping[str, Any]) -> str:
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
+    """``strategy.canary.steps[1].weight``: the YAML path (without the tags of the unions)."""
     out = ""
     for part in loc:
+        if part in _UNION_TAGS:
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from monitors.drift import DRIFT_METHODS
 from rollout.errors import SpecError
 from rollout.machine import Step
-from rollout.spec import config_hash, default_spec, load_spec, parse_duration
+from rollout.spec import (
+    GATE_NAMES,
+    STRATEGIES,
+    BlueGreenStrategy,
+    CanaryStrategy,
+    ErrorRateEntry,
+    ErrorRateGate,
+    LatencyEntry,
+    LatencyGate,
+    LinearStrategy,
+    OutputDriftEntry,
+    OutputDriftGate,
+    QualityEntry,
+    RolloutSpec,
+    ShadowStrategy,
+    config_hash,
+    default_spec,
+    load_spec,
+    parse_duration,
+)
 
 DESIGN_EXAMPLE = """
 model: fraud-detector
@@ -51,8 +72,9 @@ def test_design_example_parses() -> None:
         "output_drift",
         "quality",
     ]
-    assert spec.analysis.gate("output_drift").threshold == 0.1
-    assert spec.analysis.gate("quality").min_labels == 50
+    assert spec.analysis.output_drift == OutputDriftGate(method="auto", threshold=0.1)
+    assert spec.analysis.quality is not None
+    assert spec.analysis.quality.min_labels == 50
     assert spec.approval.required is True
     assert spec.smoke_tests[0].payload_file == "smoke/fraud.json"
 
@@ -146,8 +168,6 @@ def test_config_hash_is_stable_across_spellings() -> None:
 
 def test_canonical_json_round_trips() -> None:
     spec = load_spec(DESIGN_EXAMPLE)
-    from rollout.spec import RolloutSpec
-
     again = RolloutSpec.model_validate_json(spec.canonical_json())
     assert again == spec
     assert config_hash(again) == config_hash(spec)
@@ -157,8 +177,82 @@ def test_bare_gate_names_take_defaults() -> None:
     spec = load_spec(
         {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["error_rate", "latency"]}}
     )
-    assert spec.analysis.gate("latency").max_ratio == 1.2
-    assert spec.analysis.gate("quality") is None
+    assert spec.analysis.latency == LatencyGate(max_ratio=1.2)
+    assert spec.analysis.error_rate == ErrorRateGate()
+    assert spec.analysis.quality is None
+    assert spec.analysis.output_drift is None
+
+
+@pytest.mark.parametrize(
+    ("strategy", "model"),
+    [
+        ({"canary": {"steps": [{"weight": 100}]}}, CanaryStrategy),
+        ({"linear": {"steps": 2}}, LinearStrategy),
+        ({"blue_green": {}}, BlueGreenStrategy),
+        ({"shadow": {}}, ShadowStrategy),
+    ],
+)
+def test_each_strategy_validates_to_its_own_model(strategy: dict[str, object], model: type) -> None:
+    spec = load_spec({"strategy": strategy})
+    assert type(spec.strategy) is model
+    assert spec.strategy.name == next(iter(strategy))
+    assert (spec.strategy.canary is not None) == (spec.strategy.name == "canary")
+    assert (spec.strategy.shadow is not None) == (spec.strategy.name == "shadow")
+
+
+def test_a_null_strategy_key_is_unset() -> None:
+    spec = load_spec({"strategy": {"canary": None, "linear": {"steps": 2}, "shadow": None}})
+    assert spec == load_spec({"strategy": {"linear": {"steps": 2}}})
+
+
+def test_gate_entries_are_typed_and_dump_as_written() -> None:
+    spec = load_spec(
+        {
+            "strategy": {"linear": {"steps": 2}},
+            "analysis": {
+                "gates": ["latency", {"error_rate": None}, {"quality": {"metric": "auc"}}]
+            },
+        }
+    )
+    assert [type(entry) for entry in spec.analysis.gates] == [
+        LatencyEntry,
+        ErrorRateEntry,
+        QualityEntry,
+    ]
+    dumped = [entry.model_dump(mode="json", exclude_none=True) for entry in spec.analysis.gates]
+    assert [list(entry) for entry in dumped] == [["latency"], ["error_rate"], ["quality"]]
+    assert dumped[2]["quality"]["metric"] == "auc"
+
+
+def test_each_union_model_is_named_by_its_one_field() -> None:
+    strategies = (CanaryStrategy, LinearStrategy, BlueGreenStrategy, ShadowStrategy)
+    gates = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry)
+    for models, names in ((strategies, STRATEGIES), (gates, GATE_NAMES)):
+        assert [model.name for model in models] == list(names)
+        assert [list(model.model_fields) for model in models] == [[name] for name in names]
+
+
+def test_drift_methods_are_the_monitors_list() -> None:
+    assert get_args(OutputDriftGate.model_fields["method"].annotation) == DRIFT_METHODS
+
+
+def test_every_problem_at_once_with_yaml_paths() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(
+            {
+                "candidate": "v2",
+                "strategy": {"canary": {"steps": [{"weight": 10}, {"weight": 150}]}},
+                "analysis": {"alpha": 0.7, "gates": ["bogus", {"latency": {"quantile": 2}}]},
+            }
+        )
+    assert str(info.value) == (
+        "candidate: expected a version number or '@alias', got 'v2'; "
+        "strategy.canary.steps[1].weight: must be 1..100, got 150; "
+        "analysis.alpha: must be a significance level in (0, 0.5), got 0.7; "
+        "analysis.gates[0]: unknown gate 'bogus'; expected one of error_rate, latency, "
+        "output_drift, quality; "
+        "analysis.gates[1].latency.quantile: must be in (0, 1), got 2.0"
+    )
 
 
 @pytest.mark.parametrize(
@@ -194,6 +288,37 @@ def test_bare_gate_names_take_defaults() -> None:
             {"strategy": {}},
             "strategy: expected exactly one of 'canary', 'linear', 'blue_green' or 'shadow'",
         ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 10}]}, "linear": {"steps": 2}}},
+            "strategy: expected exactly one of 'canary', 'linear', 'blue_green' or 'shadow', "
+            "got canary and linear",
+        ),
+        (
+            {"strategy": "canary"},
+            "strategy: expected exactly one of 'canary', 'linear', 'blue_green' or 'shadow' as "
+            "the key of a mapping, got 'canary'",
+        ),
+        (
+            {"strategy": {"bogus": {}}},
+            "strategy: unknown strategy 'bogus'; expected exactly one of 'canary'",
+        ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 150}]}, "colour": "red"}},
+            "strategy.canary.steps[0].weight: must be 1..100, got 150; "
+            "strategy.colour: unknown field",
+        ),
+        (
+            {"strategy": {"canary": 5}},
+            "strategy.canary: input should be a valid dictionary or instance of CanarySpec, got 5",
+        ),
+        (
+            {
+                "strategy": {
+                    "shadow": {"then": "canary", "canary": {"steps": [{"weight": 200}]}},
+                }
+            },
+            "strategy.shadow.canary.steps[0].weight: must be 1..100, got 200",
+        ),
         ({}, "strategy: required field is missing"),
         (
             {"strategy": {"linear": {"steps": 0}}},
@@ -221,6 +346,31 @@ def test_bare_gate_names_take_defaults() -> None:
         (
             {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["latency", "latency"]}},
             "analysis.gates: gate 'latency' is listed twice",
+        ),
+        (
+            {
+                "strategy": {"linear": {"steps": 2}},
+                "analysis": {"gates": [{"latency": {}, "error_rate": None}]},
+            },
+            "analysis.gates[0]: expected exactly one of error_rate, latency, output_drift, "
+            "quality, got latency and error_rate",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": [5]}},
+            "analysis.gates[0]: expected a gate name or a one-key mapping such as "
+            "{error_rate: {max_increase: 0.005}}, got 5",
+        ),
+        (
+            {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": [{"latency": 5}]}},
+            "analysis.gates[0].latency: input should be a valid dictionary",
+        ),
+        (
+            {
+                "strategy": {"linear": {"steps": 2}},
+                "analysis": {"gates": [{"output_drift": {"method": "magic"}}]},
+            },
+            "analysis.gates[0].output_drift.method: expected 'auto', 'ks', 'chi_square', 'psi', "
+            "'wasserstein', 'jensen_shannon', 'anderson' or 'mean_shift', got 'magic'",
         ),
         (
             {"strategy": {"linear": {"steps": 2}}, "analysis": {"on_inconclusive": "wait"}},
