@@ -40,8 +40,7 @@ import json
 import logging
 import os
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -59,6 +58,7 @@ from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.store.audit import AuditLog, Outcome
 from rollout.store.records import json_safe
+from rollout.watch import changes, rollout_active
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
 log = logging.getLogger(__name__)
@@ -271,10 +271,13 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         allow(request, token, "status", environment)
         if not watch:
             return _out(manager.status(model, environment).to_dict())
-        return StreamingResponse(
-            _watch(manager, model, environment, max(0.05, interval_s)),
-            media_type="application/x-ndjson",
+        lines = changes(
+            lambda: manager.status(model, environment),
+            lambda status: _line(status.to_dict()),
+            rollout_active,
+            interval_s,
         )
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     @app.post("/v1/models/{model}/environments/{environment}/rollback")
     def rollback(
@@ -363,17 +366,9 @@ def _append(audit: AuditLog, call: _Call, status: int) -> None:
         )  # fmt: skip
 
 
-def _watch(manager: Manager, model: str, environment: str, interval_s: float) -> Iterator[str]:
-    shown = ""
-    while True:
-        status = manager.status(model, environment)
-        line = json.dumps(json_safe(status.to_dict()), sort_keys=True, default=str)
-        if line != shown:
-            shown = line
-            yield line + "\n"
-        if status.rollout is None or not status.rollout.active:
-            return
-        time.sleep(interval_s)
+def _line(value: Mapping[str, Any]) -> str:
+    """One NDJSON line (keys sorted, NaN/inf as null)."""
+    return json.dumps(json_safe(value), sort_keys=True, default=str) + "\n"
 
 
 def _out(value: Mapping[str, Any]) -> dict[str, Any]:
