@@ -37,12 +37,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import os
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -52,16 +49,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.audited import Call, http_outcome, record
 from rollout.auth import Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
 from rollout.errors import ConflictError, RegistryError, RolloutError, SpecError, StateError
 from rollout.manager import Manager
 from rollout.spec import load_spec
-from rollout.store.audit import AuditLog, Outcome
 from rollout.store.records import json_safe
+from rollout.watch import changes, rollout_active
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -94,39 +91,28 @@ class RollbackBody(_Body):
     reason: str | None = None
 
 
-@dataclass
-class _Call:
-    """What the audit row of one mutating request will say (filled in as the request runs)."""
-
-    verb: str
-    model: str | None = None
-    environment: str | None = None
-    identity: str = "anonymous"
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
 _ENV_VERB = re.compile(
     r"^/v1/models/(?P<model>[^/]+)/environments/(?P<env>[^/]+)/(?P<verb>[^/]+)/?$"
 )
 
 
-def _mutation(method: str, path: str) -> _Call | None:
+def _mutation(method: str, path: str) -> Call | None:
     """The audited call this request is, or None (reads, ``/v1/plan``, unknown paths)."""
     if method != "POST":
         return None
     if path.rstrip("/") == "/v1/rollouts":
-        return _Call("start")
+        return Call("start")
     if path.rstrip("/") == "/v1/apply":
-        return _Call("apply")
+        return Call("apply")
     found = _ENV_VERB.match(path)
     if found is None:
         return None
-    return _Call(found["verb"], found["model"], found["env"])
+    return Call(found["verb"], found["model"], found["env"])
 
 
-def _call(request: Request) -> _Call | None:
+def _call(request: Request) -> Call | None:
     call = getattr(request.state, "audit", None)
-    return call if isinstance(call, _Call) else None
+    return call if isinstance(call, Call) else None
 
 
 def _note(request: Request, **detail: Any) -> None:
@@ -168,7 +154,6 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         if tokens is not None
         else parse_tokens(os.environ.get("ROLLOUT_API_TOKENS", ""))
     )
-    audit = AuditLog(manager.engine)
     app = FastAPI(
         title="mlrollout manager",
         version="1",
@@ -181,7 +166,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         call = _call(request)
         if call is not None:
             call.environment = environment if environment is not None else call.environment
-        denial = authorize(token, verb, environment, non_production(manager.environments.names))
+        denial = authorize(token, verb, environment, non_production(manager.environment_names))
         if denial is not None:
             _note(request, needs=list(denial.needs), roles=list(token.roles))
             raise ApiError(403, "forbidden", denial.message)
@@ -197,9 +182,10 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         try:
             response = await call_next(request)
         except Exception:
-            await run_in_threadpool(_append, audit, call, 500)
+            await run_in_threadpool(record, manager.audit, call, "failed", 500)
             raise
-        await run_in_threadpool(_append, audit, call, response.status_code)
+        status = response.status_code
+        await run_in_threadpool(record, manager.audit, call, http_outcome(status), status)
         return response
 
     def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
@@ -271,10 +257,13 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         allow(request, token, "status", environment)
         if not watch:
             return _out(manager.status(model, environment).to_dict())
-        return StreamingResponse(
-            _watch(manager, model, environment, max(0.05, interval_s)),
-            media_type="application/x-ndjson",
+        lines = changes(
+            lambda: manager.status(model, environment),
+            lambda status: _line(status.to_dict()),
+            rollout_active,
+            interval_s,
         )
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     @app.post("/v1/models/{model}/environments/{environment}/rollback")
     def rollback(
@@ -333,7 +322,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[Any]:
         allow(request, token, "audit", environment)
-        rows = audit.list(
+        rows = manager.audit.list(
             model=model,
             environment=environment,
             identity=identity,
@@ -345,35 +334,14 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     @app.get("/v1/audit/verify")
     def audit_verify(request: Request, token: Caller) -> dict[str, Any]:
         allow(request, token, "audit", None)
-        return _out(audit.verify().to_dict())
+        return _out(manager.audit.verify().to_dict())
 
     return app
 
 
-def _append(audit: AuditLog, call: _Call, status: int) -> None:
-    outcome: Outcome = "allowed" if status < 400 else "denied" if status in (401, 403) else "failed"
-    try:
-        audit.append(
-            call.identity, call.verb, call.model, call.environment, outcome, status, call.detail
-        )
-    except Exception:  # the call's reply stands; the missing row must be loud
-        log.exception(
-            "could not append to the audit log: %s %s by %s in %s (%s, %d)",
-            call.verb, call.model, call.identity, call.environment, outcome, status,
-        )  # fmt: skip
-
-
-def _watch(manager: Manager, model: str, environment: str, interval_s: float) -> Iterator[str]:
-    shown = ""
-    while True:
-        status = manager.status(model, environment)
-        line = json.dumps(json_safe(status.to_dict()), sort_keys=True, default=str)
-        if line != shown:
-            shown = line
-            yield line + "\n"
-        if status.rollout is None or not status.rollout.active:
-            return
-        time.sleep(interval_s)
+def _line(value: Mapping[str, Any]) -> str:
+    """One NDJSON line (keys sorted, NaN/inf as null)."""
+    return json.dumps(json_safe(value), sort_keys=True, default=str) + "\n"
 
 
 def _out(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,7 @@ from rollout.settings import Settings
 from rollout.shadow import shadow_evidence
 from rollout.smoke import SmokeRunner
 from rollout.spec import RolloutSpec, config_hash, default_spec
+from rollout.store.audit import AuditLog
 from rollout.store.predictions import ArmSample, PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.summary import WindowSummary
@@ -130,6 +131,12 @@ class Manager:
         # Per rollout: the step window being judged and its running summary (bounded memory,
         # new rows only at each look); rebuilt from the log after a restart.
         self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
+        self.audit = AuditLog(self.engine)  # the store's audit log (the CLI and API append)
+
+    @property
+    def environment_names(self) -> tuple[str, ...]:
+        """The ordered environment names (``dev``, ``staging``, ``prod`` by default)."""
+        return self.environments.names
 
     def close(self) -> None:
         self.engine.dispose()

@@ -122,6 +122,26 @@ def test_cli_errors_are_one_line_and_exit_2(
     assert (code, err) == (2, "error: --candidate is required (or set it in the spec)\n")
 
 
+HEAVY = ("rollout.manager", "rollout.cli.handlers", "mlflow", "scipy", "numpy", "pandas",
+         "sqlalchemy", "fastapi", "pydantic")  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["status", "--help"], ["rollback", "--help"], []])
+def test_help_loads_no_handler_and_nothing_heavy(argv: list[str]) -> None:
+    probe = (
+        "import json, sys\n"
+        "from rollout.cli import main\n"
+        f"code = main({argv!r})\n"
+        f"print(json.dumps([code, sorted(m for m in {HEAVY!r} if m in sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    code, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert (code, loaded) == (0 if argv else 2, [])
+    assert "usage: rollout" in done.stdout + done.stderr
+
+
 def test_cli_up_help_is_delegated(home: DemoHome, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(home, capsys, "up", "--help")
     assert code == 0

@@ -1,0 +1,59 @@
+"""``rollout``: the command line (argparse; console script ``rollout = rollout.cli:main``).
+
+Global options ``--home``, ``--registry-uri``, ``--store-url`` (else ``$ROLLOUT_*``, else the
+data directory, see :mod:`rollout.settings`). Commands::
+
+    rollout start MODEL --candidate V|@alias --env ENV [-f spec.yaml] [--actor NAME]
+    rollout apply -f spec.yaml [--actor NAME] [--json]   # idempotent
+    rollout plan -f spec.yaml [--json]                   # changes nothing
+    rollout status MODEL --env ENV [--json] [--watch [--interval S]]
+    rollout promote|approve|pause|resume|abort MODEL --env ENV [--actor NAME]
+    rollout rollback MODEL --env ENV [--to RELEASE_ID] [--actor NAME]
+    rollout history MODEL --env ENV [--json]
+    rollout events ROLLOUT_ID [--json]
+    rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
+    rollout audit [MODEL] [--env ENV] [--identity WHO] [--limit N] [--json]   # newest first
+    rollout audit --verify [--json]           # walk the hash chain; exit 1 if it is broken
+    rollout api [--host 127.0.0.1] [--port 8090]   # the HTTP API (rollout.api)
+    rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
+    rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server
+
+``main`` returns the exit code: 0 on success, 2 on a usage error or a :class:`RolloutError`
+(printed as one line on stderr).
+
+Three modules, each one job: :mod:`~rollout.cli.parser` (argparse only, so ``--help`` answers
+at once), :mod:`~rollout.cli.handlers` (one function per command; the manager and anything
+heavy are imported when a command runs) and :mod:`~rollout.cli.formatting` (the text tables).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from rollout.cli.parser import PASS_THROUGH, build_parser
+from rollout.errors import RolloutError
+
+__all__ = ["build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # usage errors and --help
+        return exc.code if isinstance(exc.code, int) else 0
+    args.argv = extra
+    if extra and args.command not in PASS_THROUGH:
+        print(f"rollout: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from rollout.cli.handlers import HANDLERS  # after parsing: --help never loads a handler
+
+    try:
+        return HANDLERS[args.command](args)
+    except RolloutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

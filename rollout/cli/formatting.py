@@ -1,0 +1,209 @@
+"""The CLI's text: tables of status, events, evidence, history and audit rows, and JSON.
+
+Pure functions from records to strings (the handlers print them). Nothing heavy is imported
+here: the record types are for type checking only, and :func:`to_json` imports the store's
+``json_safe`` when it is called. (``rollout plan``'s text is
+:func:`rollout.declarative.format_plan`.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rollout.manager import Status
+    from rollout.store.audit import AuditEntry
+    from rollout.store.records import EventRecord, Release, RolloutRecord
+
+STEP_STATES = ("progressing", "paused", "awaiting_approval")
+
+
+def to_json(value: object, indent: int | None = 2) -> str:
+    """JSON with sorted keys, NaN/inf as null and anything else unknown as its ``str``."""
+    from rollout.store.records import json_safe
+
+    return json.dumps(json_safe(value), indent=indent, sort_keys=True, default=str)
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "") -> str:
+    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(indent + line.rstrip() for line in lines)
+
+
+def _num(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def format_evidence(evidence: dict[str, Any], indent: str = "    ") -> str:
+    """One table of gate results (test, statistic, p-value, effect, n per arm, verdict)."""
+    gates = evidence.get("gates") or []
+    if evidence.get("kind", "step") != "step":
+        return f"{indent}{evidence.get('kind')} evidence: {evidence.get('verdict')}: " + str(
+            evidence.get("reason", "")
+        )
+    head = (
+        f"{indent}{evidence.get('kind', 'step')} evidence: {evidence.get('verdict')} "
+        f"(baseline n={evidence.get('n_baseline')}, canary n={evidence.get('n_canary')})"
+    )
+    if not gates:
+        return f"{head}: {evidence.get('reason', '')}"
+    rows = [
+        [
+            g.get("gate"),
+            g.get("test"),
+            _num(g.get("statistic")),
+            _num(g.get("p_value"), 3),
+            _num(g.get("effect_size")),
+            _num(g.get("threshold"), 3),
+            g.get("n_baseline"),
+            g.get("n_canary"),
+            g.get("verdict"),
+        ]
+        for g in gates
+    ]
+    headers = ["gate", "test", "statistic", "p-value", "effect", "threshold", "n base", "n canary"]
+    out = [head, table([*headers, "verdict"], rows, indent + "  ")]
+    out += [f"{indent}  {g.get('gate')}: {g.get('reason')}" for g in gates if g.get("reason")]
+    return "\n".join(out)
+
+
+def format_events(events: Sequence[EventRecord]) -> str:
+    lines: list[str] = []
+    for event in events:
+        shows_step = event.step_index is not None and event.to_state in STEP_STATES
+        step = f" [step {(event.step_index or 0) + 1}]" if shows_step else ""
+        lines.append(
+            f"{when(event.ts)}  {event.from_state or '-'} → {event.to_state}{step}  "
+            f"({event.actor}) {event.reason}"
+        )
+        if event.evidence:
+            lines.append(format_evidence(dict(event.evidence)))
+    return "\n".join(lines) if lines else "no events"
+
+
+def format_status(status: Status) -> str:
+    lines = [f"{status.model} in {status.environment}"]
+    plan = status.plan
+    if plan is None:
+        lines.append("  plan: none (never released here)")
+    else:
+        serving = f"v{plan.baseline_version}"
+        if plan.canary_version is not None:
+            serving += f" {100 - plan.canary_weight_pct}% + canary v{plan.canary_version} "
+            serving += f"{plan.canary_weight_pct}%"
+        else:
+            serving += " 100%"
+        lines.append(f"  plan: {serving} (generation {plan.generation})")
+    alias = f"v{status.alias_version}" if status.alias_version else "not set"
+    lines.append(f"  alias @{status.environment}: {alias}")
+    record = status.rollout
+    if record is None:
+        lines.append("  rollout: none")
+        return "\n".join(lines)
+    lines.append(
+        f"  rollout {record.id}: {record.state} — v{record.candidate_version} over "
+        f"{'v' + record.baseline_version if record.baseline_version else 'nothing'}, "
+        f"started by {record.started_by} at {when(record.created_at)}"
+        + (f", approved by {record.approved_by}" if record.approved_by else "")
+    )
+    if record.reason:
+        lines.append(f"    {record.reason}")
+    if status.next_move:
+        lines.append(f"    now: {status.next_move}")
+    if status.live is not None and status.live.gates:
+        lines.append(format_evidence(status.live.to_dict()))
+    if status.events:
+        lines.append("  events:")
+        lines.append(format_events(status.events).replace("\n", "\n  ").join(["  ", ""]))
+    return "\n".join(lines)
+
+
+def format_report(
+    record: RolloutRecord, events: Sequence[EventRecord], releases: Sequence[Release]
+) -> str:
+    """A rollout in one line, then its events (with evidence), then the releases it made."""
+    lines = [
+        f"{record.id}: {record.model} v{record.candidate_version} in {record.environment} "
+        f"({record.strategy}), {record.state}; started by {record.started_by}"
+        + (f", approved by {record.approved_by}" if record.approved_by else ""),
+        format_events(events),
+    ]
+    if releases:
+        lines.append(format_history(releases))
+    return "\n".join(lines)
+
+
+def format_audit(rows: Sequence[AuditEntry]) -> str:
+    table_rows = [
+        [
+            row.id,
+            when(row.ts),
+            row.identity,
+            row.verb,
+            row.model,
+            row.environment,
+            row.outcome,
+            row.status_code,
+            _audit_detail(row),
+        ]
+        for row in rows
+    ]
+    headers = ["id", "when", "identity", "verb", "model", "env", "outcome", "status", "detail"]
+    return table(headers, table_rows)
+
+
+def _audit_detail(row: AuditEntry) -> str | None:
+    detail = json.loads(row.detail)
+    if "message" in detail:
+        return str(detail["message"])
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v is not None)
+    return shown or None
+
+
+def format_history(releases: Sequence[Release]) -> str:
+    rows = [
+        [
+            r.id,
+            r.kind,
+            f"v{r.version}",
+            f"v{r.previous_version}" if r.previous_version else None,
+            r.outcome,
+            r.started_by,
+            r.approved_by,
+            when(r.finished_at or r.started_at),
+            (r.artifact_digest or "")[:19] or None,
+            (r.config_hash or "")[:12] or None,
+            (r.git_commit or "")[:10] or None,
+            r.rollout_id,
+        ]
+        for r in releases
+    ]
+    headers = [
+        "release",
+        "kind",
+        "version",
+        "previous",
+        "outcome",
+        "started by",
+        "approved by",
+        "finished",
+        "digest",
+        "config",
+        "commit",
+        "rollout",
+    ]
+    return table(headers, rows)

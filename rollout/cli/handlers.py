@@ -1,0 +1,358 @@
+"""One function per ``rollout`` command (:data:`HANDLERS`), each ``(args) -> exit code``.
+
+Every command that needs the manager runs inside :func:`opened` (the manager on the registry
+and store the arguments name, closed when the command ends); every mutating one also runs
+inside :func:`audited`, which appends its audit row through :mod:`rollout.audited`. Nothing
+heavy is imported at module level: the manager (MLflow, scipy, pandas), the spec (pydantic) and
+the store are imported by the commands that use them, so loading this module stays cheap.
+A :class:`~rollout.errors.RolloutError` raised here is printed by :func:`rollout.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from rollout.audited import Call, record
+from rollout.cli.formatting import (
+    format_audit,
+    format_events,
+    format_history,
+    format_report,
+    format_status,
+    to_json,
+)
+from rollout.cli.parser import os_user
+from rollout.settings import Settings
+from rollout.watch import changes, rollout_active
+
+if TYPE_CHECKING:
+    from rollout.manager import Manager, Status
+    from rollout.store.audit import AuditLog
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    return Settings.resolve(
+        home=args.home, registry_uri=args.registry_uri, store_url=args.store_url
+    )
+
+
+@contextmanager
+def opened(args: argparse.Namespace) -> Iterator[Manager]:
+    """The manager on the registry and store ``args`` name; closed when the block ends."""
+    from rollout.manager import Manager
+
+    manager = Manager(settings_of(args))
+    try:
+        yield manager
+    finally:
+        manager.close()
+
+
+@contextmanager
+def audited(
+    manager: Manager,
+    args: argparse.Namespace,
+    verb: str,
+    model: str | None,
+    environment: str | None,
+) -> Iterator[dict[str, Any]]:
+    """Append the audit row of a mutating CLI verb: ``allowed`` (exit 0) or ``failed`` (2).
+
+    The CLI writes the store directly, so it is not role-checked (whoever can write the store
+    is trusted), but it is audited like the API: identity ``--actor``, detail ``via: cli``
+    and the OS user, plus what the block adds to the yielded detail. The row is appended after
+    the action; a failure to append is printed as a warning, and the action stands.
+    """
+    call = Call(verb, model, environment, args.actor, {"via": "cli", "os_user": os_user()})
+    try:
+        yield call.detail
+    except BaseException as exc:  # Ctrl-C too: whatever it left behind did not succeed
+        call.detail["error"] = str(exc) or type(exc).__name__
+        record(manager.audit, call, "failed", 2, _warn)
+        raise
+    record(manager.audit, call, "allowed", 0, _warn)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def audit_log(args: argparse.Namespace) -> Iterator[AuditLog]:
+    """The store's audit log alone (``rollout audit`` needs no registry, so no manager)."""
+    from contract.sql.engine import open_engine
+    from rollout.store.audit import AuditLog
+
+    engine = open_engine(settings_of(args).store_url)
+    try:
+        yield AuditLog(engine)
+    finally:
+        engine.dispose()
+
+
+# -- the commands --
+
+
+def _start(args: argparse.Namespace) -> int:
+    from rollout.spec import load_spec
+
+    spec = load_spec(args.file) if args.file else None
+    candidate = args.candidate or (spec.candidate if spec is not None else None)
+    environment = args.env or (spec.environment if spec is not None else None)
+    if candidate is None or environment is None:
+        missing = "--candidate" if candidate is None else "--env"
+        print(f"error: {missing} is required (or set it in the spec)", file=sys.stderr)
+        return 2
+    with opened(args) as manager:
+        with audited(manager, args, "start", args.model, environment) as note:
+            rollout_id = manager.start(args.model, candidate, environment, spec, args.actor)
+            note["rollout_id"] = rollout_id
+        started = manager.rollout(rollout_id)
+    if started.baseline_version is None:
+        print(
+            f"{rollout_id}: initial release of {started.model} v{started.candidate_version} "
+            f"in {environment} (100% of traffic, @{environment})"
+        )
+    else:
+        print(f"{rollout_id}: {started.state}: {started.reason}")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from rollout.declarative import apply
+    from rollout.spec import load_spec
+
+    spec = load_spec(args.file)
+    with (
+        opened(args) as manager,
+        audited(manager, args, "apply", spec.model, spec.environment) as note,
+    ):
+        result = apply(manager, spec, args.actor)
+        note["result"] = result.message
+    print(to_json(result.to_dict()) if args.json else result.message)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rollout.declarative import format_plan, plan
+    from rollout.spec import load_spec
+
+    spec = load_spec(args.file)
+    with opened(args) as manager:
+        result = plan(manager, spec)
+    print(to_json(result.to_dict()) if args.json else format_plan(result))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Once, or with ``--watch`` again on every change until the rollout is no longer active."""
+
+    def render(status: Status) -> str:
+        if args.json:
+            return to_json(status.to_dict(), indent=None if args.watch else 2)
+        return format_status(status)
+
+    with opened(args) as manager:
+        lines = changes(
+            lambda: manager.status(args.model, args.env),
+            render,
+            rollout_active if args.watch else _once,
+            args.interval,
+        )
+        try:
+            for text in lines:
+                print(text, flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _once(_status: Status) -> bool:
+    return False
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    with (
+        opened(args) as manager,
+        audited(manager, args, args.command, args.model, args.env) as note,
+    ):
+        if args.command == "abort":
+            changed = manager.abort(args.model, args.env, args.actor, args.reason)
+        else:
+            changed = getattr(manager, args.command)(args.model, args.env, args.actor)
+        note |= {"rollout_id": changed.id, "state": changed.state}
+    print(f"{changed.id}: {changed.state}: {changed.reason}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    with opened(args) as manager, audited(manager, args, "rollback", args.model, args.env) as note:
+        release = manager.rollback(args.model, args.env, args.actor, args.to, args.reason)
+        note |= {"release_id": release.id, "version": release.version}
+    reason = (release.evidence or {}).get("reason", "")
+    print(f"release {release.id}: {release.model} v{release.version} serves {release.environment}")
+    if reason:
+        print(f"  {reason}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    with opened(args) as manager:
+        releases = manager.history(args.model, args.env)
+    if args.json:
+        print(to_json([release.to_dict() for release in releases]))
+    elif not releases:
+        print(f"no releases of {args.model} in {args.env}")
+    else:
+        print(format_history(releases))
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    with opened(args) as manager:
+        events = manager.events(args.rollout_id)
+    print(to_json([event.to_dict() for event in events]) if args.json else format_events(events))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rollout.store.records import Release
+
+    with opened(args) as manager:
+        report = manager.report(args.rollout_id)
+        events = manager.events(args.rollout_id)
+        reported = manager.rollout(args.rollout_id)
+    if args.json:
+        print(to_json(report))
+    else:
+        releases = [Release(**release) for release in report["releases"]]
+        print(format_report(reported, events, releases))
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with audit_log(args) as log:
+        if args.verify:
+            result = log.verify()
+            if args.json:
+                print(to_json(result.to_dict()))
+            elif result.ok:
+                print(f"audit log ok: {result.rows} rows, head {result.head_hash}")
+            else:
+                print(f"audit log broken at row {result.broken_id}: {result.reason}")
+            return 0 if result.ok else 1
+        rows = log.list(
+            model=args.model, environment=args.env, identity=args.identity, limit=args.limit
+        )
+    if args.json:
+        print(to_json([row.to_dict() for row in rows]))
+    elif not rows:
+        print("no audit rows")
+    else:
+        print(format_audit(rows))
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rollout.api import create_app
+
+    with opened(args) as manager:
+        uvicorn.run(create_app(manager), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _manager(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    with opened(args) as manager:
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, _stop)
+        try:
+            manager.run(interval_s=args.interval, stop_event=stop, lease_ttl_s=args.lease_ttl)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return _delegate("rollout.demo.run", "rollout demo", args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    return _delegate("rollout.up", "rollout up", args)
+
+
+def _delegate(module_name: str, prog: str, args: argparse.Namespace) -> int:
+    """Call ``module.main``; its options come from ``module.add_arguments`` if it has one."""
+    module = importlib.import_module(module_name)
+    sub_args = args
+    if hasattr(module, "add_arguments"):
+        parser = argparse.ArgumentParser(prog=prog)
+        module.add_arguments(parser)
+        try:
+            sub_args = parser.parse_args(args.argv, namespace=argparse.Namespace(**vars(args)))
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 0
+    settings = settings_of(args)
+    sub_args.settings = settings
+    entry = module.main
+    if len(inspect.signature(entry).parameters) >= 2:
+        return int(entry(sub_args, settings) or 0)
+    return int(entry(sub_args) or 0)
+
+
+def _router(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    os.environ.update(settings.env())
+    argv = list(args.argv)
+    if "--store-url" not in argv:
+        argv += ["--store-url", settings.store_url]
+    if "--registry-uri" not in argv:
+        argv += ["--registry-uri", settings.registry_uri]
+    module = importlib.import_module("router.server")
+    return int(module.main(argv) or 0)
+
+
+HANDLERS: dict[str, Handler] = {
+    "start": _start,
+    "apply": _apply,
+    "plan": _plan,
+    "status": _status,
+    "promote": _lifecycle,
+    "approve": _lifecycle,
+    "pause": _lifecycle,
+    "resume": _lifecycle,
+    "abort": _lifecycle,
+    "rollback": _rollback,
+    "history": _history,
+    "events": _events,
+    "report": _report,
+    "audit": _audit,
+    "api": _api,
+    "manager": _manager,
+    "demo": _demo,
+    "up": _up,
+    "router": _router,
+}

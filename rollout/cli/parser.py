@@ -1,0 +1,127 @@
+"""The ``rollout`` argument parser: argparse and nothing heavy.
+
+:func:`build_parser` declares every command and option; it imports no handler, so
+``rollout --help`` and ``rollout COMMAND --help`` answer without loading the manager, MLflow
+or scipy. The chosen command is ``args.command`` (its handler is looked up in
+:data:`rollout.cli.handlers.HANDLERS` only after parsing). ``demo``, ``up`` and ``router``
+(:data:`PASS_THROUGH`) take their own options: what follows them is left in ``args.argv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from typing import Any
+
+PASS_THROUGH = ("demo", "up", "router")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rollout", description="Safe rollouts of MLflow model versions."
+    )
+    parser.add_argument("--home", help="data directory (ROLLOUT_HOME, default ./.rollout)")
+    parser.add_argument("--registry-uri", help="MLflow registry URI (ROLLOUT_REGISTRY_URI)")
+    parser.add_argument("--store-url", help="rollout store URL (ROLLOUT_STORE_URL)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, **kw)
+
+    def model_env(sub: argparse.ArgumentParser, *, actor: bool = False) -> None:
+        sub.add_argument("model", help="registered model name")
+        sub.add_argument("--env", required=True, help="environment, e.g. prod")
+        if actor:
+            sub.add_argument("--actor", default=default_actor(), help="who does this")
+
+    start = command("start", "start a rollout of a model version")
+    start.add_argument("model", help="registered model name")
+    start.add_argument("--candidate", help="version number or @alias (else the spec's)")
+    start.add_argument("--env", help="environment (else the spec's)")
+    start.add_argument("-f", "--file", help="rollout spec (YAML); default: steps 10/50/100")
+    start.add_argument("--actor", default=default_actor(), help="who starts it")
+
+    apply = command("apply", "start the rollout a spec declares, unless it exists")
+    apply.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
+    apply.add_argument("--actor", default=default_actor(), help="who applies it")
+    apply.add_argument("--json", action="store_true", help="print JSON")
+
+    plan = command("plan", "show what a spec would do (steps, gates, time, approval)")
+    plan.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+
+    status = command("status", "show the plan, the alias and the current rollout")
+    model_env(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--watch", action="store_true", help="print again on every change until it finishes"
+    )
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between looks")
+
+    for name, help_text in (
+        ("promote", "promote the active rollout now (skip the remaining steps)"),
+        ("approve", "approve the active rollout (in prod: not who started it)"),
+        ("pause", "pause the active rollout"),
+        ("resume", "resume a paused rollout (the current step restarts)"),
+        ("abort", "abort the active rollout (traffic back to the baseline)"),
+    ):
+        sub = command(name, help_text)
+        model_env(sub, actor=True)
+        sub.add_argument("--reason", help="why (stored with the event)")
+
+    rollback = command("rollback", "roll back the active rollout or the last release")
+    model_env(rollback, actor=True)
+    rollback.add_argument("--to", type=int, metavar="RELEASE_ID", help="an earlier release")
+    rollback.add_argument("--reason", help="why (stored with the release)")
+
+    history = command("history", "release records, newest first")
+    model_env(history)
+    history.add_argument("--json", action="store_true", help="print JSON")
+
+    events = command("events", "a rollout's transitions with their evidence")
+    events.add_argument("rollout_id")
+    events.add_argument("--json", action="store_true", help="print JSON")
+
+    report = command("report", "a rollout with its events, evidence and releases")
+    report.add_argument("rollout_id")
+    report.add_argument("--json", action="store_true", help="print JSON")
+
+    audit = command("audit", "the audit log of API calls, or --verify its hash chain")
+    audit.add_argument("model", nargs="?", help="only this model")
+    audit.add_argument("--env", help="only this environment")
+    audit.add_argument("--identity", help="only calls by this identity")
+    audit.add_argument("--limit", type=int, default=50, help="rows to show (newest first)")
+    audit.add_argument(
+        "--verify", action="store_true", help="check the chain; exit 1 at the first broken row"
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON")
+
+    api = command("api", "serve the manager's HTTP API (OpenAPI at /docs)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8090)
+
+    manager = command("manager", "run the manager loop until SIGTERM/SIGINT")
+    manager.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
+    manager.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=5.0,
+        help="seconds a standby manager waits for a silent one before taking over",
+    )
+
+    command("demo", "the whole loop on the embedded default", add_help=False)
+    command("up", "router + manager (+ mlflow server) on loopback", add_help=False)
+    command("router", "serve inference (router.server)", add_help=False)
+    return parser
+
+
+def default_actor() -> str:
+    return os.environ.get("ROLLOUT_ACTOR") or os_user()
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,35 @@
+"""The CLI's parts: every command the parser declares has exactly one handler; the tables."""
+
+from __future__ import annotations
+
+import argparse
+
+from rollout.cli import build_parser
+from rollout.cli.formatting import table, when
+from rollout.cli.handlers import HANDLERS
+
+
+def test_every_command_has_a_handler_and_every_handler_a_command() -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(commands.choices) == list(HANDLERS)
+
+
+def test_lifecycle_verbs_share_one_handler() -> None:
+    verbs = ("promote", "approve", "pause", "resume", "abort")
+    assert len({HANDLERS[verb] for verb in verbs}) == 1
+
+
+def test_table_pads_columns_and_shows_none_as_a_dash() -> None:
+    shown = table(["id", "verb"], [[1, "promote"], [12, None]], indent="  ")
+    assert shown.splitlines() == [
+        "  id  verb",
+        "  --  -------",
+        "  1   promote",
+        "  12  -",
+    ]
+
+
+def test_when_shows_a_missing_time_as_a_dash() -> None:
+    assert when(None) == "-"
+    assert len(when(0.0)) == len("1970-01-01 00:00:00")
