@@ -5,7 +5,7 @@ HTTP layer answers with the kind's status (:func:`http_status`), never by readin
 
     RolloutError
      ├── NotFound      404  no such rollout, release, model, version or alias
-     ├── Forbidden     403  the caller may not do this
+     ├── Forbidden     403  the caller may not do this (Unauthenticated, 401: no known credentials)
      ├── Conflict      409  not allowed in the current state, or someone else acted first
      ├── Invalid       422  the input is wrong (a spec, a reference, an artifact that changed)
      └── Unavailable   503  something this needs does not answer
@@ -38,6 +38,10 @@ class NotFound(RolloutError):
 
 class Forbidden(RolloutError):
     code = "forbidden"
+
+
+class Unauthenticated(Forbidden):
+    code = "unauthenticated"
 
 
 class Conflict(RolloutError):
@@ -76,6 +80,7 @@ class ModelLoadFailed(RegistryError, Invalid):
 
 HTTP_STATUS: dict[type[RolloutError], int] = {
     NotFound: 404,
+    Unauthenticated: 401,
     Forbidden: 403,
     Conflict: 409,
     Invalid: 422,

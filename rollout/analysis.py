@@ -22,7 +22,7 @@ rate at ``alpha`` (Holm is monotone in the p-values, so it stays valid with alwa
 `write_drift_report` renders the Evidently HTML drift report of the two arms' outputs (and
 input features, when given) to a file, for the manager to store beside the analysis.
 Verdicts combine as: any fail → fail; else any inconclusive → inconclusive; else pass.
-At 100% canary no baseline serves at the same time, so the gates are not judged there.
+(Which steps are judged at all, and how, is :func:`rollout.machine.decide`'s rule.)
 """
 
 from __future__ import annotations
@@ -31,18 +31,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from monitors import GateResult, Verdict, auc_test, error_rate_test, latency_test, output_drift
 from monitors.drift import chi_square_table, mean_shift_moments, psi_counts
 from monitors.quality import ACCURACY_TAU, AUC_TAU, accuracy_counts_test, loss_moments_test
-from monitors.reports import drift_report_html
 from monitors.streaming import ARMS, CategoryCounts
-from rollout.machine import StepEvidence
+from rollout.lifecycle import StepEvidence
 from rollout.spec import (
     AnalysisSpec,
     ErrorRateEntry,
@@ -65,6 +63,9 @@ from rollout.summary import (
     is_number,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 GateRunner = Callable[[float], GateResult]
 
 
@@ -78,14 +79,9 @@ def analyse(
 ) -> StepEvidence:
     """The evidence of one look at a step: gate results, verdict, counts."""
     summary = _summary(samples)
-    if weight_pct >= 100:
-        verdict: Verdict = "pass"
-        results: list[GateResult] = []
-        reason = "canary serves 100%: no baseline at the same time, gates not judged"
-    else:
-        results = summary_gate_results(summary, analysis)
-        verdict = combine(results)
-        reason = summarise(results, verdict)
+    results = summary_gate_results(summary, analysis)
+    verdict = combine(results)
+    reason = summarise(results, verdict)
     return StepEvidence(
         verdict=verdict,
         gates=tuple(results),
@@ -359,6 +355,10 @@ def write_drift_report(
     as numbers, anything else as text) and, when given, the input features of each arm (frames
     with the same columns, one row per request). Raises ``ValueError`` when an arm has no rows.
     """
+    import pandas as pd
+
+    from monitors.reports import drift_report_html
+
     arms = (("baseline", baseline, baseline_features), ("canary", canary, canary_features))
     frames = [
         pd.DataFrame(index=range(len(sample.outputs)))

@@ -24,10 +24,11 @@ the API. A call the token's roles or environments do not allow is refused (403) 
 changes anything. Every mutating call (start, apply, and the verbs on an environment), allowed
 or not, appends a row to the audit log (:mod:`rollout.store.audit`) with its outcome:
 ``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
-Errors are JSON ``{"error_code", "message"}``: 401 ``unauthenticated``, 403 ``forbidden``
-(names the identity, the verb, the environment and the roles that would do), 404 ``not_found``,
-409 ``state_conflict`` (not allowed in this state, or someone else acted first), 422
-``invalid_spec`` / ``registry_error``.
+Errors are JSON ``{"error_code", "message"}``, the status chosen by the error's type
+(:func:`contract.errors.http_status`): 401 ``unauthenticated``, 403 ``forbidden`` (names the
+identity, the verb, the environment and the roles that would do), 404 ``not_found``, 409
+``state_conflict`` (not allowed in this state, or someone else acted first), 422
+``invalid_spec`` / ``registry_error`` / ``invalid_request``, 503 ``unavailable``.
 
 Serve with ``rollout api --port 8090`` (the manager loop runs separately: ``rollout manager``).
 """
@@ -37,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -52,19 +52,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from rollout.audited import Call, http_outcome, record
 from rollout.auth import Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
-from rollout.errors import ConflictError, RegistryError, RolloutError, SpecError, StateError
+from rollout.errors import Forbidden, RolloutError, Unauthenticated, http_status
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.store.records import json_safe
 from rollout.watch import changes, rollout_active
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class _Body(BaseModel):
@@ -131,7 +125,7 @@ def _token(
 ) -> Token:
     """The token that was sent (its identity, roles and environments); 401 otherwise."""
     if credentials is None:
-        raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
+        raise Unauthenticated("send 'Authorization: Bearer <token>'")
     digest = hashlib.sha256(credentials.credentials.encode()).hexdigest()
     tokens: dict[str, Token] = request.app.state.tokens
     for known_digest, token in tokens.items():
@@ -140,7 +134,7 @@ def _token(
             if call is not None:
                 call.identity = token.identity
             return token
-    raise ApiError(401, "unauthenticated", "unknown token (its sha256 is not configured)")
+    raise Unauthenticated("unknown token (its sha256 is not configured)")
 
 
 Caller = Annotated[Token, Depends(_token)]
@@ -148,11 +142,12 @@ Caller = Annotated[Token, Depends(_token)]
 
 def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None) -> FastAPI:
     """The API over ``manager``; ``tokens`` maps sha256 hex → :class:`~rollout.auth.Token`
-    (or an identity, which gets the default role ``viewer``), else ``$ROLLOUT_API_TOKENS``."""
+    (or an identity, which gets the default role ``viewer``), else the settings'
+    ``ROLLOUT_API_TOKENS``."""
     known = (
         {digest: Token(t) if isinstance(t, str) else t for digest, t in tokens.items()}
         if tokens is not None
-        else parse_tokens(os.environ.get("ROLLOUT_API_TOKENS", ""))
+        else parse_tokens(manager.settings.api_tokens)
     )
     app = FastAPI(
         title="mlrollout manager",
@@ -169,7 +164,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         denial = authorize(token, verb, environment, non_production(manager.environment_names))
         if denial is not None:
             _note(request, needs=list(denial.needs), roles=list(token.roles))
-            raise ApiError(403, "forbidden", denial.message)
+            raise Forbidden(denial.message)
 
     @app.middleware("http")
     async def _audited(
@@ -192,10 +187,6 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         _note(request, error_code=code, message=message)
         return JSONResponse({"error_code": code, "message": message}, status)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(request, exc.status, exc.code, exc.message)
-
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
@@ -205,7 +196,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
 
     @app.exception_handler(RolloutError)
     async def _rollout_error(request: Request, exc: RolloutError) -> JSONResponse:
-        status, code = _classify(exc)
+        status, code = http_status(exc)
         return _error(request, status, code, str(exc))
 
     @app.get("/healthz")
@@ -348,18 +339,3 @@ def _out(value: Mapping[str, Any]) -> dict[str, Any]:
     safe = json_safe(value)
     assert isinstance(safe, dict)
     return safe
-
-
-def _classify(exc: RolloutError) -> tuple[int, str]:
-    message = str(exc)
-    if isinstance(exc, SpecError):
-        return 422, "invalid_spec"
-    if isinstance(exc, RegistryError):
-        return (404, "not_found") if "not found" in message else (422, "registry_error")
-    if isinstance(exc, StateError) and (
-        message.startswith("no rollout with id") or "has no active rollout" in message
-    ):
-        return 404, "not_found"
-    if isinstance(exc, StateError | ConflictError):
-        return 409, "state_conflict"
-    return 422, "rollout_error"

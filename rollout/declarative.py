@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from rollout.errors import RegistryError, SpecError, StateError
-from rollout.manager import Manager, bind_spec
+from rollout.manager import Manager
 from rollout.spec import RolloutSpec, config_hash
-from rollout.store.configs import ConfigStore
+from rollout.stored import approval_of, bind_spec
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,9 @@ def apply(manager: Manager, spec: RolloutSpec, actor: str) -> ApplyResult:
     model, candidate, environment = _declared(spec)
     bound = bind_spec(spec, model, candidate, environment)
     digest_of_config = config_hash(bound)
-    configs = ConfigStore(manager.engine)
-    version = manager.registry.resolve(model, candidate).version
-    active = manager.records.active(model, environment)
+    configs = manager.configs
+    version = manager.resolve(model, candidate).version
+    active = manager.active(model, environment)
     if active is not None:
         if (active.candidate_version, active.config_hash) != (version, digest_of_config):
             what = "a changed spec" if active.candidate_version == version else "this spec"
@@ -108,7 +108,7 @@ def apply(manager: Manager, spec: RolloutSpec, actor: str) -> ApplyResult:
             f"unchanged: rollout {active.id} of v{version} is {active.state} "
             f"(config v{config.version})",
         )
-    latest = manager.records.latest(model, environment)
+    latest = manager.latest(model, environment)
     if latest is not None and (latest.candidate_version, latest.config_hash) == (
         version,
         digest_of_config,
@@ -144,22 +144,19 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
     digest_of_config = config_hash(bound)
     problems: list[str] = []
     try:
-        version: str | None = manager.registry.resolve(model, candidate).version
+        version: str | None = manager.resolve(model, candidate).version
     except RegistryError as exc:
         version = None
         problems.append(str(exc))
-    stored_plan = manager.plans.get(environment, model)
-    baseline = manager.registry.alias_version(model, environment) or (
-        stored_plan.baseline_version if stored_plan is not None else None
-    )
-    existing = ConfigStore(manager.engine).find(environment, model, digest_of_config)
+    baseline = manager.serving_version(model, environment)
+    existing = manager.configs.find(environment, model, digest_of_config)
     requires = manager.environments.previous(environment)
     if requires is not None and version is not None:
-        history = manager.records.releases(model, requires)
+        history = manager.history(model, requires)
         if history and not any(r.version == version and r.outcome == "succeeded" for r in history):
             problems.append(f"v{version} has not succeeded in {requires} yet")
-    active = manager.records.active(model, environment)
-    latest = manager.records.latest(model, environment)
+    active = manager.active(model, environment)
+    latest = manager.latest(model, environment)
     same = (version, digest_of_config)
     if active is not None and (active.candidate_version, active.config_hash) == same:
         would = f"nothing: rollout {active.id} of this spec is {active.state}"
@@ -184,21 +181,17 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
         for s in bound.steps()
     )
     policy = manager.environments.get(environment)
-    approval_required = bound.approval.required or policy.approval_required
-    timeout_s = (
-        bound.approval.timeout_s
-        if bound.approval.timeout_s is not None
-        else policy.approval_timeout_s
-    )
-    on_timeout = bound.approval.on_timeout or policy.on_approval_timeout
-    if approval_required:
-        who = "someone other than who starts it" if policy.distinct_approver else "an approver"
+    needs = approval_of(bound, policy)
+    if needs.required:
+        who = "someone other than who starts it" if needs.distinct_approver else "an approver"
         approval = f"required: {who}" + (
-            f", within {timeout_s:g}s (then {on_timeout})" if timeout_s is not None else ""
+            f", within {needs.timeout_s:g}s (then {needs.on_timeout})"
+            if needs.timeout_s is not None
+            else ""
         )
     else:
         approval = "not required"
-    most, note = _most_time(steps, bound.analysis.on_inconclusive, approval_required, timeout_s)
+    most, note = _most_time(steps, bound.analysis.on_inconclusive, needs.required, needs.timeout_s)
     return RolloutPlan(
         model=model,
         environment=environment,

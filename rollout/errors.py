@@ -4,7 +4,7 @@
 
     RolloutError
      ├── NotFound       404   NoSuchRollout, NoActiveRollout, VersionNotFound
-     ├── Forbidden      403
+     ├── Forbidden      403   Unauthenticated (401)
      ├── Conflict       409   StateError (not allowed now), ConflictError (someone acted first)
      ├── Invalid        422   SpecError, InvalidReference, ArtifactChanged, ModelLoadFailed
      └── Unavailable    503
@@ -25,6 +25,7 @@ from contract.errors import (
     NotFound,
     RegistryError,
     RolloutError,
+    Unauthenticated,
     Unavailable,
     VersionNotFound,
     http_status,
@@ -45,6 +46,7 @@ __all__ = [
     "RolloutError",
     "SpecError",
     "StateError",
+    "Unauthenticated",
     "Unavailable",
     "VersionNotFound",
     "http_status",

@@ -1,104 +1,60 @@
 """The rollout state machine: one transition table, as data, and a pure ``decide``.
 
 ``TRANSITIONS`` maps ``(from_state, event)`` to a :class:`Rule` (the next state and the effects
-that turn into actions). Nothing else moves a rollout. ``decide(rollout, evidence, now,
-command)`` picks the event, looks the rule up (an event the table does not allow raises
-:class:`~rollout.errors.StateError`) and returns a :class:`Decision`: the next state, the actions
-to apply (:class:`SetPlan`, :class:`MoveAlias`, :class:`RecordRelease`), the reason and the
-evidence. A decision whose ``event`` is None changes nothing (the rollout keeps waiting).
+that :mod:`rollout.effects` turns into actions). Nothing else moves a rollout.
+``decide(rollout, evidence, now, command)`` picks the event, looks the rule up (an event the
+table does not allow raises :class:`~rollout.errors.StateError`) and returns a
+:class:`~rollout.lifecycle.Decision`: the next state, the actions, the reason and the evidence
+(the values are in :mod:`rollout.lifecycle`). A decision whose ``event`` is None changes nothing.
 
 Rules of ``decide`` (without a command):
 
-- ``pending`` begins verifying and stages the candidate (plan: candidate at 0%, so routers load
-  it and it is reachable only by pinning); ``verifying`` waits for verification evidence
-  (digest, smoke tests through the router): pass → first step (plan: canary at step 0's
-  weight), fail → aborted (plan: the baseline alone).
+- ``pending`` with nothing serving yet is an *initial release*: once the candidate's artifact is
+  verified it gets all traffic and the alias at once (``succeeded``, release kind ``initial``).
+  Otherwise ``pending`` begins verifying and stages the candidate (plan: candidate at 0%, so
+  routers load it and only pinned requests reach it); ``verifying`` waits for verification
+  evidence (digest, smoke tests through the router): pass → first step, fail → aborted.
 - ``progressing``: a step is judged once the canary has ``min_requests`` in the step *and*
   ``min_duration_s`` has passed. Pass → next step, or after the last: ``awaiting_approval``
   (approval required, none given) or ``promoting``. Fail → ``rolling_back``. Inconclusive →
-  ``on_inconclusive``: pause → ``paused``; rollback → ``rolling_back``; extend → keep waiting until
-  ``max_duration_s``, then ``paused``. A step that reaches ``max_duration_s`` before it could be
-  judged is inconclusive too.
+  ``on_inconclusive``: pause → ``paused``; rollback → ``rolling_back``; extend → keep waiting
+  until ``max_duration_s``, then ``paused``. A step that reaches ``max_duration_s`` before it
+  could be judged is inconclusive too. At 100% no baseline serves at the same time, so the step
+  passes on its requests and duration alone (its gates are not judged). A blue/green preview
+  (0%) that asks for no pinned requests is judged by time: failing gates still fail it,
+  inconclusive ones do not hold it.
 - ``promoting`` waits for promotion evidence (the artifact digest still matches): pass →
-  ``succeeded`` (plan: candidate becomes the baseline; alias moved; release recorded, kind
-  ``promotion``), fail → ``rolling_back``. ``rolling_back`` → ``rolled_back`` (the candidate's
-  release recorded with kind ``rollback``, outcome ``rolled_back``). An aborted rollout records
-  the candidate's release with kind ``promotion``, outcome ``aborted``.
-- ``awaiting_approval`` waits for an ``approve`` command; with ``approval_timeout_s`` set, once
-  the rollout has waited that long (since ``state_since``) ``on_approval_timeout`` applies:
-  ``rollback`` → ``rolling_back``, ``abort`` → ``aborted`` (traffic back on the baseline).
+  ``succeeded`` (the candidate becomes the baseline; alias moved; release kind ``promotion``),
+  fail → ``rolling_back`` → ``rolled_back`` (release kind ``rollback``, outcome
+  ``rolled_back``). An aborted rollout records kind ``promotion``, outcome ``aborted``.
+- ``awaiting_approval`` waits for an ``approve`` command; with an approval timeout, once the
+  rollout has waited that long (since ``state_since``) its ``on_timeout`` applies: ``rollback``
+  → ``rolling_back``, ``abort`` → ``aborted`` (traffic back on the baseline).
 
 Commands (``promote`` forces promotion, ``rollback``, ``abort``, ``pause``, ``resume``,
 ``approve``) are events too; where ``distinct_approver`` is set (prod by default) an approval
 (or a forced promotion of a rollout that needs one) must come from someone other than the
-person who started the rollout.
+person who started the rollout. How the spec's and the environment's approval settings
+combine is :meth:`~rollout.lifecycle.ApprovalPolicy.combine`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
 
-from monitors import GateResult, Verdict
+from rollout.effects import with_effect
 from rollout.errors import StateError
-
-State = Literal[
-    "pending",
-    "verifying",
-    "progressing",
-    "paused",
-    "awaiting_approval",
-    "promoting",
-    "succeeded",
-    "rolling_back",
-    "rolled_back",
-    "aborted",
-]
-TERMINAL_STATES: frozenset[State] = frozenset({"succeeded", "rolled_back", "aborted"})
-ACTIVE_STATES: tuple[State, ...] = (
-    "pending",
-    "verifying",
-    "progressing",
-    "paused",
-    "awaiting_approval",
-    "promoting",
-    "rolling_back",
+from rollout.lifecycle import (
+    Command,
+    CommandKind,
+    Decision,
+    Effect,
+    Event,
+    RolloutState,
+    State,
+    Step,
+    StepEvidence,
 )
-CommandKind = Literal["promote", "rollback", "abort", "pause", "resume", "approve"]
-Event = Literal[
-    "begin",
-    "verified",
-    "verification_failed",
-    "step_passed",
-    "steps_passed",
-    "approval_needed",
-    "gates_failed",
-    "inconclusive",
-    "step_timed_out",
-    "inconclusive_rollback",
-    "promoted",
-    "promotion_failed",
-    "approval_expired",
-    "approval_expired_abort",
-    "reverted",
-    "promote",
-    "rollback",
-    "abort",
-    "pause",
-    "resume",
-    "approve",
-]
-Effect = Literal[
-    "stage_candidate",  # plan: candidate loaded at 0% (reachable only by pinning, for smoke tests)
-    "first_step",  # plan: canary at step 0's weight; step clock starts
-    "next_step",  # plan: canary at the next step's weight; step clock restarts
-    "restart_step",  # step clock restarts (evidence is gathered afresh)
-    "restore_baseline",  # plan: the baseline alone
-    "record_approval",  # approved_by = the actor (when it is not the starter)
-    "finish_promotion",  # plan: candidate alone; alias → candidate; release recorded
-    "record_rolled_back",  # candidate's release recorded: kind rollback, outcome rolled_back
-    "record_aborted",  # candidate's release recorded: kind promotion, outcome aborted
-]
 
 
 @dataclass(frozen=True)
@@ -115,6 +71,8 @@ def _rule(to_state: State, *effects: Effect) -> Rule:
 TRANSITIONS: dict[tuple[State, Event], Rule] = {
     # lifecycle, driven by evidence and time
     ("pending", "begin"): _rule("verifying", "stage_candidate"),
+    ("pending", "released"): _rule("succeeded", "finish_initial_release"),
+    ("pending", "verification_failed"): _rule("aborted", "record_aborted"),
     ("verifying", "verified"): _rule("progressing", "first_step"),
     ("verifying", "verification_failed"): _rule("aborted", "restore_baseline", "record_aborted"),
     ("progressing", "step_passed"): _rule("progressing", "next_step"),
@@ -163,147 +121,6 @@ def transition(state: State, event: Event) -> Rule:
     return rule
 
 
-# -- inputs --
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step: the canary's share of traffic, or (``shadow_fraction`` > 0) a shadow step that
-    mirrors that share of requests to the candidate, which answers nobody (weight 0)."""
-
-    weight_pct: int
-    min_requests: int = 100
-    min_duration_s: float = 0.0
-    max_duration_s: float | None = None
-    shadow_fraction: float = 0.0
-
-    @property
-    def is_shadow(self) -> bool:
-        return self.shadow_fraction > 0
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """What ``decide`` needs to know about one rollout."""
-
-    id: str
-    model: str
-    environment: str
-    baseline_version: str | None
-    candidate_version: str
-    state: State
-    steps: tuple[Step, ...]
-    step_index: int = 0
-    step_started_at: float | None = None
-    on_inconclusive: Literal["pause", "extend", "rollback"] = "pause"
-    approval_required: bool = False
-    started_by: str = "unknown"
-    approved_by: str | None = None
-    sticky_key: str | None = None
-    distinct_approver: bool = True  # the approver must not be who started the rollout
-    approval_timeout_s: float | None = None  # how long awaiting_approval may last
-    on_approval_timeout: Literal["rollback", "abort"] = "rollback"
-    state_since: float | None = None  # when the rollout entered its current state
-
-    @property
-    def step(self) -> Step:
-        return self.steps[min(self.step_index, len(self.steps) - 1)]
-
-    @property
-    def is_last_step(self) -> bool:
-        return self.step_index >= len(self.steps) - 1
-
-
-@dataclass(frozen=True)
-class StepEvidence:
-    """The analysis of one look: per-gate results, their combined verdict and the counts.
-
-    ``kind`` says what was checked: ``step`` (canary gates), ``verify`` (before the first
-    step) or ``promote`` (before the alias moves).
-    """
-
-    verdict: Verdict
-    gates: tuple[GateResult, ...] = ()
-    n_baseline: int = 0
-    n_canary: int = 0
-    reason: str = ""
-    kind: Literal["step", "verify", "promote"] = "step"
-    step_index: int | None = None
-    weight_pct: int | None = None
-    window_start: float | None = None
-    report: str | None = None  # path of the Evidently drift report of this look, if written
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "step_index": self.step_index,
-            "weight_pct": self.weight_pct,
-            "window_start": self.window_start,
-            "n_baseline": self.n_baseline,
-            "n_canary": self.n_canary,
-            "gates": [gate.to_dict() for gate in self.gates],
-            "report": self.report,
-        }
-
-
-@dataclass(frozen=True)
-class Command:
-    kind: CommandKind
-    actor: str
-    reason: str | None = None
-
-
-# -- outputs --
-
-
-@dataclass(frozen=True)
-class SetPlan:
-    baseline_version: str
-    canary_version: str | None = None
-    canary_weight_pct: int = 0
-    sticky_key: str | None = None
-    rollout_id: str | None = None
-    shadow_version: str | None = None
-    shadow_fraction: float = 0.0
-
-
-@dataclass(frozen=True)
-class MoveAlias:
-    alias: str
-    version: str
-
-
-@dataclass(frozen=True)
-class RecordRelease:
-    kind: Literal["initial", "promotion", "rollback"]
-    version: str
-    previous_version: str | None
-    outcome: Literal["succeeded", "rolled_back", "aborted"]
-
-
-Action = SetPlan | MoveAlias | RecordRelease
-
-
-@dataclass(frozen=True)
-class Decision:
-    from_state: State
-    to_state: State
-    event: Event | None  # None: nothing happens, the rollout keeps waiting
-    reason: str
-    actor: str = "manager"
-    actions: tuple[Action, ...] = ()
-    evidence: StepEvidence | None = None
-    step_index: int = 0
-    step_started_at: float | None = None
-    approved_by: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.event is not None
-
-
 # -- the decision --
 
 
@@ -317,6 +134,8 @@ def decide(
     if command is not None:
         return _command(rollout, command, now)
     state = rollout.state
+    if state == "pending" and rollout.baseline_version is None:
+        return _initial_release(rollout, evidence, now)
     if state == "pending":
         return _apply(rollout, "begin", now, "verifying the candidate before it gets traffic")
     if state == "verifying":
@@ -360,8 +179,49 @@ def decide(
     return _wait(rollout, f"rollout is {state}")
 
 
+def _initial_release(rollout: RolloutState, evidence: StepEvidence | None, now: float) -> Decision:
+    """Nothing serves in the environment yet: there is nothing to compare with, so a verified
+    candidate gets all traffic and the alias at once."""
+    where = rollout.environment
+    if evidence is None:
+        return _wait(rollout, f"verifying v{rollout.candidate_version} before it serves {where}")
+    if evidence.verdict != "pass":
+        return _apply(
+            rollout, "verification_failed", now, f"verification failed: {evidence.reason}", evidence
+        )
+    return _apply(
+        rollout,
+        "released",
+        now,
+        f"initial release of v{rollout.candidate_version} in {where} by {rollout.started_by}",
+    )
+
+
+def _judged(step: Step, evidence: StepEvidence | None) -> StepEvidence | None:
+    """The evidence as this kind of step is judged: at 100% the gates are not judged (no
+    baseline serves at the same time); a preview that asks for no pinned requests is judged by
+    time (inconclusive gates do not hold it; failing ones still fail it)."""
+    if evidence is None or evidence.verdict == "fail" or step.is_shadow:
+        return evidence
+    if step.weight_pct >= 100:
+        return replace(
+            evidence,
+            verdict="pass",
+            reason="canary serves 100%: no baseline at the same time, gates not judged",
+        )
+    if step.is_preview and step.min_requests == 0 and evidence.verdict == "inconclusive":
+        return replace(
+            evidence,
+            verdict="pass",
+            reason=f"preview judged by time ({evidence.n_canary} pinned requests, too few for "
+            f"the gates: {evidence.reason})",
+        )
+    return evidence
+
+
 def _progress(rollout: RolloutState, evidence: StepEvidence | None, now: float) -> Decision:
     step = rollout.step
+    evidence = _judged(step, evidence)
     number = f"step {rollout.step_index + 1}/{len(rollout.steps)} ({step.weight_pct}%)"
     started = rollout.step_started_at if rollout.step_started_at is not None else now
     elapsed_s = max(0.0, now - started)
@@ -403,7 +263,7 @@ def _progress(rollout: RolloutState, evidence: StepEvidence | None, now: float) 
             f"canary at {following.weight_pct}%",
             evidence,
         )
-    if rollout.approval_required and rollout.approved_by is None:
+    if rollout.approval.required and rollout.approved_by is None:
         return _apply(
             rollout,
             "approval_needed",
@@ -411,7 +271,7 @@ def _progress(rollout: RolloutState, evidence: StepEvidence | None, now: float) 
             f"{number} passed ({detail}); waiting for approval by "
             + (
                 f"someone other than {rollout.started_by}"
-                if rollout.distinct_approver
+                if rollout.approval.distinct_approver
                 else "an approver"
             ),
             evidence,
@@ -434,8 +294,11 @@ def _inconclusive(
 
 
 def _awaiting_approval(rollout: RolloutState, now: float) -> Decision:
-    who = f"someone other than {rollout.started_by}" if rollout.distinct_approver else "an approver"
-    timeout_s = rollout.approval_timeout_s
+    approval = rollout.approval
+    who = (
+        f"someone other than {rollout.started_by}" if approval.distinct_approver else "an approver"
+    )
+    timeout_s = approval.timeout_s
     if timeout_s is None:
         return _wait(rollout, f"waiting for approval by {who}")
     since = rollout.state_since if rollout.state_since is not None else now
@@ -443,11 +306,10 @@ def _awaiting_approval(rollout: RolloutState, now: float) -> Decision:
     if waited_s < timeout_s:
         return _wait(
             rollout,
-            f"waiting for approval by {who}; {rollout.on_approval_timeout} in "
-            f"{timeout_s - waited_s:.0f}s",
+            f"waiting for approval by {who}; {approval.on_timeout} in {timeout_s - waited_s:.0f}s",
         )
     reason = f"no approval within {timeout_s:g}s"
-    if rollout.on_approval_timeout == "abort":
+    if approval.on_timeout == "abort":
         return _apply(rollout, "approval_expired_abort", now, f"{reason}; aborted")
     return _apply(rollout, "approval_expired", now, f"{reason}; rolling back")
 
@@ -456,10 +318,10 @@ def _command(rollout: RolloutState, command: Command, now: float) -> Decision:
     kind = command.kind
     if (
         kind in ("approve", "promote")
-        and rollout.distinct_approver
+        and rollout.approval.distinct_approver
         and rollout.state in ("progressing", "paused", "awaiting_approval")
     ):
-        needs_approval = rollout.approval_required and rollout.approved_by is None
+        needs_approval = rollout.approval.required and rollout.approved_by is None
         if (kind == "approve" or needs_approval) and command.actor == rollout.started_by:
             raise StateError(
                 f"approval of rollout {rollout.id} must come from someone other than "
@@ -513,104 +375,5 @@ def _apply(
         approved_by=rollout.approved_by,
     )
     for effect in rule.effects:
-        decision = _effect(decision, effect, rollout, now)
+        decision = with_effect(decision, effect, rollout, now)
     return decision
-
-
-def _effect(decision: Decision, effect: Effect, rollout: RolloutState, now: float) -> Decision:
-    def canary_at(index: int) -> SetPlan:
-        step = rollout.steps[index]
-        if step.is_shadow:
-            return SetPlan(
-                baseline_version=_baseline(rollout),
-                sticky_key=rollout.sticky_key,
-                rollout_id=rollout.id,
-                shadow_version=rollout.candidate_version,
-                shadow_fraction=step.shadow_fraction,
-            )
-        return SetPlan(
-            baseline_version=_baseline(rollout),
-            canary_version=rollout.candidate_version,
-            canary_weight_pct=rollout.steps[index].weight_pct,
-            sticky_key=rollout.sticky_key,
-            rollout_id=rollout.id,
-        )
-
-    actions = decision.actions
-    if effect == "stage_candidate":
-        staged = SetPlan(
-            baseline_version=_baseline(rollout),
-            canary_version=rollout.candidate_version,
-            canary_weight_pct=0,
-            sticky_key=rollout.sticky_key,
-            rollout_id=rollout.id,
-        )
-        return replace(decision, actions=(*actions, staged))
-    if effect == "first_step":
-        return replace(
-            decision, step_index=0, step_started_at=now, actions=(*actions, canary_at(0))
-        )
-    if effect == "next_step":
-        index = rollout.step_index + 1
-        return replace(
-            decision, step_index=index, step_started_at=now, actions=(*actions, canary_at(index))
-        )
-    if effect == "restart_step":
-        return replace(decision, step_started_at=now)
-    if effect == "restore_baseline":
-        plan = SetPlan(baseline_version=_baseline(rollout), sticky_key=rollout.sticky_key)
-        return replace(decision, actions=(*actions, plan))
-    if effect == "record_approval":
-        distinct = not rollout.distinct_approver or decision.actor != rollout.started_by
-        if distinct and rollout.approved_by is None:
-            return replace(decision, approved_by=decision.actor)
-        return decision
-    if effect == "finish_promotion":
-        candidate = rollout.candidate_version
-        return replace(
-            decision,
-            actions=(
-                *actions,
-                SetPlan(baseline_version=candidate, sticky_key=rollout.sticky_key),
-                MoveAlias(alias=rollout.environment, version=candidate),
-                RecordRelease("promotion", candidate, rollout.baseline_version, "succeeded"),
-            ),
-        )
-    # The candidate's record: a rolled-back rollout is a rollback (its canary was taken out);
-    # an aborted one stays the promotion that was attempted, ended early.
-    release = (
-        RecordRelease(
-            "rollback", rollout.candidate_version, rollout.baseline_version, "rolled_back"
-        )
-        if effect == "record_rolled_back"
-        else RecordRelease(
-            "promotion", rollout.candidate_version, rollout.baseline_version, "aborted"
-        )
-    )
-    return replace(decision, actions=(*actions, release))
-
-
-def _baseline(rollout: RolloutState) -> str:
-    if rollout.baseline_version is None:
-        raise StateError(f"rollout {rollout.id} has no baseline version to route traffic to")
-    return rollout.baseline_version
-
-
-__all__ = [
-    "ACTIVE_STATES",
-    "TERMINAL_STATES",
-    "TRANSITIONS",
-    "Action",
-    "Command",
-    "Decision",
-    "MoveAlias",
-    "RecordRelease",
-    "RolloutState",
-    "Rule",
-    "SetPlan",
-    "State",
-    "Step",
-    "StepEvidence",
-    "decide",
-    "transition",
-]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from monitors import GateResult
 from monitors.shadow import disagreement_test, mcnemar_test, wilcoxon_test
-from rollout.machine import StepEvidence
+from rollout.lifecycle import StepEvidence
 from rollout.spec import RolloutSpec
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from monitors import GateResult
-from rollout.machine import StepEvidence
+from rollout.lifecycle import StepEvidence
 from rollout.spec import SmokeTest
 
 NOT_LOADED = {"unknown_version", "not_ready", "no_plan", "unknown_model"}

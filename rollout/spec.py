@@ -49,7 +49,7 @@ from pydantic import (
 from monitors.drift import DriftMethod
 from monitors.quality import LossMetric
 from rollout.errors import SpecError
-from rollout.machine import Step
+from rollout.lifecycle import Step
 
 OnInconclusive = Literal["pause", "extend", "rollback"]
 GateName = Literal["error_rate", "latency", "output_drift", "quality"]

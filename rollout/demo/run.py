@@ -192,7 +192,7 @@ def _run_rollout(
             return record.state
         if time.monotonic() - last_progress >= 2.0:
             last_progress = time.monotonic()
-            counts = manager.predictions.count(rollout_id, record.step_started_at or 0.0)
+            counts = manager.requests(rollout_id, record.step_started_at or 0.0)
             weight = steps[record.step_index].weight if record.step_index < len(steps) else 100
             say.line(
                 f"  … {record.state} step {record.step_index + 1}/{len(steps)} at {weight}%: "

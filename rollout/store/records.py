@@ -31,9 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contract.sql.schema import releases, rollout_events, rollouts
 from rollout.errors import ConflictError
-
-ACTIVE = ("pending", "verifying", "progressing", "paused", "awaiting_approval", "promoting",
-          "rolling_back")  # fmt: skip
+from rollout.lifecycle import ACTIVE_STATES
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class RolloutRecord:
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE
+        return self.state in ACTIVE_STATES
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -147,7 +145,7 @@ class RecordStore:
         query = select(rollouts).where(
             rollouts.c.model == model,
             rollouts.c.environment == environment,
-            rollouts.c.state.in_(ACTIVE),
+            rollouts.c.state.in_(ACTIVE_STATES),
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
@@ -165,7 +163,11 @@ class RecordStore:
         return RolloutRecord(**row._mapping) if row is not None else None
 
     def list_active(self) -> list[RolloutRecord]:
-        query = select(rollouts).where(rollouts.c.state.in_(ACTIVE)).order_by(rollouts.c.created_at)
+        query = (
+            select(rollouts)
+            .where(rollouts.c.state.in_(ACTIVE_STATES))
+            .order_by(rollouts.c.created_at)
+        )
         with self.engine.connect() as conn:
             return [RolloutRecord(**row._mapping) for row in conn.execute(query)]
 

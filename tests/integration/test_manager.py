@@ -10,15 +10,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
 from conftest import MODEL, DemoHome, LogWriter, logged
-from rollout.errors import RegistryError, SpecError, StateError
+from rollout.errors import NoActiveRollout, RegistryError, SpecError, StateError
+from rollout.lifecycle import RolloutState
 from rollout.manager import Manager
 from rollout.spec import load_spec
+from rollout.store.records import RolloutRecord
 from router.app import create_app
 from router.config import RouterConfig
 
@@ -120,7 +123,7 @@ def test_inconclusive_pauses_and_resume_restarts_the_step(manager: Manager, home
     assert record.reason == "aborted by bob: changed my mind"
     plan = manager.plans.get("prod", MODEL)
     assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
-    with pytest.raises(StateError, match="has no active rollout in prod"):
+    with pytest.raises(NoActiveRollout, match="has no active rollout in prod"):
         manager.pause(MODEL, "prod", actor="bob")
 
 
@@ -290,22 +293,21 @@ def test_start_while_a_running_manager_moves_the_rollout_first(home: DemoHome) -
     production; another Manager on the same store here) saves a move first, start still
     succeeds and the rollout goes on from the loop's move."""
     loop = Manager(home.settings)
+    starter = Manager(home.settings)
+    look, raced = starter.evidence.look, []
 
-    class Racing(Manager):
-        raced = False
+    def racing_look(record: RolloutRecord, state: RolloutState, now: float) -> Any:
+        if not raced and state.state == "pending" and state.baseline_version is not None:
+            raced.append(True)
+            loop.tick(now)  # the loop moves pending → verifying → ... before we save
+        return look(record, state, now)
 
-        def _evidence(self, record, state, now):  # type: ignore[no-untyped-def]
-            if not Racing.raced and state.state == "pending":
-                Racing.raced = True
-                loop.tick(now)  # the loop moves pending → verifying → ... before we save
-            return super()._evidence(record, state, now)
-
-    starter = Racing(home.settings)
+    starter.evidence.look = racing_look  # type: ignore[method-assign]
     try:
         v1, v2 = home.versions["baseline"], home.versions["better"]
         starter.start(MODEL, v1, "prod", actor="alice")
         rollout_id = starter.start(MODEL, v2, "prod", actor="alice")
-        assert Racing.raced
+        assert raced
         events = [(e.from_state, e.to_state) for e in starter.events(rollout_id)]
         assert events[:3] == [
             (None, "pending"),
@@ -324,24 +326,23 @@ def test_a_command_whose_rollout_the_loop_finishes_first_still_succeeds(home: De
     the command is about to save its own next move, the command reports the recorded release
     (it used to retry, find no active rollout, and fail although the rollback happened)."""
     loop = Manager(home.settings)
+    racing = Manager(home.settings)
+    look, raced = racing.evidence.look, []
 
-    class Racing(Manager):
-        raced = False
+    def racing_look(record: RolloutRecord, state: RolloutState, now: float) -> Any:
+        if state.state == "rolling_back" and not raced:
+            raced.append(True)  # between our read of the rollout and our save:
+            loop.tick(now)  # the loop moves rolling_back → rolled_back first
+        return look(record, state, now)
 
-        def _evidence(self, record, state, now):  # type: ignore[no-untyped-def]
-            if state.state == "rolling_back" and not Racing.raced:
-                Racing.raced = True  # between our read of the rollout and our save:
-                loop.tick(now)  # the loop moves rolling_back → rolled_back first
-            return super()._evidence(record, state, now)
-
-    racing = Racing(home.settings)
+    racing.evidence.look = racing_look  # type: ignore[method-assign]
     try:
         v1, v2 = home.versions["baseline"], home.versions["better"]
         racing.start(MODEL, v1, "prod", actor="alice")
         slow = {"strategy": {"canary": {"steps": [{"weight": 30, "min_requests": 10**6}]}}}
         rollout_id = racing.start(MODEL, v2, "prod", load_spec(slow), actor="alice")
         release = racing.rollback(MODEL, "prod", actor="bob", reason="looks off")
-        assert Racing.raced
+        assert raced
         assert (release.rollout_id, release.version, release.outcome) == (
             rollout_id,
             v2,

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import MODEL, DemoHome
 from rollout.environments import Environment
-from rollout.errors import RegistryError, StateError
+from rollout.errors import NotFound, RegistryError, StateError
 from rollout.manager import Manager
 from rollout.registry import DIGEST_TAG
 from rollout.spec import load_spec
@@ -85,10 +85,11 @@ def test_a_changed_artifact_stops_the_rollout_before_traffic(
         manager.start(MODEL, v2, "staging", actor="alice")
 
 
-def test_prod_approval_must_come_from_another_identity(manager: Manager, home: DemoHome) -> None:
+def test_prod_approval_must_come_from_another_identity(home: DemoHome, store_url: str) -> None:
     v1, v2 = home.versions["baseline"], home.versions["better"]
-    manager.environments = manager.environments.of(
-        ["dev", "staging", Environment("prod", approval_required=True, distinct_approver=True)]
+    prod = Environment("prod", approval_required=True, distinct_approver=True)
+    manager = Manager(
+        replace(home.settings, store_url=store_url), environments=["dev", "staging", prod]
     )
     manager.start(MODEL, v1, "prod", actor="alice")
     rollout_id = manager.start(MODEL, v2, "prod", load_spec(INSTANT), actor="alice")
@@ -103,6 +104,7 @@ def test_prod_approval_must_come_from_another_identity(manager: Manager, home: D
     assert (record.id, record.state, record.approved_by) == (rollout_id, "succeeded", "bob")
     release = manager.history(MODEL, "prod")[0]
     assert (release.kind, release.started_by, release.approved_by) == ("promotion", "alice", "bob")
+    manager.close()
 
 
 def test_dev_allows_self_approval(manager: Manager, home: DemoHome) -> None:
@@ -152,5 +154,5 @@ def test_rollback_to_any_earlier_release_is_a_release(manager: Manager, home: De
     # Without --to: back to the newest earlier release serving another version (v3).
     again = manager.rollback(MODEL, "prod", actor="carol")
     assert (again.version, again.previous_version) == (v3, v1)
-    with pytest.raises(StateError, match="is not a release of bc in prod"):
+    with pytest.raises(NotFound, match="is not a release of bc in prod"):
         manager.rollback(MODEL, "prod", actor="carol", to_release=10**6)

@@ -17,11 +17,13 @@ import pytest
 
 from conftest import MODEL, DemoHome, LogWriter, logged
 from contract.records import Feedback
-from rollout.errors import ConflictError, StateError
-from rollout.machine import Command, decide
+from rollout.errors import ConflictError, NotFound, StateError
+from rollout.lifecycle import Command
+from rollout.machine import decide
 from rollout.manager import Manager
 from rollout.registry import DIGEST_TAG
 from rollout.spec import RolloutSpec, config_hash, load_spec
+from rollout.stored import machine_state
 
 SPEC = load_spec(
     {
@@ -271,7 +273,7 @@ def test_rollback_to_previous_and_to_a_given_release(manager: Manager, home: Dem
 
     with pytest.raises(StateError, match="already serving"):
         manager.rollback(MODEL, "prod", actor="bob", to_release=promotion.id)
-    with pytest.raises(StateError, match="is not a release of bc in prod"):
+    with pytest.raises(NotFound, match="is not a release of bc in prod"):
         manager.rollback(MODEL, "prod", actor="bob", to_release=9999)
 
 
@@ -296,9 +298,10 @@ def test_stale_write_conflicts(manager: Manager, home: DemoHome) -> None:
     stale = manager.rollout(rollout_id)
     manager.pause(MODEL, "prod", actor="bob")  # someone else writes first
 
-    decision = decide(manager._state(stale), None, time.time(), Command("abort", "carol"))
+    state = machine_state(stale, manager.environments.get("prod"))
+    decision = decide(state, None, time.time(), Command("abort", "carol"))
     with pytest.raises(ConflictError, match=f"rollout {rollout_id} was changed by someone else"):
-        manager._save(stale, decision, time.time())
+        manager.applier.save(stale, decision, time.time())
     record = manager.rollout(rollout_id)
     assert (record.state, record.row_version) == ("paused", stale.row_version + 1)
     assert [e.to_state for e in manager.events(rollout_id)][-1] == "paused"

@@ -27,6 +27,7 @@ from conftest import MODEL, DemoHome
 from rollout.manager import Manager
 from rollout.smoke import SmokeRunner
 from rollout.spec import load_spec
+from rollout.store.predictions import PredictionLog
 from rollout.up import ProcessSpec, Supervisor, free_port
 
 TOKEN = "manager-pin-token"
@@ -167,7 +168,8 @@ def test_smoke_tests_gate_the_first_traffic(home: DemoHome, router_url: str) -> 
         release = manager.history(MODEL, "prod")[0]
         assert (release.version, release.outcome) == (v3, "aborted")
         deadline = time.monotonic() + 10  # the router writes its records in batches
-        while not (served := {r.version for r in manager.predictions.recent("prod", MODEL, 1000)
+        log = PredictionLog(manager.engine)
+        while not (served := {r.version for r in log.recent("prod", MODEL, 1000)
                               if r.arm != "pinned"}):  # fmt: skip
             assert time.monotonic() < deadline, "the router recorded no public request"
             time.sleep(0.1)

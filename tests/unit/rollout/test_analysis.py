@@ -141,14 +141,6 @@ def test_missing_arms_count_as_empty() -> None:
     assert (evidence.n_baseline, evidence.n_canary) == (0, 0)
 
 
-def test_full_weight_step_does_not_judge_gates() -> None:
-    evidence = analyse({"canary": arm("canary", 150, errors=100)}, ANALYSIS, weight_pct=100)
-    assert evidence.verdict == "pass"
-    assert evidence.gates == ()
-    assert evidence.n_canary == 150
-    assert "no baseline at the same time" in evidence.reason
-
-
 def test_holm_correction_spares_a_marginal_failure() -> None:
     spec = load_spec(
         {

@@ -12,8 +12,8 @@ from typing import Any, get_args
 import pytest
 
 from rollout.errors import StateError
-from rollout.machine import (
-    TRANSITIONS,
+from rollout.lifecycle import (
+    ApprovalPolicy,
     Command,
     CommandKind,
     MoveAlias,
@@ -23,9 +23,8 @@ from rollout.machine import (
     State,
     Step,
     StepEvidence,
-    decide,
-    transition,
 )
+from rollout.machine import TRANSITIONS, decide, transition
 
 T0 = 1_000.0
 STEPS = (
@@ -42,7 +41,18 @@ VERIFIED = StepEvidence(verdict="pass", kind="verify", reason="digest matches")
 TAMPERED = StepEvidence(verdict="fail", kind="verify", reason="artifact changed")
 
 
+APPROVAL_FIELDS = {
+    "approval_required": "required",
+    "distinct_approver": "distinct_approver",
+    "approval_timeout_s": "timeout_s",
+    "on_approval_timeout": "on_timeout",
+}
+
+
 def rollout(state: State, **changes: Any) -> RolloutState:
+    """A rollout in ``state``; approval settings go by their old flat names into the policy."""
+    approval = {APPROVAL_FIELDS[k]: changes.pop(k) for k in list(changes) if k in APPROVAL_FIELDS}
+    changes["approval"] = ApprovalPolicy(**approval)
     base = RolloutState(
         id="r1",
         model="bc",
@@ -66,6 +76,13 @@ def cmd(kind: CommandKind, actor: str = "bob") -> Command:
 # (from_state, event) -> (rollout, evidence, now, command)
 CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Command | None]] = {
     ("pending", "begin"): (rollout("pending"), None, T0, None),
+    ("pending", "released"): (rollout("pending", baseline_version=None), VERIFIED, T0, None),
+    ("pending", "verification_failed"): (
+        rollout("pending", baseline_version=None),
+        TAMPERED,
+        T0,
+        None,
+    ),
     ("verifying", "verified"): (rollout("verifying"), VERIFIED, T0, None),
     ("verifying", "verification_failed"): (rollout("verifying"), TAMPERED, T0, None),
     ("progressing", "step_passed"): (rollout("progressing"), PASS, T0 + 1, None),
@@ -452,3 +469,91 @@ def test_a_shadow_step_mirrors_instead_of_routing() -> None:
         sticky_key="header:x-user-id",
         rollout_id="r1",
     )
+
+
+# -- rules that live in decide: the initial release, the 100% step, the preview by time --
+
+
+def test_an_initial_release_serves_the_verified_candidate_at_once() -> None:
+    first = rollout("pending", baseline_version=None)
+    assert decide(first, None, T0).event is None  # waits for its verification
+    decision = decide(first, VERIFIED, T0)
+    assert (decision.event, decision.to_state) == ("released", "succeeded")
+    assert decision.reason == "initial release of v2 in prod by alice"
+    assert decision.actions == (
+        RecordRelease("initial", "2", None, "succeeded"),
+        SetPlan(baseline_version="2", sticky_key="header:x-user-id"),
+        MoveAlias(alias="prod", version="2"),
+    )
+    refused = decide(first, TAMPERED, T0)
+    assert (refused.to_state, refused.actions) == (
+        "aborted",
+        (RecordRelease("promotion", "2", None, "aborted"),),
+    )
+
+
+def test_a_full_weight_step_passes_on_its_requests_without_judging_gates() -> None:
+    last = rollout("progressing", step_index=2)
+    counted = StepEvidence(verdict="inconclusive", n_baseline=3, n_canary=99, reason="counted")
+    assert decide(last, counted, T0 + 1).event is None  # 99/100 requests: waits
+    decision = decide(last, replace(counted, n_canary=100), T0 + 1)
+    assert (decision.event, decision.to_state) == ("steps_passed", "promoting")
+    assert decision.evidence is not None
+    assert decision.evidence.verdict == "pass"
+    assert decision.evidence.reason == (
+        "canary serves 100%: no baseline at the same time, gates not judged"
+    )
+
+
+PREVIEW = (Step(weight_pct=0, min_requests=0, min_duration_s=60.0), Step(weight_pct=100))
+
+
+def test_a_preview_without_a_request_floor_is_judged_by_time() -> None:
+    preview = rollout("progressing", steps=PREVIEW)
+    few = StepEvidence(verdict="inconclusive", n_canary=3, reason="too little data")
+    assert decide(preview, few, T0 + 59).event is None  # before its duration
+    decision = decide(preview, few, T0 + 60)
+    assert (decision.event, decision.step_index) == ("step_passed", 1)
+    assert decision.evidence is not None and decision.evidence.verdict == "pass"
+    assert "preview judged by time (3 pinned requests" in decision.evidence.reason
+    failed = decide(preview, replace(few, verdict="fail", reason="chi_square fail"), T0 + 60)
+    assert failed.event == "gates_failed"  # failing gates still stop it
+    floor = rollout("progressing", steps=(replace(PREVIEW[0], min_requests=10), PREVIEW[1]))
+    held = decide(floor, replace(few, n_canary=10), T0 + 60)
+    assert held.to_state == "paused"  # with a request floor the gates must pass
+
+
+def test_approvals_combine_the_spec_the_environment_and_a_shadow_recommendation() -> None:
+    def policy(**given: Any) -> ApprovalPolicy:
+        values: dict[str, Any] = {
+            "spec_required": False,
+            "environment_required": False,
+            "recommendation_only": False,
+            "distinct_approver": True,
+            "spec_timeout_s": None,
+            "environment_timeout_s": None,
+            "spec_on_timeout": None,
+            "environment_on_timeout": "rollback",
+        }
+        return ApprovalPolicy.combine(**{**values, **given})
+
+    assert not policy().required
+    assert policy(spec_required=True).required
+    assert policy(environment_required=True).required
+    assert policy(recommendation_only=True).required
+    both = policy(spec_timeout_s=60.0, environment_timeout_s=3600.0, spec_on_timeout="abort")
+    assert (both.timeout_s, both.on_timeout) == (60.0, "abort")
+    assert policy(environment_timeout_s=3600.0).timeout_s == 3600.0
+
+
+def test_returning_to_a_release_sets_plan_alias_and_a_rollback_record() -> None:
+    from rollout.effects import return_to
+
+    actions = return_to(serving="3", version="1", release_id=7, sticky_key=None, environment="prod")
+    assert actions == (
+        RecordRelease("rollback", "1", "3", "succeeded"),
+        SetPlan(baseline_version="1"),
+        MoveAlias(alias="prod", version="1"),
+    )
+    with pytest.raises(StateError, match="release 7 is v3, which is already serving in prod"):
+        return_to(serving="3", version="3", release_id=7, sticky_key=None, environment="prod")

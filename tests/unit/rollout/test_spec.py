@@ -9,7 +9,7 @@ import pytest
 
 from monitors.drift import DRIFT_METHODS
 from rollout.errors import SpecError
-from rollout.machine import Step
+from rollout.lifecycle import Step
 from rollout.spec import (
     GATE_NAMES,
     STRATEGIES,

@@ -1,0 +1,203 @@
+"""What a look at a rollout finds: one source of evidence per kind of step.
+
+:meth:`Evidence.look` gives the :class:`~rollout.lifecycle.StepEvidence` that
+:func:`rollout.machine.decide` needs now, or None when the state needs none:
+
+- ``pending`` with nothing serving yet (an initial release) and ``promoting``: the artifact
+  digest, recomputed and compared with the one recorded at registration;
+- ``verifying``: the digest, then the spec's smoke tests through the environment's router to
+  the staged candidate (:mod:`rollout.smoke`; None while the router has not loaded it);
+- ``progressing`` at a shadow step: the paired outputs of the baseline and the mirrored
+  candidate (:mod:`rollout.shadow`);
+- ``progressing`` at any other step: the step's window of the prediction log, folded into a
+  bounded summary (new rows only at each look) and analysed by the spec's gates
+  (:mod:`rollout.analysis`). A blue/green preview (0%) compares the requests pinned to the
+  candidate with the baseline's. At 100% there is no baseline serving at the same time, so only
+  the requests are counted (``decide`` passes such a step on them).
+
+:meth:`Evidence.write_report` renders the Evidently drift report of a judged window, after the
+decision is saved (rendering never delays a rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from monitors import GateResult
+from rollout.analysis import analyse, write_drift_report
+from rollout.errors import RegistryError
+from rollout.lifecycle import RolloutState, StepEvidence
+from rollout.shadow import shadow_evidence
+from rollout.store.predictions import ArmSample, PredictionLog
+from rollout.store.records import RolloutRecord
+from rollout.stored import parse_spec
+from rollout.summary import WindowSummary
+
+if TYPE_CHECKING:
+    from rollout.registry import MlflowRegistry
+    from rollout.smoke import SmokeRunner
+
+log = logging.getLogger(__name__)
+
+NOT_JUDGED_AT_100 = "canary serves 100%: no baseline at the same time, gates not judged"
+
+
+class Evidence:
+    def __init__(
+        self,
+        predictions: PredictionLog,
+        registry: Callable[[], MlflowRegistry],
+        smoke: Callable[[], SmokeRunner],
+        reports: Path,
+    ) -> None:
+        self.predictions = predictions
+        self._registry = registry
+        self._smoke = smoke
+        self.reports = reports
+        # Per rollout: the step window being judged and its running summary (bounded memory,
+        # new rows only at each look); rebuilt from the log after a restart.
+        self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
+
+    def look(self, record: RolloutRecord, state: RolloutState, now: float) -> StepEvidence | None:
+        if state.state == "pending" and state.baseline_version is None:
+            return self.digest(record, "verify")
+        if state.state == "verifying":
+            return self._verify(record, now)
+        if state.state == "promoting":
+            return self.digest(record, "promote")
+        if state.state != "progressing":
+            return None
+        since = state.step_started_at if state.step_started_at is not None else now
+        step = state.step
+        if step.is_shadow:
+            return shadow_evidence(
+                self.predictions.paired(record.id, since_ts=since),
+                parse_spec(record.spec),
+                step_index=state.step_index,
+                window_start=since,
+            )
+        preview = record.candidate_version if step.is_preview else None
+        summary = self._window(record.id, since, preview)
+        if step.weight_pct >= 100:
+            return StepEvidence(
+                verdict="inconclusive",
+                reason=NOT_JUDGED_AT_100,
+                n_baseline=summary.counts("baseline").n_requests,
+                n_canary=summary.counts("canary").n_requests,
+                step_index=state.step_index,
+                weight_pct=step.weight_pct,
+                window_start=since,
+            )
+        return analyse(
+            summary,
+            parse_spec(record.spec).analysis,
+            weight_pct=step.weight_pct,
+            step_index=state.step_index,
+            window_start=since,
+        )
+
+    def digest(self, record: RolloutRecord, kind: Literal["verify", "promote"]) -> StepEvidence:
+        """Does the candidate's artifact still have the digest recorded at registration?"""
+        model, version = record.model, record.candidate_version
+        try:
+            digest = self._registry().verify_digest(model, version)
+        except RegistryError as exc:
+            return StepEvidence(
+                verdict="fail",
+                gates=(_check("artifact_digest", "fail", str(exc)),),
+                reason=str(exc),
+                kind=kind,
+            )
+        return digest_matches(version, digest, kind)
+
+    def _verify(self, record: RolloutRecord, now: float) -> StepEvidence | None:
+        evidence = self.digest(record, "verify")
+        tests = parse_spec(record.spec).smoke_tests
+        if not tests or evidence.verdict != "pass":
+            return evidence
+        registry = self._registry()
+        signature = registry.resolve(record.model, record.candidate_version).signature
+        smoke = self._smoke().run(
+            record.model,
+            record.environment,
+            record.candidate_version,
+            tests,
+            signature,
+            waited_s=max(0.0, now - record.updated_at),
+        )
+        if smoke is None:
+            return None  # the router has not loaded the staged candidate yet
+        return StepEvidence(
+            verdict=smoke.verdict,
+            gates=evidence.gates + smoke.gates,
+            reason=(
+                smoke.reason if smoke.verdict == "fail" else f"{evidence.reason}; {smoke.reason}"
+            ),
+            kind="verify",
+        )
+
+    def _window(self, rollout_id: str, since: float, preview: str | None) -> WindowSummary:
+        """The step window's summary, with the rows logged since the last look folded in."""
+        key = (since, preview)
+        cached = self._windows.get(rollout_id)
+        summary = cached[1] if cached is not None and cached[0] == key else None
+        summary = self.predictions.fold(rollout_id, since, summary, preview_version=preview)
+        self._windows[rollout_id] = (key, summary)
+        return summary
+
+    # -- drift reports --
+
+    def report_path(self, record: RolloutRecord, evidence: StepEvidence) -> Path | None:
+        """Where the drift report of a judged step window goes; None when there is none."""
+        if evidence.kind != "step" or not evidence.gates:
+            return None
+        step = (evidence.step_index or 0) + 1
+        since = int(evidence.window_start or 0.0)
+        return self.reports / record.id / f"step-{step}-{since}.html"
+
+    def write_report(self, record: RolloutRecord, evidence: StepEvidence, path: Path) -> None:
+        """Write the Evidently drift report of a judged window (features and outputs).
+
+        The report is for people: a failure to write it is logged, never raised.
+        """
+        import pandas as pd
+
+        since = evidence.window_start or 0.0
+        try:
+            preview = evidence.weight_pct == 0  # blue/green preview: the pinned requests
+            arms = [
+                self.predictions.report_rows(record.id, "baseline", since_ts=since),
+                self.predictions.report_rows(
+                    record.id,
+                    "pinned" if preview else "canary",
+                    since_ts=since,
+                    version=record.candidate_version if preview else None,
+                ),
+            ]
+            write_drift_report(
+                ArmSample(arm="baseline", outputs=arms[0][1]),
+                ArmSample(arm="canary", outputs=arms[1][1]),
+                path,
+                baseline_features=pd.DataFrame(arms[0][0]) if arms[0][0] else None,
+                canary_features=pd.DataFrame(arms[1][0]) if arms[1][0] else None,
+            )
+        except (ValueError, OSError) as exc:
+            log.warning("no drift report for rollout %s at %s: %s", record.id, path.name, exc)
+
+
+def digest_matches(version: str, digest: str, kind: Literal["verify", "promote"]) -> StepEvidence:
+    """The evidence that ``version``'s artifact has its recorded ``digest``."""
+    reason = f"artifact of v{version} matches its recorded digest {digest[:19]}…"
+    return StepEvidence(
+        verdict="pass",
+        gates=(_check("artifact_digest", "pass", reason),),
+        reason=reason,
+        kind=kind,
+    )
+
+
+def _check(gate: str, verdict: Literal["pass", "fail"], reason: str) -> GateResult:
+    return GateResult.unmeasured(gate, "sha256", verdict, reason)

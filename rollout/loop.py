@@ -1,0 +1,185 @@
+"""The manager loop: load → decide → apply → save, for every active rollout.
+
+:meth:`Loop.drive` moves one rollout as far as it can go now: it loads the rollout, gathers the
+evidence its state needs (:mod:`rollout.evidence`), asks the pure
+:func:`rollout.machine.decide`, and has :mod:`rollout.apply` save the decision, until the
+rollout waits or finishes (at most ``MAX_MOVES_PER_TICK`` moves). A command (promote, pause, …)
+is the first move's input instead of evidence. :meth:`Loop.tick` drives every active rollout;
+:meth:`Loop.run` ticks while this manager holds the store's lease (:mod:`rollout.lease`), and
+every save it makes re-checks the lease in its transaction, so of several managers on one store
+exactly one acts. Webhooks are delivered by a thread beside the ticks, so a slow receiver never
+delays a decision. Optimistic concurrency (``row_version``) makes a second manager, or a command
+racing a tick, lose cleanly with :class:`~rollout.errors.ConflictError` instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from contract.clock import Clock
+from rollout.apply import Applier
+from rollout.environments import Environments
+from rollout.errors import ConflictError, NoSuchRollout, RolloutError
+from rollout.evidence import Evidence
+from rollout.lease import DEFAULT_TTL_S, Lease
+from rollout.lifecycle import TERMINAL_STATES, Command, Decision
+from rollout.machine import decide
+from rollout.store.records import RecordStore, RolloutRecord
+from rollout.stored import machine_state
+
+if TYPE_CHECKING:
+    from rollout.notify import Webhooks
+
+log = logging.getLogger(__name__)
+
+MAX_MOVES_PER_TICK = 8  # transitions one rollout may make in one tick (e.g. promoting → succeeded)
+
+
+class Loop:
+    def __init__(
+        self,
+        records: RecordStore,
+        environments: Environments,
+        evidence: Evidence,
+        applier: Applier,
+        webhooks: Callable[[], Webhooks],
+        clock: Clock,
+    ) -> None:
+        self.records = records
+        self.environments = environments
+        self.evidence = evidence
+        self.applier = applier
+        self._webhooks = webhooks
+        self.clock = clock
+        self.lease: Lease | None = None  # set while run() holds the lease; fences every save
+
+    def get(self, rollout_id: str) -> RolloutRecord:
+        record = self.records.get(rollout_id)
+        if record is None:
+            raise NoSuchRollout(f"no rollout with id {rollout_id!r}")
+        return record
+
+    def drive(
+        self,
+        rollout_id: str,
+        now: float,
+        command: Command | None = None,
+        *,
+        fenced: bool = False,
+    ) -> list[Decision]:
+        """Decide and save until the rollout waits (or finishes).
+
+        ``fenced`` (the loop's ticks): each save also checks, in its transaction, that this
+        manager still holds the lease (when it runs with one).
+        """
+        made: list[Decision] = []
+        for _ in range(MAX_MOVES_PER_TICK):
+            record = self.get(rollout_id)
+            if command is None and record.state in TERMINAL_STATES:
+                break
+            state = machine_state(record, self.environments.get(record.environment))
+            evidence = self.evidence.look(record, state, now) if command is None else None
+            decision = decide(state, evidence, now, command)
+            if not decision.changed:
+                break
+            report = self.evidence.report_path(record, evidence) if evidence else None
+            if report is not None and decision.evidence is not None:
+                decision = replace(
+                    decision, evidence=replace(decision.evidence, report=str(report))
+                )
+            try:
+                self.applier.save(record, decision, now, fence=self.lease if fenced else None)
+            except ConflictError:
+                if made:  # our earlier move (a command's) took effect; another manager goes on
+                    break
+                raise
+            if report is not None and decision.evidence is not None:
+                self.evidence.write_report(
+                    record, decision.evidence, report
+                )  # after it took effect
+            made.append(decision)
+            command = None
+        return made
+
+    def tick(self, now: float | None = None) -> list[Decision]:
+        """One pass over every active rollout; returns the transitions made."""
+        made: list[Decision] = []
+        for record in self.records.list_active():
+            try:
+                at = now if now is not None else self.clock.time()
+                made.extend(self.drive(record.id, at, fenced=True))
+            except ConflictError as exc:
+                log.info("rollout %s: %s", record.id, exc)
+            except RolloutError as exc:
+                log.warning("rollout %s: %s", record.id, exc)
+        return made
+
+    def run(
+        self,
+        lease: Lease,
+        interval_s: float = 0.5,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        """Tick every ``interval_s`` while holding ``lease``, until ``stop_event``.
+
+        A manager without the lease stands by and tries again every ``interval_s``; it takes
+        over within the lease's TTL after the holder stops renewing (see :mod:`rollout.lease`).
+        """
+        stop = stop_event or threading.Event()
+        holding, first = False, True
+        done = threading.Event()
+        deliverer = threading.Thread(
+            target=self._deliver_webhooks,
+            args=(stop, done, interval_s),
+            name="webhooks",
+            daemon=True,  # an attempt stuck in its timeout never holds up shutdown
+        )
+        deliverer.start()
+        try:
+            while not stop.is_set():
+                try:
+                    if lease.acquire():
+                        if not holding:
+                            log.info("manager %s holds the lease", lease.holder)
+                        holding, self.lease = True, lease
+                        for decision in self.tick():
+                            log.info(
+                                "%s → %s: %s",
+                                decision.from_state,
+                                decision.to_state,
+                                decision.reason,
+                            )
+                    else:
+                        if holding or first:
+                            log.info("manager %s stands by: the lease is held", lease.holder)
+                        holding, self.lease = False, None
+                    first = False
+                except Exception:
+                    log.exception("tick failed; retrying in %.2fs", interval_s)
+                stop.wait(interval_s)
+        finally:
+            self.lease = None
+            done.set()
+            deliverer.join(timeout=self._webhooks().timeout_s + 1.0)
+            if holding:
+                lease.release()
+
+    def _deliver_webhooks(
+        self, stop: threading.Event, done: threading.Event, interval_s: float
+    ) -> None:
+        """Post due webhooks while this manager holds the lease, beside the tick loop, so a
+        slow or dead receiver (each attempt may wait ``timeout_s``) never delays a decision."""
+        while not (stop.is_set() or done.is_set()):
+            if self.lease is not None:
+                try:
+                    self._webhooks().deliver_due()
+                except Exception:
+                    log.exception("webhook delivery failed; retrying in %.2fs", interval_s)
+            done.wait(interval_s)
+
+
+__all__ = ["DEFAULT_TTL_S", "MAX_MOVES_PER_TICK", "Loop"]
