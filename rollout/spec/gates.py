@@ -14,13 +14,18 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
 
-from monitors.drift import DriftMethod
-from monitors.quality import LossMetric
 from rollout.spec.fields import _Model, _tag
 
 OnInconclusive = Literal["pause", "extend", "rollback"]
 GateName = Literal["error_rate", "latency", "output_drift", "quality"]
 GATE_NAMES: tuple[GateName, ...] = get_args(GateName)
+# The names monitors.drift.DriftMethod and monitors.quality.LossMetric accept, spelled here so
+# that reading a spec does not import monitors (and with it numpy and scipy); a test checks
+# that the lists agree.
+DriftMethod = Literal[
+    "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
+]
+LossMetric = Literal["log_loss", "mae", "rmse"]
 QualityMetric = Literal["accuracy", "auc", LossMetric]
 
 
