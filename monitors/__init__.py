@@ -9,16 +9,17 @@ test, statistic, p-value, effect size (canary minus baseline), threshold and n p
 Modules: `results` (GateResult, Verdict), `drift` (output-drift gates: KS, chi-square, auto
 choice), `stability` (PSI), `mean_shift` (sequential mean-shift test), `twosample` (column-level
 two-sample tests, Evidently's default rule, `drift_table`), `operational` (error rate, latency),
-`quality` (accuracy, AUC, log-loss, MAE/RMSE on delayed labels),
+`quality` (accuracy, AUC on delayed labels), `loss` (log-loss, MAE/RMSE on delayed labels),
 `sequential` (always-valid mSPRT p-values), `shadow` (paired tests on the same requests),
 `streaming` (fixed bins, moments, reservoirs), `reports` (Evidently HTML).
 """
 
 from monitors._bins import psi_edges
 from monitors.drift import chi_square_test, ks_test, output_drift
+from monitors.loss import loss_test, per_request_loss
 from monitors.mean_shift import mean_shift_test
 from monitors.operational import error_rate_test, latency_test
-from monitors.quality import accuracy_test, auc_test, loss_test, per_request_loss
+from monitors.quality import accuracy_test, auc_test
 from monitors.results import GateResult, Verdict
 from monitors.shadow import disagreement_test, mcnemar_test, wilcoxon_test
 from monitors.stability import psi
