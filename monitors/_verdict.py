@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from monitors.results import GateResult, Verdict
+from monitors.names import Verdict
+from monitors.results import GateResult
 
 
 def shortfall_reason(n_baseline: int, n_canary: int, min_n: int, unit: str) -> str | None:

@@ -9,49 +9,56 @@ returns a `GateResult`; ``inconclusive`` when an arm has fewer than `min_n` valu
 - `chi_square_test`: Pearson chi-square on the 2 x k table of category counts (union of the
   categories, no Yates correction); fails when p < alpha. Effect size: Cramer's V.
 - `psi`: population stability index over bins cut at baseline quantiles (`psi_edges`), shares
-  clipped at 1e-4; fails when PSI > threshold. No p-value.
+  clipped at 1e-4; fails when PSI > threshold. No p-value. In `monitors.stability`.
 - `mean_shift_test`: sequential (always-valid mSPRT) two-sided test of a shift in the mean
-  numeric output, in baseline sds; safe to check after every batch.
+  numeric output, in baseline sds; safe to check after every batch. In `monitors.mean_shift`.
 - `output_drift`: picks one of the above (``method="auto"``: chi-square for categorical
   outputs, KS otherwise), or a column test of `monitors.twosample` (``wasserstein``,
   ``jensen_shannon``, ``anderson``) wrapped as a gate result.
 
 Only `mean_shift_test` is sequential; the others are fixed-horizon tests (or thresholds on an
 effect size: PSI, Wasserstein, Jensen-Shannon), which is what to use for a gate checked often.
+The count and moment forms (`chi_square_table`, `psi_counts`, `mean_shift_moments`) and
+`psi_edges` are importable from here as well as from their own modules.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from monitors._bins import PSI_MIN_SHARE, check_bins, psi_edges
+from monitors._bins import psi_edges
 from monitors._categories import contingency_table
-from monitors._validate import (
-    FloatArray,
-    as_1d,
-    as_numeric,
-    check_alpha,
-    check_bound,
-    check_gate,
-    check_min_n,
-)
+from monitors._validate import as_1d, as_numeric, check_alpha, check_bound, check_gate, check_min_n
 from monitors._verdict import fmt_p, make_result
-from monitors.results import GateResult, Verdict
-from monitors.sequential import always_valid_p, check_tau
-from monitors.streaming import Moments
-from monitors.twosample import bin_counts, column_drift
+from monitors.mean_shift import MEAN_SHIFT_TAU, mean_shift_moments, mean_shift_test
+from monitors.names import Verdict
+from monitors.results import GateResult
+from monitors.stability import psi, psi_counts
+from monitors.twosample import column_drift
 
-DriftMethod = Literal[
-    "auto", "ks", "chi_square", "psi", "wasserstein", "jensen_shannon", "anderson", "mean_shift"
+__all__ = [
+    "DRIFT_METHODS",
+    "MAX_CATEGORICAL_FLOAT_VALUES",
+    "MEAN_SHIFT_TAU",
+    "DriftMethod",
+    "chi_square_table",
+    "chi_square_test",
+    "ks_test",
+    "mean_shift_moments",
+    "mean_shift_test",
+    "output_drift",
+    "psi",
+    "psi_counts",
+    "psi_edges",
 ]
-DRIFT_METHODS: tuple[DriftMethod, ...] = get_args(DriftMethod)
-MEAN_SHIFT_TAU = 0.2
+
+from monitors.names import DRIFT_METHODS, DriftMethod
+
 MAX_CATEGORICAL_FLOAT_VALUES = 10
 
 _UNIT = "observations"
@@ -192,83 +199,6 @@ def chi_square_table(
     )
 
 
-def psi(
-    baseline: npt.ArrayLike,
-    canary: npt.ArrayLike,
-    *,
-    bins: int = 10,
-    threshold: float = 0.2,
-    min_n: int = 30,
-    gate: str = "output_drift",
-    edges: npt.ArrayLike | None = None,
-) -> GateResult:
-    """Population stability index of the canary against baseline-quantile bins.
-
-    Pass `edges` (from `psi_edges` on an earlier baseline) to reuse stored bins.
-    """
-    bins = check_bins(bins)
-    baseline_values = as_numeric(baseline, "baseline")
-    canary_values = as_numeric(canary, "canary")
-    if baseline_values.size and canary_values.size:
-        cut = psi_edges(baseline_values, bins) if edges is None else _check_edges(edges)
-        counts = bin_counts(baseline_values, cut), bin_counts(canary_values, cut)
-    else:  # an empty arm: only the sizes matter (inconclusive)
-        counts = np.array([baseline_values.size]), np.array([canary_values.size])
-    return psi_counts(*counts, threshold=threshold, min_n=min_n, gate=gate)
-
-
-def psi_counts(
-    baseline_counts: npt.ArrayLike,
-    canary_counts: npt.ArrayLike,
-    *,
-    threshold: float = 0.2,
-    min_n: int = 30,
-    gate: str = "output_drift",
-) -> GateResult:
-    """`psi` on bin counts of the two arms over the same baseline-quantile bins."""
-    threshold = check_bound(threshold, "threshold", minimum=0.0, strict=True)
-    min_n, gate = check_min_n(min_n), check_gate(gate)
-    b = np.asarray(baseline_counts, dtype=np.float64)
-    c = np.asarray(canary_counts, dtype=np.float64)
-    n_baseline, n_canary = int(b.sum()), int(c.sum())
-    value = math.nan
-    details: dict[str, float] = {}
-    verdict: Verdict = "pass"
-    reason = ""
-    if n_baseline and n_canary:
-        baseline_share = np.clip(b / n_baseline, PSI_MIN_SHARE, None)
-        canary_share = np.clip(c / n_canary, PSI_MIN_SHARE, None)
-        terms = (canary_share - baseline_share) * np.log(canary_share / baseline_share)
-        value = float(terms.sum())
-        details = {"n_bins": float(terms.size), "max_bin_term": float(terms.max())}
-        binning = f"over {terms.size} baseline-quantile bins"
-        if value > threshold:
-            verdict = "fail"
-            reason = (
-                f"canary output distribution shifted from baseline: "
-                f"PSI {value:.3f} > threshold {threshold:g} {binning}"
-            )
-        else:
-            reason = (
-                f"canary output distribution stable: PSI {value:.3f} <= {threshold:g} {binning}"
-            )
-    return make_result(
-        gate=gate,
-        test="psi",
-        statistic=value,
-        p_value=None,
-        effect_size=value,
-        threshold=threshold,
-        n_baseline=n_baseline,
-        n_canary=n_canary,
-        min_n=min_n,
-        unit=_UNIT,
-        verdict=verdict,
-        reason=reason,
-        details=details,
-    )
-
-
 def output_drift(
     baseline: npt.ArrayLike,
     canary: npt.ArrayLike,
@@ -320,69 +250,6 @@ def _is_categorical(baseline: npt.NDArray[np.generic], canary: npt.NDArray[np.ge
     )
 
 
-def mean_shift_test(
-    baseline: npt.ArrayLike,
-    canary: npt.ArrayLike,
-    *,
-    alpha: float = 0.05,
-    tau: float = MEAN_SHIFT_TAU,
-    min_n: int = 30,
-    gate: str = "output_drift",
-) -> GateResult:
-    """Sequential (always-valid) two-sided test of a shift in the mean numeric output.
-
-    Effect size: (canary mean - baseline mean) / baseline sd; the mSPRT mixes over shifts of
-    scale `tau` baseline sds (Welch variance), so the gate may be checked after every batch.
-    """
-    b, c = as_numeric(baseline, "baseline"), as_numeric(canary, "canary")
-    return mean_shift_moments(
-        Moments.of(b), Moments.of(c), alpha=alpha, tau=tau, min_n=min_n, gate=gate
-    )
-
-
-def mean_shift_moments(
-    baseline: Moments,
-    canary: Moments,
-    *,
-    alpha: float = 0.05,
-    tau: float = MEAN_SHIFT_TAU,
-    min_n: int = 30,
-    gate: str = "output_drift",
-) -> GateResult:
-    """`mean_shift_test` on running moments (count, mean, sum of squared deviations)."""
-    alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
-    tau = check_tau(tau)
-    statistic, p_value, effect = math.nan, None, math.nan
-    details: dict[str, float] = {"tau": tau, "sequential": 1.0}
-    verdict: Verdict = "pass"
-    reason = ""
-    if baseline.count >= 2 and canary.count >= 2:
-        sd = max(math.sqrt(baseline.variance), 1e-12)
-        effect = (canary.mean - baseline.mean) / sd
-        variance = (baseline.variance / baseline.count + canary.variance / canary.count) / sd**2
-        statistic = effect / math.sqrt(variance) if variance > 0 else 0.0
-        p_value = float(always_valid_p(effect, variance, tau, one_sided=False))
-        details |= {"baseline_mean": baseline.mean, "canary_mean": canary.mean}
-        moved = f"canary mean output moved {effect:+.3f} baseline sds"
-        verdict = "fail" if p_value < alpha else "pass"
-        reason = f"{moved}, {fmt_p(p_value, alpha)} (always-valid)"
-    return make_result(
-        gate=gate,
-        test="mean_shift_msprt",
-        statistic=statistic,
-        p_value=p_value,
-        effect_size=effect,
-        threshold=alpha,
-        n_baseline=baseline.count,
-        n_canary=canary.count,
-        min_n=max(min_n, 2),
-        unit=_UNIT,
-        verdict=verdict,
-        reason=reason,
-        details=details,
-    )
-
-
 def _column_gate(
     method: str,
     baseline: npt.NDArray[np.generic],
@@ -418,10 +285,3 @@ def _column_gate(
         reason=reason,
         details={},
     )
-
-
-def _check_edges(edges: npt.ArrayLike) -> FloatArray:
-    cut = np.asarray(edges, dtype=np.float64)
-    if cut.ndim != 1 or cut.size < 2 or np.any(np.diff(cut) <= 0):
-        raise ValueError("edges must be >= 2 strictly increasing values (from psi_edges)")
-    return cut

@@ -33,7 +33,8 @@ from monitors._validate import (
     check_min_n,
 )
 from monitors._verdict import fmt_p, fmt_pct, fmt_pts, hold_until_powered, make_result
-from monitors.results import GateResult, Verdict
+from monitors.names import Verdict
+from monitors.results import GateResult
 from monitors.sequential import always_valid_p, check_tau, n_for_power
 from monitors.streaming import FixedBins
 

@@ -23,11 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
-Verdict = Literal["pass", "fail", "inconclusive"]
-
-VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+from monitors.names import VERDICTS, Verdict
 
 
 @dataclass(frozen=True)

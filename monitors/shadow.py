@@ -29,7 +29,8 @@ from monitors._validate import (
     check_min_n,
 )
 from monitors._verdict import fmt_p, fmt_pct, make_result
-from monitors.results import GateResult, Verdict
+from monitors.names import Verdict
+from monitors.results import GateResult
 
 
 def mcnemar_test(

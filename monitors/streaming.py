@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from monitors._bins import psi_edges
 from monitors._validate import FloatArray, as_numeric
+from monitors.names import ARMS
 from monitors.twosample import bin_counts, psi_from_counts
-
-Arm = Literal["baseline", "canary"]
-ARMS: tuple[Arm, Arm] = ("baseline", "canary")  # the two samples every gate compares
 
 
 def mann_whitney_counts(

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,17 +43,8 @@ from scipy.spatial import distance
 from monitors._bins import PSI_MIN_SHARE, psi_edges
 from monitors._categories import contingency_table
 from monitors._validate import FloatArray, as_1d, as_numeric
+from monitors.names import COLUMN_TESTS
 
-ColumnTest = Literal["ks", "anderson", "chi_square", "z", "psi", "wasserstein", "jensen_shannon"]
-COLUMN_TESTS: tuple[str, ...] = (
-    "ks",
-    "anderson",
-    "chi_square",
-    "z",
-    "psi",
-    "wasserstein",
-    "jensen_shannon",
-)
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "ks": 0.05,
     "anderson": 0.1,

@@ -38,8 +38,9 @@ import numpy.typing as npt
 
 from monitors import GateResult, Verdict, auc_test, error_rate_test, latency_test, output_drift
 from monitors.drift import chi_square_table, mean_shift_moments, psi_counts
+from monitors.names import ARMS
 from monitors.quality import ACCURACY_TAU, AUC_TAU, accuracy_counts_test, loss_moments_test
-from monitors.streaming import ARMS, CategoryCounts
+from monitors.streaming import CategoryCounts
 from rollout.lifecycle import StepEvidence
 from rollout.spec import (
     AnalysisSpec,

@@ -25,15 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rollout.errors import SpecError
+from rollout.lifecycle import OnApprovalTimeout
 from rollout.spec import OptionalDuration, format_errors
-
-OnApprovalTimeout = Literal["rollback", "abort"]
 
 
 @dataclass(frozen=True)

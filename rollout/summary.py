@@ -30,14 +30,15 @@ import numbers
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 
 from monitors._validate import FloatArray
-from monitors.quality import LOSS_METRICS, LossMetric, per_request_loss
-from monitors.streaming import ARMS, Arm, CategoryCounts, FixedBins, Moments, TwoArmStream
+from monitors.names import ARMS, LOSS_METRICS, Arm
+from monitors.quality import per_request_loss
+from monitors.streaming import CategoryCounts, FixedBins, Moments, TwoArmStream
 
 if TYPE_CHECKING:
     from rollout.store.predictions import ArmSample
@@ -163,9 +164,7 @@ class LabelSummary:
             if metric in self.loss_errors:
                 continue
             try:
-                self.losses[metric][arm].add(
-                    per_request_loss(cast(LossMetric, metric), predicted, truth)
-                )
+                self.losses[metric][arm].add(per_request_loss(metric, predicted, truth))
             except ValueError as exc:
                 self.loss_errors[metric] = str(exc)
         if self.auc_error is None:

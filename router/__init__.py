@@ -7,6 +7,12 @@ protocol, and logs one prediction record per request.
 - :mod:`router.config`     ``RouterConfig`` and ``from_env``
 - :mod:`router.app`        ``create_app(config)``: the app (the HTTP contract; ASGI hot path)
 - :mod:`router.service`    ``Router``: routing, logging and status, without HTTP
+- :mod:`router.inference`  the request path: plan, pin, arm, predict, failover, record
+- :mod:`router.pinning`    who may pin a version (``x-model-version``, bearer token)
+- :mod:`router.shadow`     mirrored predictions of the shadow version, after the reply
+- :mod:`router.feedback`   delayed labels into the feedback store
+- :mod:`router.views`      the ``GET /v1/models`` and ``GET /readyz`` bodies
+- :mod:`router.reply`      ``Reply``, error replies, request ids
 - :mod:`router.payload`    the scoring request body, parsed once
 - :mod:`router.schema`     a version's signature, checked without pandas
 - :mod:`router.predictor`  one loaded version: check, predict, serialize as MLflow does

@@ -39,7 +39,8 @@ from contract.names import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from router.config import RouterConfig
 from router.errors import PayloadTooLarge, RouterError
 from router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from router.service import Reply, Router, request_id_from
+from router.reply import Reply, request_id_from
+from router.service import Router
 
 _log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ class Invocations:
         await send({"type": "http.response.start", "status": reply.status_code, "headers": raw})
         await send({"type": "http.response.body", "body": reply.body})
         if reply.after is not None:
-            core.launch(reply.after)
+            core.shadow.launch(reply.after)
 
     async def read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         limit = self.limit

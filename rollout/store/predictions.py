@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 from contract.names import BASELINE
 from contract.records import PredictionRecord
 from contract.sql.schema import feedback, predictions
-from monitors.streaming import Arm
+from monitors.names import Arm
 from rollout.summary import (
     LabelSummary,
     WindowSummary,

@@ -44,7 +44,7 @@ from contract.sql.engine import normalize_url, open_engine
 from contract.sql.plans import SqlPlanStore
 from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink
 from contract.sql.schema import feedback, predictions
-from monitors.streaming import ARMS as GATE_ARMS
+from monitors.names import ARMS as GATE_ARMS
 from rollout.notify import WebhookNotifier
 from rollout.registry import MlflowRegistry
 

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from monitors.names import LossMetric
 from monitors.operational import error_rate_test
-from monitors.quality import (
-    LossMetric,
-    accuracy_test,
-    auc_test,
-    delong,
-    loss_test,
-    per_request_loss,
-)
+from monitors.quality import accuracy_test, auc_test, delong, loss_test, per_request_loss
 
 ALPHA = 0.05
 RUNS = 200

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from monitors.drift import DRIFT_METHODS
+from monitors.names import DRIFT_METHODS
 from rollout.spec import DEFAULT_SPEC, config_hash, load_spec
 
 FIXTURE = Path(__file__).with_name("stored_specs.json")

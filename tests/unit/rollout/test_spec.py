@@ -7,7 +7,7 @@ from typing import get_args
 
 import pytest
 
-from monitors.drift import DRIFT_METHODS
+from monitors.names import DRIFT_METHODS, LOSS_METRICS
 from rollout.errors import SpecError
 from rollout.lifecycle import Step
 from rollout.spec import (
@@ -23,6 +23,7 @@ from rollout.spec import (
     OutputDriftEntry,
     OutputDriftGate,
     QualityEntry,
+    QualityGate,
     RolloutSpec,
     ShadowStrategy,
     config_hash,
@@ -234,6 +235,11 @@ def test_each_union_model_is_named_by_its_one_field() -> None:
 
 def test_drift_methods_are_the_monitors_list() -> None:
     assert get_args(OutputDriftGate.model_fields["method"].annotation) == DRIFT_METHODS
+
+
+def test_quality_metrics_are_accuracy_auc_and_the_monitors_losses() -> None:
+    metrics = get_args(QualityGate.model_fields["metric"].annotation)
+    assert metrics == ("accuracy", "auc", *LOSS_METRICS)
 
 
 def test_every_problem_at_once_with_yaml_paths() -> None:

@@ -14,7 +14,7 @@ from conftest import LogWriter
 from contract.records import Feedback, PredictionRecord
 from contract.sql.engine import open_engine
 from contract.sql.schema import predictions
-from monitors.streaming import Arm
+from monitors.names import Arm
 from rollout.analysis import analyse, summary_gate_results
 from rollout.spec import load_spec
 from rollout.store.predictions import PredictionLog

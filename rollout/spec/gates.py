@@ -1,0 +1,189 @@
+"""``analysis``: the gates a step must pass, and how their verdicts combine.
+
+``analysis.gates`` is a list of one-key mappings (``{error_rate: {max_increase: 0.005}}``) or
+bare gate names (``latency``), each gate at most once; each validates to one model per gate
+(:class:`ErrorRateEntry`, ...: a discriminated union on the key, ``GateEntry``), whose one
+field holds the gate's typed settings (:class:`ErrorRateGate`, ...);
+``analysis.error_rate`` (``latency``, ...) is that gate's settings or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal, get_args
+
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+
+from monitors.names import DriftMethod, LossMetric
+from rollout.lifecycle import OnInconclusive
+from rollout.spec.fields import _Model, _tag
+
+GateName = Literal["error_rate", "latency", "output_drift", "quality"]
+GATE_NAMES: tuple[GateName, ...] = get_args(GateName)
+QualityMetric = Literal["accuracy", "auc", LossMetric]
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"must be a fraction in [0, 1), got {value!r}")
+    return value
+
+
+class _SequentialOptions(_Model):
+    """Per-gate sequential-test options; ``sequential: null`` follows ``analysis.sequential``."""
+
+    sequential: bool | None = None
+    power: float = Field(default=0.8, gt=0.0, lt=1.0)
+    # error_rate, quality (accuracy): inconclusive until each arm has the n for `power` at `tau`
+    require_power: bool = False
+
+
+class ErrorRateGate(_SequentialOptions):
+    max_increase: float = 0.005
+    min_n: int = Field(default=100, ge=1)
+    tau: float = Field(default=0.01, gt=0.0)  # mSPRT mixture scale: excess rate to detect
+
+    @field_validator("max_increase")
+    @classmethod
+    def _max_increase(cls, value: float) -> float:
+        return _fraction(value)
+
+
+class LatencyGate(_SequentialOptions):
+    quantile: float = 0.95
+    max_ratio: float = 1.2
+    min_n: int = Field(default=30, ge=1)
+    tau: float = Field(default=0.1, gt=0.0)  # on P(canary slower) - 1/2
+
+    @field_validator("quantile")
+    @classmethod
+    def _quantile(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"must be in (0, 1), got {value!r}")
+        return value
+
+    @field_validator("max_ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        if not value >= 1.0:
+            raise ValueError(f"must be >= 1 (canary quantile / baseline quantile), got {value!r}")
+        return value
+
+
+class OutputDriftGate(_Model):
+    method: DriftMethod = "auto"
+    threshold: float = Field(default=0.2, gt=0.0)
+    min_n: int = Field(default=30, ge=1)
+    tau: float = Field(default=0.2, gt=0.0)  # mean_shift only: shift in baseline sds to detect
+
+
+class QualityGate(_SequentialOptions):
+    # accuracy and auc: non-inferiority with max_decrease; log_loss, mae, rmse: max_increase
+    metric: QualityMetric = "accuracy"
+    max_decrease: float = 0.01  # accuracy, auc: allowed drop (fraction)
+    max_increase: float = Field(default=0.0, ge=0.0)  # log_loss, mae, rmse: allowed rise
+    min_labels: int = Field(default=50, ge=1)
+    tau: float | None = Field(default=None, gt=0.0)  # None: 0.03 (accuracy, auc), sd/4 (losses)
+
+    @field_validator("max_decrease")
+    @classmethod
+    def _max_decrease(cls, value: float) -> float:
+        return _fraction(value)
+
+
+class ErrorRateEntry(_Model):
+    name: ClassVar[Literal["error_rate"]] = "error_rate"
+    error_rate: ErrorRateGate
+
+
+class LatencyEntry(_Model):
+    name: ClassVar[Literal["latency"]] = "latency"
+    latency: LatencyGate
+
+
+class OutputDriftEntry(_Model):
+    name: ClassVar[Literal["output_drift"]] = "output_drift"
+    output_drift: OutputDriftGate
+
+
+class QualityEntry(_Model):
+    name: ClassVar[Literal["quality"]] = "quality"
+    quality: QualityGate
+
+
+_GATE_TYPES = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry)
+
+
+def _one_gate(value: object) -> object:
+    """A gate item is a bare gate name or a mapping with exactly one gate key (null: defaults)."""
+    if isinstance(value, _GATE_TYPES):
+        return value
+    if isinstance(value, str):
+        value = {value: {}}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"expected a gate name or a one-key mapping such as "
+            f"{{error_rate: {{max_increase: 0.005}}}}, got {value!r}"
+        )
+    unknown = [str(key) for key in value if key not in GATE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown gate {unknown[0]!r}; expected one of {', '.join(GATE_NAMES)}")
+    if len(value) != 1:
+        raise ValueError(
+            f"expected exactly one of {', '.join(GATE_NAMES)}, "
+            f"got {' and '.join(value) if value else 'none'}"
+        )
+    return {key: ({} if item is None else item) for key, item in value.items()}
+
+
+GateEntry = Annotated[
+    Annotated[ErrorRateEntry, Tag("ErrorRateEntry")]
+    | Annotated[LatencyEntry, Tag("LatencyEntry")]
+    | Annotated[OutputDriftEntry, Tag("OutputDriftEntry")]
+    | Annotated[QualityEntry, Tag("QualityEntry")],
+    Discriminator(lambda value: _tag(value, _GATE_TYPES)),
+    BeforeValidator(_one_gate),
+]
+"""One item of ``analysis.gates``, validated as the model of the gate its key names."""
+
+
+class AnalysisSpec(_Model):
+    alpha: float = 0.05
+    gates: tuple[GateEntry, ...] = ()
+    on_inconclusive: OnInconclusive = "pause"
+    correction: Literal["holm", "none"] = "holm"
+    sequential: bool = True  # always-valid p-values for error_rate, latency and quality
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value: float) -> float:
+        if not 0.0 < value < 0.5:
+            raise ValueError(f"must be a significance level in (0, 0.5), got {value!r}")
+        return value
+
+    @field_validator("gates")
+    @classmethod
+    def _unique(cls, gates: tuple[GateEntry, ...]) -> tuple[GateEntry, ...]:
+        seen: set[str] = set()
+        for gate in gates:
+            if gate.name in seen:
+                raise ValueError(f"gate {gate.name!r} is listed twice")
+            seen.add(gate.name)
+        return gates
+
+    @property
+    def error_rate(self) -> ErrorRateGate | None:
+        """The ``error_rate`` gate's settings, or None when the spec does not list it."""
+        return next((e.error_rate for e in self.gates if isinstance(e, ErrorRateEntry)), None)
+
+    @property
+    def latency(self) -> LatencyGate | None:
+        return next((e.latency for e in self.gates if isinstance(e, LatencyEntry)), None)
+
+    @property
+    def output_drift(self) -> OutputDriftGate | None:
+        return next((e.output_drift for e in self.gates if isinstance(e, OutputDriftEntry)), None)
+
+    @property
+    def quality(self) -> QualityGate | None:
+        return next((e.quality for e in self.gates if isinstance(e, QualityEntry)), None)
