@@ -1,4 +1,4 @@
-"""Who may do what through the API: tokens, roles and environments (DESIGN.md, "Security").
+"""Who may do what through the API: tokens, roles and environments (README, "Security").
 
 ``ROLLOUT_API_TOKENS`` is a comma-separated list of
 ``identity[:role+role...][@environment+environment...]=<sha256 hex of the token>``::

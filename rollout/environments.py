@@ -1,4 +1,4 @@
-"""Environments: their order and their approval policy (DESIGN.md, "Environments and releases").
+"""Environments: their order and their approval policy (README, "Environments, approvals").
 
 ``dev → staging → prod`` by default. Each :class:`Environment` says whether a promotion there
 needs an approval (``approval_required``), whether the approver must be someone other than who

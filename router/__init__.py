@@ -1,6 +1,6 @@
 """The router: serves MLflow model versions as the traffic plans say, and records what it served.
 
-It never decides anything about rollouts (DESIGN.md, "The pieces"): it reads the plans the
+It never decides anything about rollouts (docs/architecture.md): it reads the plans the
 manager writes, splits traffic between the baseline and the canary, serves the MLflow scoring
 protocol, and logs one prediction record per request.
 

@@ -1,4 +1,4 @@
-"""The router's HTTP face (see DESIGN.md, "Router (contract)").
+"""The router's HTTP face (the README's "Router" section is its contract).
 
 =====================================  =======================================================
 ``POST /v1/models/{model}/invocations``  MLflow scoring protocol for ``model``

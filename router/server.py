@@ -93,7 +93,7 @@ def tune_interpreter() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="router",
-        description="Serve MLflow model versions by traffic plan (see DESIGN.md, Router).",
+        description="Serve MLflow model versions by traffic plan (README, Router).",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rollout.cli.parser import PASS_THROUGH, build_parser
+from rollout.cli.parser import PASS_THROUGH, build_parser, os_user
 from rollout.errors import RolloutError
 
 __all__ = ["build_parser", "main"]
@@ -51,7 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     from rollout.cli.handlers import HANDLERS  # after parsing: --help never loads a handler
+    from rollout.settings import Settings
 
+    # The settings are read once, here, and passed down with the arguments.
+    args.settings = Settings.resolve(
+        home=args.home, registry_uri=args.registry_uri, store_url=args.store_url
+    )
+    if hasattr(args, "actor") and args.actor is None:
+        args.actor = args.settings.actor or os_user()
     try:
         return HANDLERS[args.command](args)
     except RolloutError as exc:

@@ -44,6 +44,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings ``main`` read once, at the start (or, called directly, read now)."""
+    settings = getattr(args, "settings", None)
+    if isinstance(settings, Settings):
+        return settings
     return Settings.resolve(
         home=args.home, registry_uri=args.registry_uri, store_url=args.store_url
     )

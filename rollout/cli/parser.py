@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 from typing import Any
 
 PASS_THROUGH = ("demo", "up", "router")
+ACTOR_HELP = "who does this (default: $ROLLOUT_ACTOR, else the OS user)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,18 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("model", help="registered model name")
         sub.add_argument("--env", required=True, help="environment, e.g. prod")
         if actor:
-            sub.add_argument("--actor", default=default_actor(), help="who does this")
+            sub.add_argument("--actor", help=ACTOR_HELP)
 
     start = command("start", "start a rollout of a model version")
     start.add_argument("model", help="registered model name")
     start.add_argument("--candidate", help="version number or @alias (else the spec's)")
     start.add_argument("--env", help="environment (else the spec's)")
     start.add_argument("-f", "--file", help="rollout spec (YAML); default: steps 10/50/100")
-    start.add_argument("--actor", default=default_actor(), help="who starts it")
+    start.add_argument("--actor", help=ACTOR_HELP)
 
     apply = command("apply", "start the rollout a spec declares, unless it exists")
     apply.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
-    apply.add_argument("--actor", default=default_actor(), help="who applies it")
+    apply.add_argument("--actor", help=ACTOR_HELP)
     apply.add_argument("--json", action="store_true", help="print JSON")
 
     plan = command("plan", "show what a spec would do (steps, gates, time, approval)")
@@ -114,10 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     command("up", "router + manager (+ mlflow server) on loopback", add_help=False)
     command("router", "serve inference (router.server)", add_help=False)
     return parser
-
-
-def default_actor() -> str:
-    return os.environ.get("ROLLOUT_ACTOR") or os_user()
 
 
 def os_user() -> str:

@@ -1,4 +1,4 @@
-"""The rollout spec (YAML, see DESIGN.md "Rollout spec"): pydantic models at the edge.
+"""The rollout spec (YAML; the README's "Rollout spec"): pydantic models at the edge.
 
 ``load_spec`` accepts YAML/JSON text, a path or a dict and returns a frozen :class:`RolloutSpec`;
 every validation problem becomes one :class:`~rollout.errors.SpecError` whose message names the

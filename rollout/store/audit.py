@@ -1,4 +1,4 @@
-"""The audit log: append-only and hash-chained (DESIGN.md, "Security").
+"""The audit log: append-only and hash-chained (README, "Security").
 
 Every mutating API call, allowed or denied, is one :class:`AuditEntry`. Each row's ``hash`` is
 ``sha256(prev_hash + canonical JSON of the row)`` (:func:`row_hash`; the row without its two

@@ -24,7 +24,7 @@ FIXTURE = Path(__file__).with_name("stored_specs.json")
 
 LINEAR_2: dict[str, Any] = {"linear": {"steps": 2}}
 
-DESIGN_EXAMPLE_YAML = """
+README_EXAMPLE_YAML = """
 model: fraud-detector
 candidate: 7
 environment: prod
@@ -92,7 +92,7 @@ def cases() -> list[tuple[str, Any]]:
     """(name, input): a mapping for ``load_spec``, or YAML text."""
     out: list[tuple[str, Any]] = [
         ("default_spec", copy.deepcopy(DEFAULT_SPEC)),
-        ("design_example_yaml", DESIGN_EXAMPLE_YAML),
+        ("design_example_yaml", README_EXAMPLE_YAML),
         (
             "canary_all_options",
             {

@@ -1,4 +1,4 @@
-"""Rollout spec parsing: the DESIGN.md example, defaults, linear expansion, errors with paths."""
+"""Rollout spec parsing: the README's example, defaults, linear expansion, errors with paths."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from rollout.spec import (
     parse_duration,
 )
 
-DESIGN_EXAMPLE = """
+README_EXAMPLE = """
 model: fraud-detector
 candidate: 7                  # a version, or an alias such as "@challenger"
 environment: prod
@@ -58,7 +58,7 @@ smoke_tests:
 
 
 def test_design_example_parses() -> None:
-    spec = load_spec(DESIGN_EXAMPLE)
+    spec = load_spec(README_EXAMPLE)
     assert (spec.model, spec.candidate, spec.environment) == ("fraud-detector", "7", "prod")
     assert spec.steps() == (
         Step(weight_pct=5, min_requests=500, min_duration_s=0.0, max_duration_s=600.0),
@@ -82,10 +82,10 @@ def test_design_example_parses() -> None:
 
 def test_load_from_path_and_dict_agree(tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text(DESIGN_EXAMPLE)
+    path.write_text(README_EXAMPLE)
     from_path = load_spec(path)
     from_str_path = load_spec(str(path))
-    assert from_path == from_str_path == load_spec(DESIGN_EXAMPLE)
+    assert from_path == from_str_path == load_spec(README_EXAMPLE)
 
 
 def test_alias_candidate_is_kept() -> None:
@@ -168,7 +168,7 @@ def test_config_hash_is_stable_across_spellings() -> None:
 
 
 def test_canonical_json_round_trips() -> None:
-    spec = load_spec(DESIGN_EXAMPLE)
+    spec = load_spec(README_EXAMPLE)
     again = RolloutSpec.model_validate_json(spec.canonical_json())
     assert again == spec
     assert config_hash(again) == config_hash(spec)
