@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
+from contract.sql.engine import open_engine
 from rollout.audited import Call, http_outcome, record
-from rollout.store import open_engine
 from rollout.store.audit import AuditLog
 
 
