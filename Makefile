@@ -25,12 +25,13 @@ lint: setup
 test: setup lint     ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
-bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decisions; bounded window; drift vs Evidently; CLI start-up vs mlflow --help
+bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decisions; bounded window; drift vs Evidently; CLI start-up vs mlflow --help; timings the tests wait for
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/decisions.py
 	$(BIN)/python bench/window.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/timings.py
 
 up: setup            ## registry + store + manager + router on loopback
 	$(BIN)/rollout up

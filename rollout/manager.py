@@ -80,8 +80,8 @@ class Manager:
         self._smoke: SmokeRunner | None = None
         self.plans = SqlPlanStore(self.engine, now=clock.time)
         self.records = RecordStore(self.engine)
-        self.audit = AuditLog(self.engine)  # the store's audit log (the CLI and API append)
-        self.configs = ConfigStore(self.engine)  # config versions of applied specs
+        self.audit = AuditLog(self.engine, clock)  # the store's audit log (the CLI and API append)
+        self.configs = ConfigStore(self.engine, clock)  # config versions of applied specs
         self.evidence = Evidence(
             PredictionLog(self.engine),
             lambda: self.registry,

@@ -29,6 +29,7 @@ from typing import Any
 
 from mlflow.utils.proto_json_utils import NumpyEncoder
 
+from contract.clock import SYSTEM_CLOCK, Clock
 from contract.records import PredictionRecord, PredictionSink
 from router.payload import Payload
 
@@ -103,8 +104,10 @@ class PredictionLogWriter:
         queue_size: int = 10_000,
         on_drop: Callable[[int], None] | None = None,
         on_write: Callable[[int], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.sink = sink
+        self.clock = clock  # for the warnings' rate limit (a flush waits in real time)
         self.environment = environment
         self.batch_size = batch_size
         self.flush_s = flush_s
@@ -238,7 +241,7 @@ class PredictionLogWriter:
             self._warn(why)
 
     def _warn(self, message: str) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._last_warning >= 5.0:  # at most one warning every 5 s
             self._last_warning = now
             _log.warning("%s (records dropped so far: %d)", message, self._dropped)

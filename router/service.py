@@ -58,6 +58,7 @@ class Router(Inference):
                 queue_size=config.log_queue_size,
                 on_drop=metrics.log_dropped.inc,
                 on_write=metrics.log_written.inc,
+                clock=clock,
             ),
             metrics=metrics,
             clock=clock,

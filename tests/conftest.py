@@ -4,7 +4,9 @@
   v1 (baseline), v2 (better), v3 (broken), trained once per session;
 - ``home`` (function): a private copy of it, so a test may move aliases and write plans freely;
 - ``store_url``: parametrised over a SQLite file and a fresh PostgreSQL database (created and
-  dropped per test; skipped off CI when no server answers, a failure under ``CI=true``).
+  dropped per test; skipped off CI when no server answers, a failure under ``CI=true``);
+- :func:`wait_until`: how a test waits for something another thread or process does (a plan
+  applied, records written, a rollout's state): it polls a condition, never sleeps a fixed time.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import Engine
@@ -30,6 +33,39 @@ from rollout.settings import Settings
 
 MODEL = "bc"
 PG_ADMIN_URL = os.environ.get("ROLLOUT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+WAIT_S = 60.0  # how long wait_until waits by default: it costs time only when something is broken
+
+T = TypeVar("T")
+
+
+def wait_until(
+    read: Callable[[], T],
+    what: str,
+    timeout_s: float = WAIT_S,
+    *,
+    until: Callable[[T], object] = bool,
+    interval_s: float = 0.02,
+    ignoring: tuple[type[Exception], ...] = (),
+) -> T:
+    """Call ``read`` every ``interval_s`` until ``until(value)`` holds (by default: the value is
+    true), and return that value.
+
+    Fails once ``timeout_s`` pass, naming ``what`` was awaited and the last value read (or the
+    last exception of a type in ``ignoring``, which counts as not yet).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = read()
+        except ignoring as exc:
+            last: object = exc
+        else:
+            if until(value):
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout_s:g} s for {what}; last seen: {last!r}")
+        time.sleep(interval_s)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from contract.clock import SYSTEM_CLOCK, Clock
 from contract.sql.schema import audit_log
 from rollout.store.records import json_safe
 
@@ -82,7 +83,8 @@ def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
 
 
 class AuditLog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.engine = engine
 
     def append(
@@ -98,7 +100,7 @@ class AuditLog:
     ) -> AuditEntry:
         """Append one row at the end of the chain (serialised with every other appender)."""
         row: dict[str, Any] = {
-            "ts": time.time() if ts is None else float(ts),
+            "ts": self.clock.time() if ts is None else float(ts),
             "identity": identity[:255],
             "verb": verb[:64],
             "model": None if model is None else model[:255],

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
+from contract.clock import SYSTEM_CLOCK, Clock
 from contract.sql.schema import rollout_configs
 
 
@@ -27,7 +27,8 @@ class ConfigVersion:
 
 
 class ConfigStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.engine = engine
 
     def find(self, environment: str, model: str, config_hash: str) -> ConfigVersion | None:
@@ -56,7 +57,7 @@ class ConfigStore:
                         version=int(latest or 0) + 1,
                         config_hash=config_hash,
                         spec=spec,
-                        created_at=time.time(),
+                        created_at=self.clock.time(),
                         created_by=actor,
                     )
                     conn.execute(rollout_configs.insert().values(**created.__dict__))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, wait_until
 from contract.clock import ManualClock
 from rollout.manager import Manager
 from rollout.notify import Webhooks, sign
@@ -118,40 +117,48 @@ def test_a_receiver_that_keeps_failing_ends_failed(home: DemoHome) -> None:
 
 
 def test_a_hanging_receiver_never_delays_a_decision(home: DemoHome) -> None:
-    """Deliveries run beside the tick loop: a receiver that never answers in time (each
-    attempt waits out the 1 s timeout) does not hold a step past its end."""
-    hang = threading.Event()
+    """Deliveries run beside the tick loop: while a receiver holds a delivery open (an attempt
+    may wait out its 120 s timeout), the loop still passes a step once its duration is over."""
+    arrived, hang = threading.Event(), threading.Event()
 
-    class Slow(BaseHTTPRequestHandler):
+    class Hanging(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            hang.wait(3.0)
+            arrived.set()
+            hang.wait(120.0)
             self.send_response(204)
             self.end_headers()
 
         def log_message(self, *_args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    manager = Manager(home.settings)
-    manager.webhooks = Webhooks(manager.engine, [url], SECRET, timeout_s=1.0)
+    clock = ManualClock()
+    manager = Manager(home.settings, clock=clock)
+    # Longer than wait_until waits: a delivery made inline would hold the loop past it.
+    manager.webhooks = Webhooks(manager.engine, [url], SECRET, timeout_s=120.0, clock=clock)
     stop = threading.Event()
     loop = threading.Thread(target=manager.run, kwargs={"interval_s": 0.05, "stop_event": stop})
     try:
         v1, v2 = home.versions["baseline"], home.versions["better"]
         manager.start(MODEL, v1, "prod", actor="alice")
         timed = {"strategy": {"canary": {"steps": [{"weight": 50, "min_requests": 0,
-                                                    "min_duration": "0.5s"}]}},
+                                                    "min_duration": "30s"}]}},
                  "analysis": {"gates": []}}  # fmt: skip
         rollout_id = manager.start(MODEL, v2, "prod", load_spec(timed), actor="alice")
         assert len(manager.webhooks.deliveries()) >= 4  # queued, none answered yet
-        started = manager.rollout(rollout_id).step_started_at
-        assert started is not None
         loop.start()
-        while manager.rollout(rollout_id).state != "succeeded":
-            assert time.time() - started < 2.0, manager.status(MODEL, "prod").next_move
-            time.sleep(0.02)
+        assert arrived.wait(60.0), "the loop posted no webhook"  # one is in flight, hanging
+        assert manager.rollout(rollout_id).state == "progressing"  # its 30 s have not passed
+        clock.advance(30.0)
+        wait_until(
+            lambda: manager.rollout(rollout_id).state,
+            "the step to pass while the receiver hangs",
+            until=lambda state: state == "succeeded",
+        )
+        assert not hang.is_set()
+        assert all(row.status != "delivered" for row in manager.webhooks.deliveries())
     finally:
         stop.set()
         hang.set()

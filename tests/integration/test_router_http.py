@@ -25,7 +25,7 @@ import uvicorn
 from scipy.stats import chisquare
 from sqlalchemy import text
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, wait_until
 from contract.plans import TrafficPlan
 from contract.sql.engine import open_engine
 from contract.sql.plans import SqlPlanStore
@@ -63,13 +63,12 @@ class Served:
         if current is not None and replace(current, generation=0) == wanted:
             return current  # already serving it (the router applies every plan it reads)
         stored = self.plans.put(wanted)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            models = self.client.get("/v1/models").json()["models"]
-            if models and models[0]["generation"] == stored.generation:
-                return stored
-            time.sleep(0.05)
-        raise AssertionError(f"the router did not apply generation {stored.generation}")
+        wait_until(
+            lambda: [m["generation"] for m in self.client.get("/v1/models").json()["models"]],
+            f"the router to apply generation {stored.generation}",
+            until=lambda generations: generations == [stored.generation],
+        )
+        return stored
 
     def post(self, body: Any, path: str = "/invocations", **headers: str) -> httpx.Response:
         if isinstance(body, str | bytes):
@@ -113,10 +112,12 @@ def served(demo_home: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Ite
     server, thread, sock, port = _serve(app)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, client.get("/readyz").json()
-                time.sleep(0.05)
+            wait_until(
+                lambda: client.get("/readyz"),
+                "the router to load its plan",
+                until=lambda ready: ready.status_code == 200,
+                interval_s=0.05,
+            )
             yield Served(client, app.state.router, plans, PredictionLog(engine), rows, expected)
     finally:
         server.should_exit = True
@@ -272,16 +273,28 @@ def test_a_store_that_refuses_records_costs_records_not_requests(
     assert any(r.request_id == "after-the-outage" for r in served.log.recent(ENV, MODEL, 50))
 
 
-def test_a_plan_change_is_served_within_a_second(served: Served) -> None:
+def test_a_plan_change_is_served_whole_from_the_poll_that_applies_it(served: Served) -> None:
+    """Requests sent meanwhile get the old plan, then the new one: never a mix, never back.
+    (How soon after the write is a benchmark figure: ``bench/timings.py``.)"""
     body = {"dataframe_split": served.rows.head(1).to_dict(orient="split")}
-    served.put(canary_weight_pct=0)
+    old = served.put(canary_weight_pct=0)
     assert {served.post(body).headers["x-arm"] for _ in range(20)} == {"baseline"}
-    changed_at = time.monotonic()
-    served.plans.put(TrafficPlan(ENV, MODEL, "1", "2", 100, rollout_id=ROLLOUT))
-    while served.post(body).headers["x-arm"] != "canary":
-        assert time.monotonic() - changed_at < 1.5, "the new plan was not applied within 1.5 s"
-        time.sleep(0.02)
-    assert time.monotonic() - changed_at < 1.2
+    new = served.plans.put(TrafficPlan(ENV, MODEL, "1", "2", 100, rollout_id=ROLLOUT))
+    seen: list[tuple[int, str]] = []
+
+    def answer() -> int:
+        reply = served.post(body)
+        assert reply.status_code == 200, reply.text
+        seen.append((int(reply.headers["x-plan-generation"]), reply.headers["x-arm"]))
+        return seen[-1][0]
+
+    wait_until(answer, f"generation {new.generation} serving", until=lambda g: g == new.generation)
+    arms = {old.generation: "baseline", new.generation: "canary"}
+    assert all(arm == arms[generation] for generation, arm in seen), seen
+    assert [g for g, _ in seen] == sorted(g for g, _ in seen)
+    assert served.router.poller.wait_until(
+        lambda status: status.active[MODEL].plan.generation == new.generation, 0
+    )
     assert {served.post(body).headers["x-arm"] for _ in range(20)} == {"canary"}
 
 
@@ -372,11 +385,13 @@ def test_a_version_that_cannot_load_keeps_the_previous_plan(
     served: Served, plan: TrafficPlan
 ) -> None:
     broken = served.plans.put(TrafficPlan(ENV, MODEL, "1", "99", 50, rollout_id=ROLLOUT))
-    deadline = time.monotonic() + 10
     # Not ready first says "loading" while the version is fetched, then why it failed.
-    while _still_loading(ready := served.client.get("/readyz")):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    ready = wait_until(
+        lambda: served.client.get("/readyz"),
+        "the load of v99 to fail",
+        until=lambda ready: not _still_loading(ready),
+        interval_s=0.05,
+    )
     assert ready.status_code == 503
     (cause,) = ready.json()["not_ready"]
     assert (cause["model"], cause["version"]) == (MODEL, "99")

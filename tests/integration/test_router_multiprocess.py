@@ -1,10 +1,12 @@
-"""Plan changes reach every router process within a second, with no request failing meanwhile.
+"""Plan changes reach every router process, with no request failing meanwhile.
 
 Two routers share one store (SQLite file, then PostgreSQL) and the demo's MLflow registry:
 ``python -m router --workers 2`` (uvicorn workers, metrics shared through a per-run
 ``PROMETHEUS_MULTIPROC_DIR``) and a one-process ``python -m router`` on another port. Client
 threads keep both busy while the test rewrites the plan: a weight change, a new canary version
-(loaded and warmed before it gets traffic) and the canary's removal.
+(loaded and warmed before it gets traffic) and the canary's removal. The test waits until each
+of the three processes answers at the new generation (a reply's request id names its process);
+how long that takes is a benchmark figure (``bench/timings.py``), not asserted here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +27,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, wait_until
 from contract.plans import TrafficPlan
 from contract.sql.engine import open_engine
 from contract.sql.plans import SqlPlanStore
 
 ENV = "prod"
 ROLLOUT = "r-multi"
+PROCESSES = 3  # ``--workers 2`` on one port, a single process on the other
+PROCESS_ID_CHARS = 16  # a router process's request ids start with its own 64 random bits
 
 
 @dataclass(frozen=True)
 class Sent:
     port: int
-    sent_at: float  # monotonic
+    client: int  # which client thread sent it (each sends one request at a time)
+    process: str  # which router process answered: its request-id prefix ("" if none did)
     status: int
     generation: int
     version: str
@@ -114,28 +120,29 @@ def routers(
                 process.wait(10)
 
 
-def _drive(port: int, body: dict[str, object], stop: threading.Event, out: list[Sent]) -> None:
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+def _drive(
+    port: int, client_id: int, body: dict[str, object], stop: threading.Event, out: list[Sent]
+) -> None:
+    # A connection per request, so the kernel spreads them over both workers of a port.
+    headers = {"connection": "close"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as client:
         while not stop.is_set():
-            sent_at = time.monotonic()
             try:
                 reply = client.post(f"/v1/models/{MODEL}/invocations", json=body)
             except httpx.TransportError:
-                out.append(Sent(port, sent_at, 0, 0, ""))
+                out.append(Sent(port, client_id, "", 0, 0, ""))
                 continue
+            process = reply.headers.get("x-request-id", "")[:PROCESS_ID_CHARS]
             generation = int(reply.headers.get("x-plan-generation", "0"))
             version = reply.headers.get("x-model-version", "")
-            out.append(Sent(port, sent_at, reply.status_code, generation, version))
+            out.append(Sent(port, client_id, process, reply.status_code, generation, version))
 
 
-def _wait_for(plans: SqlPlanStore, sent: list[Sent], generation: int, ports: list[int]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        recent = sent[-200:]
-        if all(any(s.port == p and s.generation == generation for s in recent) for p in ports):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"generation {generation} did not reach every router")
+def _serving(sent: list[Sent], generation: int, at_least: int = 1) -> dict[str, int]:
+    """Replies at ``generation`` by router process, once each of the three answered at least
+    ``at_least`` of them (else an empty dict, and the wait goes on)."""
+    counts = Counter(s.process for s in list(sent) if s.generation == generation)
+    return dict(counts) if len(counts) == PROCESSES and min(counts.values()) >= at_least else {}
 
 
 def test_plan_changes_reach_every_process_without_failing_a_request(
@@ -147,41 +154,44 @@ def test_plan_changes_reach_every_process_without_failing_a_request(
     sent: list[Sent] = []
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_drive, args=(port, body, stop, sent))
-        for port in ports
-        for _ in range(2)
+        threading.Thread(target=_drive, args=(port, 2 * i + j, body, stop, sent))
+        for i, port in enumerate(ports)
+        for j in range(2)
     ]
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.5)
-        # 1. A weight change: every process serves it within a second.
+        (first,) = plans.list(ENV)
+        wait_until(lambda: _serving(sent, first.generation, 5), "every process serving")
+        # 1. A weight change: every process serves it.
         weight = plans.put(TrafficPlan(ENV, MODEL, "1", "2", 50, rollout_id=ROLLOUT))
-        changed_at = time.monotonic()
-        time.sleep(1.5)
+        wait_until(lambda: _serving(sent, weight.generation, 5), "the weight change everywhere")
         # 2. A new canary version: loaded and warmed first, so nothing fails while it loads.
         canary = plans.put(TrafficPlan(ENV, MODEL, "1", "3", 50, rollout_id=ROLLOUT))
-        _wait_for(plans, sent, canary.generation, ports)
-        time.sleep(0.5)
+        wait_until(lambda: _serving(sent, canary.generation, 10), "the new canary everywhere")
         # 3. The canary goes away: the baseline alone serves (and v2, v3 are unloaded).
         alone = plans.put(TrafficPlan(ENV, MODEL, "1"))
-        _wait_for(plans, sent, alone.generation, ports)
-        time.sleep(0.5)
+        wait_until(lambda: _serving(sent, alone.generation, 10), "the canary's removal everywhere")
     finally:
         stop.set()
         for thread in threads:
             thread.join(30)
     failed = [s for s in sent if s.status != 200]
     assert not failed, f"{len(failed)} of {len(sent)} requests failed: {failed[:5]}"
-    for port in ports:
-        mine = [s for s in sent if s.port == port]
-        late = [s for s in mine if s.sent_at >= changed_at + 1.0 and s.sent_at < changed_at + 1.5]
-        assert late, f"no traffic to port {port} between 1.0 and 1.5 s after the change"
-        assert all(s.generation >= weight.generation for s in late), port
-        served_v3 = [s for s in mine if s.version == "3"]
-        assert served_v3 and all(s.generation >= canary.generation for s in served_v3)
-        last = [s for s in mine if s.sent_at >= mine[-1].sent_at - 0.2]
-        assert {s.version for s in last} == {"1"}
+    assert len({s.process for s in sent}) == PROCESSES  # two workers and one single process
+    served = {plan.generation: plan.versions for plan in (first, weight, canary, alone)}
+    for client in range(len(threads)):
+        for process in {s.process for s in sent}:
+            seen = [s for s in sent if s.client == client and s.process == process]
+            # A process applies each plan whole and never goes back to an older one.
+            generations = [s.generation for s in seen]
+            assert generations == sorted(generations), (client, process, generations)
+            # Every reply comes from a version of the plan it names.
+            assert all(s.version in served[s.generation] for s in seen), (client, process)
+    served_v3 = [s for s in sent if s.version == "3"]
+    assert served_v3 and all(s.generation == canary.generation for s in served_v3)
+    final = [s for s in sent if s.generation == alone.generation]
+    assert {s.version for s in final} == {"1"}
 
     # The two-worker router's metrics sum both workers: every request it answered is counted.
     with httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}") as client:

@@ -3,19 +3,24 @@
 - Smoke tests: the candidate is staged at 0%, probed pinned with the manager's token, and only
   then given traffic; a failing smoke test ends the rollout before any user request reaches it.
 - Blue/green: a pinned-only preview, then all traffic at once with the old version still
-  loaded; a rollback during the bake takes effect on the router within a second; a bake that
-  completes promotes.
+  loaded; a rollback during the bake takes effect on the router without loading anything, no
+  request failing meanwhile; a bake that completes promotes.
 - Shadow: mirrored requests only; the paired test recommends the better version (promoted on
   approval) and rolls back the broken one.
 - Linear: real requests with delayed labels; the better version walks 50% → 100% and is
   promoted, the broken one is rolled back on the quality gate at its first step.
+
+Nothing here sleeps a fixed time: a test waits (:func:`conftest.wait_until`) for the router to
+apply the plan now in the store (its ``/v1/models`` generation), for the prediction log to hold
+the requests sent, or ticks the manager until it moves. The manager keeps the wall clock: the
+router process stamps the records it logs with its own, so a step's duration (the 1 s preview
+and bake) really passes, and the test ticks until the manager sees it has.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +28,13 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, wait_until
+from rollout.machine import Decision
 from rollout.manager import Manager
 from rollout.smoke import SmokeRunner
 from rollout.spec import load_spec
 from rollout.store.predictions import PredictionLog
+from rollout.store.records import RolloutRecord
 from rollout.up import ProcessSpec, Supervisor, free_port
 
 TOKEN = "manager-pin-token"
@@ -57,49 +64,82 @@ def router_url(home: DemoHome, tmp_path: Path) -> Iterator[str]:
         supervisor.stop()
 
 
-def wait_ready(router_url: str, timeout_s: float = 60.0) -> None:
+def wait_ready(router_url: str) -> None:
     """Until the router process has loaded and warmed every version of its plans."""
-    deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{router_url}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "the router did not load the release"
-        time.sleep(0.05)
+    wait_until(
+        lambda: httpx.get(f"{router_url}/readyz", timeout=10),
+        "the router to load the release",
+        until=lambda ready: ready.status_code == 200,
+        interval_s=0.05,
+    )
 
 
 def split(frame: Any) -> dict[str, Any]:
     return {"dataframe_split": frame.to_dict(orient="split", index=False)}
 
 
-def wait_plan(manager: Manager, client: httpx.Client, timeout_s: float = 10.0) -> None:
+def wait_plan(manager: Manager, client: httpx.Client) -> None:
     """Until the router answers with the plan generation now in the store."""
     plan = manager.plans.get("prod", MODEL)
     assert plan is not None
-    deadline = time.monotonic() + timeout_s
-    while True:  # asked without a request a user could make (no prediction is served)
-        (status,) = client.get("/v1/models").json()["models"]
-        if status["generation"] == plan.generation:
-            return
-        assert time.monotonic() < deadline, f"router still on {status}"
-        time.sleep(0.02)
+    wait_until(  # asked without a request a user could make (no prediction is served)
+        lambda: [m["generation"] for m in client.get("/v1/models").json()["models"]],
+        f"the router to apply plan generation {plan.generation}",
+        until=lambda generations: generations == [plan.generation],
+    )
 
 
-def tick_until_not(manager: Manager, rollout_id: str, state: str, client: httpx.Client) -> int:
-    """Tick while the rollout is in ``state``; meanwhile public requests must get the baseline.
+def tick_until_moved(manager: Manager) -> list[Decision]:
+    """Tick until the manager moves a rollout on (e.g. once a step's duration has passed)."""
+    return wait_until(manager.tick, "the manager's next move", interval_s=0.05)
 
-    Returns how many public requests were served."""
-    deadline = time.monotonic() + 60
+
+def tick_until_left(manager: Manager, rollout_id: str, state: str) -> RolloutRecord:
+    """Tick until the rollout is no longer in ``state``; returns it."""
+
+    def tick_then_read() -> RolloutRecord:
+        manager.tick()
+        return manager.rollout(rollout_id)
+
+    return wait_until(
+        tick_then_read,
+        f"rollout {rollout_id} to leave {state}",
+        until=lambda record: record.state != state,
+        interval_s=0.05,
+    )
+
+
+def tick_until_not(manager: Manager, rollout_id: str, state: str, client: httpx.Client) -> None:
+    """Tick while the rollout is in ``state``; meanwhile public requests must get the baseline."""
     baseline = manager.rollout(rollout_id).baseline_version
     wait_plan(manager, client)  # the router has applied the rollout's plan (not an older one)
-    served = 0
-    while manager.rollout(rollout_id).state == state:
-        assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
-        # Asked while still in `state` (a tick may move it on and change the plan).
-        reply = client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC)
-        assert reply.status_code == 200, reply.text
-        assert reply.headers["x-model-version"] == baseline
-        manager.tick()
-        served += 1
-        time.sleep(0.1)
-    return served
+
+    def request_then_tick() -> RolloutRecord:
+        record = manager.rollout(rollout_id)
+        if record.state == state:
+            # Asked while still in `state` (a tick may move it on and change the plan).
+            reply = client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC)
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["x-model-version"] == baseline
+            manager.tick()
+        return record
+
+    wait_until(
+        request_then_tick,
+        f"rollout {rollout_id} to leave {state}",
+        until=lambda record: record.state != state,
+        interval_s=0.1,
+    )
+
+
+def wait_logged(manager: Manager, rollout_id: str, **at_least: int) -> dict[str, int]:
+    """Until the prediction log holds ``at_least`` requests of the rollout per arm (the router
+    writes its log in batches, off the request path)."""
+    return wait_until(
+        lambda: manager.requests(rollout_id),
+        f"the router to log {at_least} requests of rollout {rollout_id}",
+        until=lambda logged: all(logged.get(arm, 0) >= n for arm, n in at_least.items()),
+    )
 
 
 PUBLIC: dict[str, Any] = {}
@@ -131,15 +171,8 @@ def test_smoke_tests_gate_the_first_traffic(home: DemoHome, router_url: str) -> 
         with httpx.Client(base_url=router_url, timeout=30) as client:
             # Users are served by v1 before the rollouts (the verifying phases may be too short,
             # on a loaded machine, for tick_until_not to send any request of its own).
-            public_ok = 0
-            deadline = time.monotonic() + 30
-            while public_ok < 3:
-                assert time.monotonic() < deadline, "the router never served the initial release"
-                reply = client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC)
-                if reply.status_code == 200:
-                    assert reply.headers["x-model-version"] == v1
-                    public_ok += 1
-                time.sleep(0.05)
+            wait_plan(manager, client)
+            assert [serve(client) for _ in range(3)] == [v1, v1, v1]
             good = manager.start(MODEL, v2, "prod", load_spec(spec), actor="alice")
             tick_until_not(manager, good, "verifying", client)
             record = manager.rollout(good)
@@ -167,12 +200,11 @@ def test_smoke_tests_gate_the_first_traffic(home: DemoHome, router_url: str) -> 
         assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
         release = manager.history(MODEL, "prod")[0]
         assert (release.version, release.outcome) == (v3, "aborted")
-        deadline = time.monotonic() + 10  # the router writes its records in batches
         log = PredictionLog(manager.engine)
-        while not (served := {r.version for r in log.recent("prod", MODEL, 1000)
-                              if r.arm != "pinned"}):  # fmt: skip
-            assert time.monotonic() < deadline, "the router recorded no public request"
-            time.sleep(0.1)
+        served = wait_until(  # the router writes its records in batches
+            lambda: {r.version for r in log.recent("prod", MODEL, 1000) if r.arm != "pinned"},
+            "the router to record a public request",
+        )
         assert served == {v1}  # no user request ever reached v2 or v3
     finally:
         manager.close()
@@ -221,18 +253,16 @@ def test_blue_green_preview_switch_rollback_and_promotion(home: DemoHome, router
             first = manager.start(MODEL, v2, "prod", spec, actor="alice")
             record = manager.rollout(first)
             assert (record.state, record.step_index) == ("progressing", 0)
-            deadline = time.monotonic() + 30
-            while True:  # preview: the router loads v2, reachable by pinning only
-                reply = client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC, headers=pin)
-                if reply.status_code == 200:
-                    break
-                assert time.monotonic() < deadline, reply.text
-                time.sleep(0.05)
+            reply = wait_until(  # preview: the router loads v2, reachable by pinning only
+                lambda: client.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC, headers=pin),
+                "the router to serve v2 to a pinned request",
+                until=lambda reply: reply.status_code == 200,
+                interval_s=0.05,
+            )
             assert reply.headers["x-model-version"] == v2
             assert {serve(client) for _ in range(20)} == {v1}
 
-            time.sleep(1.0)
-            (switched,) = manager.tick()
+            (switched,) = tick_until_moved(manager)  # the 1 s preview has passed
             assert (switched.event, switched.step_index) == ("step_passed", 1)
             plan = manager.plans.get("prod", MODEL)
             assert plan is not None
@@ -241,28 +271,39 @@ def test_blue_green_preview_switch_rollback_and_promotion(home: DemoHome, router
                 v2,
                 100,
             )  # the old version stays in the plan, loaded
-            while serve(client) != v2:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until(lambda: serve(client), "all traffic on v2", until=lambda v: v == v2)
+            wait_plan(manager, client)
             assert {serve(client) for _ in range(20)} == {v2}
+            (status,) = client.get("/v1/models").json()["models"]
+            assert {(v["version"], v["loaded"]) for v in status["versions"]} == {
+                (v1, True),
+                (v2, True),
+            }  # so a rollback needs no load: it takes effect at the router's next poll
 
-            rolled_at = time.monotonic()
             release = manager.rollback(MODEL, "prod", actor="bob", reason="preview looked wrong")
             assert (release.version, release.outcome) == (v2, "rolled_back")
-            while serve(client) != v1:
-                time.sleep(0.02)
-            assert time.monotonic() - rolled_at < 1.0  # already loaded: effective within a poll
+            # Every request meanwhile is answered (serve asserts a 200), then all by v1.
+            wait_until(lambda: serve(client), "all traffic back on v1", until=lambda v: v == v1)
+            wait_plan(manager, client)
+            assert {serve(client) for _ in range(20)} == {v1}
             assert manager.registry.alias_version(MODEL, "prod") == v1
 
             second = manager.start(MODEL, v2, "prod", spec, actor="alice")
-            time.sleep(1.0)
-            manager.tick()
+            tick_until_moved(manager)  # the 1 s preview has passed
             assert manager.rollout(second).step_index == 1
-            deadline = time.monotonic() + 30
-            while manager.rollout(second).state != "succeeded":
-                assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
+            wait_plan(manager, client)  # the bake's requests are served by the bake's plan
+
+            def serve_then_tick() -> RolloutRecord:
                 serve(client)
                 manager.tick()
+                return manager.rollout(second)
+
+            wait_until(
+                serve_then_tick,
+                "the bake to complete and promote",
+                until=lambda record: record.state == "succeeded",
+                interval_s=0,
+            )
         events = [(e.to_state, e.step_index) for e in manager.events(second)]
         assert events[-4:] == [
             ("progressing", 0),
@@ -322,17 +363,26 @@ def test_shadow_recommends_the_good_version_and_rolls_back_the_broken_one(
     requests = [split(rows.iloc[[i]]) for i in range(len(rows))]
 
     def mirror_until_judged(rollout_id: str, client: httpx.Client, serving: str) -> None:
-        deadline = time.monotonic() + 60
+        wait_plan(manager, client)  # the requests are served (and mirrored) by the shadow's plan
         index = 0
-        while manager.rollout(rollout_id).state == "progressing":
-            assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
+
+        def mirror_then_tick() -> RolloutRecord:
+            nonlocal index
             for _ in range(10):
                 body = requests[index % len(requests)]
                 index += 1
                 reply = client.post(f"/v1/models/{MODEL}/invocations", json=body)
                 assert reply.headers["x-model-version"] == serving  # the shadow answers nobody
-            time.sleep(0.2)
+            wait_logged(manager, rollout_id, baseline=index, shadow=index)
             manager.tick()
+            return manager.rollout(rollout_id)
+
+        wait_until(
+            mirror_then_tick,
+            f"shadow rollout {rollout_id} to be judged",
+            until=lambda record: record.state != "progressing",
+            interval_s=0,
+        )
 
     spec = load_spec({"strategy": {"shadow": {"min_requests": 60, "max_disagreement": 0.1}}})
     try:
@@ -358,10 +408,9 @@ def test_shadow_recommends_the_good_version_and_rolls_back_the_broken_one(
             assert "recommendation: promote" in judged.reason
             assert manager.approve(MODEL, "prod", actor="bob").state == "succeeded"
             PUBLIC.update(requests[0])
-            deadline = time.monotonic() + 30
-            while serve(client) != v2:  # the router applies the promoted plan
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until(  # the router applies the promoted plan
+                lambda: serve(client), "the promoted v2 serving", until=lambda v: v == v2
+            )
 
             bad = manager.start(MODEL, v3, "prod", spec, actor="alice")
             mirror_until_judged(bad, client, v2)
@@ -398,10 +447,13 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
     )
 
     def drive(rollout_id: str, client: httpx.Client) -> None:
-        deadline = time.monotonic() + 90
         index = 0
-        while manager.rollout(rollout_id).active:
-            assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
+
+        def serve_label_then_tick() -> RolloutRecord:
+            nonlocal index
+            # Each step's requests are served by that step's plan (the router has applied it),
+            # so a step's window holds no request routed by the step before.
+            wait_plan(manager, client)
             feedback = []
             for _ in range(40):
                 i = index % len(rows)
@@ -414,17 +466,27 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
                 assert reply.status_code == 200, reply.text
                 feedback.append({"request_id": reply.headers["x-request-id"], "label": labels[i]})
             assert client.post("/v1/feedback", json=feedback).status_code == 202
-            time.sleep(0.3)  # the router writes its prediction log in batches
+            wait_until(  # the router writes its prediction log in batches
+                lambda: sum(manager.requests(rollout_id).values()),
+                f"the router to log {index} requests",
+                until=lambda logged: logged >= index,
+            )
             manager.tick()
+            return manager.rollout(rollout_id)
+
+        wait_until(
+            serve_label_then_tick,
+            f"rollout {rollout_id} to finish",
+            90,
+            until=lambda record: not record.active,
+            interval_s=0,
+        )
 
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
         wait_ready(router_url)
         with httpx.Client(base_url=router_url, timeout=30) as client:
-            deadline = time.monotonic() + 30
-            while not client.get("/v1/models").json()["models"]:
-                assert time.monotonic() < deadline, "the router did not load the release"
-                time.sleep(0.05)
+            wait_plan(manager, client)
             good = manager.start(MODEL, v2, "prod", spec, actor="alice")
             drive(good, client)
             assert manager.rollout(good).state == "succeeded", manager.rollout(good).reason
@@ -434,10 +496,8 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
                 if e.evidence and e.evidence["kind"] == "step"
             ]
             assert weights[-2:] == [50, 100]
-            deadline = time.monotonic() + 30
-            while client.get("/v1/models").json()["models"][0]["baseline_version"] != v2:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_plan(manager, client)
+            assert client.get("/v1/models").json()["models"][0]["baseline_version"] == v2
 
             bad = manager.start(MODEL, v3, "prod", spec, actor="alice")
             drive(bad, client)
@@ -478,21 +538,21 @@ def test_blue_green_preview_judges_pinned_requests_and_stops_a_broken_version(
         wait_ready(router_url)
         with httpx.Client(base_url=router_url, timeout=30) as client:
             broken = manager.start(MODEL, v3, "prod", spec, actor="alice")
-            deadline = time.monotonic() + 30
-            while serve_pinned(client, pin) != 200:  # v3 staged at 0%: pinning only
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until(  # v3 staged at 0%: pinning only
+                lambda: serve_pinned(client, pin),
+                "the router to serve v3 to a pinned request",
+                until=lambda status: status == 200,
+                interval_s=0.05,
+            )
             for i in range(len(rows)):  # the same rows, publicly and pinned to the candidate
                 one = split(rows.iloc[[i]])
                 public = client.post(f"/v1/models/{MODEL}/invocations", json=one)
                 pinned = client.post(f"/v1/models/{MODEL}/invocations", json=one, headers=pin)
                 assert public.headers["x-model-version"] == v1, public.text
                 assert pinned.headers["x-model-version"] == v3, pinned.text
-            deadline = time.monotonic() + 30
-            while manager.rollout(broken).state == "progressing":
-                assert time.monotonic() < deadline, manager.status(MODEL, "prod").next_move
-                manager.tick()
-                time.sleep(0.1)
+            # Judged once every request is logged (the router writes in batches) and 1 s passed.
+            wait_logged(manager, broken, baseline=len(rows), pinned=len(rows))
+            tick_until_left(manager, broken, "progressing")
             assert {serve(client) for _ in range(10)} == {v1}  # the switch never happened
         record = manager.rollout(broken)
         assert record.state == "rolled_back", record.reason
@@ -504,7 +564,7 @@ def test_blue_green_preview_judges_pinned_requests_and_stops_a_broken_version(
             "chi_square",
             "fail",
         )
-        assert gate["n_canary"] >= 120 and gate["n_baseline"] >= 100  # some still in flight
+        assert gate["n_canary"] >= len(rows) and gate["n_baseline"] >= len(rows)
         plan = manager.plans.get("prod", MODEL)
         assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
     finally:

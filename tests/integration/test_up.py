@@ -7,15 +7,13 @@ the CLI drives a release, a canary and a rollback through them.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, wait_until
 from rollout.cli import main as cli
 from rollout.manager import Manager
 from rollout.settings import Settings
@@ -32,20 +30,6 @@ strategy:
 analysis:
   gates: [error_rate]
 """
-
-
-def _eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout_s}s: last value {last!r}")
 
 
 @pytest.fixture
@@ -92,16 +76,25 @@ def test_release_canary_and_rollback_across_processes(
 
     # Initial release through the mlflow server; the router picks it up from PostgreSQL.
     assert cli([*common, "start", MODEL, "--candidate", "1", "--env", "prod"]) == 0
-    first = _eventually(lambda: _predict(base_url, home, "k0").status_code == 200 and "ok")
-    assert first == "ok"
+    wait_until(
+        lambda: _predict(base_url, home, "k0").status_code,
+        "the router to serve the initial release",
+        until=lambda status: status == 200,
+        interval_s=0.1,
+        ignoring=(httpx.HTTPError,),
+    )
     assert _predict(base_url, home, "k1").headers["x-model-version"] == "1"
 
     # A canary at 30%: the router splits, the prediction log lands in PostgreSQL.
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
     assert cli([*common, "start", MODEL, "--candidate", "2", "--env", "prod", "-f", str(spec)]) == 0
-    _eventually(
-        lambda: "canary" in {_predict(base_url, home, f"u{i}").headers["x-arm"] for i in range(40)}
+    wait_until(
+        lambda: {_predict(base_url, home, f"u{i}").headers["x-arm"] for i in range(40)},
+        "the router to send some requests to the canary",
+        until=lambda arms: "canary" in arms,
+        interval_s=0.1,
+        ignoring=(httpx.HTTPError,),
     )
     arms = [_predict(base_url, home, f"user-{i}").headers["x-arm"] for i in range(200)]
     assert 30 <= arms.count("canary") <= 90  # 30% of 200, well inside chance
@@ -111,18 +104,27 @@ def test_release_canary_and_rollback_across_processes(
     assert status.plan is not None and status.plan.canary_weight_pct == 30
     rollout_id = status.rollout.id
     log = PredictionLog(manager.engine)
-    counts = _eventually(lambda: (c := log.count(rollout_id)) and c.get("canary", 0) >= 30 and c)
+    counts = wait_until(
+        lambda: log.count(rollout_id),
+        "30 canary requests in the prediction log",
+        until=lambda counts: counts.get("canary", 0) >= 30,
+        interval_s=0.1,
+    )
     assert counts["baseline"] >= 100
 
-    # Rollback through the CLI: within a second or two every request is on v1 again.
+    # Rollback through the CLI: once the router applies the rolled-back plan, every request is
+    # on v1 again (how soon after the rollback is a benchmark figure: bench/timings.py).
     assert cli([*common, "rollback", MODEL, "--env", "prod"]) == 0
-
-    def all_on_v1() -> bool:
-        return {
-            _predict(base_url, home, f"w{i}").headers["x-model-version"] for i in range(30)
-        } == {"1"}
-
-    assert _eventually(all_on_v1, timeout_s=5)
+    rolled_back = manager.plans.get("prod", MODEL)
+    assert rolled_back is not None and rolled_back.canary_version is None
+    wait_until(
+        lambda: httpx.get(f"{base_url}/v1/models", timeout=10).json()["models"],
+        f"the router to apply the rolled-back plan (generation {rolled_back.generation})",
+        until=lambda models: [m["generation"] for m in models] == [rolled_back.generation],
+        interval_s=0.1,
+    )
+    served = {_predict(base_url, home, f"w{i}").headers["x-model-version"] for i in range(30)}
+    assert served == {"1"}
     assert manager.rollout(rollout_id).state == "rolled_back"
     assert manager.registry.alias_version(MODEL, "prod") == "1"
     manager.close()
