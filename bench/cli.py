@@ -4,12 +4,16 @@
 
 1. prepares an embedded data directory in a temporary directory: the demo's model versions
    registered with :func:`rollout.demo.models.register_versions` (as ``tests/conftest.py``
-   does), an initial release of v1 in ``prod`` and a canary of v2 at 10% (one step of 1,000
-   requests, so the rollout stays active while it is measured);
+   does), an initial release of v1 in ``prod`` and a canary of v2 at 10% with the default
+   spec's four gates (one step of 10,000 requests, so the rollout stays active while it is
+   measured);
 2. times, as real subprocesses of this checkout's console scripts, ``rollout --help``,
-   ``rollout status MODEL --env prod`` (on that active canary) and, for reference, the peer
-   ``mlflow --help`` (what users run today): one unmeasured warm-up, then ``runs`` each,
-   interleaved so a neighbour's burst of load on a shared machine hits all three alike;
+   ``rollout status MODEL --env prod`` (on that active canary, its step window empty) and, for
+   reference, the peer ``mlflow --help`` (what users run today): one unmeasured warm-up, then
+   ``runs`` each, interleaved so a neighbour's burst of load on a shared machine hits all three
+   alike; then logs 900 baseline and 100 canary requests with labels into the step's window
+   (through the routers' writer) and times ``rollout status`` again, now computing every gate
+   on them (``rollout_status_window``);
 3. runs ``rollout status`` once more under ``python -X importtime`` and sums the modules' own
    import times by top-level package, to show what the status path still loads;
 4. prints a table, then, last, one JSON line with the median and p90 seconds of each command,
@@ -23,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -35,20 +40,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contract.records import Feedback, PredictionRecord  # noqa: E402
+from contract.sql.engine import open_engine  # noqa: E402
+from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink  # noqa: E402
 from rollout.demo.models import load_data, register_versions  # noqa: E402
 from rollout.manager import Manager  # noqa: E402
 from rollout.registry import MlflowRegistry  # noqa: E402
 from rollout.settings import Settings  # noqa: E402
-from rollout.spec import load_spec  # noqa: E402
+from rollout.spec import DEFAULT_SPEC, load_spec  # noqa: E402
 
 MODEL = "bc"
-FLOORS_S = {"rollout_help": 1.0, "rollout_status": 2.0}
-CANARY = {"strategy": {"canary": {"steps": [{"weight": 10, "min_requests": 1000}]}}}
+FLOORS_S = {"rollout_help": 1.0, "rollout_status": 2.0, "rollout_status_window": 2.0}
+CANARY = {
+    **DEFAULT_SPEC,
+    "strategy": {"canary": {"steps": [{"weight": 10, "min_requests": 10_000}]}},
+}
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \| *(\S+)$")
 
 
-def prepare(home: Path) -> dict[str, str]:
-    """A data directory with an active canary of ``MODEL`` in prod; the child environment."""
+def prepare(home: Path) -> tuple[dict[str, str], str]:
+    """A data directory with an active canary of ``MODEL`` in prod: the child environment and
+    the rollout's id."""
     settings = Settings.resolve(home=home)
     settings.ensure_home()
     registry = MlflowRegistry(settings.registry_uri, settings.artifact_root)
@@ -65,7 +77,45 @@ def prepare(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
     env |= settings.env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return env
+    return env, rollout_id
+
+
+def fill_window(store_url: str, rollout_id: str, seed: int = 1) -> None:
+    """900 baseline and 100 canary requests (1% errors, class outputs, labels) in the window,
+    written as a router writes them."""
+    rng = random.Random(seed)
+    now = time.time()
+    records, labels = [], []
+    for i in range(1000):
+        arm, version = ("canary", "2") if i % 10 == 0 else ("baseline", "1")
+        failed = rng.random() < 0.01
+        output = int(rng.random() < 0.6)
+        request_id = f"bench-{i}"
+        records.append(
+            PredictionRecord(
+                request_id=request_id,
+                ts=now,
+                environment="prod",
+                model=MODEL,
+                version=version,
+                arm=arm,
+                rollout_id=rollout_id,
+                plan_generation=1,
+                features=None,
+                output=None if failed else f"[{output}]",
+                latency_ms=rng.lognormvariate(1.5, 0.4),
+                error="ModelError: boom" if failed else None,
+                status_code=500 if failed else 200,
+            )
+        )
+        if not failed:
+            labels.append(Feedback(request_id, output if rng.random() < 0.9 else 1 - output, now))
+    engine = open_engine(store_url)
+    try:
+        SqlPredictionSink(engine).write(records)
+        SqlFeedbackSink(engine).add_feedback(labels)
+    finally:
+        engine.dispose()
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -103,7 +153,7 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="cli-bench-") as tmp:
         print("registering the demo versions, starting a canary ...", file=sys.stderr, flush=True)
-        env = prepare(Path(tmp) / "home")
+        env, rollout_id = prepare(Path(tmp) / "home")
         commands = {
             "rollout_help": [str(bin_dir / "rollout"), "--help"],
             "rollout_status": [str(bin_dir / "rollout"), "status", MODEL, "--env", "prod"],
@@ -118,6 +168,19 @@ def main() -> None:
                 seconds[name].append(timed(argv, env))
             shown = ", ".join(f"{name} {values[-1]:.2f} s" for name, values in seconds.items())
             print(f"run {run}/{args.runs}: {shown}", file=sys.stderr, flush=True)
+        print("logging 1,000 requests into the step window ...", file=sys.stderr, flush=True)
+        fill_window(env["ROLLOUT_STORE_URL"], rollout_id)
+        commands["rollout_status_window"] = commands["rollout_status"]
+        seconds["rollout_status_window"] = []
+        timed(commands["rollout_status_window"], env)
+        for run in range(1, args.runs + 1):
+            seconds["rollout_status_window"].append(timed(commands["rollout_status"], env))
+            print(
+                f"run {run}/{args.runs}: rollout_status_window "
+                f"{seconds['rollout_status_window'][-1]:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         print("rollout status under -X importtime ...", file=sys.stderr, flush=True)
         imports = imports_by_package(
             [sys.executable, "-X", "importtime", "-m", "rollout", "status", MODEL, "--env", "prod"],
@@ -125,14 +188,16 @@ def main() -> None:
         )
     summary: dict[str, object] = {"runs": args.runs}
     print(f"\n{args.runs} runs each, subprocesses, embedded store with an active canary\n")
-    print(f"{'command':<30}{'median s':>10}{'p90 s':>10}{'floor s':>10}  holds")
+    print(f"{'command':<44}{'median s':>10}{'p90 s':>10}{'floor s':>10}  holds")
     for name, argv in commands.items():
         median, high = statistics.median(seconds[name]), p90(seconds[name])
         floor = FLOORS_S.get(name)
         holds = None if floor is None else high < floor
         label = " ".join([Path(argv[0]).name, *argv[1:]])
+        if name == "rollout_status_window":
+            label += " (1,000 in the window)"
         print(
-            f"{label:<30}{median:>10.2f}{high:>10.2f}"
+            f"{label:<44}{median:>10.2f}{high:>10.2f}"
             f"{'-' if floor is None else f'{floor:g}':>10}  {'-' if holds is None else holds}"
         )
         summary |= {f"{name}_median_s": round(median, 3), f"{name}_p90_s": round(high, 3)}

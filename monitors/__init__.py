@@ -15,7 +15,10 @@ Evidently's default rule, `drift_table`), `operational` (error rate, latency), `
 bins, moments, reservoirs), `reports` (Evidently HTML).
 
 The names below load their module on first use, so ``from monitors.names import Verdict``
-(reading a spec, a decision) does not import numpy or scipy.
+(reading a spec, a decision) does not import numpy or scipy; and ``scipy.stats`` (about a
+second to import) is imported only where a test that needs it runs (the normal distribution
+comes from ``scipy.special``, :mod:`monitors._normal`), so a look at a step with too little data
+for those tests never loads it.
 """
 
 from __future__ import annotations

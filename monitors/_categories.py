@@ -12,6 +12,7 @@ from collections.abc import Hashable, Iterable
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 
 def contingency_table(
@@ -38,3 +39,17 @@ def _count(values: npt.NDArray[np.generic], arm: str) -> Iterable[tuple[Hashable
         except TypeError as exc:
             raise ValueError(f"{arm} values must be hashable categories: {exc}") from None
     return zip(labels.tolist(), counts.tolist(), strict=True)
+
+
+def pearson_chi2(table: npt.NDArray[np.int64]) -> tuple[float, float, int]:
+    """Pearson's chi-square test of independence on a 2-D table with no empty row or column:
+    (statistic, p-value, degrees of freedom), as ``scipy.stats.chi2_contingency(table,
+    correction=False)`` computes them (expected counts from the margins, the p-value from the
+    chi-square survival function) without importing ``scipy.stats``."""
+    observed = np.asarray(table, dtype=np.float64)
+    expected = np.multiply(observed.sum(axis=1, keepdims=True), observed.sum(axis=0)) / float(
+        observed.sum()
+    )
+    dof = int(expected.size - sum(expected.shape) + expected.ndim - 1)
+    statistic = float(((observed - expected) ** 2 / expected).sum())
+    return statistic, float(special.chdtrc(dof, statistic)), dof

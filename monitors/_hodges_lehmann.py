@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
+from monitors import _normal as normal
 from monitors._validate import FloatArray
 
 MAX_PAIRS = 4_000_000
@@ -44,7 +44,7 @@ def hodges_lehmann(
     diffs = np.subtract.outer(canary_kept, baseline_kept).ravel()
     n_diffs = diffs.size
 
-    z = float(stats.norm.isf((1.0 - ci_level) / 2.0))
+    z = float(normal.isf((1.0 - ci_level) / 2.0))
     spread = math.sqrt(n_baseline * n_canary * (n_baseline + n_canary + 1) / 12.0)
     k_full = math.floor(total_pairs / 2.0 - z * spread)  # 1-based rank of the lower bound
     if n_diffs == total_pairs:

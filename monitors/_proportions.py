@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats
+from monitors import _normal as normal
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def two_proportion_z(
         z = 0.0
     else:
         z = math.copysign(math.inf, excess)
-    p_value = float(stats.norm.sf(z))
-    upper_bound = diff + float(stats.norm.isf(alpha)) * math.sqrt(max(unpooled_var, 0.0))
+    p_value = float(normal.sf(z))
+    upper_bound = diff + float(normal.isf(alpha)) * math.sqrt(max(unpooled_var, 0.0))
     return ProportionZ(
         baseline_rate=baseline_rate,
         canary_rate=canary_rate,

@@ -18,10 +18,11 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
+from monitors import _normal as normal
 from monitors._hodges_lehmann import hodges_lehmann
 from monitors._proportions import two_proportion_z
+from monitors._ranks import mann_whitney_greater
 from monitors._validate import (
     FloatArray,
     as_numeric,
@@ -170,6 +171,7 @@ def latency_test(
     from the bins, and `baseline_ms` / `canary_ms` are uniform samples used only for the
     quantiles and the Hodges-Lehmann shift: bounded memory for any number of requests.
     """
+
     quantile = check_fraction(quantile, "quantile", low_inclusive=False)
     max_ratio = check_bound(max_ratio, "max_ratio", minimum=1.0, strict=False)
     alpha, min_n, gate = check_alpha(alpha), check_min_n(min_n), check_gate(gate)
@@ -190,12 +192,11 @@ def latency_test(
         n_baseline, n_canary = int(binned.baseline_counts.sum()), int(binned.canary_counts.sum())
     if baseline.size and canary.size and n_baseline and n_canary:
         if binned is None:
-            res = stats.mannwhitneyu(canary, baseline, alternative="greater")
-            statistic, p_value = float(res.statistic), float(res.pvalue)
+            statistic, p_value = mann_whitney_greater(canary, baseline)
         else:
             theta, u_variance = binned.mann_whitney()
             statistic = (theta + 0.5) * n_baseline * n_canary
-            p_value = float(stats.norm.sf(theta / math.sqrt(u_variance))) if u_variance else 0.5
+            p_value = float(normal.sf(theta / math.sqrt(u_variance))) if u_variance else 0.5
             details["binned"] = 1.0
         shift = hodges_lehmann(baseline, canary, ci_level=1.0 - 2.0 * alpha)
         shift_ms = shift.estimate

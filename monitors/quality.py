@@ -25,8 +25,8 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
+from monitors import _normal as normal
 from monitors._proportions import two_proportion_z
 from monitors._validate import (
     FloatArray,
@@ -234,7 +234,7 @@ def auc_test(
         excess = -diff - max_decrease
         se = math.sqrt(variance)
         statistic = excess / se if se > 0 else math.copysign(math.inf, excess) if excess else 0.0
-        p_value = float(stats.norm.sf(statistic))
+        p_value = float(normal.sf(statistic))
         details |= {"baseline_auc": baseline_auc, "canary_auc": canary_auc, "se": se}
         if sequential:
             details |= {"fixed_horizon_p": p_value, "tau": tau}
@@ -268,8 +268,11 @@ def auc_test(
 
 def delong(scores: FloatArray, labels: npt.NDArray[np.bool_]) -> tuple[float, float]:
     """ROC AUC (ties count 1/2) and its DeLong variance; both classes must be present."""
+
     positives, negatives = scores[labels], scores[~labels]
     m, n = positives.size, negatives.size
+    from scipy import stats
+
     all_ranks = stats.rankdata(np.concatenate([positives, negatives]))
     positive_ranks = stats.rankdata(positives)
     negative_ranks = stats.rankdata(negatives)

@@ -34,7 +34,9 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+from scipy import special
+
+from monitors import _normal as normal
 
 FloatLike = float | npt.NDArray[np.float64]
 
@@ -108,7 +110,7 @@ def n_for_power(
     """
     if not effect > 0.0 or not variance_per_pair > 0.0:
         return 0
-    z_power = float(stats.norm.ppf(power))
+    z_power = float(normal.ppf(power))
     target = math.log(1.0 / alpha)
 
     def detected(n: float) -> bool:

@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from monitors._validate import (
     as_1d,
@@ -42,6 +41,7 @@ def mcnemar_test(
     gate: str = "shadow",
 ) -> GateResult:
     """Exact one-sided McNemar test: is the shadow wrong more often on the same requests?"""
+
     baseline = as_bool(baseline_correct, "baseline_correct")
     shadow = as_bool(shadow_correct, "shadow_correct")
     _same_length(baseline.size, shadow.size)
@@ -50,6 +50,8 @@ def mcnemar_test(
     only_shadow = int(np.count_nonzero(~baseline & shadow))
     discordant = only_baseline + only_shadow
     n = int(baseline.size)
+    from scipy import stats
+
     p_value = (
         float(stats.binomtest(only_baseline, discordant, 0.5, alternative="greater").pvalue)
         if discordant
@@ -88,6 +90,7 @@ def disagreement_test(
     gate: str = "shadow",
 ) -> GateResult:
     """Fail when the share of requests with different predicted classes exceeds `max_rate`."""
+
     baseline = as_1d(baseline_outputs, "baseline_outputs")
     shadow = as_1d(shadow_outputs, "shadow_outputs")
     _same_length(baseline.size, shadow.size)
@@ -96,6 +99,8 @@ def disagreement_test(
     n = int(baseline.size)
     differ = int(np.count_nonzero(baseline != shadow))
     rate = differ / n if n else math.nan
+    from scipy import stats
+
     p_value = (
         float(stats.binomtest(differ, n, max_rate, alternative="greater").pvalue) if n else 1.0
     )
@@ -130,6 +135,7 @@ def wilcoxon_test(
     gate: str = "shadow",
 ) -> GateResult:
     """Two-sided Wilcoxon signed-rank test of shadow - baseline outputs on the same requests."""
+
     baseline = as_numeric(baseline_outputs, "baseline_outputs")
     shadow = as_numeric(shadow_outputs, "shadow_outputs")
     _same_length(baseline.size, shadow.size)
@@ -142,6 +148,8 @@ def wilcoxon_test(
     if n:
         median = float(np.median(differences))
         if np.any(differences != 0.0):
+            from scipy import stats
+
             res = stats.wilcoxon(differences)
             statistic, p_value = float(res.statistic), float(res.pvalue)
         else:

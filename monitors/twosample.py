@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
-from scipy.spatial import distance
 
+from monitors import _normal as normal
 from monitors._bins import PSI_MIN_SHARE, psi_edges
-from monitors._categories import contingency_table
+from monitors._categories import contingency_table, pearson_chi2
 from monitors._validate import FloatArray, as_1d, as_numeric
 from monitors.names import COLUMN_TESTS
 
@@ -94,7 +93,10 @@ def ks(
     baseline: npt.ArrayLike, canary: npt.ArrayLike, *, threshold: float = 0.05, column: str = ""
 ) -> ColumnDrift:
     """Two-sample Kolmogorov-Smirnov test."""
+
     b, c = _numeric_pair(baseline, canary)
+    from scipy import stats
+
     res = stats.ks_2samp(b, c)
     p = float(res.pvalue)
     d = float(res.statistic)
@@ -105,9 +107,12 @@ def anderson(
     baseline: npt.ArrayLike, canary: npt.ArrayLike, *, threshold: float = 0.1, column: str = ""
 ) -> ColumnDrift:
     """k-sample Anderson-Darling test (p-value interpolated, capped to [0.001, 0.25])."""
+
     b, c = _numeric_pair(baseline, canary)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "p-value capped/floored" notes
+        from scipy import stats
+
         res = stats.anderson_ksamp([b, c])
     p = float(res.significance_level)
     statistic = float(res.statistic)
@@ -118,12 +123,12 @@ def chi_square(
     baseline: npt.ArrayLike, canary: npt.ArrayLike, *, threshold: float = 0.05, column: str = ""
 ) -> ColumnDrift:
     """Pearson chi-square test of the 2 x k table of category counts (no Yates correction)."""
+
     b, c = _pair(baseline, canary)
     _, table = contingency_table(b, c)
     if table.shape[1] < 2:
         return _result(column, "chi_square", 0.0, 1.0, 0.0, threshold, b, c, False)
-    res = stats.chi2_contingency(table, correction=False)
-    statistic, p = float(res.statistic), float(res.pvalue)
+    statistic, p, _ = pearson_chi2(table)
     cramers_v = math.sqrt(statistic / float(table.sum()))
     return _result(column, "chi_square", statistic, p, cramers_v, threshold, b, c, p < threshold)
 
@@ -143,7 +148,7 @@ def z_test(
     p_b, p_c = 1.0 - table[0, first] / n_b, 1.0 - table[1, first] / n_c
     pooled = (p_b * n_b + p_c * n_c) / (n_b + n_c)
     z = (p_b - p_c) / math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_b + 1.0 / n_c))
-    p = float(2.0 * stats.norm.sf(abs(z)))
+    p = float(2.0 * normal.sf(abs(z)))
     return _result(column, "z", z, p, p_c - p_b, threshold, b, c, p < threshold)
 
 
@@ -214,6 +219,7 @@ def jensen_shannon(
     categorical: bool | None = None,
 ) -> ColumnDrift:
     """Jensen-Shannon distance of the arms' value shares (Sturges bins for rich numerics)."""
+
     b, c = _pair(baseline, canary)
     if categorical is None:
         categorical = b.dtype.kind not in "biuf" or c.dtype.kind not in "biuf"
@@ -225,6 +231,8 @@ def jensen_shannon(
     else:
         _, table = contingency_table(b, c)
         b_share, c_share = table[0] / b.size, table[1] / c.size
+    from scipy.spatial import distance
+
     value = float(distance.jensenshannon(b_share, c_share))
     return _result(
         column, "jensen_shannon", value, None, value, threshold, b, c, value >= threshold
