@@ -27,7 +27,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from monitors.boundaries import BetaBinomialMixture, GammaExponentialMixture
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+from monitors.boundaries import GammaExponentialMixture
 
 SOLVER_STEPS = 60  # at most this many evaluations per root (regula falsi stops far sooner)
 
@@ -41,39 +45,6 @@ class Bounds:
     high: float
 
 
-def _root(f: Callable[[float], float], low: float, high: float) -> float:
-    """Where ``f`` changes sign between ``low`` and ``high`` (regula falsi, Illinois variant:
-    about ten evaluations instead of forty bisections; an infinite value falls back to
-    bisection)."""
-    f_low, f_high = f(low), f(high)
-    if f_low == 0:
-        return low
-    if f_high == 0 or (f_low > 0) == (f_high > 0):
-        return high
-    side = 0
-    for _ in range(SOLVER_STEPS):
-        if math.isfinite(f_low) and math.isfinite(f_high):
-            middle = (low * f_high - high * f_low) / (f_high - f_low)
-            if not low < middle < high:
-                middle = (low + high) / 2
-        else:
-            middle = (low + high) / 2
-        f_middle = f(middle)
-        if f_middle == 0 or high - low <= 1e-12 * max(1.0, abs(low), abs(high)):
-            return middle
-        if (f_middle > 0) == (f_low > 0):
-            low, f_low = middle, f_middle
-            if side == -1:
-                f_high /= 2
-            side = -1
-        else:
-            high, f_high = middle, f_middle
-            if side == 1:
-                f_low /= 2
-            side = 1
-    return (low + high) / 2
-
-
 def _bisect(predicate: Callable[[float], bool], low: float, high: float) -> float:
     """The boundary point between ``low`` (predicate False) and ``high`` (True)."""
     for _ in range(SOLVER_STEPS):
@@ -85,50 +56,194 @@ def _bisect(predicate: Callable[[float], bool], low: float, high: float) -> floa
     return (low + high) / 2
 
 
-def _clamped(value: float) -> float:
-    return max(-1e6, min(1e6, value))
+# A mixture of e-processes with weights summing to one is an e-process (Howard et al. 2021,
+# the mixture method applied once more): the beta-binomial boundary is tuned for a design
+# sample size, and three designs (the given one, a tenth and a hundredth of it) keep it within
+# 1.4x of the best bound at 100 requests and within 1.05x at the design point, where one design
+# alone is 6.5x wider at 100 requests (tests/unit/monitors/test_anytime.py).
+DESIGN_SCALES = np.array([1.0, 0.1, 0.01])
+DESIGN_WEIGHTS = np.array([0.7, 0.15, 0.15])
+SOLVER_PASSES = 12  # at most this many secant passes per search (each one numpy evaluation)
+
+
+def _concentrations(alpha: npt.ArrayLike, n_opt: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Each design's beta-prior concentration ``k`` (last axis): the one-sided beta-binomial
+    mixture of Howard et al. tuned for ``n_opt`` observations (``rho = v_opt / (2 L +
+    log(1 + 2 L))``, ``L = log(1 / (2 alpha))``, less the prior's own variance), per unit of
+    ``p (1 - p)``."""
+    log_inv = np.log(1 / (2 * np.asarray(alpha, dtype=np.float64)))[..., None]
+    designs = np.asarray(n_opt, dtype=np.float64)[..., None] * DESIGN_SCALES
+    return np.asarray(
+        np.maximum(designs / (2 * log_inv + np.log1p(2 * log_inv)) - 1, 1e-3), dtype=np.float64
+    )
+
+
+class BernoulliRows:
+    """Several Bernoulli e-processes evaluated together at any ``p0`` per row: row ``i`` has
+    ``successes[i]`` of ``n[i]``, its ``alpha`` and design ``n_opt``, and tests "the rate is at
+    most p0" (``upward``) or "at least p0". :meth:`log_e` is the Bayes factor of a
+    Beta(k p0, k (1 - p0)) prior truncated to ``p >= p0`` (or ``<= p0``) against ``p0`` -- the
+    closed form of Howard et al.'s one-sided beta-binomial mixture for Bernoulli data -- mixed
+    over the designs above. Everything that does not depend on ``p0`` is computed once."""
+
+    def __init__(
+        self,
+        successes: npt.ArrayLike,
+        n: npt.ArrayLike,
+        alpha: npt.ArrayLike,
+        n_opt: npt.ArrayLike,
+        upward: npt.ArrayLike,
+    ) -> None:
+        s = np.atleast_1d(np.asarray(successes, dtype=np.float64))
+        m = np.broadcast_to(np.asarray(n, dtype=np.float64), s.shape)
+        up = np.broadcast_to(np.asarray(upward, dtype=bool), s.shape)
+        self.s, self.failures, self.up = s, m - s, up
+        self.k = _concentrations(np.broadcast_to(alpha, s.shape), np.broadcast_to(n_opt, s.shape))
+        self.a_add = np.where(up, m - s, s)[:, None]
+        self.b_add = np.where(up, s, m - s)[:, None]
+        self.empty = m <= 0
+
+    def log_e(self, p0: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """log e-value of each row at its ``p0`` (one per row). Near any threshold that matters
+        the terms are moderate; far from it they overflow to +inf (overwhelming evidence) or
+        underflow to -inf (none), which compare correctly."""
+        p = np.minimum(np.maximum(p0, 1e-300), 1 - 1e-16)
+        x = np.where(self.up, 1 - p, p)[:, None]
+        a0 = self.k * x
+        b0 = self.k - a0
+        a, b = a0 + self.a_add, b0 + self.b_add
+        likelihood = (self.s * np.log(p) + self.failures * np.log1p(-p))[:, None]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            per_design = (
+                special.betaln(a, b)
+                - special.betaln(a0, b0)
+                - likelihood
+                + np.log(special.betainc(a, b, x) / special.betainc(a0, b0, x))
+            )
+            log_e = np.log(np.exp(per_design) @ DESIGN_WEIGHTS)
+        return np.asarray(np.where(self.empty, 0.0, log_e), dtype=np.float64)
+
+
+def bernoulli_log_e(
+    successes: npt.ArrayLike,
+    n: npt.ArrayLike,
+    p0: npt.ArrayLike,
+    alpha: npt.ArrayLike,
+    n_opt: npt.ArrayLike,
+    *,
+    upward: npt.ArrayLike,
+) -> npt.NDArray[np.float64]:
+    """log e-values of :class:`BernoulliRows`, one per row of the arguments."""
+    rows = BernoulliRows(successes, n, alpha, n_opt, upward)
+    return rows.log_e(np.broadcast_to(np.asarray(p0, dtype=np.float64), rows.s.shape))
 
 
 def bernoulli_log_evalue(
     successes: float, n: float, p0: float, alpha: float, n_opt: float, *, upward: bool
 ) -> float:
-    """log e-value against "the rate is at most p0" (``upward``) or "at least p0"."""
+    """One log e-value of :func:`bernoulli_log_e`."""
     if n <= 0:
         return 0.0
-    v = n * p0 * (1 - p0)
-    v_opt = max(n_opt * p0 * (1 - p0), 1e-9)
-    if upward:
-        mixture = BetaBinomialMixture(v_opt, alpha, p0, 1 - p0, one_sided=True)
-        return mixture.log_e(successes - n * p0, v)
-    mixture = BetaBinomialMixture(v_opt, alpha, 1 - p0, p0, one_sided=True)
-    return mixture.log_e(n * p0 - successes, v)
+    return float(bernoulli_log_e(successes, n, p0, alpha, n_opt, upward=upward)[0])
+
+
+def solve(
+    margin: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+    guess: npt.NDArray[np.float64],
+    step: npt.NDArray[np.float64],
+    low: npt.NDArray[np.float64],
+    high: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """Per row, the edge of the region where ``margin >= 0`` (a rejection: it holds below the
+    edge, in ``[low, high]``), by the secant method from ``guess`` and ``guess + step`` on every
+    row at once, one evaluation of ``margin`` per pass, bisecting once both sides are known and
+    a step would leave them. Returns the largest point found where ``margin >= 0``, so that a
+    confidence bound built on it stays conservative; ``low`` when none was found (nothing is
+    rejected, or the search did not reach one)."""
+    x_prev = np.minimum(np.maximum(guess, low), high)
+    x = np.minimum(np.maximum(guess + step, low), high)
+    f_prev, f = margin(x_prev), margin(x)
+    best_in = np.where(f_prev >= 0, x_prev, low)  # the largest rejected point seen
+    best_in = np.where((f >= 0) & (x > best_in), x, best_in)
+    best_out = np.where(f_prev < 0, x_prev, high)  # the smallest point not rejected
+    best_out = np.where((f < 0) & (x < best_out), x, best_out)
+    tolerance = 1e-6 * np.maximum(1.0, np.abs(high - low))
+    for _ in range(SOLVER_PASSES):
+        if bool(np.all(best_out - best_in <= tolerance)):
+            break
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            candidate = x - f * (x - x_prev) / (f - f_prev)
+        # a step outside what is known (or nan) bisects instead; inside, a rejected point is
+        # the new largest rejected one and any other the new smallest non-rejected one
+        inside = (candidate > best_in) & (candidate < best_out)
+        x_prev, f_prev = x, f
+        x = np.where(inside, candidate, (best_in + best_out) * 0.5)
+        f = margin(x)
+        rejected = f >= 0  # nan: not rejected
+        best_in = np.where(rejected, x, best_in)
+        best_out = np.where(rejected, best_out, x)
+    return best_in
+
+
+def _logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(np.log(p) - np.log1p(-p), dtype=np.float64)
+
+
+def _expit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(special.expit(x), dtype=np.float64)
+
+
+P_EDGE = 1e-12  # rates are searched in (P_EDGE, 1 - P_EDGE)
+
+
+def bernoulli_bounds_many(
+    successes: npt.ArrayLike, n: npt.ArrayLike, alpha: npt.ArrayLike, n_opt: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Rates, lower and upper confidence bounds (each at its ``alpha``) of several Bernoulli
+    streams at once; no data gives (nan, 0, 1). Both bounds of every stream are searched
+    together on the logit scale, the upper ones mirrored so that both reject below."""
+    s = np.atleast_1d(np.asarray(successes, dtype=np.float64))
+    m = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    count = s.size
+    a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), s.shape)
+    n_opts = np.broadcast_to(np.asarray(n_opt, dtype=np.float64), s.shape)
+    seen = m > 0
+    rate = np.where(seen, s / np.where(seen, m, 1.0), np.nan)
+    middle = _logit(np.clip(np.nan_to_num(rate, nan=0.5), P_EDGE, 1 - P_EDGE))
+    edge = float(_logit(np.array(P_EDGE)))
+    both = (np.concatenate([s, s]), np.concatenate([m, m]))
+    sign = np.concatenate([np.ones(count), -np.ones(count)])
+    threshold = np.log(1 / np.concatenate([a, a]))
+    rows = BernoulliRows(
+        both[0], both[1], np.concatenate([a, a]), np.concatenate([n_opts] * 2), sign > 0
+    )
+
+    def margin(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return rows.log_e(_expit(sign * x)) - threshold
+
+    # start from the normal approximation on the logit scale (mirrored for the upper bounds)
+    smoothed = (both[0] + 0.5) / (both[1] + 1)
+    spread = 1 / np.sqrt((both[1] + 1) * smoothed * (1 - smoothed))
+    width = np.sqrt(2 * threshold + 2)
+    guess = sign * _logit(smoothed) - width * spread
+    found = solve(
+        margin,
+        guess,
+        0.25 * spread,
+        np.full(2 * count, edge),
+        np.concatenate([middle, -middle]),
+    )
+    low = np.where(seen & (s > 0), _expit(found[:count]), 0.0)
+    high = np.where(seen & (s < m), _expit(-found[count:]), 1.0)
+    low = np.where(low <= 2 * P_EDGE, 0.0, low)
+    high = np.where(high >= 1 - 2 * P_EDGE, 1.0, high)
+    return rate, low, high
 
 
 def bernoulli_bounds(successes: int, n: int, alpha: float, n_opt: float) -> Bounds:
     """Lower and upper confidence bounds for a Bernoulli rate, each at level ``alpha``."""
-    if n <= 0:
-        return Bounds(math.nan, 0.0, 1.0)
-    threshold = math.log(1 / alpha)
-    rate = successes / n
-    low = 0.0
-    if successes > 0:
-        low = _root(
-            lambda p: _clamped(
-                bernoulli_log_evalue(successes, n, p, alpha, n_opt, upward=True) - threshold
-            ),
-            1e-12,
-            min(max(rate, 1e-12), 1 - 1e-12),
-        )
-    high = 1.0
-    if successes < n:
-        high = _root(
-            lambda p: _clamped(
-                bernoulli_log_evalue(successes, n, p, alpha, n_opt, upward=False) - threshold
-            ),
-            min(max(rate, 1e-12), 1 - 1e-12),
-            1 - 1e-12,
-        )
-    return Bounds(rate, low, high)
+    rate, low, high = bernoulli_bounds_many([successes], [n], alpha, n_opt)
+    return Bounds(float(rate[0]), float(low[0]), float(high[0]))
 
 
 @dataclass(frozen=True)
@@ -146,19 +261,39 @@ def event_probability(theta: float, share: float) -> float:
     return share * theta / (share * theta + 1 - share)
 
 
+def _event_rows(
+    steps: Sequence[EventSplit], alpha: float, events_opt: float, upward: bool
+) -> tuple[BernoulliRows, npt.NDArray[np.float64]]:
+    """Each step with events as a Bernoulli row, and the steps' canary shares."""
+    used = [s for s in steps if s.canary_events + s.baseline_events > 0]
+    return (
+        BernoulliRows(
+            [s.canary_events for s in used],
+            [s.canary_events + s.baseline_events for s in used],
+            alpha,
+            events_opt,
+            upward,
+        ),
+        np.array([s.canary_share for s in used], dtype=np.float64),
+    )
+
+
+def _event_probabilities(
+    theta: float | npt.NDArray[np.float64], share: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    return np.asarray(share * theta / (share * theta + 1 - share), dtype=np.float64)
+
+
 def rate_ratio_evalue(
     steps: Sequence[EventSplit], theta0: float, alpha: float, events_opt: float, *, upward: bool
 ) -> float:
     """log e-value against "the canary's rate is at most ``theta0`` times the baseline's"
-    (``upward``; evidence it is higher) or "at least" (evidence it is lower)."""
-    total = 0.0
-    for step in steps:
-        n = step.canary_events + step.baseline_events
-        if n == 0:
-            continue
-        q0 = event_probability(theta0, step.canary_share)
-        total += bernoulli_log_evalue(step.canary_events, n, q0, alpha, events_opt, upward=upward)
-    return total
+    (``upward``; evidence it is higher) or "at least" (evidence it is lower): the product of
+    the steps' e-values."""
+    if not any(s.canary_events + s.baseline_events for s in steps):
+        return 0.0
+    rows, shares = _event_rows(steps, alpha, events_opt, upward)
+    return float(np.sum(rows.log_e(_event_probabilities(theta0, shares))))
 
 
 def rate_ratio_estimate(steps: Sequence[EventSplit], max_ratio: float = 1e4) -> float:
@@ -184,28 +319,55 @@ def rate_ratio_estimate(steps: Sequence[EventSplit], max_ratio: float = 1e4) -> 
 
 
 def rate_ratio_bounds(
-    steps: Sequence[EventSplit], alpha: float, events_opt: float, max_ratio: float = 1e4
+    steps: Sequence[EventSplit],
+    alpha: float,
+    events_opt: float,
+    max_ratio: float = 1e4,
+    *,
+    alpha_high: float | None = None,
 ) -> Bounds:
-    """Confidence bounds for the canary's event rate over the baseline's, each at ``alpha``."""
-    events = sum(s.canary_events + s.baseline_events for s in steps)
-    if events == 0:
+    """Confidence bounds for the canary's event rate over the baseline's, the lower at
+    ``alpha`` and the upper at ``alpha_high`` (default ``alpha``): both searched at once on the
+    log scale (the upper one mirrored). A ratio ``r`` below the lower bound is rejected by
+    :func:`rate_ratio_evalue` (upward) at ``alpha``, one above the upper bound (downward) at
+    ``alpha_high``."""
+    used = [s for s in steps if s.canary_events + s.baseline_events > 0]
+    if not used:
         return Bounds(math.nan, 0.0, math.inf)
-    estimate = rate_ratio_estimate(steps, max_ratio)
-    threshold = math.log(1 / alpha)
-    log_low, log_high = -math.log(max_ratio), math.log(max_ratio)
+    estimate = rate_ratio_estimate(used, max_ratio)
+    k = len(used)
+    rows = BernoulliRows(
+        [s.canary_events for s in used] * 2,
+        [s.canary_events + s.baseline_events for s in used] * 2,
+        np.repeat([alpha, alpha if alpha_high is None else alpha_high], k),
+        events_opt,
+        np.repeat([True, False], k),
+    )
+    shares = np.array([s.canary_share for s in used] * 2, dtype=np.float64)
+    thresholds = np.log(1 / np.array([alpha, alpha if alpha_high is None else alpha_high]))
+    threshold = float(thresholds[0])
+    edge = math.log(max_ratio)
 
-    def up(log_theta: float) -> float:
-        theta = math.exp(log_theta)
-        return _clamped(rate_ratio_evalue(steps, theta, alpha, events_opt, upward=True) - threshold)
+    def margin(y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        theta = np.repeat([math.exp(y[0]), math.exp(-y[1])], k)
+        log_e = rows.log_e(_event_probabilities(theta, shares))
+        return np.array([log_e[:k].sum(), log_e[k:].sum()]) - thresholds
 
-    def down(log_theta: float) -> float:
-        theta = math.exp(log_theta)
-        return _clamped(
-            rate_ratio_evalue(steps, theta, alpha, events_opt, upward=False) - threshold
-        )
-
-    low = 0.0 if up(log_low) < 0 else math.exp(_root(up, log_low, log_high))
-    high = math.inf if down(log_high) < 0 else math.exp(_root(down, log_low, log_high))
+    centre = math.log(estimate) if 0 < estimate < math.inf else 0.0
+    centre = min(max(centre, -edge), edge)
+    canary = sum(s.canary_events for s in used) + 0.5
+    baseline = sum(s.baseline_events for s in used) + 0.5
+    spread = math.sqrt(1 / canary + 1 / baseline)  # the log ratio's standard error
+    spread *= math.sqrt(2 * threshold + 2)
+    found = solve(
+        margin,
+        np.array([centre - spread, -centre - spread]),
+        np.array([0.1 * spread, 0.1 * spread]),
+        np.array([-edge, -edge]),
+        np.array([centre, -centre]),
+    )
+    low = 0.0 if found[0] <= -edge else math.exp(found[0])
+    high = math.inf if found[1] <= -edge else math.exp(-found[1])
     return Bounds(estimate, low, high)
 
 

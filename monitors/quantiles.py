@@ -26,8 +26,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from monitors.anytime import Bounds, bernoulli_bounds
-from monitors.boundaries import BetaBinomialMixture
+from monitors.anytime import Bounds, bernoulli_bounds_many, bernoulli_log_e, solve
 
 DKW_A = 0.85  # Howard & Ramdas' recommended constant (any A > 1/sqrt(2) is valid)
 
@@ -45,10 +44,7 @@ def quantile_bounds(
     n = float(cumulative[-1]) if cumulative.size else 0.0
     if n <= 0:
         return Bounds(math.nan, 0.0, math.inf)
-    v = n * q * (1 - q)
-    v_opt = max(n_opt * q * (1 - q), 1e-9)
-    down = BetaBinomialMixture(v_opt, alpha, 1 - q, q, one_sided=True).bound(v, alpha)
-    up = BetaBinomialMixture(v_opt, alpha, q, 1 - q, one_sided=True).bound(v, alpha)
+    down, up = count_deviations(n, q, alpha, n_opt)
     target = n * q
     # the largest edge whose count is surely below n q lies below the quantile
     below = np.flatnonzero(cumulative < target - down)
@@ -59,6 +55,45 @@ def quantile_bounds(
     middle = int(np.searchsorted(cumulative, target, side="left"))
     estimate = float(edges[min(middle, edges.size - 1)])
     return Bounds(estimate, low, high)
+
+
+GRID_RATIO = 1.01  # deviations are computed for n rounded up to a point of this geometric grid
+
+
+def count_deviations(n: float, q: float, alpha: float, n_opt: float) -> tuple[float, float]:
+    """How far below and above ``n q`` the count of ``n`` Bernoulli(q) values may stray at
+    every ``n`` at once (each at ``alpha``, the beta-binomial mixtures of
+    :func:`monitors.anytime.bernoulli_log_e`). They depend on ``n`` alone, not on the data,
+    and grow with it: computed at ``n`` rounded up to a 1% geometric grid and cached, so that
+    a look costs a dictionary lookup and the bounds stay conservative."""
+    index = math.ceil(math.log(max(n, 1.0)) / math.log(GRID_RATIO) - 1e-9)
+    return _count_deviations(index, q, alpha, n_opt)
+
+
+@lru_cache(maxsize=4096)
+def _count_deviations(index: int, q: float, alpha: float, n_opt: float) -> tuple[float, float]:
+    n = GRID_RATIO**index
+    threshold = math.log(1 / alpha)
+    centre = n * q
+    spread = math.sqrt(n * q * (1 - q)) + 1
+
+    def margin(y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # row 0: the count at n q - d, tested downward; row 1: at n q + d, tested upward
+        counts = np.array([centre + y[0], centre - y[1]])
+        log_e = bernoulli_log_e(counts, n, q, alpha, n_opt, upward=np.array([False, True]))
+        return log_e - threshold
+
+    width = math.sqrt(2 * threshold + 2) * spread
+    found = solve(
+        margin,
+        np.full(2, -width),
+        np.array([0.25 * spread, 0.25 * spread]),
+        np.array([-centre, -(n - centre)]),
+        np.array([0.0, 0.0]),
+    )
+    down = -found[0] if found[0] > -centre else math.inf
+    up = -found[1] if found[1] > -(n - centre) else math.inf
+    return down, up
 
 
 @lru_cache(maxsize=64)
@@ -133,12 +168,11 @@ def tv_distance_bounds(
     if k == 0 or n_b == 0 or n_c == 0:
         return Bounds(math.nan, 0.0, 1.0)
     each = alpha / (4 * k)
-    estimate, low, high = 0.0, 0.0, 0.0
-    for count_b, count_c in zip(baseline_counts, canary_counts, strict=True):
-        rate_b = bernoulli_bounds(count_b, n_b, each, n_opt)
-        rate_c = bernoulli_bounds(count_c, n_c, each, n_opt)
-        estimate += abs(rate_c.estimate - rate_b.estimate)
-        gap_low, gap_high = rate_c.low - rate_b.high, rate_c.high - rate_b.low
-        low += max(0.0, gap_low, -gap_high)
-        high += max(abs(gap_low), abs(gap_high))
+    rates, lows, highs = bernoulli_bounds_many(
+        [*baseline_counts, *canary_counts], [n_b] * k + [n_c] * k, each, n_opt
+    )
+    estimate = float(np.sum(np.abs(rates[k:] - rates[:k])))
+    gap_low, gap_high = lows[k:] - highs[:k], highs[k:] - lows[:k]
+    low = float(np.sum(np.maximum(0.0, np.maximum(gap_low, -gap_high))))
+    high = float(np.sum(np.maximum(np.abs(gap_low), np.abs(gap_high))))
     return Bounds(estimate / 2, min(1.0, low / 2), min(1.0, high / 2))

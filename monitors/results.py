@@ -11,6 +11,9 @@ Contract:
   could not be computed.
 - `effect_size` is *canary minus baseline* in the gate's natural unit (rate difference,
   Hodges-Lehmann shift in ms, PSI, KS D, Cramer's V, accuracy difference).
+- `ci_low` / `ci_high` bound `effect_size` at every look of a rollout at once (the judge's
+  gates); `blocking` is False for a gate that is reported and never decides; `alpha` is the
+  error rate its bounds are held to.
 - `to_dict()` is JSON-safe: NaN and +/-inf become None, so ``json.dumps(result.to_dict(),
   allow_nan=False)`` always works.
 
@@ -42,6 +45,10 @@ class GateResult:
     verdict: Verdict
     reason: str
     details: Mapping[str, float] = field(default_factory=dict, hash=False)
+    ci_low: float = math.nan  # anytime-valid bounds of effect_size (NaN: the gate has none)
+    ci_high: float = math.nan
+    blocking: bool = True  # False: reported, never decides (an advisory gate)
+    alpha: float = math.nan  # the error rate the gate's bounds are held to
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -50,7 +57,7 @@ class GateResult:
             n = getattr(self, name)
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {n!r}")
-        for name in ("statistic", "effect_size", "threshold"):
+        for name in ("statistic", "effect_size", "threshold", "ci_low", "ci_high", "alpha"):
             object.__setattr__(self, name, float(getattr(self, name)))
         if self.p_value is not None:
             object.__setattr__(self, "p_value", float(self.p_value))
@@ -86,6 +93,10 @@ class GateResult:
             "verdict": self.verdict,
             "reason": self.reason,
             "details": {k: _json_float(v) for k, v in self.details.items()},
+            "ci_low": _json_float(self.ci_low),
+            "ci_high": _json_float(self.ci_high),
+            "blocking": self.blocking,
+            "alpha": _json_float(self.alpha),
         }
 
 

@@ -218,6 +218,11 @@ class TwoArmStream:
             return
         reservoir = self.reservoirs[arm]
         if self.bins is None and reservoir.seen + batch.size > self.cap:
+            fits = self.cap - reservoir.seen  # first fill the reservoir, so bins see values
+            if fits > 0:
+                self.moments[arm].add(batch[:fits])
+                reservoir.add(batch[:fits])
+                batch = batch[fits:]
             self._freeze_bins()
         if self.bins is not None:
             self.bins.add(arm, batch)

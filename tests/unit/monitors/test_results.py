@@ -45,6 +45,10 @@ def test_to_dict_holds_every_field_as_plain_json_values() -> None:
         "verdict": "fail",
         "reason": "canary error rate 2.10% vs baseline 1.00%",
         "details": {"baseline_rate": 0.01, "canary_rate": 0.021},
+        "ci_low": None,
+        "ci_high": None,
+        "blocking": True,
+        "alpha": None,
     }
 
 

@@ -45,8 +45,8 @@ def test_a_two_arm_stream_freezes_psi_bins_from_the_baseline_on_overflow() -> No
     stream.add("baseline", baseline[1500:])
     stream.add("canary", canary[1000:])
     assert not stream.exact and stream.bins is not None
-    edges = stream.bins.edges  # from the first 1500 baseline values, then fixed
-    assert np.array_equal(edges, psi_edges(baseline[:1500]))
+    edges = stream.bins.edges  # from the first 2000 (the reservoir filled), then fixed
+    assert np.array_equal(edges, psi_edges(baseline[:2000]))
     raw = psi(baseline, canary, edges=edges)
     binned = psi_counts(stream.bins.baseline_counts, stream.bins.canary_counts)
     assert binned.statistic == pytest.approx(raw.statistic, rel=1e-12)
