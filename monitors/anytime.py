@@ -353,8 +353,10 @@ def rate_ratio_bounds(
         log_e = rows.log_e(_event_probabilities(theta, shares))
         return np.array([log_e[:k].sum(), log_e[k:].sum()]) - thresholds
 
-    centre = math.log(estimate) if 0 < estimate < math.inf else 0.0
-    centre = min(max(centre, -edge), edge)
+    if estimate == 0 or estimate == math.inf:  # every event on one arm: search all the way
+        centre = edge if estimate == math.inf else -edge
+    else:
+        centre = min(max(math.log(estimate), -edge), edge)
     canary = sum(s.canary_events for s in used) + 0.5
     baseline = sum(s.baseline_events for s in used) + 0.5
     spread = math.sqrt(1 / canary + 1 / baseline)  # the log ratio's standard error

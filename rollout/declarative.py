@@ -59,6 +59,7 @@ class RolloutPlan:
     strategy: str
     steps: tuple[PlanStep, ...]
     gates: tuple[dict[str, Any], ...]
+    gates_from: Literal["spec", "default", "none"]  # "default": the spec lists none
     on_inconclusive: str
     least_time_s: float
     least_canary_requests: int
@@ -204,7 +205,11 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
         strategy=bound.strategy.name,
         steps=steps,
         gates=tuple(
-            entry.model_dump(mode="json", exclude_none=True) for entry in bound.analysis.gates
+            entry.model_dump(mode="json", exclude_none=True)
+            for entry in bound.analysis.effective_gates
+        ),
+        gates_from=(
+            "none" if bound.analysis.no_gates else "default" if bound.analysis.defaulted else "spec"
         ),
         on_inconclusive=bound.analysis.on_inconclusive,
         least_time_s=sum(s.min_duration_s for s in steps),
@@ -281,7 +286,16 @@ def format_plan(result: RolloutPlan) -> str:
     gates = ", ".join(
         f"{name} {settings}" for gate in result.gates for name, settings in gate.items()
     )
-    lines.append(f"  gates: {gates or 'none'}; inconclusive → {result.on_inconclusive}")
+    source = {"default": " (the default gates: the spec lists none)", "spec": "", "none": ""}
+    lines.append(
+        f"  gates: {gates or 'none'}{source[result.gates_from]}; inconclusive → "
+        f"{result.on_inconclusive}"
+    )
+    if result.gates_from == "none":
+        lines.append(
+            "  warning: gates: none — nothing judges this rollout; every step passes on its "
+            "floors alone"
+        )
     lines.append(
         f"  least time: {duration(result.least_time_s)} and {result.least_canary_requests} "
         "canary requests"

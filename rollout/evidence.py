@@ -22,19 +22,20 @@ decision is saved (rendering never delays a rollback).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from monitors import GateResult
 from rollout.analysis import analyse, write_drift_report
 from rollout.errors import RegistryError
-from rollout.lifecycle import RolloutState, StepEvidence
+from rollout.lifecycle import RolloutState, Step, StepEvidence
 from rollout.shadow import shadow_evidence
 from rollout.store.predictions import ArmSample, PredictionLog
-from rollout.store.records import RolloutRecord
+from rollout.store.records import EventRecord, RolloutRecord
 from rollout.stored import parse_spec
-from rollout.summary import WindowSummary
+from rollout.summary import DEFAULT_MIN_SHARE, WindowSummary
 
 if TYPE_CHECKING:
     from rollout.registry import MlflowRegistry
@@ -52,14 +53,17 @@ class Evidence:
         registry: Callable[[], MlflowRegistry],
         smoke: Callable[[], SmokeRunner],
         reports: Path,
+        events: Callable[[str], list[EventRecord]],
     ) -> None:
         self.predictions = predictions
+        self._events = events
         self._registry = registry
         self._smoke = smoke
         self.reports = reports
-        # Per rollout: the step window being judged and its running summary (bounded memory,
-        # new rows only at each look); rebuilt from the log after a restart.
+        # Per rollout: the window being judged and its running summary (bounded memory, new
+        # rows only at each look); rebuilt from the log after a restart.
         self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
+        self._starts: dict[tuple[str, int], float] = {}  # (rollout, step index) -> first start
 
     def look(self, record: RolloutRecord, state: RolloutState, now: float) -> StepEvidence | None:
         if state.state == "pending" and state.baseline_version is None:
@@ -79,8 +83,14 @@ class Evidence:
                 step_index=state.step_index,
                 window_start=since,
             )
+        spec = parse_spec(record.spec)
         preview = record.candidate_version if step.is_preview else None
-        summary = self._window(record.id, since, preview)
+        start = since if preview is not None else self._judged_since(record, state, since)
+        summary = self._window(record.id, start, preview, _min_share(state.steps))
+        if preview is not None:  # the window is the step's own: the candidate's pinned requests
+            in_step = summary.counts("canary").n_requests
+        else:
+            in_step = self.predictions.count(record.id, since).get("canary", 0)
         if step.weight_pct >= 100:
             return StepEvidence(
                 verdict="inconclusive",
@@ -89,15 +99,38 @@ class Evidence:
                 n_canary=summary.counts("canary").n_requests,
                 step_index=state.step_index,
                 weight_pct=step.weight_pct,
-                window_start=since,
+                window_start=start,
+                step_requests=in_step,
             )
-        return analyse(
+        evidence = analyse(
             summary,
-            parse_spec(record.spec).analysis,
+            spec.analysis,
             weight_pct=step.weight_pct,
             step_index=state.step_index,
-            window_start=since,
+            window_start=start,
+            randomised=preview is None,
         )
+        return replace(evidence, step_requests=in_step)
+
+    def _judged_since(self, record: RolloutRecord, state: RolloutState, since: float) -> float:
+        """Where the judged window starts: when the first of the current run of split steps
+        (0-100%, not shadow) first started. The gates' confidence sequences run over the whole
+        rollout from there, across steps, pauses and resumes; a step's floors count from its
+        own (re)start."""
+        first = state.step_index
+        while first > 0 and _split(state.steps[first - 1]):
+            first -= 1
+        key = (record.id, first)
+        if key not in self._starts:
+            started = [
+                event.ts
+                for event in self._events(record.id)
+                if event.to_state == "progressing" and event.step_index == first
+            ]
+            if not started:
+                return since
+            self._starts[key] = min(started)
+        return self._starts[key]
 
     def digest(self, record: RolloutRecord, kind: Literal["verify", "promote"]) -> StepEvidence:
         """Does the candidate's artifact still have the digest recorded at registration?"""
@@ -139,12 +172,16 @@ class Evidence:
             kind="verify",
         )
 
-    def _window(self, rollout_id: str, since: float, preview: str | None) -> WindowSummary:
-        """The step window's summary, with the rows logged since the last look folded in."""
+    def _window(
+        self, rollout_id: str, since: float, preview: str | None, min_share: float
+    ) -> WindowSummary:
+        """The judged window's summary, with the rows logged since the last look folded in."""
         key = (since, preview)
         cached = self._windows.get(rollout_id)
         summary = cached[1] if cached is not None and cached[0] == key else None
-        summary = self.predictions.fold(rollout_id, since, summary, preview_version=preview)
+        summary = self.predictions.fold(
+            rollout_id, since, summary, preview_version=preview, min_share=min_share
+        )
         self._windows[rollout_id] = (key, summary)
         return summary
 
@@ -186,6 +223,16 @@ class Evidence:
             )
         except (ValueError, OSError) as exc:
             log.warning("no drift report for rollout %s at %s: %s", record.id, path.name, exc)
+
+
+def _split(step: Step) -> bool:
+    return 0 < step.weight_pct < 100 and not step.is_shadow
+
+
+def _min_share(steps: Sequence[Step]) -> float:
+    """The smallest canary share (of canary or baseline) the rollout's split steps use."""
+    shares = [min(s.weight_pct, 100 - s.weight_pct) / 100 for s in steps if _split(s)]
+    return min(shares) if shares else DEFAULT_MIN_SHARE
 
 
 def digest_matches(version: str, digest: str, kind: Literal["verify", "promote"]) -> StepEvidence:

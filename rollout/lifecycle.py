@@ -76,6 +76,10 @@ Effect = Literal[
     "record_aborted",  # candidate's release recorded: kind promotion, outcome aborted
 ]
 OnInconclusive = Literal["pause", "extend", "rollback"]
+# canary requests a step may take to decide before on_inconclusive applies (a step's
+# max_requests overrides it): enough for the default gates to pass an equal candidate in 19 of
+# 20 rollouts (bench/decisions.py)
+DEFAULT_MAX_REQUESTS = 60_000
 OnApprovalTimeout = Literal["rollback", "abort"]
 ReleaseKind = Literal["initial", "promotion", "rollback"]
 ReleaseOutcome = Literal["succeeded", "rolled_back", "aborted"]
@@ -96,6 +100,12 @@ class Step:
     min_duration_s: float = 0.0
     max_duration_s: float | None = None
     shadow_fraction: float = 0.0
+    max_requests: int | None = None  # None: DEFAULT_MAX_REQUESTS
+
+    @property
+    def request_limit(self) -> int:
+        """Canary requests after which an undecided step applies ``on_inconclusive``."""
+        return self.max_requests if self.max_requests is not None else DEFAULT_MAX_REQUESTS
 
     @property
     def is_shadow(self) -> bool:
@@ -187,6 +197,11 @@ class StepEvidence:
     weight_pct: int | None = None
     window_start: float | None = None
     report: str | None = None  # path of the Evidently drift report of this look, if written
+    step_requests: int | None = None  # canary requests in the current step (None: n_canary)
+
+    @property
+    def requests_in_step(self) -> int:
+        return self.n_canary if self.step_requests is None else self.step_requests
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +215,7 @@ class StepEvidence:
             "n_canary": self.n_canary,
             "gates": [gate.to_dict() for gate in self.gates],
             "report": self.report,
+            "step_requests": self.step_requests,
         }
 
 

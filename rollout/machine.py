@@ -225,34 +225,38 @@ def _progress(rollout: RolloutState, evidence: StepEvidence | None, now: float) 
     number = f"step {rollout.step_index + 1}/{len(rollout.steps)} ({step.weight_pct}%)"
     started = rollout.step_started_at if rollout.step_started_at is not None else now
     elapsed_s = max(0.0, now - started)
-    n_canary = evidence.n_canary if evidence is not None else 0
+    n_step = 0 if evidence is None else evidence.requests_in_step
+    verdict = evidence.verdict if evidence is not None else "inconclusive"
+    detail = evidence.reason if evidence is not None else "no evidence yet"
+    if verdict == "fail":  # no floor delays a fail the evidence already shows
+        return _apply(rollout, "gates_failed", now, f"{number} failed: {detail}", evidence)
     timed_out = step.max_duration_s is not None and elapsed_s >= step.max_duration_s
-    ready = n_canary >= step.min_requests and elapsed_s >= step.min_duration_s
-    if not ready:
-        waiting = (
-            f"{number}: {n_canary}/{step.min_requests} canary requests, "
-            f"{elapsed_s:.0f}/{step.min_duration_s:.0f}s"
-        )
+    floors = n_step >= step.min_requests and elapsed_s >= step.min_duration_s
+    counted = (
+        f"{n_step}/{step.min_requests} canary requests, {elapsed_s:.0f}/{step.min_duration_s:.0f}s"
+    )
+    if verdict == "pass" and not floors:
         if timed_out:
+            return _inconclusive(
+                rollout, evidence, now, f"{number}: {counted} at max_duration", timed_out=True
+            )
+        return _wait(rollout, f"waiting: {number} passed, floors not met: {counted}", evidence)
+    if verdict == "inconclusive":
+        over = n_step >= step.request_limit and rollout.on_inconclusive != "extend"
+        if timed_out or over:
+            limit = (
+                f"max_duration {step.max_duration_s:g}s"
+                if timed_out
+                else f"max_requests {step.request_limit}"
+            )
             return _inconclusive(
                 rollout,
                 evidence,
                 now,
-                f"{waiting} at max_duration {step.max_duration_s:g}s",
-                timed_out=True,
+                f"{number} undecided at {limit}: {detail}",
+                timed_out=timed_out,
             )
-        return _wait(rollout, f"waiting: {waiting}", evidence)
-    assert evidence is not None or step.min_requests == 0
-    verdict = evidence.verdict if evidence is not None else "inconclusive"
-    detail = evidence.reason if evidence is not None else "no evidence"
-    if verdict == "fail":
-        return _apply(rollout, "gates_failed", now, f"{number} failed: {detail}", evidence)
-    if verdict == "inconclusive":
-        if rollout.on_inconclusive == "extend" and not timed_out:
-            return _wait(rollout, f"{number} inconclusive, extending: {detail}", evidence)
-        return _inconclusive(
-            rollout, evidence, now, f"{number} inconclusive: {detail}", timed_out=timed_out
-        )
+        return _wait(rollout, f"waiting: {number}: {counted}; {detail}", evidence)
     if not rollout.is_last_step:
         following = rollout.steps[rollout.step_index + 1]
         return _apply(

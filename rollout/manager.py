@@ -87,6 +87,7 @@ class Manager:
             lambda: self.registry,
             lambda: self.smoke,
             settings.home / "reports",
+            self.records.events,
         )
         self.applier = Applier(
             self.engine, self.records, self.plans, lambda: self.webhooks, lambda: self.registry

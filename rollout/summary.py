@@ -36,6 +36,8 @@ import numpy as np
 import orjson
 
 from monitors._validate import FloatArray
+from monitors.anytime import ArmBatch, MeanDifference
+from monitors.loss import LOG_LOSS_CLIP
 from monitors.names import ARMS, LOSS_METRICS, Arm
 from monitors.quality import per_request_loss
 from monitors.streaming import CategoryCounts, FixedBins, Moments, TwoArmStream
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from rollout.store.predictions import ArmSample
 
 RESERVOIR_CAP = 20_000
+DEFAULT_MIN_SHARE = 0.1  # the smallest canary share of a step, unless the spec says otherwise
+LOG_LOSS_MAX = -math.log(LOG_LOSS_CLIP)  # a log-loss per row is at most this
 LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 1200
 MAX_CATEGORIES = 1000
 MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
@@ -58,6 +62,20 @@ class ArmCounts:
     versions: set[str] = field(default_factory=set)
     n_requests: int = 0
     n_errors: int = 0
+
+
+@dataclass
+class GroupCounts:
+    """Requests and errors of each arm served under one traffic plan (one plan generation):
+    one traffic split, so the canary's share of its requests is one number."""
+
+    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+
+    @property
+    def canary_share(self) -> float | None:
+        total = self.requests["baseline"] + self.requests["canary"]
+        return self.requests["canary"] / total if total else None
 
 
 @dataclass
@@ -135,6 +153,12 @@ class LabelSummary:
         }
     )
     auc_error: str | None = None
+    # Canary minus baseline mean per request of each bounded quality measure (correctness,
+    # log-loss), as the AIPW stream of randomised assignment (monitors.anytime.MeanDifference),
+    # one batch per fold chunk and plan generation; `min_share` is the smallest canary share the
+    # rollout's steps use (0 < share <= 0.5), known in advance.
+    min_share: float = DEFAULT_MIN_SHARE
+    differences: dict[str, MeanDifference] = field(default_factory=dict)
     # Where the incremental fold stands (`PredictionLog.fold`): labels that arrived before
     # `cursor_ts` are final; `recent` maps prediction ids folded at or after it to their
     # label's time; `folded` counts labelled requests folded.
@@ -146,6 +170,36 @@ class LabelSummary:
     def add(self, arm: Arm, outputs: Sequence[object], labels: Sequence[object]) -> None:
         """One request's outputs and labels (one label for all rows, or one per row)."""
         self.add_pairs(arm, label_pairs(outputs, labels))
+
+    def add_differences(
+        self,
+        share: float,
+        canary: Sequence[tuple[object, object]],
+        baseline: Sequence[tuple[object, object]],
+    ) -> None:
+        """One batch of labelled (output, label) pairs of both arms served at canary ``share``,
+        into the difference streams (correctness always; log-loss when outputs are scores)."""
+        share = min(max(share, self.min_share), 1 - self.min_share)
+        correct = [_batch(float(same(o, y)) for o, y in pairs) for pairs in (canary, baseline)]
+        self._difference("accuracy", 0.0, 1.0).add(share, correct[0], correct[1])
+        if "log_loss" in self.loss_errors:
+            return
+        try:
+            losses = [
+                _batch(per_request_loss("log_loss", *numeric_pairs(pairs)).tolist())
+                if pairs
+                else ArmBatch()
+                for pairs in (canary, baseline)
+            ]
+        except ValueError:
+            return  # the loss gate reports why from the moments
+        self._difference("log_loss", 0.0, LOG_LOSS_MAX).add(share, losses[0], losses[1])
+
+    def _difference(self, metric: str, low: float, high: float) -> MeanDifference:
+        stream = self.differences.get(metric)
+        if stream is None:
+            stream = self.differences[metric] = MeanDifference(low, high, self.min_share)
+        return stream
 
     def add_pairs(self, arm: Arm, pairs: Sequence[tuple[object, object]]) -> None:
         """(output, label) pairs of one arm, one per labelled row."""
@@ -184,6 +238,7 @@ class WindowSummary:
     """
 
     arms: dict[str, ArmCounts] = field(default_factory=dict)
+    groups: dict[int, GroupCounts] = field(default_factory=dict)  # by plan generation
     latency: TwoArmStream = field(
         default_factory=lambda: TwoArmStream(cap=RESERVOIR_CAP, seed=3, bins=_latency_bins())
     )
@@ -222,9 +277,20 @@ class WindowSummary:
         self.outputs.add(arm, outputs)
 
     @classmethod
-    def from_samples(cls, samples: Mapping[str, ArmSample]) -> WindowSummary:
-        """The summary of raw per-arm samples (tests, and callers that hold rows anyway)."""
+    def from_samples(
+        cls,
+        samples: Mapping[str, ArmSample],
+        *,
+        canary_share: float | None = None,
+        label_batch: int = 500,
+    ) -> WindowSummary:
+        """The summary of raw per-arm samples (tests, and callers that hold rows anyway). With
+        ``canary_share`` the arms are a traffic split at that share (one plan generation), and
+        the labels feed the difference streams in batches of ``label_batch`` pairs."""
         summary = cls()
+        if canary_share is not None:
+            summary.labels.min_share = min(canary_share, 1 - canary_share)
+        group = summary.groups.setdefault(1, GroupCounts())
         for arm in ARMS:
             sample = samples.get(arm)
             if sample is None:
@@ -233,10 +299,28 @@ class WindowSummary:
             counts.versions |= sample.versions
             counts.n_requests += sample.n_requests
             counts.n_errors += sample.n_errors
-            summary.latency.add(arm, sample.latencies_ms)
-            summary.outputs.add(arm, sample.outputs)
+            group.requests[arm] += sample.n_requests
+            group.errors[arm] += sample.n_errors
+            for first in range(0, max(len(sample.latencies_ms), len(sample.outputs)), 2000):
+                summary.latency.add(arm, sample.latencies_ms[first : first + 2000])
+                summary.outputs.add(arm, sample.outputs[first : first + 2000])  # as folded
             summary.labels.add_pairs(arm, sample.labelled)
+        if canary_share is not None:
+            canary = samples["canary"].labelled if "canary" in samples else []
+            baseline = samples["baseline"].labelled if "baseline" in samples else []
+            batches = max(1, math.ceil((len(canary) + len(baseline)) / label_batch))
+            for i in range(batches):
+                summary.labels.add_differences(
+                    canary_share,
+                    canary[i * len(canary) // batches : (i + 1) * len(canary) // batches],
+                    baseline[i * len(baseline) // batches : (i + 1) * len(baseline) // batches],
+                )
         return summary
+
+
+def _batch(values: Iterable[float]) -> ArmBatch:
+    collected = list(values)
+    return ArmBatch(len(collected), float(sum(collected)), float(sum(v * v for v in collected)))
 
 
 def label_pairs(outputs: Sequence[object], labels: Sequence[object]) -> list[tuple[object, object]]:

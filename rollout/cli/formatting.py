@@ -49,7 +49,8 @@ def _num(value: object, digits: int = 4) -> str:
 
 
 def format_evidence(evidence: dict[str, Any], indent: str = "    ") -> str:
-    """One table of gate results (test, statistic, p-value, effect, n per arm, verdict)."""
+    """One table of gate results (test, effect, its anytime-valid bounds, the margin, the
+    gate's alpha, n per arm, verdict), then each gate's reason."""
     gates = evidence.get("gates") or []
     if evidence.get("kind", "step") != "step":
         return f"{indent}{evidence.get('kind')} evidence: {evidence.get('verdict')}: " + str(
@@ -65,20 +66,36 @@ def format_evidence(evidence: dict[str, Any], indent: str = "    ") -> str:
         [
             g.get("gate"),
             g.get("test"),
-            _num(g.get("statistic")),
-            _num(g.get("p_value"), 3),
             _num(g.get("effect_size")),
+            f"{_num(g.get('ci_low'))} to {_num(g.get('ci_high'))}",
             _num(g.get("threshold"), 3),
+            _num(g.get("alpha"), 3) if g.get("blocking", True) else "advisory",
             g.get("n_baseline"),
             g.get("n_canary"),
             g.get("verdict"),
         ]
         for g in gates
     ]
-    headers = ["gate", "test", "statistic", "p-value", "effect", "threshold", "n base", "n canary"]
+    headers = ["gate", "test", "effect", "bounds", "margin", "alpha", "n base", "n canary"]
     out = [head, table([*headers, "verdict"], rows, indent + "  ")]
     out += [f"{indent}  {g.get('gate')}: {g.get('reason')}" for g in gates if g.get("reason")]
+    budget = error_budget(gates)
+    if budget:
+        out.append(f"{indent}  {budget}")
     return "\n".join(out)
+
+
+def error_budget(gates: Sequence[dict[str, Any]]) -> str:
+    """The rollout's error budget as the gates spend it: each blocking gate's share of alpha,
+    held by one confidence sequence over the rollout's whole window."""
+    shares = [float(g["alpha"]) for g in gates if g.get("blocking", True) and g.get("alpha")]
+    if not shares:
+        return ""
+    return (
+        f"error budget: alpha {sum(shares):.3g} for the rollout, {shares[0]:.3g} for each of "
+        f"{len(shares)} blocking gate{'s' if len(shares) > 1 else ''}; each gate's bounds are one "
+        "confidence sequence across every step, look, pause and resume (none restarts)"
+    )
 
 
 def format_events(events: Sequence[EventRecord]) -> str:

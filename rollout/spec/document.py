@@ -7,7 +7,8 @@
 - :func:`config_hash` is sha256 over the canonical JSON of the validated spec (defaults filled
   in), so two spellings of the same spec hash the same.
 - :func:`default_spec` is what ``rollout start`` uses without ``-f``: canary steps 10/50/100,
-  gates error_rate, latency, output_drift and quality, pause when inconclusive.
+  the default gates (error_rate, latency, quality; output_drift advisory), pause when
+  inconclusive.
 """
 
 from __future__ import annotations
@@ -116,16 +117,7 @@ DEFAULT_SPEC: dict[str, Any] = {
             ]
         }
     },
-    "analysis": {
-        "alpha": 0.05,
-        "gates": [
-            {"error_rate": {"max_increase": 0.005}},
-            {"latency": {"quantile": 0.95, "max_ratio": 1.2}},
-            {"output_drift": {"method": "auto", "threshold": 0.2}},
-            {"quality": {"metric": "accuracy", "max_decrease": 0.01}},
-        ],
-        "on_inconclusive": "pause",
-    },
+    "analysis": {"alpha": 0.05, "on_inconclusive": "pause"},  # no gates listed: the defaults
 }
 
 

@@ -10,9 +10,9 @@ field holds the gate's typed settings (:class:`ErrorRateGate`, ...);
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from monitors.names import DriftMethod, LossMetric
 from rollout.lifecycle import OnInconclusive
@@ -29,8 +29,20 @@ def _fraction(value: float) -> float:
     return value
 
 
-class _SequentialOptions(_Model):
-    """Per-gate sequential-test options; ``sequential: null`` follows ``analysis.sequential``."""
+def _unless(default: object) -> Any:
+    """A field added after specs were first stored: left out of the canonical JSON while it
+    holds its default, so a stored spec keeps its config hash."""
+    return lambda value: value == default
+
+
+class _GateOptions(_Model):
+    # reported, never deciding (issue 9); left out of the canonical JSON when False
+    advisory: bool = Field(default=False, exclude_if=_unless(False))
+
+
+class _SequentialOptions(_GateOptions):
+    """Options of the fixed-horizon tests these gates used before their confidence sequences
+    (still accepted in stored specs; the judge does not use them)."""
 
     sequential: bool | None = None
     power: float = Field(default=0.8, gt=0.0, lt=1.0)
@@ -39,7 +51,11 @@ class _SequentialOptions(_Model):
 
 
 class ErrorRateGate(_SequentialOptions):
+    """The canary may err at most ``max_ratio`` times the baseline's rate, or at most
+    ``max_increase`` above it (absolute), whichever allows more."""
+
     max_increase: float = 0.005
+    max_ratio: float = Field(default=1.5, ge=1.0, exclude_if=_unless(1.5))
     min_n: int = Field(default=100, ge=1)
     tau: float = Field(default=0.01, gt=0.0)  # mSPRT mixture scale: excess rate to detect
 
@@ -70,7 +86,12 @@ class LatencyGate(_SequentialOptions):
         return value
 
 
-class OutputDriftGate(_Model):
+class OutputDriftGate(_GateOptions):
+    """The outputs' distance (total variation of a category mix, KS of numbers) may be at most
+    ``delta``; without ``delta`` the gate is advisory (a better model may move its outputs).
+    ``method``/``threshold`` name an advisory effect size reported beside it."""
+
+    delta: float | None = Field(default=None, gt=0.0, lt=1.0, exclude_if=_unless(None))
     method: DriftMethod = "auto"
     threshold: float = Field(default=0.2, gt=0.0)
     min_n: int = Field(default=30, ge=1)
@@ -148,8 +169,13 @@ GateEntry = Annotated[
 
 
 class AnalysisSpec(_Model):
+    """``gates`` left out (or empty) means the default gates; no gates at all must be asked
+    for in so many words: ``gates: none``."""
+
     alpha: float = 0.05
     gates: tuple[GateEntry, ...] = ()
+    # ``gates: none`` in a spec: no gate judges (stored as this flag, left out when False)
+    no_gates: bool = Field(default=False, exclude_if=_unless(False))
     on_inconclusive: OnInconclusive = "pause"
     correction: Literal["holm", "none"] = "holm"
     sequential: bool = True  # always-valid p-values for error_rate, latency and quality
@@ -160,6 +186,19 @@ class AnalysisSpec(_Model):
         if not 0.0 < value < 0.5:
             raise ValueError(f"must be a significance level in (0, 0.5), got {value!r}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none(cls, value: object) -> object:
+        if isinstance(value, Mapping) and value.get("gates") == "none":
+            return {**value, "gates": (), "no_gates": True}
+        return value
+
+    @model_validator(mode="after")
+    def _no_gates_listed(self) -> AnalysisSpec:
+        if self.no_gates and self.gates:
+            raise ValueError("gates: none, but gates are listed too")
+        return self
 
     @field_validator("gates")
     @classmethod
@@ -172,18 +211,55 @@ class AnalysisSpec(_Model):
         return gates
 
     @property
+    def effective_gates(self) -> tuple[GateEntry, ...]:
+        """The gates that judge: the listed ones, the default ones when none are listed, or
+        none at all when the spec says ``gates: none``."""
+        if self.no_gates:
+            return ()
+        return self.gates or default_gates()
+
+    @property
+    def defaulted(self) -> bool:
+        """The spec listed no gates, so the default ones judge."""
+        return not self.gates and not self.no_gates
+
+    @property
     def error_rate(self) -> ErrorRateGate | None:
-        """The ``error_rate`` gate's settings, or None when the spec does not list it."""
-        return next((e.error_rate for e in self.gates if isinstance(e, ErrorRateEntry)), None)
+        """The ``error_rate`` gate's settings, or None when no gate of that name judges."""
+        gates = self.effective_gates
+        return next((e.error_rate for e in gates if isinstance(e, ErrorRateEntry)), None)
 
     @property
     def latency(self) -> LatencyGate | None:
-        return next((e.latency for e in self.gates if isinstance(e, LatencyEntry)), None)
+        gates = self.effective_gates
+        return next((e.latency for e in gates if isinstance(e, LatencyEntry)), None)
 
     @property
     def output_drift(self) -> OutputDriftGate | None:
-        return next((e.output_drift for e in self.gates if isinstance(e, OutputDriftEntry)), None)
+        gates = self.effective_gates
+        return next((e.output_drift for e in gates if isinstance(e, OutputDriftEntry)), None)
 
     @property
     def quality(self) -> QualityGate | None:
-        return next((e.quality for e in self.gates if isinstance(e, QualityEntry)), None)
+        gates = self.effective_gates
+        return next((e.quality for e in gates if isinstance(e, QualityEntry)), None)
+
+
+# The default gates: errors at most 1.5x the baseline's rate (or +0.1 point), p95 latency at
+# most 1.2x, accuracy at most 1 point lower, and output drift reported (advisory).
+DEFAULT_GATES: tuple[dict[str, Any], ...] = (
+    {"error_rate": {"max_increase": 0.001, "max_ratio": 1.5}},
+    {"latency": {"quantile": 0.95, "max_ratio": 1.2}},
+    {"output_drift": {"method": "auto", "threshold": 0.2}},
+    {"quality": {"metric": "accuracy", "max_decrease": 0.01}},
+)
+
+
+def default_gates() -> tuple[GateEntry, ...]:
+    return _DEFAULT_GATES
+
+
+_DEFAULT_GATES: tuple[GateEntry, ...] = ()
+
+
+_DEFAULT_GATES = AnalysisSpec.model_validate({"gates": list(DEFAULT_GATES)}).effective_gates

@@ -26,6 +26,9 @@ class StepSpec(_Model):
     min_requests: Requests = 100
     min_duration_s: Duration = Field(default=0.0, alias="min_duration")
     max_duration_s: OptionalDuration = Field(default=None, alias="max_duration")
+    # canary requests after which an undecided step applies on_inconclusive (None: the default,
+    # rollout.lifecycle.DEFAULT_MAX_REQUESTS); left out of the canonical JSON when unset
+    max_requests: int | None = Field(default=None, ge=1, exclude_if=lambda value: value is None)
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -49,6 +52,7 @@ class StepSpec(_Model):
             min_requests=self.min_requests,
             min_duration_s=self.min_duration_s,
             max_duration_s=self.max_duration_s,
+            max_requests=self.max_requests,
         )
 
 

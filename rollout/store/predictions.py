@@ -11,7 +11,7 @@ analysis gate.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,8 @@ from contract.records import PredictionRecord
 from contract.sql.schema import feedback, predictions
 from monitors.names import Arm
 from rollout.summary import (
+    DEFAULT_MIN_SHARE,
+    GroupCounts,
     LabelSummary,
     WindowSummary,
     label_pairs,
@@ -67,6 +69,7 @@ class PredictionLog:
         summary: WindowSummary | None = None,
         *,
         preview_version: str | None = None,
+        min_share: float = DEFAULT_MIN_SHARE,
     ) -> WindowSummary:
         """Fold the window's rows that `summary` has not seen yet; return the summary.
 
@@ -77,7 +80,10 @@ class PredictionLog:
         folded again from scratch. Labels are folded by their arrival time, with a count check
         of their own (`_fold_labels`).
         With `preview_version`, requests pinned to that version stand for the canary arm
-        (blue/green preview), beside the baseline's.
+        (blue/green preview), beside the baseline's. Requests and errors are also counted per
+        plan generation (one traffic split each), and labelled requests feed the quality
+        difference streams batch by batch, each batch at its generation's canary share
+        (`min_share`: the smallest share the rollout's steps use).
         """
         arms = self._arm_filter(preview_version)
         window = [predictions.c.rollout_id == rollout_id, predictions.c.ts >= since_ts, arms]
@@ -89,7 +95,8 @@ class PredictionLog:
                 ).scalar_one()
                 if int(behind) != summary.folded:
                     summary = None
-            summary = summary or WindowSummary()
+            if summary is None:
+                summary = WindowSummary(labels=LabelSummary(min_share=min_share))
             query = (
                 select(
                     predictions.c.id,
@@ -98,6 +105,7 @@ class PredictionLog:
                     predictions.c.output,
                     predictions.c.latency_ms,
                     predictions.c.error,
+                    predictions.c.plan_generation,
                 )
                 .where(*window, predictions.c.id > summary.last_id)
                 .order_by(predictions.c.id)
@@ -105,7 +113,7 @@ class PredictionLog:
             result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
             for chunk in result.partitions():
                 _fold_chunk(summary, chunk)
-            summary.labels = self._fold_labels(conn, window, summary.labels)
+            summary.labels = self._fold_labels(conn, window, summary)
         return summary
 
     def _arm_filter(self, preview_version: str | None) -> ColumnElement[bool]:
@@ -117,7 +125,7 @@ class PredictionLog:
         )
 
     def _fold_labels(
-        self, conn: Connection, window: list[ColumnElement[bool]], labels: LabelSummary
+        self, conn: Connection, window: list[ColumnElement[bool]], summary: WindowSummary
     ) -> LabelSummary:
         """Fold the labelled requests of the window whose label arrived since the last look.
 
@@ -127,13 +135,18 @@ class PredictionLog:
         committed late, replaced an earlier one, or whose prediction was logged after it makes
         that count differ from the folded one, and the labels are folded again from scratch.
         """
-        if not self._fold_new_labels(conn, window, labels):
-            labels = LabelSummary()
-            self._fold_new_labels(conn, window, labels)
+        labels = summary.labels
+        if not self._fold_new_labels(conn, window, labels, summary.groups):
+            labels = LabelSummary(min_share=labels.min_share)
+            self._fold_new_labels(conn, window, labels, summary.groups)
         return labels
 
     def _fold_new_labels(
-        self, conn: Connection, window: list[ColumnElement[bool]], labels: LabelSummary
+        self,
+        conn: Connection,
+        window: list[ColumnElement[bool]],
+        labels: LabelSummary,
+        groups: Mapping[int, GroupCounts],
     ) -> bool:
         """Fold labels from the cursor on; False when the folded counts no longer match."""
         joined = predictions.join(feedback, feedback.c.request_id == predictions.c.request_id)
@@ -145,6 +158,7 @@ class PredictionLog:
                 predictions.c.output,
                 feedback.c.label,
                 feedback.c.ts,
+                predictions.c.plan_generation,
             )
             .select_from(joined)
             .where(*labelled, feedback.c.ts >= labels.cursor_ts)
@@ -154,7 +168,8 @@ class PredictionLog:
         result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
         for chunk in result.partitions():
             pairs: dict[Arm, list[tuple[object, object]]] = {}
-            for row_id, arm, output, label, label_ts in chunk:
+            by_generation: dict[int, dict[Arm, list[tuple[object, object]]]] = {}
+            for row_id, arm, output, label, label_ts, generation in chunk:
                 seen = labels.recent.get(row_id)
                 if seen == label_ts:
                     continue
@@ -162,11 +177,18 @@ class PredictionLog:
                 labels.recent[row_id] = label_ts
                 labels.folded += 1
                 labels.newest_ts = max(labels.newest_ts, label_ts)
-                pairs.setdefault(_sample(arm), []).extend(
-                    label_pairs(parse_rows(output), parse_rows(label))
+                request_pairs = label_pairs(parse_rows(output), parse_rows(label))
+                pairs.setdefault(_sample(arm), []).extend(request_pairs)
+                by_generation.setdefault(int(generation), {}).setdefault(_sample(arm), []).extend(
+                    request_pairs
                 )
             for sample, arm_pairs in pairs.items():
                 labels.add_pairs(sample, arm_pairs)
+            for generation, arms in by_generation.items():
+                group = groups.get(generation)
+                share = group.canary_share if group is not None else None
+                if share is not None and 0 < share < 1:
+                    labels.add_differences(share, arms.get("canary", []), arms.get("baseline", []))
         labels.cursor_ts = max(labels.cursor_ts, labels.newest_ts - LABEL_SETTLE_S)
         labels.recent = {k: ts for k, ts in labels.recent.items() if ts >= labels.cursor_ts}
         behind = conn.execute(
@@ -271,12 +293,17 @@ class PredictionLog:
 
 
 def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
-    """Fold one chunk of (id, arm, version, output, latency, error) rows, batched per arm."""
+    """Fold one chunk of (id, arm, version, output, latency, error, plan generation) rows,
+    batched per arm, counted per generation."""
     batches: dict[Arm, tuple[set[str], list[float], list[str], list[int]]] = {}
-    for row_id, arm, version, output, latency_ms, error in chunk:
-        versions, latencies, raw_outputs, errors = batches.setdefault(
-            _sample(arm), (set(), [], [], [0])
-        )
+    for row_id, arm, version, output, latency_ms, error, generation in chunk:
+        sample = _sample(arm)
+        group = summary.groups.get(generation)
+        if group is None:
+            group = summary.groups[int(generation)] = GroupCounts()
+        group.requests[sample] += 1
+        group.errors[sample] += error is not None
+        versions, latencies, raw_outputs, errors = batches.setdefault(sample, (set(), [], [], [0]))
         versions.add(version)
         latencies.append(float(latency_ms))
         if error is None:

@@ -36,7 +36,7 @@ def test_demo_promotes_the_better_version_and_rolls_back_the_broken_one(tmp_path
         assert progress in out
     assert "demo OK" in out
     # Evidence tables name each gate with its verdict; the broken canary fails on evidence.
-    assert "quality       accuracy_z" in out
+    assert "quality       aipw_difference" in out
     assert "progressing → rolling_back" in out
 
     # The store agrees with what was printed.

@@ -27,10 +27,24 @@ from router.config import RouterConfig
 
 # One 100% step with no minimum: judged as soon as it starts (no baseline, gates not run).
 INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
+# Margins loose enough to decide on a hundred requests: the canary may err 10 points more, and
+# its median latency may be twice the baseline's.
 TEN_PCT = load_spec(
     {
-        "strategy": {"canary": {"steps": [{"weight": 10, "min_requests": 50}, {"weight": 100}]}},
-        "analysis": {"gates": ["error_rate", "latency"]},
+        "strategy": {
+            "canary": {
+                "steps": [
+                    {"weight": 10, "min_requests": 50, "max_requests": 60},
+                    {"weight": 100},
+                ]
+            }
+        },
+        "analysis": {
+            "gates": [
+                {"error_rate": {"max_increase": 0.1}},
+                {"latency": {"quantile": 0.5, "max_ratio": 2.0}},
+            ]
+        },
     }
 )
 
@@ -103,10 +117,11 @@ def test_inconclusive_pauses_and_resume_restarts_the_step(manager: Manager, home
     manager.start(MODEL, v1, "prod", actor="alice")
     rollout_id = manager.start(MODEL, v2, "prod", TEN_PCT, actor="alice")
     write(manager, rollout_id, "canary", 60, v2)
-    write(manager, rollout_id, "baseline", 40, v1)  # error_rate needs 100 per arm
+    write(manager, rollout_id, "baseline", 40, v1)  # 0 errors in 60 cannot yet prove < 10%
     (paused,) = manager.tick()
     assert (paused.event, paused.to_state) == ("inconclusive", "paused")
-    assert "too little data" in paused.reason
+    assert "undecided at max_requests 60" in paused.reason
+    assert "error rate not decided yet" in paused.reason
     plan = manager.plans.get("prod", MODEL)
     assert plan is not None and plan.canary_weight_pct == 10  # pausing keeps the traffic
 

@@ -145,7 +145,7 @@ def test_a_hanging_receiver_never_delays_a_decision(home: DemoHome) -> None:
         manager.start(MODEL, v1, "prod", actor="alice")
         timed = {"strategy": {"canary": {"steps": [{"weight": 50, "min_requests": 0,
                                                     "min_duration": "30s"}]}},
-                 "analysis": {"gates": []}}  # fmt: skip
+                 "analysis": {"gates": "none"}}  # fmt: skip
         rollout_id = manager.start(MODEL, v2, "prod", load_spec(timed), actor="alice")
         assert len(manager.webhooks.deliveries()) >= 4  # queued, none answered yet
         loop.start()

@@ -4,6 +4,7 @@ alpha of the runs)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -237,5 +238,19 @@ def test_quantile_count_deviations_grow_with_n_so_rounding_up_is_safe() -> None:
     from monitors.quantiles import _count_deviations
 
     seen = [_count_deviations(index, 0.95, 0.0125, 5000) for index in range(500, 1100, 5)]
-    for before, after in zip(seen, seen[1:], strict=False):
+    for before, after in itertools.pairwise(seen):
         assert after[0] >= before[0] and after[1] >= before[1]
+
+
+def test_rate_ratio_bounds_when_every_event_is_on_one_arm() -> None:
+    """75 events, all the canary's, at a 20% split: the ratio is proven far above 1.5."""
+    all_canary = rate_ratio_bounds([EventSplit(0.2, 75, 0)], 0.0125, 60)
+    assert all_canary.estimate == math.inf and all_canary.high == math.inf
+    assert all_canary.low > 10
+    assert rate_ratio_evalue([EventSplit(0.2, 75, 0)], all_canary.low * 0.99, 0.0125, 60,
+                             upward=True) >= math.log(1 / 0.0125)  # fmt: skip
+    all_baseline = rate_ratio_bounds([EventSplit(0.2, 0, 75)], 0.0125, 60)
+    assert all_baseline.estimate == 0 and all_baseline.low == 0
+    # the canary's share of events is at most q = bernoulli bound of 0 in 75; theta from q
+    q = bernoulli_bounds(0, 75, 0.0125, 60).high
+    assert all_baseline.high == pytest.approx(0.8 * q / (0.2 * (1 - q)), rel=1e-3)

@@ -38,6 +38,7 @@ INCONCLUSIVE = StepEvidence(
     verdict="inconclusive", n_baseline=900, n_canary=100, reason="quality inconclusive"
 )
 VERIFIED = StepEvidence(verdict="pass", kind="verify", reason="digest matches")
+LIMITED = (replace(STEPS[0], max_requests=100), *STEPS[1:])  # step 1 decides within 100
 TAMPERED = StepEvidence(verdict="fail", kind="verify", reason="artifact changed")
 
 
@@ -94,7 +95,12 @@ CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Com
         None,
     ),
     ("progressing", "gates_failed"): (rollout("progressing"), FAIL, T0 + 1, None),
-    ("progressing", "inconclusive"): (rollout("progressing"), INCONCLUSIVE, T0 + 1, None),
+    ("progressing", "inconclusive"): (  # undecided at the step's max_requests
+        rollout("progressing", steps=LIMITED),
+        INCONCLUSIVE,
+        T0 + 1,
+        None,
+    ),
     ("progressing", "step_timed_out"): (
         rollout("progressing", step_index=1),
         replace(PASS, n_canary=5),
@@ -102,7 +108,7 @@ CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Com
         None,
     ),
     ("progressing", "inconclusive_rollback"): (
-        rollout("progressing", on_inconclusive="rollback"),
+        rollout("progressing", steps=LIMITED, on_inconclusive="rollback"),
         INCONCLUSIVE,
         T0 + 1,
         None,
@@ -204,16 +210,28 @@ def test_waits_for_min_duration_even_with_enough_requests() -> None:
     assert decide(state, PASS, T0 + 60, None).event == "step_passed"
 
 
-def test_failing_gates_are_not_judged_before_the_step_is_ready() -> None:
-    decision = decide(rollout("progressing"), replace(FAIL, n_canary=99), T0 + 1, None)
-    assert decision.event is None
+def test_a_fail_rolls_back_before_the_step_meets_its_floors() -> None:
+    """Floors (min_requests, min_duration) never delay a fail the evidence already shows."""
+    decision = decide(rollout("progressing", step_index=1), replace(FAIL, n_canary=7), T0, None)
+    assert (decision.event, decision.to_state) == ("gates_failed", "rolling_back")
+
+
+def test_a_pass_waits_for_the_floors_and_an_undecided_step_for_its_limits() -> None:
+    early = decide(rollout("progressing", step_index=1), PASS, T0 + 30, None)
+    assert early.event is None and "floors not met" in early.reason  # 30/60 s
+    assert decide(rollout("progressing", step_index=1), PASS, T0 + 60, None).event == "step_passed"
+    rollout_wide = replace(INCONCLUSIVE, n_canary=10**6, step_requests=500)
+    undecided = decide(rollout("progressing"), rollout_wide, T0 + 1)
+    assert undecided.event is None  # below the default max_requests (60,000 in the step)
+    assert "inconclusive" not in undecided.to_state
+    at_limit = replace(INCONCLUSIVE, step_requests=60_000)
+    assert decide(rollout("progressing"), at_limit, T0 + 1).to_state == "paused"
 
 
 def test_extend_waits_until_max_duration_then_pauses() -> None:
     state = rollout("progressing", step_index=1, on_inconclusive="extend")
-    waiting = decide(state, INCONCLUSIVE, T0 + 100, None)
-    assert waiting.event is None
-    assert "extending" in waiting.reason
+    waiting = decide(state, replace(INCONCLUSIVE, step_requests=10**6), T0 + 100, None)
+    assert waiting.event is None  # extend: past max_requests, until max_duration
     expired = decide(state, INCONCLUSIVE, T0 + 600, None)
     assert (expired.event, expired.to_state) == ("step_timed_out", "paused")
 
@@ -520,7 +538,7 @@ def test_a_preview_without_a_request_floor_is_judged_by_time() -> None:
     assert failed.event == "gates_failed"  # failing gates still stop it
     floor = rollout("progressing", steps=(replace(PREVIEW[0], min_requests=10), PREVIEW[1]))
     held = decide(floor, replace(few, n_canary=10), T0 + 60)
-    assert held.to_state == "paused"  # with a request floor the gates must pass
+    assert held.event is None  # with a request floor the gates must pass: it keeps waiting
 
 
 def test_approvals_combine_the_spec_the_environment_and_a_shadow_recommendation() -> None:

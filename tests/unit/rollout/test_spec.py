@@ -145,13 +145,32 @@ def test_durations(text: object, seconds: float) -> None:
 def test_default_spec() -> None:
     spec = default_spec()
     assert [s.weight_pct for s in spec.steps()] == [10, 50, 100]
-    assert [g.name for g in spec.analysis.gates] == [
+    assert spec.analysis.defaulted
+    assert [g.name for g in spec.analysis.effective_gates] == [
         "error_rate",
         "latency",
         "output_drift",
         "quality",
     ]
     assert spec.analysis.on_inconclusive == "pause"
+
+
+def test_a_spec_without_analysis_gets_the_default_gates_and_none_must_be_asked_for() -> None:
+    spec = load_spec({"strategy": {"canary": {"steps": [{"weight": 20}]}}})
+    assert [g.name for g in spec.analysis.effective_gates] == [
+        "error_rate",
+        "latency",
+        "output_drift",
+        "quality",
+    ]
+    canary = {"canary": {"steps": [{"weight": 20}]}}
+    only_alpha = load_spec({"strategy": canary, "analysis": {"alpha": 0.01}})
+    assert len(only_alpha.analysis.effective_gates) == 4
+    none = load_spec({"strategy": canary, "analysis": {"gates": "none"}})
+    assert none.analysis.effective_gates == ()
+    assert none.analysis.no_gates
+    with pytest.raises(SpecError):
+        load_spec({"strategy": canary, "analysis": {"gates": "nothing"}})
     assert spec.approval.required is False
 
 

@@ -34,6 +34,16 @@ def test_stored_canonical_json_parses_back_to_itself(stored: dict[str, Any]) -> 
     assert spec == load_spec(copy.deepcopy(stored["input"]))
 
 
-def test_default_spec_is_the_stored_default() -> None:
+def test_the_default_spec_now_names_no_gates_and_gets_the_default_ones() -> None:
+    """Since the judge (issue 9) the default spec lists no gates: the default gates judge it.
+    The spec stored as the old default still loads to its own hash."""
     (stored,) = [record for record in STORED if record["name"] == "default_spec"]
-    assert config_hash(default_spec()) == stored["config_hash"]
+    spec = default_spec()
+    assert config_hash(spec) != stored["config_hash"]
+    assert spec.analysis.gates == () and spec.analysis.defaulted
+    assert [entry.name for entry in spec.analysis.effective_gates] == [
+        "error_rate",
+        "latency",
+        "output_drift",
+        "quality",
+    ]

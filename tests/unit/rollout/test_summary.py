@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from scipy import stats
 from sqlalchemy import insert
 
 from conftest import LogWriter
@@ -15,7 +15,8 @@ from contract.records import Feedback, PredictionRecord
 from contract.sql.engine import open_engine
 from contract.sql.schema import predictions
 from monitors.names import Arm
-from rollout.analysis import analyse, summary_gate_results
+from rollout.analysis import analyse
+from rollout.judge import Look, judge
 from rollout.spec import load_spec
 from rollout.store.predictions import PredictionLog
 from rollout.summary import RESERVOIR_CAP, WindowSummary
@@ -158,11 +159,11 @@ def test_past_the_cap_the_gates_run_on_bins_moments_and_samples() -> None:
             batch = slice(start, start + 1000)
             summary.add_batch(arm, {"1"}, latencies[batch].tolist(), outputs[batch].tolist(), 0)
     assert not summary.latency.exact and not summary.outputs.numeric.exact
-    error_rate, latency, drift, quality = summary_gate_results(summary, SPEC.analysis)
-    assert (latency.n_baseline, latency.n_canary) == (n_b, n_c)
-    assert latency.details["binned"] == 1.0 and latency.verdict == "fail"  # 15% slower
-    assert drift.verdict == "pass" and drift.details["sampled"] == 1.0
-    assert "uniform sample" in drift.reason and drift.n_baseline == RESERVOIR_CAP
+    error_rate, latency, drift, quality = judge(Look(summary, randomised=True), SPEC.analysis)
+    assert (latency.n_baseline, latency.n_canary) == (n_b, n_c)  # every request, from bins
+    assert latency.verdict == "fail" and latency.ci_low > 1.0  # 15% slower, 1.0 allowed
+    assert drift.test == "ks_distance" and drift.ci_low == 0.0  # on the uniform samples
+    assert drift.n_baseline == n_b and drift.ci_high < 0.1
     assert error_rate.verdict == "pass" and quality.verdict == "inconclusive"  # no labels
     evidence = analyse(summary, SPEC.analysis, weight_pct=10)
     assert (evidence.verdict, evidence.n_baseline, evidence.n_canary) == ("fail", n_b, n_c)
@@ -179,11 +180,10 @@ def test_category_outputs_past_the_cap_use_the_full_counts(outputs: list[object]
     spec = load_spec(
         {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": ["output_drift"]}}
     )
-    (drift,) = summary_gate_results(summary, spec.analysis)
-    assert drift.test == "chi_square" and (drift.n_baseline, drift.n_canary) == (21_000, 7_000)
-    expected = stats.chi2_contingency([[7000, 14000], [2334, 4666]], correction=False)
-    assert drift.statistic == pytest.approx(expected.statistic, rel=1e-9)
-    assert drift.p_value == pytest.approx(expected.pvalue, rel=1e-9) and drift.verdict == "pass"
+    (drift,) = judge(Look(summary, randomised=True), spec.analysis)
+    assert drift.test == "total_variation" and (drift.n_baseline, drift.n_canary) == (21_000, 7_000)
+    assert drift.effect_size == pytest.approx(abs(7000 / 21000 - 2334 / 7000), abs=1e-12)
+    assert drift.ci_low == 0.0 and drift.verdict == "pass"
 
 
 def test_labels_fold_incrementally_and_survive_late_and_replaced_labels(store_url: str) -> None:
@@ -225,4 +225,27 @@ def test_labels_fold_incrementally_and_survive_late_and_replaced_labels(store_ur
     assert summary.labels is not before
     assert summary.labels.labelled["canary"] == 45
     same_as_fresh(summary)
+    log.engine.dispose()
+
+
+def test_a_window_is_counted_per_plan_generation_and_labels_feed_the_difference_streams(
+    store_url: str,
+) -> None:
+    engine = open_engine(store_url)
+    log, writer = PredictionLog(engine), LogWriter(engine)
+    step1 = _records("baseline", 90) + _records("canary", 10, seed=1)
+    step2 = [
+        replace(r, plan_generation=2)
+        for r in _records("baseline", 50, start=500) + _records("canary", 50, start=500, seed=2)
+    ]
+    writer.write(step1 + step2)
+    writer.add_feedback([Feedback(r.request_id, 1, ts=100.0) for r in step1 + step2 if r.output])
+    summary = log.fold("r1", since_ts=0.0, min_share=0.1)
+    assert sorted(summary.groups) == [1, 2]
+    assert summary.groups[1].canary_share == pytest.approx(0.1)
+    assert summary.groups[2].canary_share == pytest.approx(0.5)
+    assert summary.groups[2].errors == {"baseline": 1, "canary": 1}  # every 50th failed
+    accuracy = summary.labels.differences["accuracy"]
+    labelled = summary.labels.labelled["baseline"] + summary.labels.labelled["canary"]
+    assert accuracy.count == labelled == sum(1 for r in step1 + step2 if r.output)
     log.engine.dispose()

@@ -1,0 +1,387 @@
+"""The judge: every gate's effect with its anytime-valid bounds, and three outcomes.
+
+At each look every gate of the spec gets a :class:`~monitors.results.GateResult` whose
+``effect_size`` is the canary's effect in the gate's unit (canary minus baseline, or canary
+over baseline), ``ci_low``/``ci_high`` its confidence bounds that hold at every look of the
+rollout at once, ``threshold`` the margin the spec allows, and a verdict:
+
+- **fail**: the bounds lie wholly beyond the margin (the canary is proven worse than allowed);
+- **pass**: they lie wholly within it (proven not worse than allowed);
+- **inconclusive**: neither yet; keep watching.
+
+A blocking gate's fail rolls the rollout back at once; a step advances when every blocking gate
+passes; advisory gates are reported and never decide. The rollout's ``alpha`` is split equally
+among its blocking gates (``correction: none`` gives each the whole ``alpha``); each gate's
+false fail and false pass are each at most its share, over every look and step of the rollout,
+because its bounds are one confidence sequence over the rollout's whole window, not a test per
+step. The constructions (:mod:`monitors.anytime`, :mod:`monitors.quantiles`):
+
+- ``error_rate``: the canary may err at most ``max_ratio`` times the baseline's rate, or at most
+  ``max_increase`` (absolute) above it, whichever allows more. Fail needs both the ratio (from
+  the arm of each error, exact at any rate) and the difference (per-arm exact rate bounds)
+  proven beyond; pass needs either proven within.
+- ``latency``: the ``quantile`` of the canary's latencies over the baseline's, from each arm's
+  quantile bounds on the latency bins, against ``max_ratio``.
+- ``quality`` (``accuracy``, ``log_loss``): the difference of means, from the AIPW stream of the
+  randomised split (efficient, bounded), against ``max_decrease`` / ``max_increase``; ``auc``,
+  ``mae`` and ``rmse`` have no bounded per-request form and are advisory.
+- ``output_drift``: the total-variation distance of the category mix, or the KS distance of
+  numeric outputs, against ``delta``; advisory unless the spec gives ``delta``.
+
+In a blue/green preview the candidate's requests are pinned by callers, not assigned at random:
+only the per-arm bounds apply there (no ratio of events, no AIPW).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from monitors import GateResult
+from monitors.anytime import (
+    Bounds,
+    EventSplit,
+    bernoulli_bounds_many,
+    rate_ratio_bounds,
+)
+from monitors.names import ARMS, Verdict
+from monitors.quantiles import ks_distance_bounds, quantile_bounds, tv_distance_bounds
+from rollout.spec import (
+    AnalysisSpec,
+    ErrorRateGate,
+    GateEntry,
+    LatencyGate,
+    OutputDriftGate,
+    QualityGate,
+)
+from rollout.summary import WindowSummary
+
+DESIGN_REQUESTS = 5_000  # canary requests the bounds are tuned for (any value is valid)
+DESIGN_EVENTS = 60  # errors the ratio's mixture is tuned for
+ADVISORY_DELTA = 0.1  # the distance an advisory drift gate reports against
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look at a rollout gives the judge: its window and how the arms were assigned."""
+
+    summary: WindowSummary
+    randomised: bool  # the traffic split assigned requests; False: a pinned preview
+
+
+def blocking(entry: GateEntry) -> bool:
+    """A gate decides unless it is advisory (output drift without a ``delta`` is)."""
+    settings = getattr(entry, entry.name)
+    if isinstance(settings, OutputDriftGate):
+        return settings.delta is not None and not settings.advisory
+    if isinstance(settings, QualityGate) and settings.metric in ("auc", "mae", "rmse"):
+        return False
+    return not settings.advisory
+
+
+def gate_alpha(analysis: AnalysisSpec) -> float:
+    deciding = sum(blocking(entry) for entry in analysis.effective_gates)
+    if analysis.correction == "none" or deciding <= 1:
+        return analysis.alpha
+    return analysis.alpha / deciding
+
+
+def judge(look: Look, analysis: AnalysisSpec) -> list[GateResult]:
+    """One result per gate of the spec, in spec order."""
+    alpha = gate_alpha(analysis)
+    results = []
+    for entry in analysis.effective_gates:
+        settings = getattr(entry, entry.name)
+        if isinstance(settings, ErrorRateGate):
+            result = _error_rate(look, settings, alpha)
+        elif isinstance(settings, LatencyGate):
+            result = _latency(look, settings, alpha)
+        elif isinstance(settings, QualityGate):
+            result = _quality(look, settings, alpha)
+        else:
+            result = _output_drift(look, settings, alpha)
+        results.append(_marked(result, blocking(entry), alpha))
+    return results
+
+
+def combine(results: Sequence[GateResult]) -> Verdict:
+    """Any blocking fail → fail; every blocking gate passed → pass; else inconclusive."""
+    deciding = [r for r in results if r.blocking]
+    if any(r.verdict == "fail" for r in deciding):
+        return "fail"
+    if all(r.verdict == "pass" for r in deciding):
+        return "pass"
+    return "inconclusive"
+
+
+def _marked(result: GateResult, is_blocking: bool, alpha: float) -> GateResult:
+    from dataclasses import replace
+
+    return replace(result, blocking=is_blocking, alpha=alpha)
+
+
+def _outcome(low: float, high: float, margin: float, *, higher_is_worse: bool) -> Verdict:
+    if higher_is_worse:
+        return "fail" if low > margin else "pass" if high <= margin else "inconclusive"
+    return "fail" if high < margin else "pass" if low >= margin else "inconclusive"
+
+
+def _error_rate(look: Look, gate: ErrorRateGate, alpha: float) -> GateResult:
+    summary = look.summary
+    base, canary = summary.counts("baseline"), summary.counts("canary")
+    n_b, n_c = base.n_requests, canary.n_requests
+    arm_alpha = alpha / 4  # each arm's bound, each side: fail uses two, pass up to two more
+    rate_b, rate_c = _rates(
+        (base.n_errors, canary.n_errors), (n_b, n_c), arm_alpha, DESIGN_REQUESTS
+    )
+    diff_low, diff_high = rate_c.low - rate_b.high, rate_c.high - rate_b.low
+    floor, ratio = gate.max_increase, gate.max_ratio
+    if look.randomised:
+        steps = [
+            EventSplit(share, group.errors["canary"], group.errors["baseline"])
+            for group in summary.groups.values()
+            if (share := group.canary_share) is not None and 0 < share < 1
+        ]
+        # the lower bound at alpha decides a fail, the upper at alpha / 2 a pass (shared with
+        # the difference's pass); a ratio outside a bound is rejected by the e-value there
+        shown = rate_ratio_bounds(steps, alpha, DESIGN_EVENTS, alpha_high=alpha / 2)
+        ratio_beyond, ratio_within = shown.low > ratio, shown.high <= ratio
+    else:  # pinned preview: the ratio from the per-arm bounds
+        ratio_beyond = rate_b.high > 0 and rate_c.low > ratio * rate_b.high
+        ratio_within = rate_c.high <= ratio * rate_b.low
+        shown = Bounds(
+            _ratio(rate_c.estimate, rate_b.estimate),
+            _ratio(rate_c.low, rate_b.high),
+            _ratio(rate_c.high, rate_b.low),
+        )
+    verdict: Verdict = "inconclusive"
+    if ratio_beyond and diff_low > floor:
+        verdict = "fail"
+    elif ratio_within or diff_high <= floor:
+        verdict = "pass"
+    effect = rate_c.estimate - rate_b.estimate
+    allowed = f"at most {ratio:g}x the baseline's rate or +{floor:.2%}"
+    where = (
+        f"canary {rate_c.estimate:.3%} vs baseline {rate_b.estimate:.3%} "
+        f"(difference {diff_low:+.3%} to {diff_high:+.3%}; ratio {shown.low:.3g} to "
+        f"{shown.high:.3g}); allowed {allowed}"
+    )
+    reasons = {
+        "fail": f"error rate proven above what is allowed: {where}",
+        "pass": f"error rate proven within what is allowed: {where}",
+        "inconclusive": f"error rate not decided yet: {where}",
+    }
+    return GateResult(
+        gate="error_rate",
+        test="rate_ratio+difference",
+        statistic=shown.estimate,
+        p_value=None,
+        effect_size=effect,
+        threshold=floor,
+        n_baseline=n_b,
+        n_canary=n_c,
+        verdict=verdict,
+        reason=reasons[verdict],
+        details={
+            "baseline_rate": rate_b.estimate,
+            "canary_rate": rate_c.estimate,
+            "rate_ratio": shown.estimate,
+            "ratio_low": shown.low,
+            "ratio_high": shown.high,
+            "max_ratio": ratio,
+            "errors_baseline": float(base.n_errors),
+            "errors_canary": float(canary.n_errors),
+        },
+        ci_low=diff_low,
+        ci_high=diff_high,
+    )
+
+
+def _latency(look: Look, gate: LatencyGate, alpha: float) -> GateResult:
+    latency = look.summary.latency
+    bins = latency.bins
+    assert bins is not None, "latency is always binned"
+    edges = bins.edges[1:]
+    quantiles = {
+        arm: quantile_bounds(
+            bins.baseline_counts if arm == "baseline" else bins.canary_counts,
+            edges,
+            gate.quantile,
+            alpha / 2,
+            DESIGN_REQUESTS,
+        )
+        for arm in ARMS
+    }
+    q_b, q_c = quantiles["baseline"], quantiles["canary"]
+    low, high = _ratio(q_c.low, q_b.high), _ratio(q_c.high, q_b.low)
+    estimate = _ratio(q_c.estimate, q_b.estimate)
+    verdict = _outcome(low, high, gate.max_ratio, higher_is_worse=True)
+    p = f"p{gate.quantile * 100:g}"
+    where = (
+        f"{p} canary {q_c.estimate:.3g} ms vs baseline {q_b.estimate:.3g} ms, ratio "
+        f"{estimate:.3g} ({low:.3g} to {high:.3g}); allowed {gate.max_ratio:g}x"
+    )
+    return _bounded(
+        "latency",
+        "quantile_ratio",
+        Bounds(estimate, low, high),
+        gate.max_ratio,
+        verdict,
+        (
+            f"{p} latency proven above what is allowed: {where}",
+            f"{p} latency proven within what is allowed: {where}",
+            f"{p} latency not decided yet: {where}",
+        ),
+        (int(bins.baseline_counts.sum()), int(bins.canary_counts.sum())),
+        {
+            "baseline_quantile": q_b.estimate,
+            "canary_quantile": q_c.estimate,
+            "quantile": gate.quantile,
+        },
+    )
+
+
+def _quality(look: Look, gate: QualityGate, alpha: float) -> GateResult:
+    labels = look.summary.labels
+    n_b, n_c = labels.labelled["baseline"], labels.labelled["canary"]
+    metric = gate.metric
+    if metric in ("auc", "mae", "rmse"):
+        return GateResult.unmeasured(
+            "quality",
+            metric,
+            "inconclusive",
+            f"{metric} has no bounded per-request form: reported, never deciding "
+            "(use accuracy or log_loss to decide)",
+        )
+    if metric == "accuracy":
+        margin, higher_is_worse = -gate.max_decrease, False
+    else:
+        margin, higher_is_worse = gate.max_increase, True
+    stream = labels.differences.get(metric)
+    if look.randomised and stream is not None and stream.count:
+        v_opt = stream.variance / stream.count * DESIGN_REQUESTS * 10 if stream.count else 1.0
+        bounds = stream.bounds(alpha, max(v_opt, 1.0))
+        test = "aipw_difference"
+    elif metric == "accuracy":
+        rate_b, rate_c = _rates(
+            (labels.correct["baseline"], labels.correct["canary"]),
+            (n_b, n_c),
+            alpha / 2,
+            DESIGN_REQUESTS,
+        )
+        bounds = Bounds(
+            rate_c.estimate - rate_b.estimate, rate_c.low - rate_b.high, rate_c.high - rate_b.low
+        )
+        test = "rate_difference"
+    else:
+        bounds, test = Bounds(math.nan, -math.inf, math.inf), "aipw_difference"
+    verdict = _outcome(bounds.low, bounds.high, margin, higher_is_worse=higher_is_worse)
+    allowed = (
+        f"at most {gate.max_decrease:.2%} lower"
+        if metric == "accuracy"
+        else f"at most {gate.max_increase:g} higher"
+    )
+    where = (
+        f"{metric} canary minus baseline {bounds.estimate:+.4g} ({bounds.low:+.4g} to "
+        f"{bounds.high:+.4g}) on {n_b} baseline and {n_c} canary labelled rows; allowed {allowed}"
+    )
+    return _bounded(
+        "quality",
+        test,
+        bounds,
+        margin,
+        verdict,
+        (
+            f"{metric} proven worse than allowed: {where}",
+            f"{metric} proven within what is allowed: {where}",
+            f"{metric} not decided yet: {where}",
+        ),
+        (n_b, n_c),
+    )
+
+
+def _output_drift(look: Look, gate: OutputDriftGate, alpha: float) -> GateResult:
+    outputs = look.summary.outputs
+    delta = gate.delta if gate.delta is not None else ADVISORY_DELTA
+    if outputs.categorical and outputs.categories_complete:
+        _, table = outputs.categories.table()
+        bounds = tv_distance_bounds(
+            [int(v) for v in table[0]], [int(v) for v in table[1]], alpha, DESIGN_REQUESTS
+        )
+        test, distance = "total_variation", "total-variation distance of the output mix"
+    else:
+        numeric = outputs.numeric
+        bounds = ks_distance_bounds(numeric.values("baseline"), numeric.values("canary"), alpha)
+        test, distance = "ks_distance", "KS distance of the outputs"
+    verdict = _outcome(bounds.low, bounds.high, delta, higher_is_worse=True)
+    where = (
+        f"{distance} {bounds.estimate:.3g} ({bounds.low:.3g} to {bounds.high:.3g}) against "
+        f"{delta:g}"
+    )
+    return _bounded(
+        "output_drift",
+        test,
+        bounds,
+        delta,
+        verdict,
+        (
+            f"outputs proven to have moved more than allowed: {where}",
+            f"outputs proven not to have moved more than allowed: {where}",
+            f"output drift not decided yet: {where}",
+        ),
+        (outputs.n("baseline"), outputs.n("canary")),
+    )
+
+
+def _rates(
+    successes: tuple[int, int], n: tuple[int, int], alpha: float, canary_design: float
+) -> tuple[Bounds, Bounds]:
+    """The baseline's and the canary's rate bounds, searched together; each arm's design is
+    its expected count when the canary has ``canary_design`` requests at a 10% split."""
+    rates, lows, highs = bernoulli_bounds_many(
+        successes, n, alpha, [canary_design * 9, canary_design]
+    )
+    baseline, canary = (Bounds(float(rates[i]), float(lows[i]), float(highs[i])) for i in (0, 1))
+    return baseline, canary
+
+
+def _bounded(
+    gate: str,
+    test: str,
+    bounds: Bounds,
+    margin: float,
+    verdict: Verdict,
+    what: tuple[str, str, str],
+    counts: tuple[int, int],
+    details: dict[str, float] | None = None,
+) -> GateResult:
+    """A gate's result from its effect's bounds: ``what`` is (the fail wording, the pass
+    wording, what is undecided) and the place where it is said."""
+    proven_beyond, proven_within, undecided = what
+    reason = {
+        "fail": proven_beyond,
+        "pass": proven_within,
+        "inconclusive": undecided,
+    }[verdict]
+    return GateResult(
+        gate=gate,
+        test=test,
+        statistic=bounds.estimate,
+        p_value=None,
+        effect_size=bounds.estimate,
+        threshold=margin,
+        n_baseline=counts[0],
+        n_canary=counts[1],
+        verdict=verdict,
+        reason=reason,
+        details=details or {},
+        ci_low=bounds.low,
+        ci_high=bounds.high,
+    )
+
+
+def _ratio(top: float, bottom: float) -> float:
+    if bottom > 0:
+        return top / bottom
+    return math.inf if top > 0 else math.nan
