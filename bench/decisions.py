@@ -1,85 +1,617 @@
-"""Decision benchmark: false rollbacks of healthy canaries, detection of degraded ones.
+"""Decision benchmark: whole rollouts through the manager's own code, against a known truth.
 
-``python bench/decisions.py [--runs 1000] [--max-requests 20000] [--batch 100]``
+``python bench/decisions.py [--quick] [--runs-aa 1000] [--runs 400] [--workers 2]``
 
-Simulated rollouts with a known truth (`bench/stats_sim.py`), four gates (error rate,
-latency p95, output drift, accuracy), checked after every `batch` canary requests (and as many
-baseline requests) up to `max_requests`, all runs at once:
+Each run is one rollout of ``DEFAULT_SPEC`` (or of a spec whose output drift blocks at a stated
+``delta``), its first step at 10% or 50%. Requests are simulated at the truth of the scenario
+and folded into a :class:`~rollout.summary.WindowSummary` the way the store's fold does
+(:func:`fold_look`; ``tests/integration/test_bench_decisions.py`` proves that folding the same
+rows through the SQL prediction log gives the same summary). Every 250 canary requests the run
+looks as the manager does: :func:`rollout.analysis.analyse` on the window, then
+:func:`rollout.machine.decide` (floors, ``max_requests``, the transition table); it follows the
+decision until the rollout is promoted, rolled back or paused. Labels come for 80% of requests,
+each after a delay (exponential, mean 2,000 requests), and are folded in the order they arrive.
 
-(a) A/A: canary = baseline. ``false_rollback_rate`` of our sequential gates (must be <= alpha),
-    beside ``naive_false_rollback_rate``: the same data judged by fixed-horizon tests at every
-    look (Kayenta's way).
-(b) degraded canaries: error rate 1% -> 2%; accuracy -3 points (90% -> 87%); output mean
-    +0.2 sd; latency x1.3 (p95 +30%). ``detection_rate`` (rolled back within the horizon, must
-    be >= 0.95) and ``median_requests_to_detect`` (canary requests at the rollback).
+Scenarios (``DEFAULT_SPEC``, first step at 10% and at 50%): A/A; error rate 1% → 2%; error
+rate 0.1% → 0.3%; accuracy -3 points; p95 latency +30%; a *better* candidate (accuracy +2
+points, its class mix moved by 5 points) that should be promoted. A/A with sticky keys and users
+who differ (10% of users fail 11 times as often; every request of a user goes to the same arm).
+A drift-blocking spec (output drift with ``delta`` 0.05): A/A, numeric outputs shifted by 0.2
+sd, the class mix moved by 10 points.
 
-Prints a table, then, last, one JSON line.
+For each detection scenario ``oracle_fixed_n`` is the canary requests one fixed-horizon test of
+the same hypothesis and margin needs for 80% power at the alpha the procedure gives that gate,
+knowing the effect (normal approximations). ``naive_false_rollback_rate`` judges the A/A runs'
+windows at every look with fixed-horizon tests (two-proportion z on errors and on accuracy,
+chi-square on the outputs, Mann-Whitney on latency; each at alpha / 4), as Kayenta does.
+
+Prints progress to stderr, a table, and last one JSON line. ``--quick``: 200 A/A runs at 10%
+(fixed seed); exits 1 at 19 or more false rollbacks (the test suite runs it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
+import statistics
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stats_sim import Gates, Truth, simulate
+from monitors import _normal as normal
+from monitors._categories import pearson_chi2
+from monitors._proportions import two_proportion_z
+from monitors.streaming import mann_whitney_counts
+from rollout.analysis import analyse
+from rollout.judge import blocking, gate_alpha
+from rollout.lifecycle import RolloutState, Step
+from rollout.machine import decide
+from rollout.spec import DEFAULT_SPEC, RolloutSpec, load_spec
+from rollout.summary import GroupCounts, LabelSummary, WindowSummary
 
-SCENARIOS = {
-    "error_rate_1_to_2pct": Truth(canary_error=0.02),
-    "accuracy_minus_3pts": Truth(canary_accuracy=0.87),
-    "output_mean_shift_0.2sd": Truth(output_shift_sd=0.2),
-    "latency_p95_plus_30pct": Truth(latency_scale=1.3),
-}
+LOOK_CANARY = 250  # canary requests between looks
+LABEL_SHARE = 0.8  # requests that ever get a label
+LABEL_DELAY = 2_000.0  # mean delay of a label, in requests served meanwhile
+RATE = 1_000.0  # requests per second (the clock of the state machine; floors are counts)
+USERS = 20_000  # the sticky scenario's users
+QUICK_RUNS, QUICK_LIMIT = 200, 19
+
+DRIFT_SPEC_GATES = [
+    "error_rate",
+    "latency",
+    {"output_drift": {"method": "auto", "delta": 0.05}},
+]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--max-requests", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=2026)
-    args = parser.parse_args()
-    looks = args.max_requests // args.batch
-    gates = Gates(alpha=args.alpha)
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class World:
+    """The truth of a scenario: each arm's error rate, accuracy, class mix, latency scale."""
 
-    aa = simulate(Truth(), gates, runs=args.runs, looks=looks, batch=args.batch, seed=args.seed)
-    false_rate = float(np.mean(aa["sequential"] >= 0))
-    detection_rates: list[float] = []
-    summary: dict[str, object] = {
-        "runs": args.runs,
-        "looks": looks,
-        "alpha": args.alpha,
-        "false_rollback_rate": false_rate,
-        "naive_false_rollback_rate": float(np.mean(aa["naive"] >= 0)),
-    }
-    print(f"A/A, {args.runs} runs, {looks} looks of {args.batch} canary requests")
-    print(f"  sequential false rollback rate {summary['false_rollback_rate']:.3f}")
-    print(f"  naive fixed-horizon false rollback rate {summary['naive_false_rollback_rate']:.3f}")
-    for index, (name, truth) in enumerate(SCENARIOS.items(), start=1):
-        result = simulate(
-            truth, gates, runs=args.runs, looks=looks, batch=args.batch, seed=args.seed + index
+    error: tuple[float, float] = (0.01, 0.01)  # baseline, canary
+    accuracy: tuple[float, float] = (0.9, 0.9)
+    positive: tuple[float, float] = (0.3, 0.3)  # share of class 1 among the outputs
+    latency_scale: float = 1.0  # the canary's latencies are the baseline's times this
+    numeric_shift: float | None = None  # numeric outputs N(shift, 1) for the canary, no labels
+    sticky_users: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    world: World
+    first_weight: int
+    runs: int
+    expect: str  # "aa", "detect" or "promote"
+    drift_spec: bool = False
+
+
+def spec_for(scenario: Scenario) -> RolloutSpec:
+    document: dict[str, Any] = json.loads(json.dumps(DEFAULT_SPEC))
+    document["strategy"]["canary"]["steps"][0]["weight"] = scenario.first_weight
+    if scenario.first_weight >= 50:  # 50% first: then 100%
+        document["strategy"]["canary"]["steps"].pop(1)
+    if scenario.drift_spec:
+        document["analysis"]["gates"] = DRIFT_SPEC_GATES
+    return load_spec(document)
+
+
+def scenarios(runs_aa: int, runs: int) -> list[Scenario]:
+    worlds: list[tuple[str, World, str]] = [
+        ("error_1_to_2pct", World(error=(0.01, 0.02)), "detect"),
+        ("error_0.1_to_0.3pct", World(error=(0.001, 0.003)), "detect"),
+        ("accuracy_minus_3pts", World(accuracy=(0.9, 0.87)), "detect"),
+        ("latency_p95_plus_30pct", World(latency_scale=1.3), "detect"),
+        ("better", World(accuracy=(0.9, 0.92), positive=(0.3, 0.35)), "promote"),
+    ]
+    out: list[Scenario] = []
+    for weight in (10, 50):
+        out.append(Scenario(f"aa_{weight}pct", World(), weight, runs_aa, "aa"))
+        out += [Scenario(f"{name}_{weight}pct", w, weight, runs, kind) for name, w, kind in worlds]
+    drift = [
+        ("aa_drift_spec_10pct", World(), "aa"),
+        ("numeric_shift_0.2sd_10pct", World(numeric_shift=0.2), "detect"),
+        ("category_mix_shift_10pct", World(positive=(0.3, 0.4)), "detect"),
+    ]
+    out.append(Scenario("aa_sticky_users_10pct", World(sticky_users=True), 10, runs, "aa"))
+    out += [Scenario(name, w, 10, runs, kind, drift_spec=True) for name, w, kind in drift]
+    return out
+
+
+# -- one look's rows, and the fold --
+
+
+@dataclass
+class Rows:
+    """One arm's requests of a look: what the prediction log holds for them."""
+
+    latencies: list[float]
+    outputs: list[object]  # one per successful request
+    errors: int
+    # labelled requests: when each label arrives (in requests served), the output, the label
+    label_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    label_output: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    label_value: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class Look:
+    generation: int
+    arms: dict[str, Rows]
+
+
+class Traffic:
+    """Requests at a scenario's truth, served at the current step's share."""
+
+    def __init__(self, world: World, rng: np.random.Generator) -> None:
+        self.world, self.rng = world, rng
+        self.served = 0  # requests so far (the label clock)
+        if world.sticky_users:
+            self.user_position = rng.random(USERS)  # canary when below the share
+            heavy = rng.random(USERS) < 0.1
+            self.user_error = np.where(heavy, 0.055, 0.005)  # 1% on average
+
+    def look(self, share: float, generation: int) -> Look:
+        rng, world = self.rng, self.world
+        total = LOOK_CANARY if share >= 1 else round(LOOK_CANARY / share)
+        if self.world.sticky_users:
+            users = rng.integers(0, USERS, total)
+            canary = self.user_position[users] < share
+            failed = rng.random(total) < self.user_error[users]
+        else:
+            canary = rng.random(total) < share
+            rates = np.where(canary, world.error[1], world.error[0])
+            failed = rng.random(total) < rates
+        index = self.served + np.arange(total)
+        self.served += total
+        arms = {}
+        for arm, mask, k in (("baseline", ~canary, 0), ("canary", canary, 1)):
+            n = int(mask.sum())
+            if n == 0:
+                continue
+            scale = world.latency_scale if k == 1 else 1.0
+            latencies = (rng.lognormal(math.log(20.0), 0.5, n) * scale).tolist()
+            ok = ~failed[mask]
+            m = int(ok.sum())
+            if world.numeric_shift is not None:
+                shift = world.numeric_shift if k == 1 else 0.0
+                values = (rng.normal(shift, 1.0, m)).tolist()
+                arms[arm] = Rows(latencies, values, n - m)
+                continue
+            outputs = (rng.random(m) < world.positive[k]).astype(np.int64)
+            correct = rng.random(m) < world.accuracy[k]
+            truth = np.where(correct, outputs, 1 - outputs)
+            labelled = rng.random(m) < LABEL_SHARE
+            arrival = index[mask][ok] + rng.exponential(LABEL_DELAY, m)
+            arms[arm] = Rows(
+                latencies,
+                outputs.tolist(),
+                n - m,
+                arrival[labelled],
+                outputs[labelled],
+                truth[labelled],
+            )
+        return Look(generation, arms)
+
+
+ARM_NAMES = ("baseline", "canary")
+
+
+class Pending:
+    """Labels sent but not yet arrived: arrival, generation, arm (0/1), output, label."""
+
+    def __init__(self) -> None:
+        self.columns = [np.zeros(0), *(np.zeros(0, dtype=np.int64) for _ in range(4))]
+
+    def add(self, look: Look) -> None:
+        for code, arm in enumerate(ARM_NAMES):
+            rows = look.arms.get(arm)
+            if rows is None or not rows.label_at.size:
+                continue
+            size = rows.label_at.size
+            new = [
+                rows.label_at,
+                np.full(size, look.generation),
+                np.full(size, code),
+                rows.label_output,
+                rows.label_value,
+            ]
+            self.columns = [
+                np.concatenate([old, add]) for old, add in zip(self.columns, new, strict=True)
+            ]
+
+    def arrived(self, now: float) -> list[np.ndarray]:
+        """The labels arrived by ``now``, in the order they arrived."""
+        due = self.columns[0] <= now
+        done = [column[due] for column in self.columns]
+        self.columns = [column[~due] for column in self.columns]
+        order = np.argsort(done[0], kind="stable")
+        return [column[order] for column in done]
+
+
+def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray]) -> None:
+    """Fold one look's requests, then the labels that arrived since the last look, in the order
+    they arrived, as ``PredictionLog.fold`` does with one chunk of each."""
+    group = summary.groups.get(look.generation)
+    if group is None:
+        group = summary.groups[look.generation] = GroupCounts()
+    for arm, rows in look.arms.items():
+        group.requests[arm] += len(rows.latencies)
+        group.errors[arm] += rows.errors
+        summary.add_batch(
+            arm,  # type: ignore[arg-type]
+            {"2" if arm == "canary" else "1"},
+            rows.latencies,
+            rows.outputs,
+            rows.errors,
         )
-        first = result["sequential"]
-        detected = first >= 0
-        requests = (first[detected] + 1) * args.batch
-        rate = float(np.mean(detected))
-        median = float(np.median(requests)) if requests.size else None
-        summary[name] = {"detection_rate": rate, "median_requests_to_detect": median}
-        detection_rates.append(rate)
-        print(f"  {name:28s} detection {rate:.3f}, median canary requests {median}")
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    summary["ok"] = false_rate <= args.alpha and min(detection_rates) >= 0.95
-    print(json.dumps(summary))
+        summary.folded += len(rows.latencies)
+    _, generations, arm_codes, outputs, values = arrived
+    if not generations.size:
+        return
+    labels = summary.labels
+    for code, arm in enumerate(ARM_NAMES):
+        mine = arm_codes == code
+        if mine.any():
+            pairs = list(zip(outputs[mine].tolist(), values[mine].tolist(), strict=True))
+            labels.add_pairs(arm, pairs)  # type: ignore[arg-type]
+    for generation in dict.fromkeys(generations.tolist()):
+        share = summary.groups[generation].canary_share
+        if share is None or not 0 < share < 1:
+            continue
+        here = generations == generation
+        by_arm = [
+            list(zip(outputs[here & (arm_codes == code)].tolist(),
+                     values[here & (arm_codes == code)].tolist(), strict=True))
+            for code in (1, 0)
+        ]  # fmt: skip
+        labels.add_differences(share, by_arm[0], by_arm[1])
+
+
+# -- one rollout --
+
+
+@dataclass(frozen=True)
+class Outcome:
+    scenario: str
+    outcome: str  # rolled_back, promoted, paused
+    canary_requests: int  # in the rollout when it ended
+    decided_at: int  # canary requests when the first step was decided (pass, fail or limit)
+    naive_rolled_back: bool
+    looks: int
+    analyse_s: float  # time in analyse
+    look_s: float  # time per look in fold + analyse + decide
+
+
+def steps_of(spec: RolloutSpec) -> tuple[Step, ...]:
+    assert spec.strategy.canary is not None
+    return tuple(
+        Step(weight_pct=s.weight, min_requests=s.min_requests, max_requests=s.max_requests)
+        for s in spec.strategy.canary.steps
+    )
+
+
+def naive_rejects(summary: WindowSummary, alpha: float) -> bool:
+    """Kayenta's way: fixed-horizon tests on the window, as if this look were the only one."""
+    base, canary = summary.counts("baseline"), summary.counts("canary")
+    if base.n_requests < 30 or canary.n_requests < 30:
+        return False
+    each = alpha / 4
+    errors = two_proportion_z(
+        base.n_errors, base.n_requests, canary.n_errors, canary.n_requests, 0.0, each
+    )
+    if 2 * min(errors.p_value, 1 - errors.p_value) < each:
+        return True
+    labels = summary.labels
+    n_b, n_c = labels.labelled["baseline"], labels.labelled["canary"]
+    if n_b >= 30 and n_c >= 30:
+        wrong = two_proportion_z(
+            n_b - labels.correct["baseline"], n_b, n_c - labels.correct["canary"], n_c, 0.0, each
+        )
+        if 2 * min(wrong.p_value, 1 - wrong.p_value) < each:
+            return True
+    outputs = summary.outputs
+    if outputs.categorical and outputs.categories_complete:
+        _, table = outputs.categories.table()
+        keep = table.sum(axis=0) > 0
+        if keep.sum() >= 2 and pearson_chi2(table[:, keep])[1] < each:
+            return True
+    bins = summary.latency.bins
+    assert bins is not None
+    theta, variance = mann_whitney_counts(bins.baseline_counts, bins.canary_counts)
+    z = float(theta) / math.sqrt(float(variance))
+    return 2 * float(normal.sf(abs(z))) < each
+
+
+def run_one(scenario: Scenario, seed: int) -> Outcome:
+    rng = np.random.default_rng(seed)
+    spec = spec_for(scenario)
+    steps = steps_of(spec)
+    min_share = min(s.weight_pct for s in steps if 0 < s.weight_pct < 100) / 100
+    state = RolloutState(
+        id="bench",
+        model="m",
+        environment="prod",
+        baseline_version="1",
+        candidate_version="2",
+        state="progressing",
+        steps=steps,
+        step_started_at=0.0,
+        on_inconclusive=spec.analysis.on_inconclusive,
+    )
+    summary = WindowSummary(labels=LabelSummary(min_share=min(min_share, 1 - min_share)))
+    traffic, pending = Traffic(scenario.world, rng), Pending()
+    in_step, looks, naive, decided_at = 0, 0, False, 0
+    analyse_s = look_s = 0.0
+    outcome = "paused"
+    while True:
+        started = time.perf_counter()
+        share = state.step.weight_pct / 100
+        look = traffic.look(share, state.step_index + 1)
+        pending.add(look)
+        fold_look(summary, look, pending.arrived(traffic.served))
+        canary_rows = look.arms.get("canary")
+        in_step += len(canary_rows.latencies) if canary_rows else 0
+        now = traffic.served / RATE
+        middle = time.perf_counter()
+        evidence = analyse(
+            summary, spec.analysis, weight_pct=state.step.weight_pct, step_index=state.step_index
+        )
+        analysed = time.perf_counter()
+        evidence = replace(evidence, step_requests=in_step)
+        decision = decide(state, evidence, now)
+        look_s += time.perf_counter() - started
+        analyse_s += analysed - middle
+        looks += 1
+        if scenario.expect == "aa" and not naive and share < 1:
+            naive = naive_rejects(summary, spec.analysis.alpha)
+        if not decision.changed:
+            continue
+        if state.step_index == 0 and decided_at == 0:
+            decided_at = summary.counts("canary").n_requests
+        if decision.to_state == "rolling_back":
+            outcome = "rolled_back"
+            break
+        if decision.to_state in ("promoting", "awaiting_approval"):
+            outcome = "promoted"
+            break
+        if decision.to_state == "paused":
+            break
+        state = replace(
+            state,
+            state=decision.to_state,
+            step_index=decision.step_index,
+            step_started_at=decision.step_started_at,
+        )
+        in_step = 0
+    return Outcome(
+        scenario.name,
+        outcome,
+        summary.counts("canary").n_requests,
+        decided_at,
+        naive,
+        looks,
+        analyse_s,
+        look_s,
+    )
+
+
+def _job(args: tuple[Scenario, int]) -> Outcome:
+    return run_one(*args)
+
+
+# -- the oracle: one fixed-horizon test, 80% power, knowing the effect --
+
+
+def _z(alpha: float) -> float:
+    return normal.isf(alpha)
+
+
+def oracle_fixed_n(scenario: Scenario, gate_share: float) -> float:
+    """Canary requests one fixed-horizon one-sided test of the gate's hypothesis needs."""
+    world, s = scenario.world, scenario.first_weight / 100
+    z = _z(gate_share) + _z(0.2)
+    analysis = spec_for(scenario).analysis
+    if world.error[1] != world.error[0]:
+        errors = analysis.error_rate
+        assert errors is not None
+        r, theta = world.error[0], world.error[1] / world.error[0]
+
+        def share_of_events(t: float) -> float:
+            return s * t / (s * t + 1 - s)
+
+        q0, q1 = share_of_events(errors.max_ratio), share_of_events(theta)
+        spread = _z(gate_share) * math.sqrt(q0 * (1 - q0)) + _z(0.2) * math.sqrt(q1 * (1 - q1))
+        by_ratio = (spread / (q1 - q0)) ** 2 * s / (r * (s * theta + 1 - s))
+        p_b, p_c = world.error
+        unit = p_c * (1 - p_c) + p_b * (1 - p_b) * s / (1 - s)  # n_c * variance of the difference
+        by_difference = unit * (z / (p_c - p_b - errors.max_increase)) ** 2
+        return max(by_ratio, by_difference)
+    if world.accuracy[1] != world.accuracy[0]:
+        quality = analysis.quality
+        assert quality is not None
+        p_b, p_c = world.accuracy
+        unit = p_c * (1 - p_c) + p_b * (1 - p_b) * s / (1 - s)
+        return unit * (z / (p_b - p_c - quality.max_decrease)) ** 2 / LABEL_SHARE
+    if world.latency_scale != 1.0:
+        latency = analysis.latency
+        assert latency is not None
+        level = latency.quantile
+        z_level = normal.ppf(level)
+        density = math.exp(-z_level * z_level / 2) / math.sqrt(2 * math.pi)
+        # the variance of a log quantile of a lognormal with sigma 0.5, both arms, per canary n
+        unit = 0.5**2 * level * (1 - level) / density**2 * (1 + s / (1 - s))
+        return unit * (z / (math.log(world.latency_scale) - math.log(latency.max_ratio))) ** 2
+    drift = analysis.output_drift
+    assert drift is not None and drift.delta is not None
+    if world.numeric_shift is not None:
+        distance = 1 - 2 * normal.sf(world.numeric_shift / 2)  # KS of N(0, 1) and N(d, 1)
+        unit = 0.25 * (1 + s / (1 - s))
+        return unit * (z / (distance - drift.delta)) ** 2
+    p_b, p_c = world.positive
+    unit = p_c * (1 - p_c) + p_b * (1 - p_b) * s / (1 - s)
+    return unit * (z / (abs(p_c - p_b) - drift.delta)) ** 2
+
+
+def blocking_share(scenario: Scenario) -> float:
+    analysis = spec_for(scenario).analysis
+    return gate_alpha(analysis) if any(blocking(e) for e in analysis.effective_gates) else 0.05
+
+
+# -- the run --
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def simulate(
+    plan: Sequence[Scenario], seed: int, workers: int
+) -> Iterator[tuple[Scenario, list[Outcome]]]:
+    for scenario in plan:
+        jobs = [
+            (scenario, seed * 1_000_003 + hash_name(scenario.name) + i)
+            for i in range(scenario.runs)
+        ]
+        started = time.monotonic()
+        outcomes: list[Outcome] = []
+        if workers > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for done in pool.imap_unordered(_job, jobs, chunksize=4):
+                    outcomes.append(done)
+                    _progress(scenario, outcomes, started)
+        else:
+            for job in jobs:
+                outcomes.append(_job(job))
+                _progress(scenario, outcomes, started)
+        print(file=sys.stderr)
+        yield scenario, outcomes
+
+
+def hash_name(name: str) -> int:
+    return sum((i + 1) * ord(c) for i, c in enumerate(name)) * 7919
+
+
+def _progress(scenario: Scenario, outcomes: Sequence[Outcome], started: float) -> None:
+    if len(outcomes) % 10 and len(outcomes) != scenario.runs:
+        return
+    back = sum(o.outcome == "rolled_back" for o in outcomes)
+    print(
+        f"\r  {scenario.name:<34} {len(outcomes):>5}/{scenario.runs} runs, "
+        f"{back} rolled back, {time.monotonic() - started:5.0f} s",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def report(results: Mapping[Scenario, list[Outcome]], seconds: float) -> dict[str, object]:
+    out: dict[str, object] = {}
+    aa_worst = 0.0
+    rows: list[tuple[str, ...]] = []
+    all_looks = [o for outcomes in results.values() for o in outcomes]
+    for scenario, outcomes in results.items():
+        n = len(outcomes)
+        back = sum(o.outcome == "rolled_back" for o in outcomes)
+        promoted = [o for o in outcomes if o.outcome == "promoted"]
+        name = scenario.name
+        if scenario.expect == "aa":
+            rate = back / n
+            aa_worst = max(aa_worst, rate)
+            to_pass = _median([o.decided_at for o in promoted])
+            out[f"aa_false_rollback_rate_{name}"] = rate
+            out[f"aa_false_rollback_ci95_{name}"] = list(wilson(back, n))
+            out[f"aa_pass_rate_{name}"] = len(promoted) / n
+            out[f"aa_median_requests_to_pass_{name}"] = to_pass
+            naive = sum(o.naive_rolled_back for o in outcomes) / n
+            out[f"naive_false_rollback_rate_{name}"] = naive
+            cells = [f"false rollbacks {back}/{n} = {rate:.3f}", f"pass {len(promoted) / n:.3f}"]
+            cells += [f"median to pass {to_pass}", f"naive {naive:.3f}"]
+        elif scenario.expect == "detect":
+            detected = [o.canary_requests for o in outcomes if o.outcome == "rolled_back"]
+            oracle = oracle_fixed_n(scenario, blocking_share(scenario))
+            median = _median(detected)
+            out[f"detection_rate_{name}"] = back / n
+            out[f"median_requests_to_detect_{name}"] = median
+            out[f"oracle_fixed_n_{name}"] = round(oracle)
+            out[f"detect_over_oracle_{name}"] = (median / oracle) if median else None
+            cells = [f"detected {back}/{n} = {back / n:.3f}", f"median {median}"]
+            cells += [f"oracle {oracle:.0f} (x{(median or math.nan) / oracle:.2f})"]
+        else:
+            to_promote = _median([o.decided_at for o in promoted])
+            out[f"promoted_rate_{name}"] = len(promoted) / n
+            out[f"median_requests_to_promote_{name}"] = to_promote
+            cells = [f"promoted {len(promoted)}/{n} = {len(promoted) / n:.3f}"]
+            cells += [f"rolled back {back}", f"median {to_promote}"]
+        rows.append((name, *cells))
+    aa = [s for s in results if s.expect == "aa"]
+    main_aa = next((s for s in aa if s.name == "aa_10pct"), aa[0])
+    out["aa_false_rollback_rate"] = aa_worst
+    out["aa_false_rollback_ci95"] = out[f"aa_false_rollback_ci95_{main_aa.name}"]
+    out["aa_pass_rate"] = min(float(out[f"aa_pass_rate_{s.name}"]) for s in aa)  # type: ignore[arg-type]
+    out["aa_median_requests_to_pass"] = out[f"aa_median_requests_to_pass_{main_aa.name}"]
+    out["naive_false_rollback_rate"] = out[f"naive_false_rollback_rate_{main_aa.name}"]
+    better = [s for s in results if s.expect == "promote"]
+    if better:
+        out["better_promoted_rate"] = min(float(out[f"promoted_rate_{s.name}"]) for s in better)  # type: ignore[arg-type]
+    detections = [float(v) for k, v in out.items() if k.startswith("detection_rate_")]  # type: ignore[arg-type]
+    if detections:
+        out["min_detection_rate"] = min(detections)
+    ratios = [float(v) for k, v in out.items() if k.startswith("detect_over_oracle_") and v]  # type: ignore[arg-type]
+    if ratios:
+        out["max_detect_over_oracle"] = max(ratios)
+    looks = sum(o.looks for o in all_looks)
+    out["seconds_per_look"] = sum(o.analyse_s for o in all_looks) / max(looks, 1)
+    out["manager_seconds_per_look"] = sum(o.look_s for o in all_looks) / max(looks, 1)
+    out["looks"] = looks
+    out["runs"] = len(all_looks)
+    out["seconds"] = round(seconds, 1)
+    for row in rows:
+        print(f"{row[0]:<34}" + "".join(f"{cell:<30}" for cell in row[1:]))
+    return out
+
+
+def _median(values: Sequence[int]) -> int | None:
+    return int(statistics.median(values)) if values else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 A/A runs at 10%%; fail at 19+")
+    parser.add_argument("--runs-aa", type=int, default=1000, help="runs of each A/A at 10%%/50%%")
+    parser.add_argument("--runs", type=int, default=400, help="runs of every other scenario")
+    parser.add_argument("--only", help="run only the scenarios whose name contains this")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args(argv)
+    if args.quick:
+        plan = [Scenario("aa_10pct", World(), 10, QUICK_RUNS, "aa")]
+    else:
+        plan = scenarios(args.runs_aa, args.runs)
+        if args.only:
+            plan = [s for s in plan if args.only in s.name]
+    started = time.monotonic()
+    results = dict(simulate(plan, args.seed, args.workers))
+    out = report(results, time.monotonic() - started)
+    print(json.dumps(out, allow_nan=False))
+    if args.quick:
+        false = sum(o.outcome == "rolled_back" for o in results[plan[0]])
+        return 1 if false >= QUICK_LIMIT else 0
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -159,17 +159,25 @@ def ks_distance_bounds(
 
 
 def tv_distance_bounds(
-    baseline_counts: Sequence[int], canary_counts: Sequence[int], alpha: float, n_opt: float
+    baseline_counts: Sequence[int],
+    canary_counts: Sequence[int],
+    alpha: float,
+    n_opt: float | tuple[float, float],
 ) -> Bounds:
     """The total-variation distance between two category mixes (counts per category, in the
-    same order), from every category's rate bounds in each arm at ``alpha / (4 k)``."""
+    same order), from every category's rate bounds in each arm at ``alpha / (4 k)``; ``n_opt``
+    is the design of both arms, or the baseline's and the canary's."""
     k = len(baseline_counts)
     n_b, n_c = sum(baseline_counts), sum(canary_counts)
     if k == 0 or n_b == 0 or n_c == 0:
         return Bounds(math.nan, 0.0, 1.0)
     each = alpha / (4 * k)
+    designs = (n_opt, n_opt) if isinstance(n_opt, (int, float)) else n_opt
     rates, lows, highs = bernoulli_bounds_many(
-        [*baseline_counts, *canary_counts], [n_b] * k + [n_c] * k, each, n_opt
+        [*baseline_counts, *canary_counts],
+        [n_b] * k + [n_c] * k,
+        each,
+        [designs[0]] * k + [designs[1]] * k,
     )
     estimate = float(np.sum(np.abs(rates[k:] - rates[:k])))
     gap_low, gap_high = lows[k:] - highs[:k], highs[k:] - lows[:k]

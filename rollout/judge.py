@@ -133,7 +133,7 @@ def _error_rate(look: Look, gate: ErrorRateGate, alpha: float) -> GateResult:
     n_b, n_c = base.n_requests, canary.n_requests
     arm_alpha = alpha / 4  # each arm's bound, each side: fail uses two, pass up to two more
     rate_b, rate_c = _rates(
-        (base.n_errors, canary.n_errors), (n_b, n_c), arm_alpha, DESIGN_REQUESTS
+        (base.n_errors, canary.n_errors), (n_b, n_c), arm_alpha, _designs(summary)
     )
     diff_low, diff_high = rate_c.low - rate_b.high, rate_c.high - rate_b.low
     floor, ratio = gate.max_increase, gate.max_ratio
@@ -203,13 +203,14 @@ def _latency(look: Look, gate: LatencyGate, alpha: float) -> GateResult:
     bins = latency.bins
     assert bins is not None, "latency is always binned"
     edges = bins.edges[1:]
+    designs = dict(zip(("baseline", "canary"), _designs(look.summary), strict=True))
     quantiles = {
         arm: quantile_bounds(
             bins.baseline_counts if arm == "baseline" else bins.canary_counts,
             edges,
             gate.quantile,
             alpha / 2,
-            DESIGN_REQUESTS,
+            designs[arm],
         )
         for arm in ARMS
     }
@@ -260,15 +261,14 @@ def _quality(look: Look, gate: QualityGate, alpha: float) -> GateResult:
         margin, higher_is_worse = gate.max_increase, True
     stream = labels.differences.get(metric)
     if look.randomised and stream is not None and stream.count:
-        v_opt = stream.variance / stream.count * DESIGN_REQUESTS * 10 if stream.count else 1.0
-        bounds = stream.bounds(alpha, max(v_opt, 1.0))
+        bounds = stream.bounds(alpha, _quality_design(look.summary.labels.min_share))
         test = "aipw_difference"
     elif metric == "accuracy":
         rate_b, rate_c = _rates(
             (labels.correct["baseline"], labels.correct["canary"]),
             (n_b, n_c),
             alpha / 2,
-            DESIGN_REQUESTS,
+            _designs(look.summary),
         )
         bounds = Bounds(
             rate_c.estimate - rate_b.estimate, rate_c.low - rate_b.high, rate_c.high - rate_b.low
@@ -307,7 +307,7 @@ def _output_drift(look: Look, gate: OutputDriftGate, alpha: float) -> GateResult
     if outputs.categorical and outputs.categories_complete:
         _, table = outputs.categories.table()
         bounds = tv_distance_bounds(
-            [int(v) for v in table[0]], [int(v) for v in table[1]], alpha, DESIGN_REQUESTS
+            [int(v) for v in table[0]], [int(v) for v in table[1]], alpha, _designs(look.summary)
         )
         test, distance = "total_variation", "total-variation distance of the output mix"
     else:
@@ -334,14 +334,27 @@ def _output_drift(look: Look, gate: OutputDriftGate, alpha: float) -> GateResult
     )
 
 
+def _designs(summary: WindowSummary) -> tuple[float, float]:
+    """The sample sizes each arm's bounds are tuned for (fixed before the rollout, as a valid
+    mixture must be): the canary's ``DESIGN_REQUESTS``, and the baseline's count at the same
+    time at the rollout's smallest canary share."""
+    share = summary.labels.min_share
+    return DESIGN_REQUESTS * (1 - share) / share, DESIGN_REQUESTS
+
+
+def _quality_design(share: float) -> float:
+    """The intrinsic time (sum of squared AIPW deviations) the quality bounds are tuned for,
+    fixed in advance: four times the requests of the canary's design at the rollout's smallest
+    share, each with the variance of a 90%-accurate model's correctness."""
+    requests = 4 * DESIGN_REQUESTS / share
+    return requests * 0.09 * (1 / share + 1 / (1 - share))
+
+
 def _rates(
-    successes: tuple[int, int], n: tuple[int, int], alpha: float, canary_design: float
+    successes: tuple[int, int], n: tuple[int, int], alpha: float, designs: tuple[float, float]
 ) -> tuple[Bounds, Bounds]:
-    """The baseline's and the canary's rate bounds, searched together; each arm's design is
-    its expected count when the canary has ``canary_design`` requests at a 10% split."""
-    rates, lows, highs = bernoulli_bounds_many(
-        successes, n, alpha, [canary_design * 9, canary_design]
-    )
+    """The baseline's and the canary's rate bounds, searched together."""
+    rates, lows, highs = bernoulli_bounds_many(successes, n, alpha, list(designs))
     baseline, canary = (Bounds(float(rates[i]), float(lows[i]), float(highs[i])) for i in (0, 1))
     return baseline, canary
 

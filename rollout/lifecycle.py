@@ -78,8 +78,8 @@ Effect = Literal[
 OnInconclusive = Literal["pause", "extend", "rollback"]
 # canary requests a step may take to decide before on_inconclusive applies (a step's
 # max_requests overrides it): enough for the default gates to pass an equal candidate in 19 of
-# 20 rollouts (bench/decisions.py)
-DEFAULT_MAX_REQUESTS = 60_000
+# 20 rollouts at a 10% or a 50% first step (bench/decisions.py)
+DEFAULT_MAX_REQUESTS = 100_000
 OnApprovalTimeout = Literal["rollback", "abort"]
 ReleaseKind = Literal["initial", "promotion", "rollback"]
 ReleaseOutcome = Literal["succeeded", "rolled_back", "aborted"]

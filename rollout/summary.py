@@ -50,6 +50,7 @@ DEFAULT_MIN_SHARE = 0.1  # the smallest canary share of a step, unless the spec 
 LOG_LOSS_MAX = -math.log(LOG_LOSS_CLIP)  # a log-loss per row is at most this
 LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 1200
 MAX_CATEGORIES = 1000
+_PLAIN_NUMBERS = {int, float, bool}  # types a value may have to skip the per-value checks
 MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
 
 
@@ -102,19 +103,27 @@ class OutputSummary:
         if not values:
             return
         self.counts[arm] += len(values)
-        if self.all_numeric and all(is_number(v) for v in values):
+        kinds = set(map(type, values))
+        numbers = kinds <= _PLAIN_NUMBERS - {bool} or all(is_number(v) for v in values)
+        if self.all_numeric and numbers:
             self._add_numbers(arm, values)
             if not self.categorical:
                 self.categories_complete = False
                 return
         else:
             self.all_numeric = False
+        if len(kinds) == 1 and kinds <= {int, float, str}:  # equal values are equal categories
+            counted = Counter(values)
+            for value, count in counted.items():
+                self.categories.add(arm, category(value), count)
+            return
         for label, count in Counter(category(value) for value in values).items():
             self.categories.add(arm, label, count)
 
     def _add_numbers(self, arm: Arm, values: Sequence[object]) -> None:
-        self.all_int = self.all_int and all(
-            type(v) is int or isinstance(v, numbers.Integral) for v in values
+        self.all_int = self.all_int and (
+            set(map(type, values)) <= {int}
+            or all(type(v) is int or isinstance(v, numbers.Integral) for v in values)
         )
         batch = np.asarray(values, dtype=np.float64)
         self.numeric.add(arm, batch)
@@ -180,19 +189,34 @@ class LabelSummary:
         """One batch of labelled (output, label) pairs of both arms served at canary ``share``,
         into the difference streams (correctness always; log-loss when outputs are scores)."""
         share = min(max(share, self.min_share), 1 - self.min_share)
-        correct = [_batch(float(same(o, y)) for o, y in pairs) for pairs in (canary, baseline)]
+        arrays: list[tuple[FloatArray, FloatArray] | None] = []
+        for pairs in (canary, baseline):
+            try:
+                arrays.append(numeric_pairs(pairs) if pairs else None)
+            except ValueError:
+                arrays.append(None)
+        correct = [
+            _array_batch((found[0] == found[1]).astype(np.float64))
+            if found is not None
+            else _batch(float(same(o, y)) for o, y in pairs)
+            for found, pairs in zip(arrays, (canary, baseline), strict=True)
+        ]
         self._difference("accuracy", 0.0, 1.0).add(share, correct[0], correct[1])
         if "log_loss" in self.loss_errors:
             return
+        if any(
+            found is None and pairs for found, pairs in zip(arrays, (canary, baseline), strict=True)
+        ):
+            return  # the loss gate reports why from the moments
         try:
             losses = [
-                _batch(per_request_loss("log_loss", *numeric_pairs(pairs)).tolist())
-                if pairs
+                _array_batch(per_request_loss("log_loss", *found))
+                if found is not None
                 else ArmBatch()
-                for pairs in (canary, baseline)
+                for found in arrays
             ]
         except ValueError:
-            return  # the loss gate reports why from the moments
+            return
         self._difference("log_loss", 0.0, LOG_LOSS_MAX).add(share, losses[0], losses[1])
 
     def _difference(self, metric: str, low: float, high: float) -> MeanDifference:
@@ -206,14 +230,15 @@ class LabelSummary:
         if not pairs:
             return
         self.labelled[arm] += len(pairs)
-        self.correct[arm] += sum(same(output, label) for output, label in pairs)
         try:
             predicted, truth = numeric_pairs(pairs)
         except ValueError as exc:
+            self.correct[arm] += sum(same(output, label) for output, label in pairs)
             for metric in LOSS_METRICS:
                 self.loss_errors.setdefault(metric, str(exc))
             self.auc_error = self.auc_error or str(exc)
             return
+        self.correct[arm] += int(np.count_nonzero(predicted == truth))
         for metric in LOSS_METRICS:
             if metric in self.loss_errors:
                 continue
@@ -318,6 +343,10 @@ class WindowSummary:
         return summary
 
 
+def _array_batch(values: FloatArray) -> ArmBatch:
+    return ArmBatch(int(values.size), float(values.sum()), float(np.dot(values, values)))
+
+
 def _batch(values: Iterable[float]) -> ArmBatch:
     collected = list(values)
     return ArmBatch(len(collected), float(sum(collected)), float(sum(v * v for v in collected)))
@@ -379,8 +408,22 @@ def numeric_pairs(
     labelled: Iterable[tuple[object, object]],
 ) -> tuple[FloatArray, FloatArray]:
     """(output, label) pairs as two float arrays; a one-element list output is unwrapped."""
+    pairs = labelled if isinstance(labelled, list) else list(labelled)
+    outputs = [output for output, _ in pairs]
+    labels = [label for _, label in pairs]
+    if set(map(type, outputs)) | set(map(type, labels)) <= _PLAIN_NUMBERS:  # the common case
+        predicted = np.asarray(outputs, dtype=np.float64)
+        truth = np.asarray(labels, dtype=np.float64)
+    else:
+        predicted, truth = _checked_numbers(pairs)
+    if not (np.isfinite(predicted).all() and np.isfinite(truth).all()):
+        raise ValueError("quality metrics need finite outputs and labels")
+    return predicted, truth
+
+
+def _checked_numbers(pairs: Sequence[tuple[object, object]]) -> tuple[FloatArray, FloatArray]:
     outputs, labels = [], []
-    for output, label in labelled:
+    for output, label in pairs:
         if isinstance(output, list) and len(output) == 1:
             output = output[0]
         if not (is_number(output) or isinstance(output, bool)) or not (
@@ -391,6 +434,4 @@ def numeric_pairs(
             )
         outputs.append(float(output))  # type: ignore[arg-type]
         labels.append(float(label))  # type: ignore[arg-type]
-    if any(not math.isfinite(v) for v in (*outputs, *labels)):
-        raise ValueError("quality metrics need finite outputs and labels")
     return np.asarray(outputs, dtype=np.float64), np.asarray(labels, dtype=np.float64)

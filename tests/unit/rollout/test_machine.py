@@ -13,6 +13,7 @@ import pytest
 
 from rollout.errors import StateError
 from rollout.lifecycle import (
+    DEFAULT_MAX_REQUESTS,
     ApprovalPolicy,
     Command,
     CommandKind,
@@ -222,9 +223,9 @@ def test_a_pass_waits_for_the_floors_and_an_undecided_step_for_its_limits() -> N
     assert decide(rollout("progressing", step_index=1), PASS, T0 + 60, None).event == "step_passed"
     rollout_wide = replace(INCONCLUSIVE, n_canary=10**6, step_requests=500)
     undecided = decide(rollout("progressing"), rollout_wide, T0 + 1)
-    assert undecided.event is None  # below the default max_requests (60,000 in the step)
+    assert undecided.event is None  # below the default max_requests (100,000 in the step)
     assert "inconclusive" not in undecided.to_state
-    at_limit = replace(INCONCLUSIVE, step_requests=60_000)
+    at_limit = replace(INCONCLUSIVE, step_requests=DEFAULT_MAX_REQUESTS)
     assert decide(rollout("progressing"), at_limit, T0 + 1).to_state == "paused"
 
 
