@@ -52,6 +52,7 @@ from monitors._categories import pearson_chi2
 from monitors._proportions import two_proportion_z
 from monitors.streaming import mann_whitney_counts
 from rollout.analysis import analyse
+from rollout.forecast import BaseRates, requests_to_pass
 from rollout.judge import blocking, gate_alpha
 from rollout.lifecycle import RolloutState, Step
 from rollout.machine import decide
@@ -461,6 +462,25 @@ def oracle_fixed_n(scenario: Scenario, gate_share: float) -> float:
     return unit * (z / (abs(p_c - p_b) - drift.delta)) ** 2
 
 
+def forecast_of(scenario: Scenario) -> int | None:
+    """What ``rollout plan`` says the first step needs (rollout/forecast.py), for this world's
+    base rates."""
+    if scenario.world.numeric_shift is not None:
+        return None
+    spec = spec_for(scenario)
+    steps = steps_of(spec)
+    smallest = min(s.weight_pct for s in steps if 0 < s.weight_pct < 100) / 100
+    world = scenario.world
+    rates = BaseRates(
+        error_rate=world.error[0],
+        accuracy=world.accuracy[0],
+        labelled=LABEL_SHARE,
+        classes=(1 - world.positive[0], world.positive[0]),
+    )
+    share = scenario.first_weight / 100
+    return requests_to_pass(spec.analysis, share, min(smallest, 1 - smallest), rates)
+
+
 def blocking_share(scenario: Scenario) -> float:
     analysis = spec_for(scenario).analysis
     return gate_alpha(analysis) if any(blocking(e) for e in analysis.effective_gates) else 0.05
@@ -538,6 +558,10 @@ def report(results: Mapping[Scenario, list[Outcome]], seconds: float) -> dict[st
             out[f"aa_median_requests_to_pass_{name}"] = to_pass
             naive = sum(o.naive_rolled_back for o in outcomes) / n
             out[f"naive_false_rollback_rate_{name}"] = naive
+            forecast = forecast_of(scenario)
+            out[f"forecast_requests_to_pass_{name}"] = forecast
+            if forecast and to_pass:
+                out[f"forecast_over_median_{name}"] = forecast / to_pass
             cells = [f"false rollbacks {back}/{n} = {rate:.3f}", f"pass {len(promoted) / n:.3f}"]
             cells += [f"median to pass {to_pass}", f"naive {naive:.3f}"]
         elif scenario.expect == "detect":

@@ -182,3 +182,116 @@ def _same_length(n_baseline: int, n_shadow: int) -> None:
             f"paired tests need one shadow value per baseline value, got {n_baseline} baseline "
             f"and {n_shadow} shadow"
         )
+
+
+def disagreement_safety(
+    baseline_outputs: npt.ArrayLike,
+    shadow_outputs: npt.ArrayLike,
+    *,
+    max_rate: float,
+    alpha: float,
+    n_opt: float = 2_000,
+    gate: str = "shadow",
+) -> GateResult:
+    """A safety test of the share of requests whose outputs differ: **pass** only when its
+    anytime-valid upper bound is at most ``max_rate`` (proven below), **fail** when its lower
+    bound is above it, else inconclusive. Each bound at ``alpha / 2``
+    (:func:`monitors.anytime.bernoulli_bounds`), valid however often the step is looked at."""
+    from monitors.anytime import bernoulli_bounds
+
+    baseline = as_1d(baseline_outputs, "baseline_outputs")
+    shadow = as_1d(shadow_outputs, "shadow_outputs")
+    _same_length(baseline.size, shadow.size)
+    max_rate = check_fraction(max_rate, "max_rate")
+    alpha, gate = check_alpha(alpha), check_gate(gate)
+    n = int(baseline.size)
+    differ = int(np.count_nonzero(baseline != shadow))
+    bounds = bernoulli_bounds(differ, n, alpha / 2, n_opt)
+    verdict: Verdict = (
+        "fail" if bounds.low > max_rate else "pass" if bounds.high <= max_rate else "inconclusive"
+    )
+    where = (
+        f"shadow disagrees with baseline on {fmt_pct(bounds.estimate) if n else 'n/a'} of {n} "
+        f"requests ({fmt_pct(bounds.low)} to {fmt_pct(bounds.high)}; max {fmt_pct(max_rate)})"
+    )
+    said = {"fail": "proven above the max", "pass": "proven below the max", "inconclusive": ""}
+    return GateResult(
+        gate=gate,
+        test="disagreement_bounds",
+        statistic=float(differ),
+        p_value=None,
+        effect_size=bounds.estimate,
+        threshold=max_rate,
+        n_baseline=n,
+        n_canary=n,
+        verdict=verdict,
+        reason=f"{where}{': ' + said[verdict] if said[verdict] else ': not decided yet'}",
+        details={"max_rate": max_rate},
+        ci_low=bounds.low,
+        ci_high=bounds.high,
+        alpha=alpha,
+    )
+
+
+def paired_shift_safety(
+    baseline_outputs: npt.ArrayLike,
+    shadow_outputs: npt.ArrayLike,
+    *,
+    max_shift: float,
+    alpha: float,
+    n_opt: float = 2_000,
+    gate: str = "shadow",
+) -> GateResult:
+    """An equivalence test of the median shift of shadow minus baseline outputs on the same
+    requests, against ``max_shift``: a sign test with a margin. If the median difference is at
+    most ``max_shift``, a difference exceeds it with probability at most 1/2, so the share of
+    differences above ``max_shift`` (and, mirrored, below ``-max_shift``) gets anytime-valid
+    bounds at ``alpha / 4`` each: **pass** when both upper bounds are below 1/2 (the median is
+    proven within the margin), **fail** when either lower bound is above 1/2 (proven beyond)."""
+    from monitors.anytime import bernoulli_bounds
+
+    baseline = as_numeric(baseline_outputs, "baseline_outputs")
+    shadow = as_numeric(shadow_outputs, "shadow_outputs")
+    _same_length(baseline.size, shadow.size)
+    if not math.isfinite(max_shift) or max_shift < 0:
+        raise ValueError(f"max_shift must be a finite number >= 0, got {max_shift!r}")
+    alpha, gate = check_alpha(alpha), check_gate(gate)
+    differences = shadow - baseline
+    n = int(differences.size)
+    above = bernoulli_bounds(int(np.count_nonzero(differences > max_shift)), n, alpha / 4, n_opt)
+    below = bernoulli_bounds(int(np.count_nonzero(differences < -max_shift)), n, alpha / 4, n_opt)
+    verdict: Verdict = "inconclusive"
+    if above.low > 0.5 or below.low > 0.5:
+        verdict = "fail"
+    elif n and above.high < 0.5 and below.high < 0.5:
+        verdict = "pass"
+    median = float(np.median(differences)) if n else math.nan
+    where = (
+        f"shadow - baseline outputs: median {median:+.4g} over {n} requests; beyond "
+        f"+{max_shift:g}: {fmt_pct(above.estimate) if n else 'n/a'} (up to {fmt_pct(above.high)}), "
+        f"beyond -{max_shift:g}: {fmt_pct(below.estimate) if n else 'n/a'} "
+        f"(up to {fmt_pct(below.high)}); a median beyond the margin means more than half"
+    )
+    said = {
+        "fail": "median shift proven beyond the margin",
+        "pass": "median shift proven within the margin",
+        "inconclusive": "median shift not decided yet",
+    }
+    return GateResult(
+        gate=gate,
+        test="paired_shift_sign",
+        statistic=median,
+        p_value=None,
+        effect_size=median,
+        threshold=max_shift,
+        n_baseline=n,
+        n_canary=n,
+        verdict=verdict,
+        reason=f"{said[verdict]}: {where}",
+        details={
+            "share_above": above.estimate,
+            "share_below": below.estimate,
+            "max_shift": max_shift,
+        },
+        alpha=alpha,
+    )

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from rollout.errors import RegistryError, SpecError, StateError
 from rollout.manager import Manager
-from rollout.spec import RolloutSpec, config_hash
+from rollout.spec import AnalysisSpec, RolloutSpec, config_hash
 from rollout.stored import approval_of, bind_spec
 
 
@@ -68,6 +68,10 @@ class RolloutPlan:
     approval: str  # who must approve, or "not required"
     requires: str | None  # the environment the version must have succeeded in first
     problems: tuple[str, ...] = field(default_factory=tuple)  # why apply would fail
+    # canary requests the first judged step needs to pass an equal candidate, on average
+    # (rollout/forecast.py), and what that assumes; None: no blocking gate, or no split step
+    expected_requests: int | None = None
+    expected_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,6 +197,7 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
     else:
         approval = "not required"
     most, note = _most_time(steps, bound.analysis.on_inconclusive, needs.required, needs.timeout_s)
+    expected, expected_note = _expected(bound.analysis, steps)
     return RolloutPlan(
         model=model,
         environment=environment,
@@ -219,6 +224,26 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
         approval=approval,
         requires=requires,
         problems=tuple(problems),
+        expected_requests=expected,
+        expected_note=expected_note,
+    )
+
+
+def _expected(analysis: AnalysisSpec, steps: tuple[PlanStep, ...]) -> tuple[int | None, str]:
+    """The forecast of the first split step (the rollout's bounds carry over to the next)."""
+    from rollout.forecast import BaseRates, requests_to_pass
+
+    split = [s.weight_pct for s in steps if 0 < s.weight_pct < 100 and s.shadow_fraction == 0]
+    if not split:
+        return None, "no split step: nothing to forecast"
+    share, smallest = split[0] / 100, min(split) / 100
+    expected = requests_to_pass(analysis, share, min(smallest, 1 - smallest))
+    rates = BaseRates()
+    if expected is None:
+        return None, f"no blocking gate passes {rates.describe()}"
+    return expected, (
+        f"step 1 at {split[0]}% passes {rates.describe()} in about {expected:,} canary "
+        "requests (the median; bench/decisions.py measures it), later steps on their floors"
     )
 
 
@@ -302,6 +327,8 @@ def format_plan(result: RolloutPlan) -> str:
     )
     most = duration(result.most_time_s) if result.most_time_s is not None else "unbounded"
     lines.append(f"  most time: {most} ({result.most_time_note})")
+    if result.expected_note:
+        lines.append(f"  expected: {result.expected_note}")
     lines.append(f"  approval: {result.approval}")
     lines += [f"  problem: {problem}" for problem in result.problems]
     return "\n".join(lines)

@@ -2,9 +2,13 @@
 
 :func:`shadow_evidence` runs the spec's paired test from :mod:`monitors.shadow` on the pairs
 :meth:`~rollout.store.predictions.PredictionLog.paired` returns (``n_canary`` = pairs, which
-the step's ``min_requests`` counts): ``disagreement`` (share of requests whose outputs differ,
-against ``max_disagreement``), ``mcnemar`` (labelled pairs: is the candidate wrong more often)
-or ``wilcoxon`` (numeric outputs: any systematic shift). The reason ends with the
+the step's ``min_requests`` counts). Two are safety tests with anytime-valid bounds, so the
+step may be looked at as often as the manager likes: ``disagreement`` passes only when the
+share of requests whose outputs differ is proven at most ``max_disagreement``, and fails once
+it is proven above; ``wilcoxon`` (numeric outputs) passes only when the median shift of the
+paired outputs is proven within ``max_shift`` (a sign test with a margin), and fails once it
+is proven beyond. ``mcnemar`` (labelled pairs: is the candidate wrong more often) is a
+fixed-horizon test, judged at the step's floor. The reason ends with the
 recommendation the rollout waits on (``then: stop``) or continues with (``then: canary``).
 """
 
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitors import GateResult
-from monitors.shadow import disagreement_test, mcnemar_test, wilcoxon_test
+from monitors.shadow import disagreement_safety, mcnemar_test, paired_shift_safety
 from rollout.lifecycle import StepEvidence
 from rollout.spec import RolloutSpec
 
@@ -39,19 +43,20 @@ def shadow_evidence(
             min_n=min_n,
         )
     elif shadow.test == "wilcoxon":
-        result = wilcoxon_test(
+        result = paired_shift_safety(
             [_number(b) for b, _, _ in pairs],
             [_number(s) for _, s, _ in pairs],
+            max_shift=shadow.max_shift,
             alpha=alpha,
-            min_n=min_n,
+            n_opt=10 * min_n,
         )
     else:
-        result = disagreement_test(
+        result = disagreement_safety(
             [str(b) for b, _, _ in pairs],
             [str(s) for _, s, _ in pairs],
             max_rate=shadow.max_disagreement,
             alpha=alpha,
-            min_n=min_n,
+            n_opt=10 * min_n,
         )
     if result.verdict == "pass":
         follow = "continue as a canary" if shadow.then == "canary" else "promote"

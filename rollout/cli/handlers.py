@@ -90,6 +90,12 @@ def audited(
     record(manager.audit, call, "allowed", 0, _warn)
 
 
+NO_GATES_WARNING = (
+    "gates: none: nothing judges this rollout; every step passes on its floors alone "
+    "(leave gates out for the default gates)"
+)
+
+
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -120,6 +126,8 @@ def _start(args: argparse.Namespace) -> int:
         missing = "--candidate" if candidate is None else "--env"
         print(f"error: {missing} is required (or set it in the spec)", file=sys.stderr)
         return 2
+    if spec is not None and spec.analysis.no_gates:
+        _warn(NO_GATES_WARNING)
     with opened(args) as manager:
         with audited(manager, args, "start", args.model, environment) as note:
             rollout_id = manager.start(args.model, candidate, environment, spec, args.actor)
@@ -140,6 +148,8 @@ def _apply(args: argparse.Namespace) -> int:
     from rollout.spec import load_spec
 
     spec = load_spec(args.file)
+    if spec.analysis.no_gates:
+        _warn(NO_GATES_WARNING)
     with (
         opened(args) as manager,
         audited(manager, args, "apply", spec.model, spec.environment) as note,

@@ -132,8 +132,9 @@ class ShadowSpec(_Model):
 
     ``fraction`` of the requests are mirrored to the candidate, which answers nobody; once
     ``min_requests`` pairs (and ``min_duration``) are in, the paired outputs are tested
-    (``disagreement``: share of different classes ≤ ``max_disagreement``; ``mcnemar``: not
-    wrong more often, on labelled pairs; ``wilcoxon``: no shift, for regressors). A failure
+    (``disagreement``: share of different classes proven ≤ ``max_disagreement``; ``mcnemar``:
+    not wrong more often, on labelled pairs; ``wilcoxon``: median shift proven within
+    ``max_shift``, for regressors). A failure
     rolls back; a pass ends with a recommendation that waits for an approval (``then: stop``)
     or continues as the ``canary`` steps given (``then: canary``).
     """
@@ -144,6 +145,8 @@ class ShadowSpec(_Model):
     max_duration_s: OptionalDuration = Field(default=None, alias="max_duration")
     test: Literal["disagreement", "mcnemar", "wilcoxon"] = "disagreement"
     max_disagreement: float = 0.05
+    # wilcoxon: the median shift of paired outputs allowed (in output units; 0: none at all)
+    max_shift: float = Field(default=0.0, ge=0.0, exclude_if=lambda value: value == 0.0)
     then: Literal["stop", "canary"] = "stop"
     canary: CanarySpec | None = None
     sticky_key: str | None = None

@@ -57,7 +57,8 @@ def test_shadow_then_canary_continues_with_the_canary_steps(
     mirrored(manager, rollout_id, [(1, 1)] * 30, v1)
     assert manager.tick() == []  # 30/50 pairs
     assert "30/50 canary requests" in (manager.status(MODEL, "prod").next_move or "")
-    mirrored(manager, rollout_id, [(1, 1)] * 58 + [(1, 0)] * 2, v1)
+    # 2 of 230 pairs differ: the rate is proven below the 10% allowed
+    mirrored(manager, rollout_id, [(1, 1)] * 198 + [(1, 0)] * 2, v1)
     (moved,) = manager.tick()
     assert (moved.event, moved.step_index) == ("step_passed", 1)
     assert moved.reason.startswith("step 1/2 (0%) passed (shadow disagrees with baseline on")

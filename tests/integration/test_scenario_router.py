@@ -384,7 +384,9 @@ def test_shadow_recommends_the_good_version_and_rolls_back_the_broken_one(
             interval_s=0,
         )
 
-    spec = load_spec({"strategy": {"shadow": {"min_requests": 60, "max_disagreement": 0.1}}})
+    # v2 disagrees with v1 on 8% of these rows (proven below 20% within a few hundred pairs);
+    # v3 with v2 on 37% (proven above)
+    spec = load_spec({"strategy": {"shadow": {"min_requests": 60, "max_disagreement": 0.2}}})
     try:
         manager.start(MODEL, v1, "prod", actor="alice")
         wait_ready(router_url)
@@ -403,7 +405,8 @@ def test_shadow_recommends_the_good_version_and_rolls_back_the_broken_one(
             judged = manager.events(good)[-1]
             assert judged.evidence is not None
             (gate,) = judged.evidence["gates"]
-            assert (gate["test"], gate["verdict"]) == ("disagreement_binomial", "pass")
+            assert (gate["test"], gate["verdict"]) == ("disagreement_bounds", "pass")
+            assert gate["ci_high"] <= 0.2  # proven below the maximum
             assert judged.evidence["n_canary"] >= 60
             assert "recommendation: promote" in judged.reason
             assert manager.approve(MODEL, "prod", actor="bob").state == "succeeded"

@@ -57,3 +57,50 @@ def test_wilcoxon_matches_scipy() -> None:
 def test_paired_tests_need_equal_lengths() -> None:
     with pytest.raises(ValueError, match="one shadow value per baseline value"):
         wilcoxon_test([1.0, 2.0], [1.0])
+
+
+def test_disagreement_passes_only_when_proven_below_the_max() -> None:
+    from monitors.shadow import disagreement_safety
+
+    same = np.zeros(2000, dtype=int)
+    few = (RNG.random(2000) < 0.01).astype(int)  # 1% differ, max 5%: proven below
+    assert disagreement_safety(same, few, max_rate=0.05, alpha=0.05).verdict == "pass"
+    little = disagreement_safety(same[:40], few[:40], max_rate=0.05, alpha=0.05)
+    assert little.verdict == "inconclusive"  # 40 pairs cannot prove a rate below 5%
+    many = (RNG.random(2000) < 0.12).astype(int)
+    worse = disagreement_safety(same, many, max_rate=0.05, alpha=0.05)
+    assert worse.verdict == "fail" and worse.ci_low > 0.05
+    exact = stats.binomtest(int(many.sum()), 2000).proportion_ci(0.95)
+    assert worse.ci_low < exact.low and worse.ci_high > exact.high  # valid at every look
+
+
+def test_disagreement_safety_holds_its_alpha_at_the_margin_over_many_looks() -> None:
+    """True rate exactly at the max: passing would be wrong; it passes at most alpha/2 of the
+    time however often it is looked at."""
+    from monitors.shadow import disagreement_safety
+
+    rng = np.random.default_rng(3)
+    runs, wrong = 200, 0
+    for _ in range(runs):
+        differ = (rng.random(4000) < 0.05).astype(int)
+        for n in range(200, 4001, 200):
+            if (
+                disagreement_safety(np.zeros(n), differ[:n], max_rate=0.05, alpha=0.1).verdict
+                == "pass"
+            ):
+                wrong += 1
+                break
+    assert wrong / runs <= 0.05 + 2.5 * (0.05 * 0.95 / runs) ** 0.5
+
+
+def test_paired_shift_is_an_equivalence_test_with_a_margin() -> None:
+    from monitors.shadow import paired_shift_safety
+
+    baseline = RNG.normal(size=1000)
+    small = baseline + RNG.normal(0.01, 0.02, size=1000)  # median shift 0.01, allowed 0.05
+    assert paired_shift_safety(baseline, small, max_shift=0.05, alpha=0.05).verdict == "pass"
+    large = baseline + RNG.normal(0.1, 0.02, size=1000)  # 0.1, allowed 0.05
+    assert paired_shift_safety(baseline, large, max_shift=0.05, alpha=0.05).verdict == "fail"
+    assert paired_shift_safety(baseline, baseline, max_shift=0.0, alpha=0.05).verdict == "pass"
+    with pytest.raises(ValueError, match="max_shift"):
+        paired_shift_safety(baseline, baseline, max_shift=-1.0, alpha=0.05)

@@ -1,0 +1,109 @@
+"""How many canary requests a step needs to decide, said before it starts.
+
+:func:`requests_to_pass` runs the judge (:mod:`rollout.judge`, the same bounds that decide) on
+the window an *equal* candidate would produce on average — every count at its expected value
+for the stated base rates — and finds the smallest canary count at which every blocking gate
+passes. A real window wanders around that average, so this is close to the median of real
+rollouts: ``bench/decisions.py`` measures both and reports their ratio
+(``forecast_over_median``). A candidate that is worse than allowed is failed sooner the worse it
+is; one close to a margin takes longer than an equal one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from monitors.anytime import MeanDifference
+from rollout.judge import Look, combine, judge
+from rollout.spec import AnalysisSpec
+from rollout.summary import GroupCounts, LabelSummary, WindowSummary
+
+MOST = 10_000_000  # canary requests beyond which a step is called undecidable here
+
+
+@dataclass(frozen=True)
+class BaseRates:
+    """What a forecast assumes of the traffic (stated wherever a forecast is shown)."""
+
+    error_rate: float = 0.01
+    accuracy: float = 0.9
+    labelled: float = 0.8  # share of requests that get a label
+    latency_sigma: float = 0.5  # spread of log latencies (lognormal)
+    classes: tuple[float, ...] = (0.7, 0.3)  # the class mix of the outputs
+
+    def describe(self) -> str:
+        return (
+            f"an equal candidate at {self.error_rate:.2%} errors, {self.accuracy:.0%} accuracy, "
+            f"{self.labelled:.0%} of requests labelled"
+        )
+
+
+def expected_window(
+    n_canary: int, share: float, min_share: float, rates: BaseRates
+) -> WindowSummary:
+    """The window of an equal candidate with ``n_canary`` requests at canary ``share``, every
+    count at its expectation."""
+    n_base = round(n_canary * (1 - share) / share)
+    summary = WindowSummary(labels=LabelSummary(min_share=min_share))
+    group = summary.groups.setdefault(1, GroupCounts())
+    bins = summary.latency.bins
+    assert bins is not None
+    edges = bins.edges
+    with np.errstate(divide="ignore"):
+        log_edges = np.log(np.maximum(edges, 1e-300))
+    cdf = special.ndtr((log_edges - math.log(20.0)) / rates.latency_sigma)
+    mass = np.diff(cdf)
+    labels = summary.labels
+    for arm, n in (("baseline", n_base), ("canary", n_canary)):
+        errors = round(n * rates.error_rate)
+        counts = summary.counts(arm)
+        counts.n_requests, counts.n_errors = n, errors
+        group.requests[arm], group.errors[arm] = n, errors
+        target = bins.canary_counts if arm == "canary" else bins.baseline_counts
+        target += np.round(mass * n).astype(np.int64)
+        ok = n - errors
+        for index, part in enumerate(rates.classes):
+            summary.outputs.categories.add(arm, str(index), round(ok * part))
+        summary.outputs.counts[arm] = ok
+        labelled = round(ok * rates.labelled)
+        labels.labelled[arm] = labelled
+        labels.correct[arm] = round(labelled * rates.accuracy)
+    summary.outputs.all_numeric = False
+    p = rates.accuracy
+    stream = MeanDifference(0.0, 1.0, min(min_share, 0.5))
+    n_c, n_b = labels.labelled["canary"], labels.labelled["baseline"]
+    s = min(max(share, stream.min_share), 1 - stream.min_share)
+    stream.count = n_c + n_b
+    stream.variance = p * (1 - p) * (n_c / (s * s) + n_b / ((1 - s) * (1 - s)))
+    labels.differences["accuracy"] = stream
+    return summary
+
+
+def requests_to_pass(
+    analysis: AnalysisSpec, share: float, min_share: float, rates: BaseRates | None = None
+) -> int | None:
+    """Canary requests at which every blocking gate passes an equal candidate, on average;
+    None when no blocking gate judges, or when none is enough."""
+    rates = rates or BaseRates()
+    if not 0 < share < 1:
+        return None
+
+    def passes(n: int) -> bool:
+        window = expected_window(n, share, min_share, rates)
+        results = judge(Look(window, randomised=True), analysis)
+        return any(r.blocking for r in results) and combine(results) == "pass"
+
+    if not passes(MOST):
+        return None
+    low, high = 10, MOST  # passes(high); find the smallest such on a 2% grid
+    while high / low > 1.02:
+        middle = round(math.sqrt(low * high))
+        if passes(middle):
+            high = middle
+        else:
+            low = middle
+    return high

@@ -1,0 +1,104 @@
+"""The cases a review of the earlier gates found, kept as regressions (issue 9):
+
+- rare events: a Gaussian plug-in test falsely failed 6.8% of A/A runs at 0.1% errors;
+- small windows: PSI > 0.2 failed 38% of A/A runs at 100 requests per arm;
+- a large window: a fixed-horizon KS test failed a 0.05 sd shift (p = 2e-6) that any sensible
+  margin allows;
+- floors that outranked evidence: 75 of 75 canary requests failed and the step waited.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rollout.judge import Look, gate_alpha, judge
+from rollout.spec import AnalysisSpec, default_spec, load_spec
+from rollout.summary import GroupCounts, WindowSummary
+
+
+def _analysis(gates: list[object]) -> AnalysisSpec:
+    return load_spec(
+        {"strategy": {"canary": {"steps": [{"weight": 10}]}}, "analysis": {"gates": gates}}
+    ).analysis
+
+
+MC = 2.5  # Monte Carlo slack in standard errors
+
+
+def test_rare_errors_do_not_fail_an_equal_canary_however_often_it_is_looked_at() -> None:
+    """A/A at 0.1% errors and a 10% split, looking every 1,000 canary requests up to 20,000:
+    the error gate's false fails stay within its share of alpha."""
+    analysis = _analysis(["error_rate"])
+    rng = np.random.default_rng(9)
+    runs, failed = 300, 0
+    for _ in range(runs):
+        n_c = n_b = e_c = e_b = 0
+        for _look in range(20):
+            n_c, n_b = n_c + 1000, n_b + 9000
+            e_c += int(rng.binomial(1000, 0.001))
+            e_b += int(rng.binomial(9000, 0.001))
+            summary = WindowSummary()
+            group = summary.groups.setdefault(1, GroupCounts())
+            for arm, n, e in (("canary", n_c, e_c), ("baseline", n_b, e_b)):
+                summary.counts(arm).n_requests, summary.counts(arm).n_errors = n, e
+                group.requests[arm], group.errors[arm] = n, e
+            (result,) = judge(Look(summary, randomised=True), analysis)
+            if result.verdict == "fail":
+                failed += 1
+                break
+    alpha = gate_alpha(analysis)
+    assert failed / runs <= alpha + MC * math.sqrt(alpha * (1 - alpha) / runs)
+
+
+def _numeric_window(rng: np.random.Generator, n: int, shift: float) -> WindowSummary:
+    summary = WindowSummary()
+    for arm, centre in (("baseline", 0.0), ("canary", shift)):
+        values = rng.normal(centre, 1.0, n).tolist()
+        summary.add_batch(arm, {"1"}, [10.0] * n, values, 0)  # type: ignore[arg-type]
+    return summary
+
+
+def test_small_windows_never_fail_the_drift_gate_of_an_equal_canary() -> None:
+    """A/A, N(0, 1) outputs, 100 requests per arm: the default drift gate is advisory, and one
+    with a stated delta cannot be proven beyond it on so little (it stays undecided)."""
+    rng = np.random.default_rng(4)
+    blocking = _analysis([{"output_drift": {"delta": 0.1}}])
+    advisory = default_spec().analysis
+    for _ in range(200):
+        summary = _numeric_window(rng, 100, 0.0)
+        (drift,) = judge(Look(summary, randomised=True), blocking)
+        assert drift.verdict == "inconclusive" and drift.blocking
+        shown = {r.gate: r for r in judge(Look(summary, randomised=True), advisory)}
+        assert not shown["output_drift"].blocking
+
+
+def test_a_tiny_shift_on_a_large_window_passes_a_drift_margin() -> None:
+    """20,000 requests per arm, outputs shifted by 0.05 sd (KS distance 0.02): proven within a
+    delta of 0.1, where a fixed-horizon KS test rejected equality (p = 2e-6)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    summary = _numeric_window(rng, 20_000, 0.05)
+    analysis = _analysis([{"output_drift": {"delta": 0.1}}])
+    (drift,) = judge(Look(summary, randomised=True), analysis)
+    assert drift.test == "ks_distance" and drift.verdict == "pass"
+    baseline = summary.outputs.numeric.values("baseline")
+    canary = summary.outputs.numeric.values("canary")
+    ks = stats.ks_2samp(baseline, canary)
+    assert drift.effect_size == ks.statistic  # the gate's distance is the KS statistic
+    assert ks.pvalue < 1e-3  # equality is rejected; the margin is not
+    assert drift.ci_low <= ks.statistic <= drift.ci_high < 0.1
+
+
+def test_a_canary_that_fails_every_request_fails_at_the_first_look() -> None:
+    """75 of 75 canary requests failed: the error gate fails now, floors or not."""
+    summary = WindowSummary()
+    group = summary.groups.setdefault(1, GroupCounts())
+    for arm, n, e in (("canary", 75, 75), ("baseline", 675, 5)):
+        summary.counts(arm).n_requests, summary.counts(arm).n_errors = n, e
+        group.requests[arm], group.errors[arm] = n, e
+    results = {r.gate: r for r in judge(Look(summary, randomised=True), default_spec().analysis)}
+    assert results["error_rate"].verdict == "fail"
+    assert results["error_rate"].ci_low > 0.8  # the difference is proven above 80 points
