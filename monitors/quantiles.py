@@ -158,6 +158,28 @@ def ks_distance_bounds(
     return Bounds(distance, max(0.0, distance - radius), min(1.0, distance + radius))
 
 
+def ks_distance_bounds_binned(
+    baseline_counts: npt.ArrayLike, canary_counts: npt.ArrayLike, alpha: float, n_min: int = 1
+) -> Bounds:
+    """The KS distance between two arms from their counts on shared bins (every value, however
+    many): the empirical distribution functions at the bin edges, each arm's DKW radius at
+    ``alpha / 2`` for its full count. The lower bound is the edges' distance less the radii
+    (the distance at the edges is at most the distance); the upper bound adds to the radii the
+    most the distance can reach inside a bin, ``max(F_c(right) - F_b(left), F_b(right) -
+    F_c(left))``, so it is wider than the exact one by at most the largest bin's mass."""
+    b = np.asarray(baseline_counts, dtype=np.float64)
+    c = np.asarray(canary_counts, dtype=np.float64)
+    n_b, n_c = float(b.sum()), float(c.sum())
+    if n_b <= 0 or n_c <= 0:
+        return Bounds(math.nan, 0.0, 1.0)
+    f_b = np.concatenate([[0.0], np.cumsum(b) / n_b])
+    f_c = np.concatenate([[0.0], np.cumsum(c) / n_c])
+    at_edges = float(np.max(np.abs(f_c - f_b)))
+    inside = float(np.max(np.maximum(f_c[1:] - f_b[:-1], f_b[1:] - f_c[:-1])))
+    radius = dkw_radius(int(n_b), alpha / 2, n_min) + dkw_radius(int(n_c), alpha / 2, n_min)
+    return Bounds(at_edges, max(0.0, at_edges - radius), min(1.0, max(inside, at_edges) + radius))
+
+
 def tv_distance_bounds(
     baseline_counts: Sequence[int],
     canary_counts: Sequence[int],

@@ -46,7 +46,12 @@ from monitors.anytime import (
     rate_ratio_bounds,
 )
 from monitors.names import ARMS, Verdict
-from monitors.quantiles import ks_distance_bounds, quantile_bounds, tv_distance_bounds
+from monitors.quantiles import (
+    ks_distance_bounds,
+    ks_distance_bounds_binned,
+    quantile_bounds,
+    tv_distance_bounds,
+)
 from rollout.spec import (
     AnalysisSpec,
     ErrorRateGate,
@@ -312,7 +317,12 @@ def _output_drift(look: Look, gate: OutputDriftGate, alpha: float) -> GateResult
         test, distance = "total_variation", "total-variation distance of the output mix"
     else:
         numeric = outputs.numeric
-        bounds = ks_distance_bounds(numeric.values("baseline"), numeric.values("canary"), alpha)
+        if numeric.bins is None:  # every value still at hand
+            bounds = ks_distance_bounds(numeric.values("baseline"), numeric.values("canary"), alpha)
+        else:  # every value counted on the frozen bins
+            bounds = ks_distance_bounds_binned(
+                numeric.bins.baseline_counts, numeric.bins.canary_counts, alpha
+            )
         test, distance = "ks_distance", "KS distance of the outputs"
     verdict = _outcome(bounds.low, bounds.high, delta, higher_is_worse=True)
     where = (

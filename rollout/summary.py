@@ -50,6 +50,7 @@ DEFAULT_MIN_SHARE = 0.1  # the smallest canary share of a step, unless the spec 
 LOG_LOSS_MAX = -math.log(LOG_LOSS_CLIP)  # a log-loss per row is at most this
 LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 1200
 MAX_CATEGORIES = 1000
+KS_BINS = 256
 _PLAIN_NUMBERS = {int, float, bool}  # types a value may have to skip the per-value checks
 MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
 
@@ -88,7 +89,11 @@ class OutputSummary:
     once they are plainly continuous numbers, which is most of the cost of a fold.
     """
 
-    numeric: TwoArmStream = field(default_factory=lambda: TwoArmStream(cap=RESERVOIR_CAP))
+    # past RESERVOIR_CAP values the numbers are also counted on KS_BINS bins at the quantiles
+    # of the first ones, so the KS bounds keep narrowing with every value
+    numeric: TwoArmStream = field(
+        default_factory=lambda: TwoArmStream(cap=RESERVOIR_CAP, psi_bins=KS_BINS)
+    )
     categories: CategoryCounts = field(
         default_factory=lambda: CategoryCounts(max_categories=MAX_CATEGORIES)
     )

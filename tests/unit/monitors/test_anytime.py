@@ -254,3 +254,26 @@ def test_rate_ratio_bounds_when_every_event_is_on_one_arm() -> None:
     # the canary's share of events is at most q = bernoulli bound of 0 in 75; theta from q
     q = bernoulli_bounds(0, 75, 0.0125, 60).high
     assert all_baseline.high == pytest.approx(0.8 * q / (0.2 * (1 - q)), rel=1e-3)
+
+
+def test_binned_ks_bounds_hold_the_exact_distance_and_keep_narrowing() -> None:
+    """On 256 bins at the baseline's quantiles the bounds hold the exact KS statistic
+    (scipy's), are at most a bin's mass wider than the exact ones, and use every value."""
+    from monitors._bins import psi_edges
+    from monitors.quantiles import ks_distance_bounds_binned
+    from monitors.twosample import bin_counts
+
+    rng = np.random.default_rng(8)
+    baseline, canary = rng.normal(0, 1, 200_000), rng.normal(0.2, 1, 40_000)
+    edges = psi_edges(baseline[:20_000], 256)
+    binned = ks_distance_bounds_binned(
+        bin_counts(baseline, edges), bin_counts(canary, edges), 0.05
+    )
+    exact = ks_distance_bounds(baseline, canary, 0.05)
+    statistic = stats.ks_2samp(baseline, canary).statistic
+    assert binned.low <= statistic <= binned.high
+    assert binned.low >= exact.low - 0.01 and binned.high <= exact.high + 0.01
+    small = ks_distance_bounds_binned(
+        bin_counts(baseline[:20_000], edges), bin_counts(canary[:4_000], edges), 0.05
+    )
+    assert binned.high - binned.low < 0.6 * (small.high - small.low)  # every value counts
