@@ -232,6 +232,7 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
 def _expected(analysis: AnalysisSpec, steps: tuple[PlanStep, ...]) -> tuple[int | None, str]:
     """The forecast of the first split step (the rollout's bounds carry over to the next)."""
     from rollout.forecast import BaseRates, requests_to_pass
+    from rollout.judge import blocking
 
     split = [s.weight_pct for s in steps if 0 < s.weight_pct < 100 and s.shadow_fraction == 0]
     if not split:
@@ -239,8 +240,10 @@ def _expected(analysis: AnalysisSpec, steps: tuple[PlanStep, ...]) -> tuple[int 
     share, smallest = split[0] / 100, min(split) / 100
     expected = requests_to_pass(analysis, share, min(smallest, 1 - smallest))
     rates = BaseRates()
+    if not any(blocking(entry) for entry in analysis.effective_gates):
+        return None, "no blocking gates: nothing to forecast"
     if expected is None:
-        return None, f"no blocking gate passes {rates.describe()}"
+        return None, f"the gates do not pass {rates.describe()} within 10,000,000 requests"
     return expected, (
         f"step 1 at {split[0]}% passes {rates.describe()} in about {expected:,} canary "
         "requests (the median; bench/decisions.py measures it), later steps on their floors"
@@ -270,6 +273,28 @@ def _most_time(
         total += approval_timeout_s
         return total, "every step at its max_duration, then the approval timeout"
     return total, "every step at its max_duration"
+
+
+# what each gate's decision depends on (the other settings are kept for stored specs only)
+_DECIDING = {
+    "error_rate": ("max_ratio", "max_increase"),
+    "latency": ("quantile", "max_ratio"),
+    "output_drift": ("method", "delta"),
+    "quality": ("metric", "max_decrease", "max_increase"),
+}
+
+
+_LEFT_OUT_WHEN_DEFAULT = {"error_rate": {"max_ratio": 1.5}}  # not in a spec's canonical JSON
+
+
+def _gate_text(name: str, settings: dict[str, Any]) -> str:
+    settings = {**_LEFT_OUT_WHEN_DEFAULT.get(name, {}), **settings}
+    shown = {k: settings[k] for k in _DECIDING.get(name, ()) if settings.get(k) is not None}
+    if name == "quality" and not shown.get("max_increase"):
+        shown.pop("max_increase", None)
+    advisory = settings.get("advisory") or (name == "output_drift" and "delta" not in shown)
+    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    return f"{name} ({text}{', advisory' if advisory else ''})"
 
 
 def format_plan(result: RolloutPlan) -> str:
@@ -309,7 +334,7 @@ def format_plan(result: RolloutPlan) -> str:
             f" and {duration(step.min_duration_s)}; at most {duration(step.max_duration_s)}"
         )
     gates = ", ".join(
-        f"{name} {settings}" for gate in result.gates for name, settings in gate.items()
+        _gate_text(name, settings) for gate in result.gates for name, settings in gate.items()
     )
     source = {"default": " (the default gates: the spec lists none)", "spec": "", "none": ""}
     lines.append(

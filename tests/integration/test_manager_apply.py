@@ -107,6 +107,11 @@ def test_plan_shows_steps_time_and_approval_and_changes_nothing(
     text = format_plan(shown)
     assert "step 1: 10% until 500 canary requests and 60s; at most 10m" in text
     assert "most time: 75m (every step at its max_duration, then the approval timeout)" in text
+    # the gate as it decides (the spec's error_rate, with its defaults), and what step 1 needs
+    # to pass an equal candidate
+    assert "gates: error_rate (max_ratio=1.5 max_increase=0.005)" in text
+    assert shown.expected_requests is not None and 1_000 < shown.expected_requests < 60_000
+    assert f"in about {shown.expected_requests:,} canary requests" in text
 
     blue_green = {"blue_green": {"preview": "5m", "preview_requests": 200, "bake": "10m"}}
     previewed = format_plan(plan(manager, load_spec({**declared(v2), "strategy": blue_green})))
@@ -114,6 +119,12 @@ def test_plan_shows_steps_time_and_approval_and_changes_nothing(
     assert "step 2: 100% until 100 canary requests and 10m" in previewed
 
     unbounded = plan(manager, load_spec({**declared(v2), "analysis": {"gates": ["latency"]}}))
+    assert unbounded.expected_requests is not None
+    assert unbounded.expected_requests < shown.expected_requests  # latency decides sooner
+    unjudged = format_plan(
+        plan(manager, load_spec({**declared(v2), "analysis": {"gates": "none"}}))
+    )
+    assert "warning: gates: none" in unjudged and "no blocking gates" in unjudged
     assert unbounded.most_time_s is None
     assert unbounded.most_time_note.startswith("unbounded: with on_inconclusive pause")
     assert plan(manager, load_spec(declared(v1))).would.startswith("nothing: rollout")

@@ -266,9 +266,7 @@ def test_binned_ks_bounds_hold_the_exact_distance_and_keep_narrowing() -> None:
     rng = np.random.default_rng(8)
     baseline, canary = rng.normal(0, 1, 200_000), rng.normal(0.2, 1, 40_000)
     edges = psi_edges(baseline[:20_000], 256)
-    binned = ks_distance_bounds_binned(
-        bin_counts(baseline, edges), bin_counts(canary, edges), 0.05
-    )
+    binned = ks_distance_bounds_binned(bin_counts(baseline, edges), bin_counts(canary, edges), 0.05)
     exact = ks_distance_bounds(baseline, canary, 0.05)
     statistic = stats.ks_2samp(baseline, canary).statistic
     assert binned.low <= statistic <= binned.high
