@@ -582,12 +582,13 @@ def report(results: Mapping[Scenario, list[Outcome]], seconds: float) -> dict[st
             cells += [f"rolled back {back}", f"median {to_promote}"]
         rows.append((name, *cells))
     aa = [s for s in results if s.expect == "aa"]
-    main_aa = next((s for s in aa if s.name == "aa_10pct"), aa[0])
-    out["aa_false_rollback_rate"] = aa_worst
-    out["aa_false_rollback_ci95"] = out[f"aa_false_rollback_ci95_{main_aa.name}"]
-    out["aa_pass_rate"] = min(float(out[f"aa_pass_rate_{s.name}"]) for s in aa)  # type: ignore[arg-type]
-    out["aa_median_requests_to_pass"] = out[f"aa_median_requests_to_pass_{main_aa.name}"]
-    out["naive_false_rollback_rate"] = out[f"naive_false_rollback_rate_{main_aa.name}"]
+    if aa:  # the headline figures of the A/A runs (the worst set, the 10% one)
+        main_aa = next((s for s in aa if s.name == "aa_10pct"), aa[0])
+        out["aa_false_rollback_rate"] = aa_worst
+        out["aa_false_rollback_ci95"] = out[f"aa_false_rollback_ci95_{main_aa.name}"]
+        out["aa_pass_rate"] = min(float(out[f"aa_pass_rate_{s.name}"]) for s in aa)  # type: ignore[arg-type]
+        out["aa_median_requests_to_pass"] = out[f"aa_median_requests_to_pass_{main_aa.name}"]
+        out["naive_false_rollback_rate"] = out[f"naive_false_rollback_rate_{main_aa.name}"]
     better = [s for s in results if s.expect == "promote"]
     if better:
         out["better_promoted_rate"] = min(float(out[f"promoted_rate_{s.name}"]) for s in better)  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 RESERVOIR_CAP = 20_000
 DEFAULT_MIN_SHARE = 0.1  # the smallest canary share of a step, unless the spec says otherwise
 LOG_LOSS_MAX = -math.log(LOG_LOSS_CLIP)  # a log-loss per row is at most this
-LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 1200
+LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 19200
 MAX_CATEGORIES = 1000
 KS_BINS = 256
 _PLAIN_NUMBERS = {int, float, bool}  # types a value may have to skip the per-value checks
