@@ -18,7 +18,7 @@ from contract.plans import PlanStore, TrafficPlan
 from rollout.environments import Environments
 from rollout.errors import NoSuchRollout
 from rollout.evidence import Evidence
-from rollout.lifecycle import StepEvidence
+from rollout.lifecycle import RolloutState, StepEvidence
 from rollout.machine import decide
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.stored import machine_state
@@ -34,6 +34,9 @@ class Status:
     live: StepEvidence | None = None  # the current step's evidence so far (progressing only)
     next_move: str | None = None  # what decide would say now
     events: tuple[EventRecord, ...] = field(default_factory=tuple)
+    # the canary requests this step needs to pass an equal candidate (rollout/forecast.py),
+    # and how long that is at the canary's rate so far
+    expected: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +48,7 @@ class Status:
             "live": self.live.to_dict() if self.live is not None else None,
             "next_move": self.next_move,
             "events": [event.to_dict() for event in self.events],
+            "expected": self.expected,
         }
 
 
@@ -71,16 +75,18 @@ class Queries:
             return Status(model, environment, plan, alias, None)
         live: StepEvidence | None = None
         next_move: str | None = None
+        expected: str | None = None
         if record.active:
             state = machine_state(record, self.environments.get(record.environment))
             now = self.clock.time()
             if state.state == "progressing":
                 decision = decide(state, self.evidence.look(record, state, now), now)
                 live, next_move = decision.evidence, decision.reason
+                expected = _expected(record, state, live, now)
             elif state.state == "awaiting_approval":
                 next_move = decide(state, None, now).reason
         events = tuple(self.records.events(record.id))
-        return Status(model, environment, plan, alias, record, live, next_move, events)
+        return Status(model, environment, plan, alias, record, live, next_move, events, expected)
 
     def released_version(self, model: str, environment: str) -> str | None:
         """The version the manager last made current here (and pointed ``@environment`` at)."""
@@ -126,3 +132,30 @@ class Queries:
             "events": [event.to_dict() for event in self.records.events(rollout_id)],
             "releases": releases,
         }
+
+
+def _expected(
+    record: RolloutRecord, state: RolloutState, live: StepEvidence | None, now: float
+) -> str | None:
+    """What the forecast says of the current split step, with the time it means at the
+    canary's rate over the window so far."""
+    from rollout.forecast import BaseRates, requests_to_pass
+    from rollout.stored import parse_spec
+
+    step = state.step
+    if live is None or not 0 < step.weight_pct < 100 or step.is_shadow:
+        return None
+    split = [s.weight_pct for s in state.steps if 0 < s.weight_pct < 100 and not s.is_shadow]
+    smallest = min(split) / 100
+    needed = requests_to_pass(
+        parse_spec(record.spec).analysis, step.weight_pct / 100, min(smallest, 1 - smallest)
+    )
+    if needed is None:
+        return None
+    text = f"about {needed:,} canary requests in the rollout to pass {BaseRates().describe()}"
+    started = live.window_start
+    if started is not None and now > started and live.n_canary > 0:
+        rate = live.n_canary / (now - started)
+        left = max(0, needed - live.n_canary)
+        text += f"; {live.n_canary:,} so far, {left / rate:,.0f} s more at {rate:.3g}/s"
+    return text

@@ -6,11 +6,11 @@ re-reading every row of the window into lists at each look, it folds new rows in
 with traffic:
 
 - requests and errors per arm: counts;
-- latencies: counts on 1,200 log-spaced bins from 1 us to 1,000 s (every request; 1.7% wide,
-  so the Mann-Whitney test sees values in one bin as ties) plus a reservoir per arm for the
-  quantiles and the Hodges-Lehmann shift;
-- numeric outputs: moments (mean-shift test), a reservoir per arm (KS, Anderson-Darling,
-  Wasserstein, Jensen-Shannon) and PSI bins frozen from the baseline when a reservoir fills;
+- latencies: counts on 19,200 log-spaced bins from 1 us to 1,000 s (every request; 0.11%
+  wide: the latency gate's quantile bounds are bin edges) plus a reservoir per arm;
+- numeric outputs: moments, a reservoir per arm (the exact KS distance while it holds every
+  value) and 256 bins at the first values' quantiles, frozen when a reservoir fills (the KS
+  bounds from every value after that);
 - categorical outputs: counts per category (at most 1,000 categories, the rest pooled);
 - labelled outputs (delayed labels): correct counts per arm (accuracy), moments of each loss
   (log-loss, MAE, RMSE), and a reservoir of scores per class and arm (AUC). Labels arrive late

@@ -141,6 +141,8 @@ def format_status(status: Status) -> str:
         lines.append(f"    {record.reason}")
     if status.next_move:
         lines.append(f"    now: {status.next_move}")
+    if status.expected:
+        lines.append(f"    expected: {status.expected}")
     if status.live is not None and status.live.gates:
         lines.append(format_evidence(status.live.to_dict()))
     if status.events:

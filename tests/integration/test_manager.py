@@ -159,6 +159,10 @@ def test_status_shows_plan_alias_rollout_and_live_evidence(
     assert status.live is not None and status.live.n_canary == 20
     assert [g.gate for g in status.live.gates] == ["error_rate", "latency"]
     assert status.next_move is not None and "20/50 canary requests" in status.next_move
+    assert (
+        status.expected is not None and "canary requests in the rollout to pass" in status.expected
+    )
+    assert "20 so far" in status.expected
     assert [e.to_state for e in status.events] == ["pending", "verifying", "progressing"]
     json.dumps(status.to_dict(), allow_nan=False)
 
