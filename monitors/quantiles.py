@@ -46,12 +46,13 @@ def quantile_bounds(
         return Bounds(math.nan, 0.0, math.inf)
     down, up = count_deviations(n, q, alpha, n_opt)
     target = n * q
-    # the largest edge whose count is surely below n q lies below the quantile
-    below = np.flatnonzero(cumulative < target - down)
-    low = float(edges[below[-1]]) if below.size else 0.0
+    # the largest edge whose count is surely below n q lies below the quantile (the cumulative
+    # counts are sorted, so a binary search finds it)
+    below = int(np.searchsorted(cumulative, target - down, side="left")) - 1
+    low = float(edges[below]) if below >= 0 else 0.0
     # the smallest edge whose count is surely above n q lies above it
-    above = np.flatnonzero(cumulative > target + up)
-    high = float(edges[above[0]]) if above.size else math.inf
+    above = int(np.searchsorted(cumulative, target + up, side="right"))
+    high = float(edges[above]) if above < edges.size else math.inf
     middle = int(np.searchsorted(cumulative, target, side="left"))
     estimate = float(edges[min(middle, edges.size - 1)])
     return Bounds(estimate, low, high)
