@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from monitors.boundaries import GammaExponentialMixture
+from monitors.boundaries import GammaExponentialMixture, WeightedMixture
 
 SOLVER_STEPS = 60  # at most this many evaluations per root (regula falsi stops far sooner)
 
@@ -447,15 +447,29 @@ class MeanDifference:
         if self.count == 0:
             return 0.0
         s = self.sum - self.count * delta0
-        mixture = GammaExponentialMixture(max(v_opt, 1e-9), alpha, self.scale)
-        return mixture.log_e(s if upward else -s, self.variance)
+        return self._mixture(alpha, v_opt).log_e(s if upward else -s, self.variance)
+
+    def _mixture(self, alpha: float, v_opt: float) -> WeightedMixture:
+        """The gamma-exponential mixture at the design ``v_opt``, a tenth and a hundredth of
+        it (weights as the Bernoulli designs'), so that a small window is not judged by a
+        boundary tuned for a large one."""
+        return WeightedMixture(
+            [
+                (
+                    float(weight),
+                    GammaExponentialMixture(max(v_opt * scale, 1e-9), alpha, self.scale),
+                )
+                for scale, weight in zip(DESIGN_SCALES, DESIGN_WEIGHTS, strict=True)
+            ]
+        )
 
     def bounds(self, alpha: float, v_opt: float) -> Bounds:
         if self.count == 0:
             width = self.high - self.low
             return Bounds(math.nan, -width, width)
-        mixture = GammaExponentialMixture(max(v_opt, 1e-9), alpha, self.scale)
-        radius = mixture.bound(self.variance, alpha) / self.count
+        mixture = self._mixture(alpha, v_opt)
+        s_max = math.sqrt(self.variance + v_opt) * 10 + self.scale * 50
+        radius = mixture.bound(self.variance, alpha, s_max) / self.count
         width = self.high - self.low
         estimate = self.sum / self.count
         return Bounds(estimate, max(-width, estimate - radius), min(width, estimate + radius))

@@ -148,3 +148,20 @@ def test_a_true_null_rarely_crosses_the_gamma_exponential_boundary() -> None:
     mixture = GammaExponentialMixture(500.0, 0.05, 4.0)
     rate = _crossing_rate(x - mean, variance, mixture)
     assert rate <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / runs)
+
+
+def test_a_weighted_mixture_is_the_weighted_e_value_and_helps_far_from_the_main_design() -> None:
+    from monitors.boundaries import GammaExponentialMixture, WeightedMixture
+
+    main, small = (
+        GammaExponentialMixture(200_000, 0.01, 22.0),
+        GammaExponentialMixture(2_000, 0.01, 22.0),
+    )
+    mixed = WeightedMixture([(0.7, main), (0.3, small)])
+    s, v = 150.0, 900.0
+    expected = math.log(0.7 * math.exp(main.log_e(s, v)) + 0.3 * math.exp(small.log_e(s, v)))
+    assert mixed.log_e(s, v) == pytest.approx(expected, rel=1e-12)
+    far = 1_000.0  # V far below the main design: the mixture's boundary is much nearer
+    assert mixed.bound(far, 0.01, 1e6) < 0.8 * main.bound(far, 0.01)
+    with pytest.raises(ValueError, match="sum to 1"):
+        WeightedMixture([(0.5, main)])
