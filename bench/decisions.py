@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from monitors import _normal as normal
 from monitors._categories import pearson_chi2
 from monitors._proportions import two_proportion_z
+from monitors.names import ARMS, Arm
 from monitors.streaming import mann_whitney_counts
 from rollout.analysis import analyse
 from rollout.forecast import BaseRates, requests_to_pass
@@ -203,7 +204,7 @@ class Traffic:
         return Look(generation, arms)
 
 
-ARM_NAMES = ("baseline", "canary")
+ARM_NAMES = ARMS  # arm codes 0 and 1 of the pending labels
 
 
 class Pending:
@@ -258,23 +259,21 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
     _, generations, arm_codes, outputs, values = arrived
     if not generations.size:
         return
-    labels = summary.labels
-    for code, arm in enumerate(ARM_NAMES):
+    by_arm: dict[Arm, list[tuple[object, object]]] = {}
+    by_generation: dict[int, dict[Arm, list[tuple[object, object]]]] = {
+        generation: {}
+        for generation in dict.fromkeys(generations.tolist())  # arrival order
+    }
+    for code, arm in enumerate(ARMS):
         mine = arm_codes == code
-        if mine.any():
-            pairs = list(zip(outputs[mine].tolist(), values[mine].tolist(), strict=True))
-            labels.add_pairs(arm, pairs)  # type: ignore[arg-type]
-    for generation in dict.fromkeys(generations.tolist()):
-        share = summary.groups[generation].canary_share
-        if share is None or not 0 < share < 1:
+        if not mine.any():
             continue
-        here = generations == generation
-        by_arm = [
-            list(zip(outputs[here & (arm_codes == code)].tolist(),
-                     values[here & (arm_codes == code)].tolist(), strict=True))
-            for code in (1, 0)
-        ]  # fmt: skip
-        labels.add_differences(share, by_arm[0], by_arm[1])
+        by_arm[arm] = list(zip(outputs[mine].tolist(), values[mine].tolist(), strict=True))
+        for generation, arms in by_generation.items():
+            here = mine & (generations == generation)
+            if here.any():
+                arms[arm] = list(zip(outputs[here].tolist(), values[here].tolist(), strict=True))
+    summary.labels.add_chunk(by_arm, by_generation, summary.groups)
 
 
 # -- one rollout --

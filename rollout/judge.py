@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from monitors import GateResult
 from monitors.anytime import (
@@ -121,8 +121,6 @@ def combine(results: Sequence[GateResult]) -> Verdict:
 
 
 def _marked(result: GateResult, is_blocking: bool, alpha: float) -> GateResult:
-    from dataclasses import replace
-
     return replace(result, blocking=is_blocking, alpha=alpha)
 
 

@@ -11,6 +11,7 @@ quick.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from contract.clock import Clock
@@ -139,17 +140,14 @@ def _expected(
 ) -> str | None:
     """What the forecast says of the current split step, with the time it means at the
     canary's rate over the window so far."""
-    from rollout.forecast import BaseRates, requests_to_pass
-    from rollout.stored import parse_spec
+    from rollout.forecast import BaseRates
 
     step = state.step
     if live is None or not 0 < step.weight_pct < 100 or step.is_shadow:
         return None
     split = [s.weight_pct for s in state.steps if 0 < s.weight_pct < 100 and not s.is_shadow]
     smallest = min(split) / 100
-    needed = requests_to_pass(
-        parse_spec(record.spec).analysis, step.weight_pct / 100, min(smallest, 1 - smallest)
-    )
+    needed = _forecast(record.spec, step.weight_pct / 100, min(smallest, 1 - smallest))
     if needed is None:
         return None
     text = f"about {needed:,} canary requests in the rollout to pass {BaseRates().describe()}"
@@ -159,3 +157,12 @@ def _expected(
         left = max(0, needed - live.n_canary)
         text += f"; {live.n_canary:,} so far, {left / rate:,.0f} s more at {rate:.3g}/s"
     return text
+
+
+@lru_cache(maxsize=64)
+def _forecast(spec_json: str, share: float, min_share: float) -> int | None:
+    """The forecast of a stored spec at a share: the same for every status of a step."""
+    from rollout.forecast import requests_to_pass
+    from rollout.stored import parse_spec
+
+    return requests_to_pass(parse_spec(spec_json).analysis, share, min_share)

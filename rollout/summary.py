@@ -224,6 +224,23 @@ class LabelSummary:
             return
         self._difference("log_loss", 0.0, LOG_LOSS_MAX).add(share, losses[0], losses[1])
 
+    def add_chunk(
+        self,
+        by_arm: Mapping[Arm, Sequence[tuple[object, object]]],
+        by_generation: Mapping[int, Mapping[Arm, Sequence[tuple[object, object]]]],
+        groups: Mapping[int, GroupCounts],
+    ) -> None:
+        """One chunk of labelled pairs, in the order their labels arrived: each arm's pairs,
+        and the same pairs by plan generation, which feed the difference streams at that
+        generation's canary share (a generation served at 0% or 100% has no difference)."""
+        for arm, pairs in by_arm.items():
+            self.add_pairs(arm, pairs)
+        for generation, arms in by_generation.items():
+            group = groups.get(generation)
+            share = group.canary_share if group is not None else None
+            if share is not None and 0 < share < 1:
+                self.add_differences(share, arms.get("canary", []), arms.get("baseline", []))
+
     def _difference(self, metric: str, low: float, high: float) -> MeanDifference:
         stream = self.differences.get(metric)
         if stream is None:

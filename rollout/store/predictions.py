@@ -182,13 +182,7 @@ class PredictionLog:
                 by_generation.setdefault(int(generation), {}).setdefault(_sample(arm), []).extend(
                     request_pairs
                 )
-            for sample, arm_pairs in pairs.items():
-                labels.add_pairs(sample, arm_pairs)
-            for generation, arms in by_generation.items():
-                group = groups.get(generation)
-                share = group.canary_share if group is not None else None
-                if share is not None and 0 < share < 1:
-                    labels.add_differences(share, arms.get("canary", []), arms.get("baseline", []))
+            labels.add_chunk(pairs, by_generation, groups)
         labels.cursor_ts = max(labels.cursor_ts, labels.newest_ts - LABEL_SETTLE_S)
         labels.recent = {k: ts for k, ts in labels.recent.items() if ts >= labels.cursor_ts}
         behind = conn.execute(
