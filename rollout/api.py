@@ -11,6 +11,7 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     POST /v1/models/{m}/environments/{e}/rollback  {to_release?, reason?}
     GET  /v1/models/{m}/environments/{e}/history   release records, newest first
     GET  /v1/rollouts/{id}/report             the rollout, its events and its releases
+    GET  /v1/rollouts/{id}/looks              every kept look's gate bounds (?step=N, from 1)
     GET  /v1/audit                            audit rows, newest first (?model, environment,
                                               identity, limit)
     GET  /v1/audit/verify                     walk the audit chain: ok, or the first broken row
@@ -302,6 +303,17 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     def report(request: Request, rollout_id: str, token: Caller) -> dict[str, Any]:
         allow(request, token, "report", manager.rollout(rollout_id).environment)
         return _out(manager.report(rollout_id))
+
+    @app.get("/v1/rollouts/{rollout_id}/looks")
+    def looks(
+        request: Request,
+        rollout_id: str,
+        token: Caller,
+        step: Annotated[int | None, Query(ge=1, le=1_000)] = None,
+    ) -> dict[str, Any]:
+        allow(request, token, "report", manager.rollout(rollout_id).environment)
+        kept = manager.looks(rollout_id, step - 1 if step is not None else None)
+        return _out({"rollout_id": rollout_id, "looks": [look.to_dict() for look in kept]})
 
     @app.get("/v1/audit")
     def audit_rows(

@@ -20,14 +20,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from contract.clock import Clock
 from rollout.apply import Applier
 from rollout.environments import Environments
 from rollout.errors import ConflictError, NoSuchRollout, RolloutError
 from rollout.evidence import Evidence
 from rollout.lease import DEFAULT_TTL_S, Lease
-from rollout.lifecycle import TERMINAL_STATES, Command, Decision
+from rollout.lifecycle import TERMINAL_STATES, Command, Decision, StepEvidence
 from rollout.machine import decide
+from rollout.store.looks import LookStore
 from rollout.store.records import RecordStore, RolloutRecord
 from rollout.stored import machine_state
 
@@ -48,8 +51,12 @@ class Loop:
         applier: Applier,
         webhooks: Callable[[], Webhooks],
         clock: Clock,
+        looks: LookStore | None = None,
     ) -> None:
         self.records = records
+        self.looks = looks
+        # per rollout: the (step, baseline, canary) counts of the last look kept
+        self._kept: dict[str, tuple[int | None, int, int]] = {}
         self.environments = environments
         self.evidence = evidence
         self.applier = applier
@@ -83,6 +90,8 @@ class Loop:
                 break
             state = machine_state(record, self.environments.get(record.environment))
             evidence = self.evidence.look(record, state, now) if command is None else None
+            if evidence is not None:
+                self._keep(record.id, evidence, now)
             decision = decide(state, evidence, now, command)
             if not decision.changed:
                 break
@@ -105,10 +114,29 @@ class Loop:
             command = None
         return made
 
+    def _keep(self, rollout_id: str, evidence: StepEvidence, now: float) -> None:
+        """Keep the look's bounds for plots when its window grew since the last one kept."""
+        if self.looks is None or evidence.kind != "step" or not evidence.gates:
+            return
+        if evidence.n_canary == 0:  # nothing of the candidate yet: bounds say nothing
+            return
+        counts = (evidence.step_index, evidence.n_baseline, evidence.n_canary)
+        if self._kept.get(rollout_id) == counts:
+            return
+        try:
+            self.looks.record(rollout_id, evidence, now)
+        except SQLAlchemyError as exc:  # a record for plots never stops a decision
+            log.warning("rollout %s: look not kept: %s", rollout_id, exc)
+            return
+        self._kept[rollout_id] = counts
+
     def tick(self, now: float | None = None) -> list[Decision]:
         """One pass over every active rollout; returns the transitions made."""
         made: list[Decision] = []
-        for record in self.records.list_active():
+        active = self.records.list_active()
+        for gone in set(self._kept) - {record.id for record in active}:
+            del self._kept[gone]
+        for record in active:
             try:
                 at = now if now is not None else self.clock.time()
                 made.extend(self.drive(record.id, at, fenced=True))

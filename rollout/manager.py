@@ -43,6 +43,7 @@ from rollout.settings import Settings
 from rollout.spec import RolloutSpec
 from rollout.store.audit import AuditLog
 from rollout.store.configs import ConfigStore
+from rollout.store.looks import LookRecord, LookStore
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 
@@ -82,6 +83,7 @@ class Manager:
         self.records = RecordStore(self.engine)
         self.audit = AuditLog(self.engine, clock)  # the store's audit log (the CLI and API append)
         self.configs = ConfigStore(self.engine, clock)  # config versions of applied specs
+        self.looks_store = LookStore(self.engine)  # every look's bounds, thinned, for plots
         self.evidence = Evidence(
             PredictionLog(self.engine),
             lambda: self.registry,
@@ -99,6 +101,7 @@ class Manager:
             self.applier,
             lambda: self.webhooks,
             clock,
+            looks=self.looks_store,
         )
         self.commands = Commands(
             self.records,
@@ -241,6 +244,11 @@ class Manager:
 
     def rollout(self, rollout_id: str) -> RolloutRecord:
         return self.queries.rollout(rollout_id)
+
+    def looks(self, rollout_id: str, step_index: int | None = None) -> list[LookRecord]:
+        """The kept looks of a rollout (every gate's bounds), oldest first."""
+        self.queries.rollout(rollout_id)  # NoSuchRollout for an unknown id
+        return self.looks_store.looks(rollout_id, step_index)
 
     def requests(self, rollout_id: str, since_ts: float = 0.0) -> dict[str, int]:
         """Requests per arm the rollout's routers logged since ``since_ts``."""

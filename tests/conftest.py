@@ -5,6 +5,7 @@
 - ``home`` (function): a private copy of it, so a test may move aliases and write plans freely;
 - ``store_url``: parametrised over a SQLite file and a fresh PostgreSQL database (created and
   dropped per test; skipped off CI when no server answers, a failure under ``CI=true``);
+- :func:`serving`: an ASGI app served by uvicorn on a loopback port, and an HTTP client for it;
 - :func:`wait_until`: how a test waits for something another thread or process does (a plan
   applied, records written, a rollout's state): it polls a condition, never sleeps a fixed time.
 """
@@ -14,15 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 import pytest
+import uvicorn
 from sqlalchemy import Engine
 
 from contract.records import Feedback, PredictionRecord
@@ -36,6 +41,28 @@ PG_ADMIN_URL = os.environ.get("ROLLOUT_TEST_PG", "postgresql://postgres@127.0.0.
 WAIT_S = 60.0  # how long wait_until waits by default: it costs time only when something is broken
 
 T = TypeVar("T")
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[httpx.Client]:
+    """``app`` served by uvicorn on a free loopback port; a client for it, until the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def wait_until(

@@ -8,6 +8,7 @@ migrated schema equals these tables).
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     Index,
@@ -212,4 +213,27 @@ audit_log = Table(
     UniqueConstraint("prev_hash", name="uq_audit_log_prev_hash"),
     Index("ix_audit_log_model_env", "environment", "model", "id"),
     Index("ix_audit_log_identity", "identity", "id"),
+)
+
+# Every look's bounds, per gate, for plots of a rollout's evidence (:mod:`rollout.store.looks`):
+# a look is written when its window has grown, and each (rollout, step) keeps a bounded number
+# of looks (every other one is dropped when it fills; the first and the newest stay).
+look_bounds = Table(
+    "look_bounds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", String(64), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),  # the look's number in its step, from 0
+    Column("ts", Float, nullable=False),
+    Column("n_baseline", Integer, nullable=False),
+    Column("n_canary", Integer, nullable=False),
+    Column("gate", String(64), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("blocking", Boolean, nullable=False),
+    Column("estimate", Float),  # NULL: not measured (a bound that does not exist yet, too)
+    Column("low", Float),
+    Column("high", Float),
+    Column("threshold", Float),
+    Index("ix_look_bounds_rollout", "rollout_id", "step_index", "seq"),
 )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rollout.manager import Status
     from rollout.store.audit import AuditEntry
+    from rollout.store.looks import LookRecord
     from rollout.store.records import EventRecord, Release, RolloutRecord
 
 STEP_STATES = ("progressing", "paused", "awaiting_approval")
@@ -226,3 +227,43 @@ def format_history(releases: Sequence[Release]) -> str:
         "rollout",
     ]
     return table(headers, rows)
+
+
+def format_looks(looks: Sequence[LookRecord], per_step: int = 12) -> str:
+    """Per step, a table of kept looks (at most ``per_step``, evenly spread, the newest
+    always): canary and baseline requests, then each gate's bounds and verdict."""
+    if not looks:
+        return "no looks kept yet (a look is kept when a step's judged window grows)"
+    out: list[str] = []
+    for step in sorted({look.step_index for look in looks}):
+        kept = [look for look in looks if look.step_index == step]
+        shown = _spread(kept, per_step)
+        gates = list(dict.fromkeys(gate.gate for look in kept for gate in look.gates))
+        rows = []
+        for look in shown:
+            by_gate = {gate.gate: gate for gate in look.gates}
+            cells: list[object] = [look.seq, look.n_canary, look.n_baseline]
+            for name in gates:
+                gate = by_gate.get(name)
+                cells.append(
+                    "-"
+                    if gate is None
+                    else f"{_num(gate.low)} to {_num(gate.high)} {gate.verdict[:4]}"
+                )
+            rows.append(cells)
+        margins = ", ".join(
+            f"{name} {_num(gate.threshold)}"
+            for name in gates
+            if (gate := next((g for g in kept[-1].gates if g.gate == name), None)) is not None
+        )
+        out.append(f"step {step + 1}: {len(kept)} looks kept, {len(shown)} shown")
+        out.append(f"  margins: {margins}")
+        out.append(table(["look", "canary", "baseline", *gates], rows, indent="  "))
+    return "\n".join(out)
+
+
+def _spread(items: Sequence[LookRecord], most: int) -> list[LookRecord]:
+    if len(items) <= most:
+        return list(items)
+    picks = {round(i * (len(items) - 1) / (most - 1)) for i in range(most)}
+    return [items[i] for i in sorted(picks)]

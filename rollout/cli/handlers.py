@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from rollout.cli.formatting import (
     format_audit,
     format_events,
     format_history,
+    format_looks,
     format_report,
     format_status,
     to_json,
@@ -257,6 +259,25 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _looks(args: argparse.Namespace) -> int:
+    with opened(args) as manager:
+        looks = manager.looks(args.rollout_id, args.step - 1 if args.step else None)
+        record = manager.rollout(args.rollout_id)
+    if args.plot:
+        from rollout.plots import plot_looks
+
+        title = (
+            f"{record.model} v{record.candidate_version} in {record.environment} "
+            f"(rollout {record.id}, {record.state})"
+        )
+        print(f"wrote {plot_looks(looks, Path(args.plot), title)}")
+    elif args.json:
+        print(to_json([look.to_dict() for look in looks]))
+    else:
+        print(format_looks(looks))
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     with audit_log(args) as log:
         if args.verify:
@@ -363,6 +384,7 @@ HANDLERS: dict[str, Handler] = {
     "history": _history,
     "events": _events,
     "report": _report,
+    "looks": _looks,
     "audit": _audit,
     "api": _api,
     "manager": _manager,

@@ -17,6 +17,17 @@ PASS_THROUGH = ("demo", "up", "router")
 ACTOR_HELP = "who does this (default: $ROLLOUT_ACTOR, else the OS user)"
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollout", description="Safe rollouts of MLflow model versions."
@@ -86,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "a rollout with its events, evidence and releases")
     report.add_argument("rollout_id")
     report.add_argument("--json", action="store_true", help="print JSON")
+
+    looks = command("looks", "every kept look's gate bounds of a rollout, as a table or a plot")
+    looks.add_argument("rollout_id")
+    looks.add_argument("--step", type=positive_int, help="only this step (1 is the first)")
+    looks.add_argument("--json", action="store_true", help="print JSON (every kept look)")
+    looks.add_argument("--plot", metavar="FILE", help="draw the bounds to FILE (.png or .svg)")
 
     audit = command("audit", "the audit log of API calls, or --verify its hash chain")
     audit.add_argument("model", nargs="?", help="only this model")

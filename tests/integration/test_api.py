@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, serving
 from rollout.api import create_app
 from rollout.auth import Token, parse_tokens
 from rollout.manager import Manager
@@ -36,23 +32,10 @@ def client(home: DemoHome) -> Iterator[httpx.Client]:
     tokens = parse_tokens(
         f"alice:deployer+approver={sha('alice-secret')},bob:deployer+approver={sha('bob-secret')}"
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(manager, tokens), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        with httpx.Client(base_url=base_url, timeout=60) as client:
+        with serving(create_app(manager, tokens)) as client:
             yield client
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         manager.close()
 
 

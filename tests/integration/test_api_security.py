@@ -4,19 +4,15 @@ SQLite and PostgreSQL stores and the demo MLflow registry."""
 from __future__ import annotations
 
 import hashlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, serving
 from contract.sql.schema import releases, rollout_configs, rollouts, traffic_plans
 from rollout.api import create_app
 from rollout.auth import parse_tokens
@@ -54,24 +50,8 @@ def client(manager: Manager) -> Iterator[httpx.Client]:
         f"{entry}={hashlib.sha256(f'{name}-secret'.encode()).hexdigest()}"
         for name, entry in PEOPLE.items()
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(manager, parse_tokens(text))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with httpx.Client(base_url=base_url, timeout=60) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(create_app(manager, parse_tokens(text))) as client:
+        yield client
 
 
 def snapshot(manager: Manager) -> list[list[Any]]:
