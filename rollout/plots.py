@@ -33,8 +33,17 @@ def plot_looks(looks: Sequence[LookRecord], path: Path, title: str) -> Path:
         points = [(look, gate) for look in looks for gate in look.gates if gate.gate == name]
         x = [look.n_canary for look, _ in points]
         estimate = [_or_nan(gate.estimate) for _, gate in points]
-        low = [_or_nan(gate.low) for _, gate in points]
-        high = [_or_nan(gate.high) for _, gate in points]
+        # a bound that does not exist yet (infinite) is drawn to the panel's edge
+        finite = [
+            v
+            for _, gate in points
+            for v in (gate.low, gate.high, gate.estimate, gate.threshold)
+            if v is not None
+        ]
+        top, bottom = (max(finite), min(finite)) if finite else (1.0, 0.0)
+        pad = 0.1 * (top - bottom or 1.0)
+        low = [bottom - pad if gate.low is None else gate.low for _, gate in points]
+        high = [top + pad if gate.high is None else gate.high for _, gate in points]
         axis.fill_between(x, low, high, step="post", alpha=0.25, label="anytime-valid bounds")
         axis.step(x, estimate, where="post", linewidth=1, label="estimate")
         thresholds = {gate.threshold for _, gate in points if gate.threshold is not None}
@@ -50,6 +59,7 @@ def plot_looks(looks: Sequence[LookRecord], path: Path, title: str) -> Path:
                 )  # fmt: skip
                 previous = gate.verdict
         blocking = points[-1][1].blocking
+        axis.set_ylim(bottom - pad, top + pad)
         axis.set_title(f"{name} ({'blocking' if blocking else 'advisory'})", fontsize=9)
         axis.grid(alpha=0.3)
     steps = sorted({look.step_index for look in looks})

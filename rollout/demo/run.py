@@ -29,6 +29,7 @@ from rollout.manager import Manager
 from rollout.registry import MlflowRegistry
 from rollout.settings import Settings
 from rollout.spec import RolloutSpec, load_spec
+from rollout.store.records import RolloutRecord
 from rollout.up import Supervisor, free_port, process_specs
 
 MODEL = "breast-cancer"
@@ -192,6 +193,7 @@ def _run_rollout(
         seen = len(events)
         if not record.active:
             say.line(f"rollout {rollout_id} ended: {record.state}")
+            _plot(manager, record, say)
             return record.state
         if time.monotonic() - last_progress >= 2.0:
             last_progress = time.monotonic()
@@ -205,6 +207,18 @@ def _run_rollout(
         time.sleep(0.25)
     say.line(f"rollout {rollout_id} did not finish within {ROLLOUT_TIMEOUT_S:.0f}s")
     return manager.rollout(rollout_id).state
+
+
+def _plot(manager: Manager, record: RolloutRecord, say: _Printer) -> None:
+    """Draw every kept look's bounds beside the rollout's drift reports."""
+    from rollout.plots import plot_looks
+
+    looks = manager.looks(record.id)
+    if looks:
+        path = manager.settings.home / "reports" / record.id / "looks.png"
+        title = f"{MODEL} v{record.candidate_version}: {record.state}"
+        say.line(f"  the gates' bounds at every look (rollout looks {record.id}):")
+        say.line(f"    {plot_looks(looks, path, title)}")
 
 
 def _print_event(event: Mapping[str, Any], say: _Printer) -> None:
