@@ -78,8 +78,11 @@ def write_drift_report(
     *,
     baseline_features: pd.DataFrame | None = None,
     canary_features: pd.DataFrame | None = None,
+    gates: Sequence[GateResult] = (),
 ) -> Path:
     """Write the Evidently HTML drift report of canary vs baseline to `path`; return the path.
+    ``gates`` (the window's results) head it: the output-drift gate's distance, bounds and
+    verdict, and Evidently reads the output column by the same distance.
 
     The report covers the predicted values (column ``output``; one per predicted row, numbers
     as numbers, anything else as text) and, when given, the input features of each arm (frames
@@ -109,7 +112,7 @@ def write_drift_report(
             raise ValueError(f"{arm} has no outputs or features to report on")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(drift_report_html(frames[0], frames[1]), encoding="utf-8")
+    target.write_text(drift_report_html(frames[0], frames[1], gates), encoding="utf-8")
     return target
 
 

@@ -196,7 +196,8 @@ class Evidence:
         return self.reports / record.id / f"step-{step}-{since}.html"
 
     def write_report(self, record: RolloutRecord, evidence: StepEvidence, path: Path) -> None:
-        """Write the Evidently drift report of a judged window (features and outputs).
+        """Write the Evidently drift report of a judged window (features and outputs), headed
+        by the window's gate verdicts so that it shows the distance the drift gate judged.
 
         The report is for people: a failure to write it is logged, never raised.
         """
@@ -220,6 +221,7 @@ class Evidence:
                 path,
                 baseline_features=pd.DataFrame(arms[0][0]) if arms[0][0] else None,
                 canary_features=pd.DataFrame(arms[1][0]) if arms[1][0] else None,
+                gates=evidence.gates,
             )
         except (ValueError, OSError) as exc:
             log.warning("no drift report for rollout %s at %s: %s", record.id, path.name, exc)
