@@ -256,6 +256,14 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
             rows.errors,
         )
         summary.folded += len(rows.latencies)
+    share = group.canary_share
+    if share is not None and 0 < share < 1:
+        summary.outputs.add_mix(
+            share,
+            look.arms["canary"].outputs,
+            look.arms["baseline"].outputs,
+            summary.labels.min_share,
+        )
     _, generations, arm_codes, outputs, values = arrived
     if not generations.size:
         return

@@ -11,7 +11,8 @@ with traffic:
 - numeric outputs: moments, a reservoir per arm (the exact KS distance while it holds every
   value) and 256 bins at the first values' quantiles, frozen when a reservoir fills (the KS
   bounds from every value after that);
-- categorical outputs: counts per category (at most 1,000 categories, the rest pooled);
+- categorical outputs: counts per category (at most 1,000 categories, the rest pooled), and
+  for the first 20 categories the canary's share minus the baseline's as an AIPW stream;
 - labelled outputs (delayed labels): correct counts per arm (accuracy), moments of each loss
   (log-loss, MAE, RMSE), and a reservoir of scores per class and arm (AUC). Labels arrive late
   and may be replaced, so these are rebuilt, streaming, at each look (`LabelSummary`).
@@ -50,6 +51,7 @@ DEFAULT_MIN_SHARE = 0.1  # the smallest canary share of a step, unless the spec 
 LOG_LOSS_MAX = -math.log(LOG_LOSS_CLIP)  # a log-loss per row is at most this
 LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 19200
 MAX_CATEGORIES = 1000
+MAX_MIX = 20  # categories whose share difference is streamed (the first to appear)
 KS_BINS = 256
 _PLAIN_NUMBERS = {int, float, bool}  # types a value may have to skip the per-value checks
 MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
@@ -103,6 +105,28 @@ class OutputSummary:
     whole_values: set[float] = field(default_factory=set)  # up to MAX_WHOLE_DISTINCT + 1
     all_whole: bool = True
     categories_complete: bool = True  # every output so far is in `categories`
+    # Per category, the canary's share of outputs minus the baseline's as the AIPW stream of
+    # randomised assignment (monitors.anytime.MeanDifference), one batch per fold chunk and plan
+    # generation (`add_mix`), in the order the categories first appeared (a stream starts when
+    # its category does), at most MAX_MIX of them: the output-drift gate's proof that the mix
+    # moved. Fed while the outputs are categories.
+    mix: dict[str, MeanDifference] = field(default_factory=dict)
+
+    def add_mix(
+        self, share: float, canary: Sequence[object], baseline: Sequence[object], min_share: float
+    ) -> None:
+        """One batch of both arms' output rows served at canary ``share``, into the mix
+        streams (after :meth:`add` has counted them)."""
+        if not (self.categorical and self.categories_complete) or not (canary or baseline):
+            return
+        share = min(max(share, min_share), 1 - min_share)
+        counted = [_categories(rows) for rows in (canary, baseline)]
+        for label in (*counted[0], *counted[1]):
+            if label not in self.mix and len(self.mix) < MAX_MIX:
+                self.mix[label] = MeanDifference(0.0, 1.0, min_share)
+        for label, stream in self.mix.items():
+            c, b = counted[0].get(label, 0), counted[1].get(label, 0)
+            stream.add(share, ArmBatch(len(canary), c, c), ArmBatch(len(baseline), b, b))
 
     def add(self, arm: Arm, values: Sequence[object]) -> None:
         if not values:
@@ -149,6 +173,13 @@ class OutputSummary:
             or self.all_int
             or (self.all_whole and len(self.whole_values) <= MAX_WHOLE_DISTINCT)
         )
+
+
+def _categories(values: Sequence[object]) -> Counter[str]:
+    """Counts per category; values of one plain type are counted before they are named."""
+    if set(map(type, values)) <= {int} or set(map(type, values)) <= {str}:
+        return Counter({category(value): n for value, n in Counter(values).items()})
+    return Counter(category(value) for value in values)
 
 
 @dataclass

@@ -288,8 +288,10 @@ class PredictionLog:
 
 def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
     """Fold one chunk of (id, arm, version, output, latency, error, plan generation) rows,
-    batched per arm, counted per generation."""
-    batches: dict[Arm, tuple[set[str], list[float], list[str], list[int]]] = {}
+    batched per arm, counted per generation; each generation's outputs feed the mix streams
+    at its canary share."""
+    batches: dict[Arm, tuple[set[str], list[float], list[int]]] = {}
+    raw: dict[int, dict[Arm, list[str]]] = {}  # outputs by generation and arm, in order
     for row_id, arm, version, output, latency_ms, error, generation in chunk:
         sample = _sample(arm)
         group = summary.groups.get(generation)
@@ -297,18 +299,29 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
             group = summary.groups[int(generation)] = GroupCounts()
         group.requests[sample] += 1
         group.errors[sample] += error is not None
-        versions, latencies, raw_outputs, errors = batches.setdefault(sample, (set(), [], [], [0]))
+        versions, latencies, errors = batches.setdefault(sample, (set(), [], [0]))
         versions.add(version)
         latencies.append(float(latency_ms))
         if error is None:
             if output is not None:
-                raw_outputs.append(output)
+                raw.setdefault(int(generation), {}).setdefault(sample, []).append(output)
         else:
             errors[0] += 1
         summary.last_id = max(summary.last_id, int(row_id))
-    for arm, (versions, latencies, raw_outputs, errors) in batches.items():
-        summary.add_batch(arm, versions, latencies, parse_many(raw_outputs), errors[0])
+    parsed = {
+        generation: {arm: parse_many(rows) for arm, rows in arms.items()}
+        for generation, arms in raw.items()
+    }
+    for arm, (versions, latencies, errors) in batches.items():
+        outputs = [row for arms in parsed.values() for row in arms.get(arm, [])]
+        summary.add_batch(arm, versions, latencies, outputs, errors[0])
         summary.folded += len(latencies)
+    for generation, arms in parsed.items():
+        share = summary.groups[generation].canary_share
+        if share is not None and 0 < share < 1:
+            summary.outputs.add_mix(
+                share, arms.get("canary", []), arms.get("baseline", []), summary.labels.min_share
+            )
 
 
 def _sample(arm: str) -> Arm:

@@ -120,12 +120,15 @@ def test_the_store_fold_gives_the_benchmark_increments(tmp_path: Path) -> None:
         assert np.array_equal(
             folded.outputs.categories.table()[1], increments.outputs.categories.table()[1]
         )
-        mine, theirs = increments.labels.differences, folded.labels.differences
-        assert set(mine) == set(theirs)
-        for metric, stream in mine.items():
-            assert theirs[metric].count == stream.count
-            assert theirs[metric].sum == pytest.approx(stream.sum, rel=1e-9, abs=1e-9)
-            assert theirs[metric].variance == pytest.approx(stream.variance, rel=1e-9)
+        for mine, theirs in (
+            (increments.labels.differences, folded.labels.differences),
+            (increments.outputs.mix, folded.outputs.mix),  # the category mix's streams
+        ):
+            assert set(mine) == set(theirs) and mine
+            for metric, stream in mine.items():
+                assert theirs[metric].count == stream.count
+                assert theirs[metric].sum == pytest.approx(stream.sum, rel=1e-9, abs=1e-9)
+                assert theirs[metric].variance == pytest.approx(stream.variance, rel=1e-9)
     assert increments.labels.labelled["canary"] > 300  # labels did arrive, late, in between
 
 
