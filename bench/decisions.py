@@ -258,7 +258,7 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
         summary.folded += len(rows.latencies)
     share = group.canary_share
     if share is not None and 0 < share < 1:
-        summary.outputs.add_mix(
+        summary.outputs.add_streams(
             share,
             look.arms["canary"].outputs,
             look.arms["baseline"].outputs,

@@ -12,7 +12,8 @@ with traffic:
   value) and 256 bins at the first values' quantiles, frozen when a reservoir fills (the KS
   bounds from every value after that);
 - categorical outputs: counts per category (at most 1,000 categories, the rest pooled), and
-  for the first 20 categories the canary's share minus the baseline's as an AIPW stream;
+  for the first 20 categories the canary's share minus the baseline's as an AIPW stream (for
+  numbers, the same of the share at or below the baseline's median in its first batch);
 - labelled outputs (delayed labels): correct counts per arm (accuracy), moments of each loss
   (log-loss, MAE, RMSE), and a reservoir of scores per class and arm (AUC). Labels arrive late
   and may be replaced, so these are rebuilt, streaming, at each look (`LabelSummary`).
@@ -52,6 +53,7 @@ LOG_LOSS_MAX = -math.log(LOG_LOSS_CLIP)  # a log-loss per row is at most this
 LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS = 1e-3, 1e6, 19200
 MAX_CATEGORIES = 1000
 MAX_MIX = 20  # categories whose share difference is streamed (the first to appear)
+CUT_MIN = 100  # baseline values of the batch whose median becomes the numeric outputs' cut
 KS_BINS = 256
 _PLAIN_NUMBERS = {int, float, bool}  # types a value may have to skip the per-value checks
 MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
@@ -107,19 +109,53 @@ class OutputSummary:
     categories_complete: bool = True  # every output so far is in `categories`
     # Per category, the canary's share of outputs minus the baseline's as the AIPW stream of
     # randomised assignment (monitors.anytime.MeanDifference), one batch per fold chunk and plan
-    # generation (`add_mix`), in the order the categories first appeared (a stream starts when
+    # generation (`add_streams`), in the order the categories first appeared (a stream starts when
     # its category does), at most MAX_MIX of them: the output-drift gate's proof that the mix
     # moved. Fed while the outputs are categories.
     mix: dict[str, MeanDifference] = field(default_factory=dict)
+    # For numbers: the baseline's median in the first batch with at least CUT_MIN of its values
+    # (fixed before the stream starts), and the canary's share of values at or below it minus
+    # the baseline's as the AIPW stream of the batches after: the KS distance is at least its
+    # absolute value.
+    cut: float | None = None
+    below_cut: MeanDifference | None = None
 
-    def add_mix(
+    def add_streams(
         self, share: float, canary: Sequence[object], baseline: Sequence[object], min_share: float
     ) -> None:
         """One batch of both arms' output rows served at canary ``share``, into the mix
-        streams (after :meth:`add` has counted them)."""
-        if not (self.categorical and self.categories_complete) or not (canary or baseline):
+        streams or the cut's stream (after :meth:`add` has counted them)."""
+        if not (canary or baseline):
             return
         share = min(max(share, min_share), 1 - min_share)
+        if self.categorical and self.categories_complete:
+            self._add_mix(share, canary, baseline, min_share)
+        elif self.all_numeric:
+            self._add_cut(share, canary, baseline, min_share)
+
+    def _add_cut(
+        self, share: float, canary: Sequence[object], baseline: Sequence[object], min_share: float
+    ) -> None:
+        try:
+            c = np.asarray(canary, dtype=np.float64)
+            b = np.asarray(baseline, dtype=np.float64)
+        except (TypeError, ValueError):
+            return
+        if self.below_cut is None:
+            if b.size >= CUT_MIN:
+                self.cut = float(np.median(b))
+                self.below_cut = MeanDifference(0.0, 1.0, min_share)
+            return  # the batch that chose the cut stays out of its stream
+        assert self.cut is not None
+        below_c = int(np.count_nonzero(c <= self.cut))
+        below_b = int(np.count_nonzero(b <= self.cut))
+        self.below_cut.add(
+            share, ArmBatch(c.size, below_c, below_c), ArmBatch(b.size, below_b, below_b)
+        )
+
+    def _add_mix(
+        self, share: float, canary: Sequence[object], baseline: Sequence[object], min_share: float
+    ) -> None:
         counted = [_categories(rows) for rows in (canary, baseline)]
         for label in (*counted[0], *counted[1]):
             if label not in self.mix and len(self.mix) < MAX_MIX:

@@ -319,7 +319,7 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
     for generation, arms in parsed.items():
         share = summary.groups[generation].canary_share
         if share is not None and 0 < share < 1:
-            summary.outputs.add_mix(
+            summary.outputs.add_streams(
                 share, arms.get("canary", []), arms.get("baseline", []), summary.labels.min_share
             )
 

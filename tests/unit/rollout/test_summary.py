@@ -14,6 +14,7 @@ from conftest import LogWriter
 from contract.records import Feedback, PredictionRecord
 from contract.sql.engine import open_engine
 from contract.sql.schema import predictions
+from monitors.anytime import ArmBatch, MeanDifference
 from monitors.names import Arm
 from rollout.analysis import analyse
 from rollout.judge import Look, judge
@@ -249,3 +250,53 @@ def test_a_window_is_counted_per_plan_generation_and_labels_feed_the_difference_
     labelled = summary.labels.labelled["baseline"] + summary.labels.labelled["canary"]
     assert accuracy.count == labelled == sum(1 for r in step1 + step2 if r.output)
     log.engine.dispose()
+
+
+def _numbers(arm: str, values: np.ndarray, start: int) -> list[PredictionRecord]:
+    return [
+        PredictionRecord(
+            request_id=f"{arm}-{start + i}", ts=100.0 + start + i * 1e-3, environment="prod",
+            model="bc", version="2" if arm == "canary" else "1", arm=arm, rollout_id="r1",
+            plan_generation=1, features=None, output=json.dumps([float(v)]),
+            latency_ms=1.0, error=None, status_code=200,
+        )
+        for i, v in enumerate(values)
+    ]  # fmt: skip
+
+
+def test_outputs_feed_the_cut_stream_and_the_mix_streams_at_each_generations_share(
+    store_url: str,
+) -> None:
+    engine = open_engine(store_url)
+    log, writer = PredictionLog(engine), LogWriter(engine)
+    rng = np.random.default_rng(4)
+    first_b, first_c = rng.normal(0, 1, 200), rng.normal(0.5, 1, 50)
+    writer.write(_numbers("baseline", first_b, 0) + _numbers("canary", first_c, 0))
+    summary = log.fold("r1", since_ts=0.0, min_share=0.1)
+    # the first batch's baseline median is the cut; that batch stays out of its stream
+    assert summary.outputs.cut == pytest.approx(float(np.median(first_b)))
+    assert summary.outputs.below_cut is not None and summary.outputs.below_cut.count == 0
+    then_b, then_c = rng.normal(0, 1, 300), rng.normal(0.5, 1, 100)
+    writer.write(_numbers("baseline", then_b, 1000) + _numbers("canary", then_c, 1000))
+    log.fold("r1", since_ts=0.0, summary=summary, min_share=0.1)
+    cut = float(np.median(first_b))
+    expected = MeanDifference(0.0, 1.0, 0.1)
+    below_c, below_b = int((then_c <= cut).sum()), int((then_b <= cut).sum())
+    expected.add(150 / 650, ArmBatch(100, below_c, below_c), ArmBatch(300, below_b, below_b))
+    stream = summary.outputs.below_cut
+    assert (stream.count, stream.sum, stream.variance) == pytest.approx(
+        (expected.count, expected.sum, expected.variance)
+    )
+    assert stream.bounds(0.05, 5000).estimate < 0  # fewer canary values below the cut
+    assert summary.outputs.mix == {}  # numbers, not categories
+    log.engine.dispose()
+
+    # categories: one stream per category, fed every batch (the first one too)
+    categories = WindowSummary()
+    categories.outputs.add("canary", [1, 1, 0])
+    categories.outputs.add("baseline", [0, 0, 1, 0])
+    categories.outputs.add_streams(3 / 7, [1, 1, 0], [0, 0, 1, 0], 0.1)
+    mix = categories.outputs.mix
+    assert list(mix) == ["1", "0"]  # in the order they appeared
+    assert mix["1"].count == 7 and mix["1"].arms["canary"] == ArmBatch(3, 2.0, 2.0)
+    assert mix["0"].arms["baseline"] == ArmBatch(4, 3.0, 3.0)
