@@ -19,19 +19,26 @@ hundred. The mixtures and their sources are in :mod:`monitors.boundaries`.
   gamma-exponential mixture of the empirical-Bernstein variance process (Howard et al. 2021,
   the randomised-experiment corollary): efficient (its width is the two-sample standard error's)
   and valid at every look. Updated batch by batch (a batch's centring is fixed before it).
+
+A look's rate and ratio bounds are searches (:class:`RateSearch`, :class:`RatioSearch`) that
+:func:`search_together` runs in one vectorised solve, each ending bit for bit where it would
+alone: a look costs one evaluation of all its e-values per pass rather than one per search.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from monitors.boundaries import GammaExponentialMixture, WeightedMixture
+from monitors.boundaries import EPSILON, Crossing, GammaExponentialMixture, WeightedMixture
 
 SOLVER_STEPS = 60  # at most this many evaluations per root (regula falsi stops far sooner)
 
@@ -45,14 +52,11 @@ class Bounds:
     high: float
 
 
-def _bisect(predicate: Callable[[float], bool], low: float, high: float) -> float:
-    """The boundary point between ``low`` (predicate False) and ``high`` (True)."""
-    for _ in range(SOLVER_STEPS):
-        middle = (low + high) / 2
-        if predicate(middle):
-            high = middle
-        else:
-            low = middle
+def _bisect(predicate: Crossing, low: float, high: float) -> float:
+    """The boundary point between ``low`` (predicate False) and ``high`` (True), by
+    ``SOLVER_STEPS`` bisections (the crossing narrowed first, so that few are evaluated)."""
+    predicate.narrow(low, high, (high - low) * 0.5**SOLVER_STEPS)
+    low, high = predicate.bisect(low, high, SOLVER_STEPS)
     return (low + high) / 2
 
 
@@ -84,7 +88,11 @@ class BernoulliRows:
     most p0" (``upward``) or "at least p0". :meth:`log_e` is the Bayes factor of a
     Beta(k p0, k (1 - p0)) prior truncated to ``p >= p0`` (or ``<= p0``) against ``p0`` -- the
     closed form of Howard et al.'s one-sided beta-binomial mixture for Bernoulli data -- mixed
-    over the designs above. Everything that does not depend on ``p0`` is computed once."""
+    over the designs above. Everything that does not depend on ``p0`` is computed once.
+
+    ``blocks`` (sizes summing to the rows) puts the rows of several searches together: the
+    designs of each block are mixed as the block alone would mix them (a matrix product's
+    rounding depends on its shape), so that every row's value is the one it has alone."""
 
     def __init__(
         self,
@@ -93,22 +101,30 @@ class BernoulliRows:
         alpha: npt.ArrayLike,
         n_opt: npt.ArrayLike,
         upward: npt.ArrayLike,
+        *,
+        blocks: Sequence[int] = (),
     ) -> None:
         s = np.atleast_1d(np.asarray(successes, dtype=np.float64))
-        m = np.broadcast_to(np.asarray(n, dtype=np.float64), s.shape)
-        up = np.broadcast_to(np.asarray(upward, dtype=bool), s.shape)
-        self.s, self.failures, self.up = s, m - s, up
-        self.k = _concentrations(np.broadcast_to(alpha, s.shape), np.broadcast_to(n_opt, s.shape))
-        self.a_add = np.where(up, m - s, s)[:, None]
-        self.b_add = np.where(up, s, m - s)[:, None]
+        m = _shaped(n, s.shape, np.float64)
+        up = _shaped(upward, s.shape, np.bool_)
+        self.s, self.failures, self.up, self.down = s, m - s, up, ~up
+        self.k = _concentrations_of(
+            _shaped(alpha, s.shape, np.float64), _shaped(n_opt, s.shape, np.float64)
+        )
+        self.a_add = np.where(up, self.failures, s)[:, None]
+        self.b_add = np.where(up, s, self.failures)[:, None]
         self.empty = m <= 0
+        self.any_empty = bool(self.empty.any())
+        self.blocks = _spans(blocks)
 
     def log_e(self, p0: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """log e-value of each row at its ``p0`` (one per row). Near any threshold that matters
         the terms are moderate; far from it they overflow to +inf (overwhelming evidence) or
         underflow to -inf (none), which compare correctly."""
         p = np.minimum(np.maximum(p0, 1e-300), 1 - 1e-16)
-        x = np.where(self.up, 1 - p, p)[:, None]
+        x = 1 - p  # the upward rows' (np.where(self.up, 1 - p, p), in place)
+        np.putmask(x, self.down, p)
+        x = x[:, None]
         a0 = self.k * x
         b0 = self.k - a0
         a, b = a0 + self.a_add, b0 + self.b_add
@@ -120,8 +136,51 @@ class BernoulliRows:
                 - likelihood
                 + np.log(special.betainc(a, b, x) / special.betainc(a0, b0, x))
             )
-            log_e = np.log(np.exp(per_design) @ DESIGN_WEIGHTS)
+            mixed = np.exp(per_design)
+            if self.blocks:
+                weighted = np.concatenate(
+                    [mixed[start:end] @ DESIGN_WEIGHTS for start, end in self.blocks]
+                )
+            else:
+                weighted = mixed @ DESIGN_WEIGHTS
+            log_e = np.log(weighted)
+        if not self.any_empty:
+            return np.asarray(log_e, dtype=np.float64)
         return np.asarray(np.where(self.empty, 0.0, log_e), dtype=np.float64)
+
+
+def _spans(blocks: Sequence[int]) -> list[tuple[int, int]]:
+    """Each block's first and end row, when there are several."""
+    ends = list(itertools.accumulate(blocks))
+    return list(zip([0, *ends[:-1]], ends, strict=True)) if len(ends) > 1 else []
+
+
+def _shaped(
+    values: npt.ArrayLike, shape: tuple[int, ...], dtype: type[np.generic]
+) -> npt.NDArray[Any]:
+    """``values`` as an array of ``shape`` (broadcast when they are not one already)."""
+    array = np.asarray(values, dtype=dtype)
+    return array if array.shape == shape else np.broadcast_to(array, shape)
+
+
+def _concentrations_of(
+    alpha: npt.NDArray[np.float64], n_opt: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """:func:`_concentrations` of float rows, computed once for the rows a rollout repeats at
+    every look (read only)."""
+    return _concentrations_cached(alpha.tobytes(), n_opt.tobytes(), alpha.shape)
+
+
+@lru_cache(maxsize=256)
+def _concentrations_cached(
+    alpha: bytes, n_opt: bytes, shape: tuple[int, ...]
+) -> npt.NDArray[np.float64]:
+    k = _concentrations(
+        np.frombuffer(alpha, dtype=np.float64).reshape(shape),
+        np.frombuffer(n_opt, dtype=np.float64).reshape(shape),
+    )
+    k.flags.writeable = False
+    return k
 
 
 def bernoulli_log_e(
@@ -153,13 +212,18 @@ def solve(
     step: npt.NDArray[np.float64],
     low: npt.NDArray[np.float64],
     high: npt.NDArray[np.float64],
+    groups: Sequence[int] = (),
 ) -> npt.NDArray[np.float64]:
     """Per row, the edge of the region where ``margin >= 0`` (a rejection: it holds below the
     edge, in ``[low, high]``), by the secant method from ``guess`` and ``guess + step`` on every
     row at once, one evaluation of ``margin`` per pass, bisecting once both sides are known and
     a step would leave them. Returns the largest point found where ``margin >= 0``, so that a
     confidence bound built on it stays conservative; ``low`` when none was found (nothing is
-    rejected, or the search did not reach one)."""
+    rejected, or the search did not reach one).
+
+    ``groups`` (sizes of consecutive rows, summing to all of them) solves several searches in
+    one: each group stops when all of its rows have, as it would alone, so that every row ends
+    where its search alone ends it."""
     x_prev = np.minimum(np.maximum(guess, low), high)
     x = np.minimum(np.maximum(guess + step, low), high)
     f_prev, f = margin(x_prev), margin(x)
@@ -168,20 +232,37 @@ def solve(
     best_out = np.where(f_prev < 0, x_prev, high)  # the smallest point not rejected
     best_out = np.where((f < 0) & (x < best_out), x, best_out)
     tolerance = 1e-6 * np.maximum(1.0, np.abs(high - low))
-    for _ in range(SOLVER_PASSES):
-        if bool(np.all(best_out - best_in <= tolerance)):
-            break
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    if len(groups) > 1:
+        starts = np.array([0, *itertools.accumulate(groups[:-1])], dtype=np.intp)
+    live: npt.NDArray[np.bool_] | None = None  # the rows of the groups still searching
+    # (np.putmask(a, mask, b) is a = np.where(mask, b, a) in place, for a fraction of the cost)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(SOLVER_PASSES):
+            closed = best_out - best_in <= tolerance
+            if len(groups) <= 1:
+                if np.count_nonzero(closed) == closed.size:
+                    break
+            else:
+                done = np.logical_and.reduceat(closed, starts)
+                stopped = np.count_nonzero(done)
+                if stopped == len(groups):
+                    break
+                live = (~done).repeat(groups) if stopped else None
             candidate = x - f * (x - x_prev) / (f - f_prev)
-        # a step outside what is known (or nan) bisects instead; inside, a rejected point is
-        # the new largest rejected one and any other the new smallest non-rejected one
-        inside = (candidate > best_in) & (candidate < best_out)
-        x_prev, f_prev = x, f
-        x = np.where(inside, candidate, (best_in + best_out) * 0.5)
-        f = margin(x)
-        rejected = f >= 0  # nan: not rejected
-        best_in = np.where(rejected, x, best_in)
-        best_out = np.where(rejected, best_out, x)
+            # a step outside what is known (or nan) bisects instead; inside, a rejected point
+            # is the new largest rejected one and any other the new smallest non-rejected one
+            inside = (candidate > best_in) & (candidate < best_out)
+            x_prev, f_prev = x, f
+            x = (best_in + best_out) * 0.5
+            np.putmask(x, inside, candidate)
+            f = margin(x)
+            rejected = f >= 0  # nan: not rejected
+            if live is None:
+                np.putmask(best_in, rejected, x)
+                np.putmask(best_out, ~rejected, x)
+            else:  # a group that has stopped keeps what it found
+                np.putmask(best_in, rejected & live, x)
+                np.putmask(best_out, ~rejected & live, x)
     return best_in
 
 
@@ -196,48 +277,137 @@ def _expit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 P_EDGE = 1e-12  # rates are searched in (P_EDGE, 1 - P_EDGE)
 
 
+_EDGE = float(_logit(np.array(P_EDGE)))  # the logit of P_EDGE
+
+
+_Found = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+class RateSearch:
+    """The search of :func:`bernoulli_bounds_many`, to run alone or with others in one
+    vectorised solve (:func:`search_together`); :meth:`result` once it has run."""
+
+    def __init__(
+        self,
+        successes: npt.ArrayLike,
+        n: npt.ArrayLike,
+        alpha: npt.ArrayLike,
+        n_opt: npt.ArrayLike,
+    ) -> None:
+        self.s = np.atleast_1d(np.asarray(successes, dtype=np.float64))
+        self.m = np.atleast_1d(np.asarray(n, dtype=np.float64))
+        self.alpha = _shaped(alpha, self.s.shape, np.float64)
+        self.n_opt = _shaped(n_opt, self.s.shape, np.float64)
+        self.found: _Found | None = None
+
+    def result(self) -> _Found:
+        """Rates, lower and upper confidence bounds (each at its ``alpha``); no data gives
+        (nan, 0, 1)."""
+        assert self.found is not None, "run the search first"
+        return self.found
+
+
+class _Rates:
+    """The rate searches of one solve, prepared together (every step is row by row, so each
+    row's values are those of its search alone). Each search's rows are its lower bounds, then
+    its upper bounds: both searched on the logit scale, the upper ones mirrored so that both
+    reject below."""
+
+    def __init__(self, searches: Sequence[RateSearch]) -> None:
+        self.searches = searches
+        sizes = [search.s.size for search in searches]
+        self.ends = list(itertools.accumulate(sizes))
+        s = np.concatenate([search.s for search in searches])
+        m = np.concatenate([search.m for search in searches])
+        a = np.concatenate([search.alpha for search in searches])
+        n_opts = np.concatenate([search.n_opt for search in searches])
+        lower, upper, twice, sign = _layout(tuple(sizes))
+        self.lower, self.upper, self.s, self.m = lower, upper, s, m
+        seen = m > 0
+        self.rate = np.where(seen, s / np.where(seen, m, 1.0), np.nan)
+        # as np.clip(np.nan_to_num(rate, nan=0.5), P_EDGE, 1 - P_EDGE), with fewer calls
+        known = np.where(np.isnan(self.rate), 0.5, self.rate)
+        middle = _logit(np.minimum(np.maximum(known, P_EDGE), 1 - P_EDGE))
+        both = (s[twice], m[twice])
+        self.sign = sign
+        self.threshold = np.log(1 / a[twice])
+        self.rows = _Rows(both[0], both[1], a[twice], n_opts[twice], self.sign > 0)
+        # start from the normal approximation on the logit scale (mirrored for the upper bounds)
+        smoothed = (both[0] + 0.5) / (both[1] + 1)
+        spread = 1 / np.sqrt((both[1] + 1) * smoothed * (1 - smoothed))
+        width = np.sqrt(2 * self.threshold + 2)
+        self.start = _Start(
+            self.sign * _logit(smoothed) - width * spread,
+            0.25 * spread,
+            np.full(2 * s.size, _EDGE),
+            self.sign * middle[twice],
+        )
+        self.sizes = [2 * size for size in sizes]
+        self._has = (seen & (s > 0), seen & (s < m))
+
+    def finish(self, found: npt.NDArray[np.float64]) -> None:
+        """Each search's result from where the solve found the edges."""
+        low = np.where(self._has[0], _expit(found[self.lower]), 0.0)
+        high = np.where(self._has[1], _expit(-found[self.upper]), 1.0)
+        low = np.where(low <= 2 * P_EDGE, 0.0, low)
+        high = np.where(high >= 1 - 2 * P_EDGE, 1.0, high)
+        for search, start, end in zip(self.searches, [0, *self.ends[:-1]], self.ends, strict=True):
+            search.found = (self.rate[start:end], low[start:end], high[start:end])
+
+
+@lru_cache(maxsize=64)
+def _layout(
+    sizes: tuple[int, ...],
+) -> tuple[
+    npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]
+]:
+    """Where each search's streams go among the rows of :class:`_Rates` (each search's rows:
+    its streams' lower bounds, then their upper bounds): the lower bounds' rows, the upper
+    bounds' rows, the stream of each row, and each row's sign (+1 lower, -1 upper). Read only."""
+    ends = np.cumsum(sizes)
+    lower = np.concatenate(
+        [np.arange(end - size, end) + end - size for size, end in zip(sizes, ends, strict=True)]
+    )
+    upper = lower + np.repeat(sizes, sizes)
+    twice = np.empty(2 * int(ends[-1]), dtype=np.intp)
+    twice[lower] = twice[upper] = np.arange(int(ends[-1]))
+    sign = np.ones(twice.size)
+    sign[upper] = -1.0
+    for array in (lower, upper, twice, sign):
+        array.flags.writeable = False
+    return lower, upper, twice, sign
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A search's Bernoulli rows: the arguments of :class:`BernoulliRows`."""
+
+    successes: npt.ArrayLike
+    n: npt.ArrayLike
+    alpha: npt.ArrayLike
+    n_opt: npt.ArrayLike
+    upward: npt.ArrayLike
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where :func:`solve` starts a search: ``guess``, ``step``, ``low``, ``high``."""
+
+    guess: npt.NDArray[np.float64]
+    step: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+
+
 def bernoulli_bounds_many(
     successes: npt.ArrayLike, n: npt.ArrayLike, alpha: npt.ArrayLike, n_opt: npt.ArrayLike
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Rates, lower and upper confidence bounds (each at its ``alpha``) of several Bernoulli
     streams at once; no data gives (nan, 0, 1). Both bounds of every stream are searched
     together on the logit scale, the upper ones mirrored so that both reject below."""
-    s = np.atleast_1d(np.asarray(successes, dtype=np.float64))
-    m = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    count = s.size
-    a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), s.shape)
-    n_opts = np.broadcast_to(np.asarray(n_opt, dtype=np.float64), s.shape)
-    seen = m > 0
-    rate = np.where(seen, s / np.where(seen, m, 1.0), np.nan)
-    middle = _logit(np.clip(np.nan_to_num(rate, nan=0.5), P_EDGE, 1 - P_EDGE))
-    edge = float(_logit(np.array(P_EDGE)))
-    both = (np.concatenate([s, s]), np.concatenate([m, m]))
-    sign = np.concatenate([np.ones(count), -np.ones(count)])
-    threshold = np.log(1 / np.concatenate([a, a]))
-    rows = BernoulliRows(
-        both[0], both[1], np.concatenate([a, a]), np.concatenate([n_opts] * 2), sign > 0
-    )
-
-    def margin(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return rows.log_e(_expit(sign * x)) - threshold
-
-    # start from the normal approximation on the logit scale (mirrored for the upper bounds)
-    smoothed = (both[0] + 0.5) / (both[1] + 1)
-    spread = 1 / np.sqrt((both[1] + 1) * smoothed * (1 - smoothed))
-    width = np.sqrt(2 * threshold + 2)
-    guess = sign * _logit(smoothed) - width * spread
-    found = solve(
-        margin,
-        guess,
-        0.25 * spread,
-        np.full(2 * count, edge),
-        np.concatenate([middle, -middle]),
-    )
-    low = np.where(seen & (s > 0), _expit(found[:count]), 0.0)
-    high = np.where(seen & (s < m), _expit(-found[count:]), 1.0)
-    low = np.where(low <= 2 * P_EDGE, 0.0, low)
-    high = np.where(high >= 1 - 2 * P_EDGE, 1.0, high)
-    return rate, low, high
+    search = RateSearch(successes, n, alpha, n_opt)
+    search_together([search])
+    return search.result()
 
 
 def bernoulli_bounds(successes: int, n: int, alpha: float, n_opt: float) -> Bounds:
@@ -307,15 +477,77 @@ def rate_ratio_estimate(steps: Sequence[EventSplit], max_ratio: float = 1e4) -> 
     if seen == total:
         return math.inf
 
+    events = [(s.canary_events + s.baseline_events, s.canary_share) for s in steps]
+
     def expected(log_theta: float) -> float:
         theta = math.exp(log_theta)
-        return sum(
-            (s.canary_events + s.baseline_events) * event_probability(theta, s.canary_share)
-            for s in steps
-        )
+        total: float = 0  # each step's events times event_probability(theta, share), summed
+        for n, share in events:
+            total += n * (share * theta / (share * theta + 1 - share))
+        return total
 
     log_bound = math.log(max_ratio)
-    return math.exp(_bisect(lambda x: expected(x) >= seen, -log_bound, log_bound))
+    # each term's rounding is a few parts in 2**52 of it (more where 1 - share cancels), and
+    # near the crossing the terms add up to about `seen`: 16 times that bounds the sum's
+    wobble = max(1 / (1 - share) for _, share in events) + len(events) + 6
+    crossing = Crossing(expected, seen, noise=16 * EPSILON * wobble * seen)
+    return math.exp(_bisect(crossing, -log_bound, log_bound))
+
+
+class RatioSearch:
+    """The search of :func:`rate_ratio_bounds`, to run alone or with others in one vectorised
+    solve (:func:`search_together`); :meth:`result` once it has run."""
+
+    def __init__(
+        self,
+        steps: Sequence[EventSplit],
+        alpha: float,
+        events_opt: float,
+        max_ratio: float = 1e4,
+        *,
+        alpha_high: float | None = None,
+    ) -> None:
+        used = [s for s in steps if s.canary_events + s.baseline_events > 0]
+        self.k = k = len(used)
+        self.found: npt.NDArray[np.float64] | None = None
+        self.edge = edge = math.log(max_ratio)
+        self.estimate = math.nan
+        if not used:
+            return
+        self.estimate = estimate = rate_ratio_estimate(used, max_ratio)
+        self.rows = _Rows(
+            [s.canary_events for s in used] * 2,
+            [s.canary_events + s.baseline_events for s in used] * 2,
+            np.array([alpha] * k + [alpha if alpha_high is None else alpha_high] * k),
+            np.full(2 * k, events_opt, dtype=np.float64),
+            np.array([True] * k + [False] * k),
+        )
+        self.shares = np.array([s.canary_share for s in used] * 2, dtype=np.float64)
+        self.thresholds = np.log(1 / np.array([alpha, alpha if alpha_high is None else alpha_high]))
+        threshold = float(self.thresholds[0])
+        if estimate == 0 or estimate == math.inf:  # every event on one arm: search all the way
+            centre = edge if estimate == math.inf else -edge
+        else:
+            centre = min(max(math.log(estimate), -edge), edge)
+        canary = sum(s.canary_events for s in used) + 0.5
+        baseline = sum(s.baseline_events for s in used) + 0.5
+        spread = math.sqrt(1 / canary + 1 / baseline)  # the log ratio's standard error
+        spread *= math.sqrt(2 * threshold + 2)
+        self.start = _Start(
+            np.array([centre - spread, -centre - spread]),
+            np.array([0.1 * spread, 0.1 * spread]),
+            np.array([-edge, -edge]),
+            np.array([centre, -centre]),
+        )
+
+    def result(self) -> Bounds:
+        if not self.k:
+            return Bounds(math.nan, 0.0, math.inf)
+        assert self.found is not None, "run the search first"
+        found, edge = self.found, self.edge
+        low = 0.0 if found[0] <= -edge else math.exp(found[0])
+        high = math.inf if found[1] <= -edge else math.exp(-found[1])
+        return Bounds(self.estimate, low, high)
 
 
 def rate_ratio_bounds(
@@ -331,46 +563,115 @@ def rate_ratio_bounds(
     log scale (the upper one mirrored). A ratio ``r`` below the lower bound is rejected by
     :func:`rate_ratio_evalue` (upward) at ``alpha``, one above the upper bound (downward) at
     ``alpha_high``."""
-    used = [s for s in steps if s.canary_events + s.baseline_events > 0]
-    if not used:
-        return Bounds(math.nan, 0.0, math.inf)
-    estimate = rate_ratio_estimate(used, max_ratio)
-    k = len(used)
-    rows = BernoulliRows(
-        [s.canary_events for s in used] * 2,
-        [s.canary_events + s.baseline_events for s in used] * 2,
-        np.repeat([alpha, alpha if alpha_high is None else alpha_high], k),
-        events_opt,
-        np.repeat([True, False], k),
-    )
-    shares = np.array([s.canary_share for s in used] * 2, dtype=np.float64)
-    thresholds = np.log(1 / np.array([alpha, alpha if alpha_high is None else alpha_high]))
-    threshold = float(thresholds[0])
-    edge = math.log(max_ratio)
+    search = RatioSearch(steps, alpha, events_opt, max_ratio, alpha_high=alpha_high)
+    search_together([search])
+    return search.result()
 
-    def margin(y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        theta = np.repeat([math.exp(y[0]), math.exp(-y[1])], k)
-        log_e = rows.log_e(_event_probabilities(theta, shares))
-        return np.array([log_e[:k].sum(), log_e[k:].sum()]) - thresholds
 
-    if estimate == 0 or estimate == math.inf:  # every event on one arm: search all the way
-        centre = edge if estimate == math.inf else -edge
-    else:
-        centre = min(max(math.log(estimate), -edge), edge)
-    canary = sum(s.canary_events for s in used) + 0.5
-    baseline = sum(s.baseline_events for s in used) + 0.5
-    spread = math.sqrt(1 / canary + 1 / baseline)  # the log ratio's standard error
-    spread *= math.sqrt(2 * threshold + 2)
-    found = solve(
-        margin,
-        np.array([centre - spread, -centre - spread]),
-        np.array([0.1 * spread, 0.1 * spread]),
-        np.array([-edge, -edge]),
-        np.array([centre, -centre]),
+def search_together(searches: Sequence[RateSearch | RatioSearch]) -> None:
+    """Run several searches in one vectorised solve, each one's result as it is alone.
+
+    One evaluation of every search's Bernoulli rows per pass (a block each, see
+    :class:`BernoulliRows`) instead of one per search and pass: each search is a group of
+    :func:`solve`, which stops it where it would stop alone. The rows of the rate searches
+    come first (a row per unknown), then those of the ratio searches (each step's row twice,
+    for the lower and the upper bound, summed into two unknowns)."""
+    given = [s for s in searches if isinstance(s, RateSearch)]
+    for search in given:
+        if not search.s.size:
+            search.found = (np.zeros(0), np.zeros(0), np.zeros(0))
+    rated = [s for s in given if s.s.size]
+    ratios = [s for s in searches if isinstance(s, RatioSearch) and s.k]
+    if rated or ratios:
+        _Joint(_Rates(rated) if rated else None, ratios).run()
+
+
+class _Joint:
+    """The one solve of :func:`search_together`, and its margin."""
+
+    def __init__(self, rates: _Rates | None, ratios: Sequence[RatioSearch]) -> None:
+        self.rates, self.ratios = rates, ratios
+        self.parts: list[_Rates | RatioSearch] = [*([rates] if rates else []), *ratios]
+        self.sizes = [*(rates.sizes if rates else []), *(2 for _ in ratios)]  # unknowns
+        self.blocks = [*(rates.sizes if rates else []), *(2 * r.k for r in ratios)]  # rows
+        self.rows = BernoulliRows(
+            *(
+                np.concatenate(
+                    [np.atleast_1d(np.asarray(getattr(s.rows, name))) for s in self.parts]
+                )
+                for name in ("successes", "n", "alpha", "n_opt", "upward")
+            ),
+            blocks=self.blocks,
+        )
+        self.n_rate = n_rate = rates.sign.size if rates else 0
+        self.shares = np.concatenate([r.shares for r in ratios]) if ratios else np.zeros(0)
+        # each ratio search: its first unknown, first row, steps and thresholds
+        self.at: list[tuple[int, int, int, float, float]] = []
+        first = n_rate
+        for i, r in enumerate(ratios):
+            low_at, high_at = r.thresholds.tolist()
+            self.at.append((n_rate + 2 * i, first, r.k, low_at, high_at))
+            first += 2 * r.k
+
+    def run(self) -> None:
+        def joined(name: str) -> npt.NDArray[np.float64]:
+            return np.concatenate([getattr(s.start, name) for s in self.parts])
+
+        found = solve(
+            self.margin,
+            joined("guess"),
+            joined("step"),
+            joined("low"),
+            joined("high"),
+            groups=self.sizes,
+        )
+        if self.rates is not None:
+            self.rates.finish(found[: self.n_rate])
+        for search, (u, *_) in zip(self.ratios, self.at, strict=True):
+            search.found = found[u : u + 2]
+
+    def probabilities(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Each row's ``p0`` at the unknowns ``x``."""
+        n_rate, rates = self.n_rate, self.rates
+        p = np.empty(self.shares.size + n_rate)
+        if rates is not None:
+            special.expit(rates.sign * x[:n_rate], out=p[:n_rate])
+        if self.at:
+            theta = np.empty(self.shares.size)
+            for u, first, k, _, _ in self.at:
+                theta[first - n_rate : first - n_rate + k] = math.exp(x[u])
+                theta[first - n_rate + k : first - n_rate + 2 * k] = math.exp(-x[u + 1])
+            chance = self.shares * theta  # as _event_probabilities
+            np.divide(chance, chance + 1 - self.shares, out=p[n_rate:])
+        return p
+
+    def margins(self, log_e: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Each unknown's margin from the rows' log e-values."""
+        n_rate, rates = self.n_rate, self.rates
+        f = np.empty(n_rate + 2 * len(self.at))
+        if rates is not None:
+            np.subtract(log_e[:n_rate], rates.threshold, out=f[:n_rate])
+        for u, first, k, low_at, high_at in self.at:
+            if k == 1:  # a sum of one
+                f[u], f[u + 1] = log_e[first] - low_at, log_e[first + 1] - high_at
+            else:
+                f[u] = float(log_e[first : first + k].sum()) - low_at
+                f[u + 1] = float(log_e[first + k : first + 2 * k].sum()) - high_at
+        return f
+
+    def margin(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return self.margins(self.rows.log_e(self.probabilities(x)))
+
+
+@lru_cache(maxsize=256)
+def _gamma_mixture(alpha: float, v_opt: float, c: float) -> WeightedMixture:
+    """:meth:`MeanDifference._mixture` (fixed for a rollout, so built once)."""
+    return WeightedMixture(
+        [
+            (float(weight), GammaExponentialMixture(max(v_opt * scale, 1e-9), alpha, c))
+            for scale, weight in zip(DESIGN_SCALES, DESIGN_WEIGHTS, strict=True)
+        ]
     )
-    low = 0.0 if found[0] <= -edge else math.exp(found[0])
-    high = math.inf if found[1] <= -edge else math.exp(-found[1])
-    return Bounds(estimate, low, high)
 
 
 @dataclass(frozen=True)
@@ -453,15 +754,7 @@ class MeanDifference:
         """The gamma-exponential mixture at the design ``v_opt``, a tenth and a hundredth of
         it (weights as the Bernoulli designs'), so that a small window is not judged by a
         boundary tuned for a large one."""
-        return WeightedMixture(
-            [
-                (
-                    float(weight),
-                    GammaExponentialMixture(max(v_opt * scale, 1e-9), alpha, self.scale),
-                )
-                for scale, weight in zip(DESIGN_SCALES, DESIGN_WEIGHTS, strict=True)
-            ]
-        )
+        return _gamma_mixture(alpha, v_opt, self.scale)
 
     def bounds(self, alpha: float, v_opt: float) -> Bounds:
         if self.count == 0:

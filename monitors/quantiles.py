@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from monitors.anytime import Bounds, bernoulli_bounds_many, bernoulli_log_e, solve
+from monitors.anytime import Bounds, RateSearch, bernoulli_log_e, search_together, solve
 
 DKW_A = 0.85  # Howard & Ramdas' recommended constant (any A > 1/sqrt(2) is valid)
 
@@ -39,7 +40,23 @@ def quantile_bounds(
     that the data cannot yet give is 0 (low) or infinity (high)."""
     if not 0 < q < 1:
         raise ValueError(f"q must be in (0, 1), got {q}")
-    cumulative = np.cumsum(np.asarray(counts, dtype=np.float64))
+    given = np.asarray(counts)
+    if given.dtype.kind in "iub":  # whole counts: summed exactly as integers
+        return quantile_bounds_cumulative(np.cumsum(given), upper_edges, q, alpha, n_opt)
+    return quantile_bounds_cumulative(
+        np.cumsum(np.asarray(given, dtype=np.float64)), upper_edges, q, alpha, n_opt
+    )
+
+
+def quantile_bounds_cumulative(
+    cumulative: npt.NDArray[np.int64] | npt.NDArray[np.float64],
+    upper_edges: npt.ArrayLike,
+    q: float,
+    alpha: float,
+    n_opt: float,
+) -> Bounds:
+    """:func:`quantile_bounds` from the running totals of the counts (``np.cumsum`` of them,
+    integers or floats), for a caller that needs them too."""
     edges = np.asarray(upper_edges, dtype=np.float64)
     n = float(cumulative[-1]) if cumulative.size else 0.0
     if n <= 0:
@@ -48,14 +65,33 @@ def quantile_bounds(
     target = n * q
     # the largest edge whose count is surely below n q lies below the quantile (the cumulative
     # counts are sorted, so a binary search finds it)
-    below = int(np.searchsorted(cumulative, target - down, side="left")) - 1
+    below = _search_sorted(cumulative, target - down, "left") - 1
     low = float(edges[below]) if below >= 0 else 0.0
     # the smallest edge whose count is surely above n q lies above it
-    above = int(np.searchsorted(cumulative, target + up, side="right"))
+    above = _search_sorted(cumulative, target + up, "right")
     high = float(edges[above]) if above < edges.size else math.inf
-    middle = int(np.searchsorted(cumulative, target, side="left"))
+    middle = _search_sorted(cumulative, target, "left")
     estimate = float(edges[min(middle, edges.size - 1)])
     return Bounds(estimate, low, high)
+
+
+def _search_sorted(
+    cumulative: npt.NDArray[np.int64] | npt.NDArray[np.float64],
+    value: float,
+    side: Literal["left", "right"],
+) -> int:
+    """``np.searchsorted(cumulative, value, side)`` as it is on the counts as floats (exact:
+    they are whole numbers below 2**53), without converting integer counts: the first count at
+    least (``left``) or above (``right``) ``value`` is the first at least its ceiling (or above
+    its floor)."""
+    if cumulative.dtype.kind not in "iu":
+        return int(np.searchsorted(cumulative, value, side=side))
+    if math.isnan(value) or value > cumulative[-1]:  # nan sorts last
+        return int(cumulative.size)
+    if value < cumulative[0]:
+        return 0
+    whole = math.ceil(value) if side == "left" else math.floor(value)
+    return int(np.searchsorted(cumulative, whole, side=side))
 
 
 GRID_RATIO = 1.01  # deviations are computed for n rounded up to a point of this geometric grid
@@ -190,18 +226,40 @@ def tv_distance_bounds(
     """The total-variation distance between two category mixes (counts per category, in the
     same order), from every category's rate bounds in each arm at ``alpha / (4 k)``; ``n_opt``
     is the design of both arms, or the baseline's and the canary's."""
+    search = tv_distance_search(baseline_counts, canary_counts, alpha, n_opt)
+    if search is None:
+        return Bounds(math.nan, 0.0, 1.0)
+    search_together([search])
+    return tv_distance_from(search)
+
+
+def tv_distance_search(
+    baseline_counts: Sequence[int],
+    canary_counts: Sequence[int],
+    alpha: float,
+    n_opt: float | tuple[float, float],
+) -> RateSearch | None:
+    """The rate bounds :func:`tv_distance_bounds` needs, as a search to run with others
+    (:func:`monitors.anytime.search_together`), then :func:`tv_distance_from`; None when an arm
+    has no counts (the distance is then anywhere in [0, 1])."""
     k = len(baseline_counts)
     n_b, n_c = sum(baseline_counts), sum(canary_counts)
     if k == 0 or n_b == 0 or n_c == 0:
-        return Bounds(math.nan, 0.0, 1.0)
+        return None
     each = alpha / (4 * k)
     designs = (n_opt, n_opt) if isinstance(n_opt, (int, float)) else n_opt
-    rates, lows, highs = bernoulli_bounds_many(
+    return RateSearch(
         [*baseline_counts, *canary_counts],
         [n_b] * k + [n_c] * k,
         each,
         [designs[0]] * k + [designs[1]] * k,
     )
+
+
+def tv_distance_from(search: RateSearch) -> Bounds:
+    """The total-variation bounds from the run search of :func:`tv_distance_search`."""
+    rates, lows, highs = search.result()
+    k = rates.size // 2
     estimate = float(np.sum(np.abs(rates[k:] - rates[:k])))
     gap_low, gap_high = lows[k:] - highs[:k], highs[k:] - lows[:k]
     low = float(np.sum(np.maximum(0.0, np.maximum(gap_low, -gap_high))))

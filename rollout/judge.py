@@ -35,22 +35,21 @@ only the per-arm bounds apply there (no ratio of events, no AIPW).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+import numpy.typing as npt
+
 from monitors import GateResult
-from monitors.anytime import (
-    Bounds,
-    EventSplit,
-    bernoulli_bounds_many,
-    rate_ratio_bounds,
-)
-from monitors.names import ARMS, Verdict
+from monitors.anytime import Bounds, EventSplit, RateSearch, RatioSearch, search_together
+from monitors.names import Verdict
 from monitors.quantiles import (
     ks_distance_bounds,
     ks_distance_bounds_binned,
-    quantile_bounds,
-    tv_distance_bounds,
+    quantile_bounds_cumulative,
+    tv_distance_from,
+    tv_distance_search,
 )
 from rollout.spec import (
     AnalysisSpec,
@@ -92,22 +91,47 @@ def gate_alpha(analysis: AnalysisSpec) -> float:
     return analysis.alpha / deciding
 
 
+# A gate's work at a look: it yields the Bernoulli searches it needs (possibly none), which the
+# judge runs with every other gate's in one vectorised solve (each search ends as it would
+# alone, monitors.anytime.search_together), and then returns its result.
+GateRun = Generator[list[RateSearch | RatioSearch], None, GateResult]
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """What the judge tells each gate's result: whether it decides, and its alpha."""
+
+    blocking: bool
+    alpha: float
+
+
 def judge(look: Look, analysis: AnalysisSpec) -> list[GateResult]:
     """One result per gate of the spec, in spec order."""
     alpha = gate_alpha(analysis)
-    results = []
+    runs: list[GateRun] = []
     for entry in analysis.effective_gates:
         settings = getattr(entry, entry.name)
+        mark = _Mark(blocking(entry), alpha)
         if isinstance(settings, ErrorRateGate):
-            result = _error_rate(look, settings, alpha)
+            runs.append(_error_rate(look, settings, mark))
         elif isinstance(settings, LatencyGate):
-            result = _latency(look, settings, alpha)
+            runs.append(_latency(look, settings, mark))
         elif isinstance(settings, QualityGate):
-            result = _quality(look, settings, alpha)
+            runs.append(_quality(look, settings, mark))
         else:
-            result = _output_drift(look, settings, alpha)
-        results.append(_marked(result, blocking(entry), alpha))
-    return results
+            runs.append(_output_drift(look, settings, mark))
+    search_together([search for run in runs for search in next(run)])
+    return [_finished(run) for run in runs]
+
+
+def _finished(run: GateRun) -> GateResult:
+    """A gate's result once its searches have run."""
+    try:
+        run.send(None)
+    except StopIteration as done:
+        result: GateResult = done.value
+        return result
+    raise AssertionError("a gate yields its searches once")
 
 
 def combine(results: Sequence[GateResult]) -> Verdict:
@@ -120,26 +144,20 @@ def combine(results: Sequence[GateResult]) -> Verdict:
     return "inconclusive"
 
 
-def _marked(result: GateResult, is_blocking: bool, alpha: float) -> GateResult:
-    return replace(result, blocking=is_blocking, alpha=alpha)
-
-
 def _outcome(low: float, high: float, margin: float, *, higher_is_worse: bool) -> Verdict:
     if higher_is_worse:
         return "fail" if low > margin else "pass" if high <= margin else "inconclusive"
     return "fail" if high < margin else "pass" if low >= margin else "inconclusive"
 
 
-def _error_rate(look: Look, gate: ErrorRateGate, alpha: float) -> GateResult:
+def _error_rate(look: Look, gate: ErrorRateGate, mark: _Mark) -> GateRun:
     summary = look.summary
+    alpha = mark.alpha
     base, canary = summary.counts("baseline"), summary.counts("canary")
     n_b, n_c = base.n_requests, canary.n_requests
     arm_alpha = alpha / 4  # each arm's bound, each side: fail uses two, pass up to two more
-    rate_b, rate_c = _rates(
-        (base.n_errors, canary.n_errors), (n_b, n_c), arm_alpha, _designs(summary)
-    )
-    diff_low, diff_high = rate_c.low - rate_b.high, rate_c.high - rate_b.low
-    floor, ratio = gate.max_increase, gate.max_ratio
+    arms = _rate_search((base.n_errors, canary.n_errors), (n_b, n_c), arm_alpha, _designs(summary))
+    ratios: list[RatioSearch] = []
     if look.randomised:
         steps = [
             EventSplit(share, group.errors["canary"], group.errors["baseline"])
@@ -148,7 +166,13 @@ def _error_rate(look: Look, gate: ErrorRateGate, alpha: float) -> GateResult:
         ]
         # the lower bound at alpha decides a fail, the upper at alpha / 2 a pass (shared with
         # the difference's pass); a ratio outside a bound is rejected by the e-value there
-        shown = rate_ratio_bounds(steps, alpha, DESIGN_EVENTS, alpha_high=alpha / 2)
+        ratios.append(RatioSearch(steps, alpha, DESIGN_EVENTS, alpha_high=alpha / 2))
+    yield [arms, *ratios]
+    rate_b, rate_c = _rates(arms)
+    diff_low, diff_high = rate_c.low - rate_b.high, rate_c.high - rate_b.low
+    floor, ratio = gate.max_increase, gate.max_ratio
+    if ratios:
+        shown = ratios[0].result()
         ratio_beyond, ratio_within = shown.low > ratio, shown.high <= ratio
     else:  # pinned preview: the ratio from the per-arm bounds
         ratio_beyond = rate_b.high > 0 and rate_c.low > ratio * rate_b.high
@@ -198,26 +222,24 @@ def _error_rate(look: Look, gate: ErrorRateGate, alpha: float) -> GateResult:
         },
         ci_low=diff_low,
         ci_high=diff_high,
+        blocking=mark.blocking,
+        alpha=mark.alpha,
     )
 
 
-def _latency(look: Look, gate: LatencyGate, alpha: float) -> GateResult:
+def _latency(look: Look, gate: LatencyGate, mark: _Mark) -> GateRun:
+    yield []
     latency = look.summary.latency
     bins = latency.bins
     assert bins is not None, "latency is always binned"
     edges = bins.edges[1:]
-    designs = dict(zip(("baseline", "canary"), _designs(look.summary), strict=True))
-    quantiles = {
-        arm: quantile_bounds(
-            bins.baseline_counts if arm == "baseline" else bins.canary_counts,
-            edges,
-            gate.quantile,
-            alpha / 2,
-            designs[arm],
-        )
-        for arm in ARMS
-    }
-    q_b, q_c = quantiles["baseline"], quantiles["canary"]
+    design_b, design_c = _designs(look.summary)
+    # each arm's running totals once: the quantile's bounds and the arm's count
+    totals_b, totals_c = np.cumsum(bins.baseline_counts), np.cumsum(bins.canary_counts)
+    q_b, q_c = (
+        quantile_bounds_cumulative(totals, edges, gate.quantile, mark.alpha / 2, design)
+        for totals, design in ((totals_b, design_b), (totals_c, design_c))
+    )
     low, high = _ratio(q_c.low, q_b.high), _ratio(q_c.high, q_b.low)
     estimate = _ratio(q_c.estimate, q_b.estimate)
     verdict = _outcome(low, high, gate.max_ratio, higher_is_worse=True)
@@ -227,6 +249,7 @@ def _latency(look: Look, gate: LatencyGate, alpha: float) -> GateResult:
         f"{estimate:.3g} ({low:.3g} to {high:.3g}); allowed {gate.max_ratio:g}x"
     )
     return _bounded(
+        mark,
         "latency",
         "quantile_ratio",
         Bounds(estimate, low, high),
@@ -237,7 +260,7 @@ def _latency(look: Look, gate: LatencyGate, alpha: float) -> GateResult:
             f"{p} latency proven within what is allowed: {where}",
             f"{p} latency not decided yet: {where}",
         ),
-        (int(bins.baseline_counts.sum()), int(bins.canary_counts.sum())),
+        (_total(totals_b), _total(totals_c)),
         {
             "baseline_quantile": q_b.estimate,
             "canary_quantile": q_c.estimate,
@@ -246,38 +269,45 @@ def _latency(look: Look, gate: LatencyGate, alpha: float) -> GateResult:
     )
 
 
-def _quality(look: Look, gate: QualityGate, alpha: float) -> GateResult:
+def _quality(look: Look, gate: QualityGate, mark: _Mark) -> GateRun:
     labels = look.summary.labels
+    alpha = mark.alpha
     n_b, n_c = labels.labelled["baseline"], labels.labelled["canary"]
     metric = gate.metric
     if metric in ("auc", "mae", "rmse"):
-        return GateResult.unmeasured(
+        yield []
+        unmeasured = GateResult.unmeasured(
             "quality",
             metric,
             "inconclusive",
             f"{metric} has no bounded per-request form: reported, never deciding "
             "(use accuracy or log_loss to decide)",
         )
+        return replace(unmeasured, blocking=mark.blocking, alpha=alpha)
     if metric == "accuracy":
         margin, higher_is_worse = -gate.max_decrease, False
     else:
         margin, higher_is_worse = gate.max_increase, True
     stream = labels.differences.get(metric)
     if look.randomised and stream is not None and stream.count:
+        yield []
         bounds = stream.bounds(alpha, _quality_design(look.summary.labels.min_share))
         test = "aipw_difference"
     elif metric == "accuracy":
-        rate_b, rate_c = _rates(
+        search = _rate_search(
             (labels.correct["baseline"], labels.correct["canary"]),
             (n_b, n_c),
             alpha / 2,
             _designs(look.summary),
         )
+        yield [search]
+        rate_b, rate_c = _rates(search)
         bounds = Bounds(
             rate_c.estimate - rate_b.estimate, rate_c.low - rate_b.high, rate_c.high - rate_b.low
         )
         test = "rate_difference"
     else:
+        yield []
         bounds, test = Bounds(math.nan, -math.inf, math.inf), "aipw_difference"
     verdict = _outcome(bounds.low, bounds.high, margin, higher_is_worse=higher_is_worse)
     allowed = (
@@ -290,6 +320,7 @@ def _quality(look: Look, gate: QualityGate, alpha: float) -> GateResult:
         f"{bounds.high:+.4g}) on {n_b} baseline and {n_c} canary labelled rows; allowed {allowed}"
     )
     return _bounded(
+        mark,
         "quality",
         test,
         bounds,
@@ -304,16 +335,20 @@ def _quality(look: Look, gate: QualityGate, alpha: float) -> GateResult:
     )
 
 
-def _output_drift(look: Look, gate: OutputDriftGate, alpha: float) -> GateResult:
+def _output_drift(look: Look, gate: OutputDriftGate, mark: _Mark) -> GateRun:
     outputs = look.summary.outputs
+    alpha = mark.alpha
     delta = gate.delta if gate.delta is not None else ADVISORY_DELTA
     if outputs.categorical and outputs.categories_complete:
         _, table = outputs.categories.table()
-        bounds = tv_distance_bounds(
+        search = tv_distance_search(
             [int(v) for v in table[0]], [int(v) for v in table[1]], alpha, _designs(look.summary)
         )
+        yield [search] if search is not None else []
+        bounds = Bounds(math.nan, 0.0, 1.0) if search is None else tv_distance_from(search)
         test, distance = "total_variation", "total-variation distance of the output mix"
     else:
+        yield []
         numeric = outputs.numeric
         if numeric.bins is None:  # every value still at hand
             bounds = ks_distance_bounds(numeric.values("baseline"), numeric.values("canary"), alpha)
@@ -328,6 +363,7 @@ def _output_drift(look: Look, gate: OutputDriftGate, alpha: float) -> GateResult
         f"{delta:g}"
     )
     return _bounded(
+        mark,
         "output_drift",
         test,
         bounds,
@@ -358,16 +394,27 @@ def _quality_design(share: float) -> float:
     return requests * 0.09 * (1 / share + 1 / (1 - share))
 
 
-def _rates(
+def _rate_search(
     successes: tuple[int, int], n: tuple[int, int], alpha: float, designs: tuple[float, float]
-) -> tuple[Bounds, Bounds]:
-    """The baseline's and the canary's rate bounds, searched together."""
-    rates, lows, highs = bernoulli_bounds_many(successes, n, alpha, list(designs))
-    baseline, canary = (Bounds(float(rates[i]), float(lows[i]), float(highs[i])) for i in (0, 1))
+) -> RateSearch:
+    """The search of the baseline's and the canary's rate bounds (together)."""
+    return RateSearch(successes, n, alpha, list(designs))
+
+
+def _rates(search: RateSearch) -> tuple[Bounds, Bounds]:
+    """The baseline's and the canary's rate bounds, once searched."""
+    rates, lows, highs = (values.tolist() for values in search.result())
+    baseline, canary = (Bounds(rates[i], lows[i], highs[i]) for i in (0, 1))
     return baseline, canary
 
 
+def _total(totals: npt.NDArray[np.int64]) -> int:
+    """An arm's count from its running totals."""
+    return int(totals[-1]) if totals.size else 0
+
+
 def _bounded(
+    mark: _Mark,
     gate: str,
     test: str,
     bounds: Bounds,
@@ -399,6 +446,8 @@ def _bounded(
         details=details or {},
         ci_low=bounds.low,
         ci_high=bounds.high,
+        blocking=mark.blocking,
+        alpha=mark.alpha,
     )
 
 
