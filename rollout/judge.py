@@ -18,15 +18,22 @@ step. The constructions (:mod:`monitors.anytime`, :mod:`monitors.quantiles`):
 
 - ``error_rate``: the canary may err at most ``max_ratio`` times the baseline's rate, or at most
   ``max_increase`` (absolute) above it, whichever allows more. Fail needs both the ratio (from
-  the arm of each error, exact at any rate) and the difference (per-arm exact rate bounds)
-  proven beyond; pass needs either proven within.
+  the arm of each error, exact at any rate) and the difference proven beyond; pass needs
+  either proven within. The difference's lower bound is the larger of the per-arm rate bounds'
+  (alpha / 2) and the one the ratio's bound and the pooled rate give (one stream,
+  :mod:`monitors.pooled`, alpha / 4 each): under the intersection-union rule the difference's
+  proof may spend the gate's alpha whatever the ratio's does.
 - ``latency``: the ``quantile`` of the canary's latencies over the baseline's, from each arm's
   quantile bounds on the latency bins, against ``max_ratio``.
 - ``quality`` (``accuracy``, ``log_loss``): the difference of means, from the AIPW stream of the
   randomised split (efficient, bounded), against ``max_decrease`` / ``max_increase``; ``auc``,
   ``mae`` and ``rmse`` have no bounded per-request form and are advisory.
 - ``output_drift``: the total-variation distance of the category mix, or the KS distance of
-  numeric outputs, against ``delta``; advisory unless the spec gives ``delta``.
+  numeric outputs, against ``delta``; advisory unless the spec gives ``delta``. The upper
+  bound (a pass) comes from the arms' own bounds; the lower bound (a fail), under a randomised
+  split, from one AIPW stream per category (:mod:`monitors.mix`), or for numbers from the
+  larger of the arms' DKW bound and the share difference at the baseline's median (a stream:
+  the KS distance is at least it).
 
 In a blue/green preview the candidate's requests are pinned by callers, not assigned at random:
 only the per-arm bounds apply there (no ratio of events, no AIPW).
@@ -42,8 +49,18 @@ import numpy as np
 import numpy.typing as npt
 
 from monitors import GateResult
-from monitors.anytime import Bounds, EventSplit, RateSearch, RatioSearch, search_together
+from monitors.anytime import (
+    Bounds,
+    EventSplit,
+    MeanDifference,
+    RateSearch,
+    RatioSearch,
+    rate_ratio_bounds,
+    search_together,
+)
+from monitors.mix import tv_distance_low
 from monitors.names import Verdict
+from monitors.pooled import PooledGroup, difference_low
 from monitors.quantiles import (
     ks_distance_bounds,
     ks_distance_bounds_binned,
@@ -63,6 +80,7 @@ from rollout.summary import WindowSummary
 
 DESIGN_REQUESTS = 5_000  # canary requests the bounds are tuned for (any value is valid)
 DESIGN_EVENTS = 60  # errors the ratio's mixture is tuned for
+KS_DKW_SHARE = 0.3  # of a KS gate's alpha for a fail, to the DKW bound (the rest to the cut)
 ADVISORY_DELTA = 0.1  # the distance an advisory drift gate reports against
 
 
@@ -182,6 +200,10 @@ def _error_rate(look: Look, gate: ErrorRateGate, mark: _Mark) -> GateRun:
             _ratio(rate_c.low, rate_b.high),
             _ratio(rate_c.high, rate_b.low),
         )
+    if ratio_beyond and diff_low <= floor and look.randomised:
+        # the difference's other proof, one stream (monitors/pooled.py): the ratio's lower
+        # bound and the pooled rate, each at alpha / 4 (with the arms' alpha / 2: alpha)
+        diff_low = max(diff_low, _pooled_difference_low(summary, alpha / 4))
     verdict: Verdict = "inconclusive"
     if ratio_beyond and diff_low > floor:
         verdict = "fail"
@@ -346,6 +368,10 @@ def _output_drift(look: Look, gate: OutputDriftGate, mark: _Mark) -> GateRun:
         )
         yield [search] if search is not None else []
         bounds = Bounds(math.nan, 0.0, 1.0) if search is None else tv_distance_from(search)
+        if look.randomised and outputs.mix:  # the lower bound from one stream per category
+            design = _stream_design(look.summary.labels.min_share)
+            low = tv_distance_low(list(outputs.mix.values()), alpha, design)
+            bounds = replace(bounds, low=low)
         test, distance = "total_variation", "total-variation distance of the output mix"
     else:
         yield []
@@ -356,6 +382,9 @@ def _output_drift(look: Look, gate: OutputDriftGate, mark: _Mark) -> GateRun:
             bounds = ks_distance_bounds_binned(
                 numeric.bins.baseline_counts, numeric.bins.canary_counts, alpha
             )
+        cut = outputs.below_cut
+        if look.randomised and cut is not None and cut.count:
+            bounds = replace(bounds, low=_ks_low(look, alpha, cut))
         test, distance = "ks_distance", "KS distance of the outputs"
     verdict = _outcome(bounds.low, bounds.high, delta, higher_is_worse=True)
     where = (
@@ -376,6 +405,52 @@ def _output_drift(look: Look, gate: OutputDriftGate, mark: _Mark) -> GateRun:
         ),
         (outputs.n("baseline"), outputs.n("canary")),
     )
+
+
+def _ks_low(look: Look, alpha: float, cut: MeanDifference) -> float:
+    """The KS distance's lower bound, at ``alpha``: the larger of the arms' DKW bound (at
+    ``KS_DKW_SHARE`` of alpha) and the size of the share difference at the cut (the rest, split
+    between its two sides): the KS distance is at least either."""
+    numeric = look.summary.outputs.numeric
+    dkw_alpha = alpha * KS_DKW_SHARE
+    if numeric.bins is None:
+        dkw = ks_distance_bounds(numeric.values("baseline"), numeric.values("canary"), dkw_alpha)
+    else:
+        dkw = ks_distance_bounds_binned(
+            numeric.bins.baseline_counts, numeric.bins.canary_counts, dkw_alpha
+        )
+    at_cut = cut.bounds(
+        alpha * (1 - KS_DKW_SHARE) / 2, _stream_design(look.summary.labels.min_share)
+    )
+    return max(dkw.low, at_cut.low, -at_cut.high, 0.0)
+
+
+def _pooled_difference_low(summary: WindowSummary, alpha: float) -> float:
+    """The error-rate difference's lower bound from the ratio's lower bound and the pooled
+    rate of each plan generation, each at ``alpha`` (monitors/pooled.py)."""
+    groups = [
+        (share, group)
+        for group in summary.groups.values()
+        if (share := group.canary_share) is not None and 0 < share < 1
+    ]
+    steps = [EventSplit(s, g.errors["canary"], g.errors["baseline"]) for s, g in groups]
+    theta = rate_ratio_bounds(steps, alpha, DESIGN_EVENTS).low
+    pooled = [
+        PooledGroup(
+            s,
+            g.requests["canary"] + g.requests["baseline"],
+            g.errors["canary"] + g.errors["baseline"],
+        )
+        for s, g in groups
+    ]
+    return difference_low(pooled, theta, alpha, DESIGN_REQUESTS / summary.labels.min_share)
+
+
+def _stream_design(share: float) -> float:
+    """The intrinsic time a share-difference stream's bounds are tuned for (fixed in advance):
+    the requests of the canary's design at the rollout's smallest share, each with the
+    variance of an even split (1/4)."""
+    return DESIGN_REQUESTS / share * 0.25 * (1 / share + 1 / (1 - share))
 
 
 def _designs(summary: WindowSummary) -> tuple[float, float]:
