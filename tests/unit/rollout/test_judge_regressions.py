@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from monitors.anytime import bernoulli_bounds_many
 from rollout.judge import Look, gate_alpha, judge
 from rollout.spec import AnalysisSpec, default_spec, load_spec
 from rollout.summary import GroupCounts, WindowSummary
@@ -102,3 +103,112 @@ def test_a_canary_that_fails_every_request_fails_at_the_first_look() -> None:
     results = {r.gate: r for r in judge(Look(summary, randomised=True), default_spec().analysis)}
     assert results["error_rate"].verdict == "fail"
     assert results["error_rate"].ci_low > 0.8  # the difference is proven above 80 points
+
+
+def _split_window(share: float, arms: dict[str, tuple[int, int]]) -> WindowSummary:
+    """Requests and errors per arm, all in one plan generation at canary ``share``."""
+    summary = WindowSummary()
+    summary.labels.min_share = min(share, 1 - share)
+    group = summary.groups.setdefault(1, GroupCounts())
+    for arm, (n, e) in arms.items():
+        summary.counts(arm).n_requests, summary.counts(arm).n_errors = n, e
+        group.requests[arm], group.errors[arm] = n, e
+    return summary
+
+
+def test_a_tripled_rare_error_rate_at_an_even_split_fails_on_the_pooled_difference() -> None:
+    """0.1% -> 0.3% at 50%, 35,000 requests per arm: the arms' own bounds cannot yet prove the
+    difference beyond +0.05 point; the ratio's bound with the pooled rate (one stream) can."""
+    analysis = default_spec().analysis
+    summary = _split_window(0.5, {"canary": (35_000, 105), "baseline": (35_000, 35)})
+    alpha = gate_alpha(analysis)
+    _, lows, highs = bernoulli_bounds_many([35, 105], [35_000, 35_000], alpha / 4, [10_000, 5_000])
+    assert lows[1] - highs[0] < 0.0005  # per arm: not beyond the margin
+    results = {r.gate: r for r in judge(Look(summary, randomised=True), analysis)}
+    errors = results["error_rate"]
+    assert errors.verdict == "fail" and errors.ci_low > 0.0005
+    assert errors.details["ratio_low"] > 1.5
+    # pinned requests (no randomisation) have only the arms' bounds: not yet
+    pinned = {r.gate: r for r in judge(Look(summary, randomised=False), analysis)}
+    assert pinned["error_rate"].verdict == "inconclusive"
+
+
+def _streamed(
+    rng: np.random.Generator, looks: int, canary: object, baseline: object
+) -> WindowSummary:
+    """A window of ``looks`` batches of 2,500 requests at a 10% split, outputs drawn by the
+    arms' samplers, folded as the store folds them (counts, then the streams)."""
+    summary = WindowSummary()
+    group = summary.groups.setdefault(1, GroupCounts())
+    for _ in range(looks):
+        n_c = int(rng.binomial(2500, 0.1))
+        outputs = {"canary": canary(n_c), "baseline": baseline(2500 - n_c)}  # type: ignore[operator]
+        for arm, values in outputs.items():
+            group.requests[arm] += len(values)
+            summary.add_batch(arm, {"1"}, [10.0] * len(values), values, 0)  # type: ignore[arg-type]
+        summary.outputs.add_streams(
+            group.canary_share or 0.1, outputs["canary"], outputs["baseline"], 0.1
+        )
+    return summary
+
+
+def test_a_moved_class_mix_fails_on_its_category_streams() -> None:
+    """30% -> 40% of class 1 at a 10% split, about 2,000 canary outputs: the streams prove the
+    total-variation distance beyond 0.05 where the arms' own bounds do not yet."""
+    rng = np.random.default_rng(0)
+    summary = _streamed(
+        rng,
+        8,
+        lambda n: rng.binomial(1, 0.4, n).tolist(),
+        lambda n: rng.binomial(1, 0.3, n).tolist(),
+    )
+    analysis = _analysis([{"output_drift": {"delta": 0.05}}])
+    (drift,) = judge(Look(summary, randomised=True), analysis)
+    assert drift.test == "total_variation" and drift.verdict == "fail"
+    (pinned,) = judge(Look(summary, randomised=False), analysis)
+    assert pinned.verdict == "inconclusive" and pinned.ci_low < 0.05 < drift.ci_low
+
+
+def test_a_shifted_numeric_output_fails_on_its_median_cut() -> None:
+    """N(0, 1) -> N(0.2, 1) at a 10% split (KS 0.08), about 10,000 canary outputs: the share
+    difference at the baseline's median proves the KS distance beyond 0.05; DKW does not."""
+    rng = np.random.default_rng(8)
+    summary = _streamed(
+        rng, 40, lambda n: rng.normal(0.2, 1, n).tolist(), lambda n: rng.normal(0, 1, n).tolist()
+    )
+    analysis = _analysis([{"output_drift": {"delta": 0.05}}])
+    (drift,) = judge(Look(summary, randomised=True), analysis)
+    assert drift.test == "ks_distance" and drift.verdict == "fail"
+    (pinned,) = judge(Look(summary, randomised=False), analysis)
+    assert pinned.verdict == "inconclusive" and pinned.ci_low < 0.05 < drift.ci_low
+
+
+def test_equal_outputs_rarely_fail_the_streamed_drift_gates_however_often_looked_at() -> None:
+    """A/A at a 10% split, numbers and classes, looking after every batch of 2,500 requests up
+    to 50,000: the drift gate's false fails stay within its alpha."""
+    analysis = _analysis([{"output_drift": {"delta": 0.02}}])
+    alpha = gate_alpha(analysis)
+    rng = np.random.default_rng(12)
+    samplers = {
+        "numbers": lambda n: rng.normal(0, 1, n).tolist(),
+        "classes": lambda n: rng.choice(3, n, p=[0.5, 0.3, 0.2]).tolist(),
+    }
+    for name, draw in samplers.items():
+        runs, failed = 100, 0
+        for _ in range(runs):
+            summary = WindowSummary()
+            group = summary.groups.setdefault(1, GroupCounts())
+            for _look in range(20):
+                n_c = int(rng.binomial(2500, 0.1))
+                outputs = {"canary": draw(n_c), "baseline": draw(2500 - n_c)}
+                for arm, values in outputs.items():
+                    group.requests[arm] += len(values)
+                    summary.add_batch(arm, {"1"}, [10.0] * len(values), values, 0)  # type: ignore[arg-type]
+                summary.outputs.add_streams(
+                    group.canary_share or 0.1, outputs["canary"], outputs["baseline"], 0.1
+                )
+                (drift,) = judge(Look(summary, randomised=True), analysis)
+                if drift.verdict == "fail":
+                    failed += 1
+                    break
+        assert failed / runs <= alpha + MC * math.sqrt(alpha * (1 - alpha) / runs), name
