@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +107,9 @@ def test_a_canary_that_fails_every_request_fails_at_the_first_look() -> None:
     assert results["error_rate"].ci_low > 0.8  # the difference is proven above 80 points
 
 
+Sampler = Callable[[int], list[Any]]  # n -> n outputs
+
+
 def _split_window(share: float, arms: dict[str, tuple[int, int]]) -> WindowSummary:
     """Requests and errors per arm, all in one plan generation at canary ``share``."""
     summary = WindowSummary()
@@ -134,7 +139,7 @@ def test_a_tripled_rare_error_rate_at_an_even_split_fails_on_the_pooled_differen
 
 
 def _streamed(
-    rng: np.random.Generator, looks: int, canary: object, baseline: object
+    rng: np.random.Generator, looks: int, canary: Sampler, baseline: Sampler
 ) -> WindowSummary:
     """A window of ``looks`` batches of 2,500 requests at a 10% split, outputs drawn by the
     arms' samplers, folded as the store folds them (counts, then the streams)."""
@@ -142,7 +147,7 @@ def _streamed(
     group = summary.groups.setdefault(1, GroupCounts())
     for _ in range(looks):
         n_c = int(rng.binomial(2500, 0.1))
-        outputs = {"canary": canary(n_c), "baseline": baseline(2500 - n_c)}  # type: ignore[operator]
+        outputs = {"canary": canary(n_c), "baseline": baseline(2500 - n_c)}
         for arm, values in outputs.items():
             group.requests[arm] += len(values)
             summary.add_batch(arm, {"1"}, [10.0] * len(values), values, 0)  # type: ignore[arg-type]
@@ -159,8 +164,8 @@ def test_a_moved_class_mix_fails_on_its_category_streams() -> None:
     summary = _streamed(
         rng,
         8,
-        lambda n: rng.binomial(1, 0.4, n).tolist(),
-        lambda n: rng.binomial(1, 0.3, n).tolist(),
+        lambda n: rng.binomial(1, 0.4, size=n).tolist(),
+        lambda n: rng.binomial(1, 0.3, size=n).tolist(),
     )
     analysis = _analysis([{"output_drift": {"delta": 0.05}}])
     (drift,) = judge(Look(summary, randomised=True), analysis)
@@ -174,7 +179,10 @@ def test_a_shifted_numeric_output_fails_on_its_median_cut() -> None:
     difference at the baseline's median proves the KS distance beyond 0.05; DKW does not."""
     rng = np.random.default_rng(8)
     summary = _streamed(
-        rng, 40, lambda n: rng.normal(0.2, 1, n).tolist(), lambda n: rng.normal(0, 1, n).tolist()
+        rng,
+        40,
+        lambda n: rng.normal(0.2, 1, size=n).tolist(),
+        lambda n: rng.normal(0, 1, size=n).tolist(),
     )
     analysis = _analysis([{"output_drift": {"delta": 0.05}}])
     (drift,) = judge(Look(summary, randomised=True), analysis)
@@ -189,9 +197,9 @@ def test_equal_outputs_rarely_fail_the_streamed_drift_gates_however_often_looked
     analysis = _analysis([{"output_drift": {"delta": 0.02}}])
     alpha = gate_alpha(analysis)
     rng = np.random.default_rng(12)
-    samplers = {
-        "numbers": lambda n: rng.normal(0, 1, n).tolist(),
-        "classes": lambda n: rng.choice(3, n, p=[0.5, 0.3, 0.2]).tolist(),
+    samplers: dict[str, Sampler] = {
+        "numbers": lambda n: rng.normal(0, 1, size=n).tolist(),
+        "classes": lambda n: rng.choice(3, size=n, p=[0.5, 0.3, 0.2]).tolist(),
     }
     for name, draw in samplers.items():
         runs, failed = 100, 0
