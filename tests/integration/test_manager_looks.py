@@ -182,3 +182,39 @@ def test_api_serves_the_looks_to_a_reader(looking: tuple[Manager, str]) -> None:
         missing = client.get("/v1/rollouts/nope/looks", headers=headers)
         assert missing.status_code == 404 and "nope" in missing.json()["message"]
         assert client.get(f"/v1/rollouts/{rollout_id}/looks").status_code == 401
+
+
+def test_the_judged_window_and_its_budget_survive_a_pause_and_resume(home: DemoHome) -> None:
+    """One confidence sequence per gate over the rollout: after a pause and a resume the gates
+    judge the same window, grown, not a new one (no second spending of alpha); only the
+    step's floors count again from the resume."""
+    manager = Manager(home.settings)
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    manager.start(MODEL, v1, "prod", actor="alice")
+    spec = load_spec(
+        {
+            "strategy": {
+                "canary": {"steps": [{"weight": 10, "min_requests": 50, "max_requests": 60}]}
+            },
+            "analysis": {"gates": [{"error_rate": {"max_increase": 0.1}}]},
+        }
+    )
+    rollout_id = manager.start(MODEL, v2, "prod", spec, actor="alice")
+    write(manager, rollout_id, "canary", 60, v2)
+    write(manager, rollout_id, "baseline", 540, v1)
+    (paused,) = manager.tick()
+    assert paused.to_state == "paused"
+    manager.resume(MODEL, "prod", actor="bob")
+    write(manager, rollout_id, "canary", 20, v2)
+    write(manager, rollout_id, "baseline", 180, v1)
+    assert manager.tick() == []  # 20 requests in the restarted step: below its floor of 50
+    after = manager.status(MODEL, "prod")
+    assert after.live is not None and after.live.n_canary == 80  # 60 before the pause + 20
+    assert after.live.requests_in_step == 20
+    resumed = [e.ts for e in manager.events(rollout_id) if e.to_state == "progressing"][-1]
+    assert after.live.window_start is not None and after.live.window_start < resumed
+    (gate,) = after.live.gates
+    assert gate.alpha == pytest.approx(spec.analysis.alpha)  # the whole budget, not a fresh one
+    kept = manager.looks(rollout_id)
+    assert [look.n_canary for look in kept][-2:] == [60, 80]  # one sequence across the pause
+    manager.close()
