@@ -8,7 +8,10 @@
 - `wilcoxon_test`: regressors. Wilcoxon signed-rank test on shadow - baseline outputs
   (two-sided: any systematic shift), effect size the median difference.
 
-All return `GateResult` (gate ``"shadow"``), ``inconclusive`` below `min_n` pairs.
+All return `GateResult` (gate ``"shadow"``), ``inconclusive`` below `min_n` pairs. These are
+fixed-horizon tests, kept as a library; the shadow steps use the safety tests below them, with
+anytime-valid bounds and three outcomes: `disagreement_safety`, `paired_accuracy_safety`
+(McNemar's question with a margin) and `paired_shift_safety`.
 """
 
 from __future__ import annotations
@@ -229,6 +232,74 @@ def disagreement_safety(
         details={"max_rate": max_rate},
         ci_low=bounds.low,
         ci_high=bounds.high,
+        alpha=alpha,
+    )
+
+
+def paired_accuracy_safety(
+    baseline_correct: npt.ArrayLike,
+    shadow_correct: npt.ArrayLike,
+    *,
+    max_decrease: float,
+    alpha: float,
+    n_opt: float = 2_000,
+    gate: str = "shadow",
+) -> GateResult:
+    """McNemar's question as a safety test with a margin, anytime-valid: on labelled requests
+    both versions answered, the shadow's accuracy minus the baseline's is
+    ``P(only the shadow right) - P(only the baseline right)``, and each of those two shares of
+    requests has exact Bernoulli bounds (the beta-binomial mixture, tight at small shares) at
+    ``alpha / 2`` a side: **pass** when the difference is proven at least ``-max_decrease``
+    (the shadow is not worse by more than the margin), **fail** when it is proven below."""
+    from monitors.anytime import bernoulli_bounds
+
+    baseline = as_bool(baseline_correct, "baseline_correct")
+    shadow = as_bool(shadow_correct, "shadow_correct")
+    _same_length(baseline.size, shadow.size)
+    if not math.isfinite(max_decrease) or not 0 <= max_decrease < 1:
+        raise ValueError(f"max_decrease must be in [0, 1), got {max_decrease!r}")
+    alpha, gate = check_alpha(alpha), check_gate(gate)
+    n = int(baseline.size)
+    only_shadow = int(np.count_nonzero(~baseline & shadow))
+    only_baseline = int(np.count_nonzero(baseline & ~shadow))
+    gains = bernoulli_bounds(only_shadow, n, alpha / 2, n_opt)
+    losses = bernoulli_bounds(only_baseline, n, alpha / 2, n_opt)
+    low, high = gains.low - losses.high, gains.high - losses.low
+    difference = (only_shadow - only_baseline) / n if n else math.nan
+    verdict: Verdict = "inconclusive"
+    if n and high < -max_decrease:
+        verdict = "fail"
+    elif n and low >= -max_decrease:
+        verdict = "pass"
+    where = (
+        f"shadow minus baseline accuracy {100 * difference:+.2f} pts ({100 * low:+.2f} to "
+        f"{100 * high:+.2f}) on {n} labelled requests (shadow alone right on {only_shadow}, "
+        f"baseline alone on {only_baseline}); allowed {100 * max_decrease:.2f} pts lower"
+        if n
+        else "no labelled requests yet"
+    )
+    said = {
+        "fail": "shadow proven less accurate than allowed",
+        "pass": "shadow proven not less accurate than allowed",
+        "inconclusive": "shadow accuracy not decided yet",
+    }
+    return GateResult(
+        gate=gate,
+        test="paired_accuracy_bounds",
+        statistic=difference,
+        p_value=None,
+        effect_size=difference,
+        threshold=-max_decrease,
+        n_baseline=n,
+        n_canary=n,
+        verdict=verdict,
+        reason=f"{said[verdict]}: {where}",
+        details={
+            "only_shadow_right": float(only_shadow),
+            "only_baseline_right": float(only_baseline),
+        },
+        ci_low=low if n else -1.0,
+        ci_high=high if n else 1.0,
         alpha=alpha,
     )
 

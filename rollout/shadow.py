@@ -7,8 +7,9 @@ step may be looked at as often as the manager likes: ``disagreement`` passes onl
 share of requests whose outputs differ is proven at most ``max_disagreement``, and fails once
 it is proven above; ``wilcoxon`` (numeric outputs) passes only when the median shift of the
 paired outputs is proven within ``max_shift`` (a sign test with a margin), and fails once it
-is proven beyond. ``mcnemar`` (labelled pairs: is the candidate wrong more often) is a
-fixed-horizon test, judged at the step's floor. The reason ends with the
+is proven beyond; ``mcnemar`` (labelled pairs) passes only when the candidate's accuracy is
+proven at most ``max_decrease`` below the baseline's on the same requests, and fails once it
+is proven further below. The reason ends with the
 recommendation the rollout waits on (``then: stop``) or continues with (``then: canary``).
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitors import GateResult
-from monitors.shadow import disagreement_safety, mcnemar_test, paired_shift_safety
+from monitors.shadow import disagreement_safety, paired_accuracy_safety, paired_shift_safety
 from rollout.lifecycle import StepEvidence
 from rollout.spec import RolloutSpec
 
@@ -36,11 +37,12 @@ def shadow_evidence(
     result: GateResult
     if shadow.test == "mcnemar":
         labelled = [(b, s, y) for b, s, y in pairs if y is not None]
-        result = mcnemar_test(
+        result = paired_accuracy_safety(
             [b == y for b, _, y in labelled],
             [s == y for _, s, y in labelled],
+            max_decrease=shadow.max_decrease,
             alpha=alpha,
-            min_n=min_n,
+            n_opt=10 * min_n,
         )
     elif shadow.test == "wilcoxon":
         result = paired_shift_safety(

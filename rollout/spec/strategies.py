@@ -133,7 +133,8 @@ class ShadowSpec(_Model):
     ``fraction`` of the requests are mirrored to the candidate, which answers nobody; once
     ``min_requests`` pairs (and ``min_duration``) are in, the paired outputs are tested
     (``disagreement``: share of different classes proven ≤ ``max_disagreement``; ``mcnemar``:
-    not wrong more often, on labelled pairs; ``wilcoxon``: median shift proven within
+    accuracy on labelled pairs proven at most ``max_decrease`` below the baseline's;
+    ``wilcoxon``: median shift proven within
     ``max_shift``, for regressors). A failure
     rolls back; a pass ends with a recommendation that waits for an approval (``then: stop``)
     or continues as the ``canary`` steps given (``then: canary``).
@@ -147,6 +148,10 @@ class ShadowSpec(_Model):
     max_disagreement: float = 0.05
     # wilcoxon: the median shift of paired outputs allowed (in output units; 0: none at all)
     max_shift: float = Field(default=0.0, ge=0.0, exclude_if=lambda value: value == 0.0)
+    # mcnemar: the accuracy points the candidate may lose on the same labelled requests
+    max_decrease: float = Field(
+        default=0.01, ge=0.0, lt=1.0, exclude_if=lambda value: value == 0.01
+    )
     then: Literal["stop", "canary"] = "stop"
     canary: CanarySpec | None = None
     sticky_key: str | None = None

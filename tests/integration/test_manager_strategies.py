@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import MODEL, DemoHome, LogWriter, logged
+from contract.records import Feedback
 from rollout.manager import Manager
 from rollout.spec import load_spec
 
@@ -147,3 +148,33 @@ def test_blue_green_preview_that_fails_its_gates_never_switches(
     assert plan is not None
     assert (plan.baseline_version, plan.canary_version, plan.canary_weight_pct) == (v1, None, 0)
     assert all(e.to_state != "progressing" or e.step_index != 1 for e in manager.events(rollout_id))
+
+
+def test_a_shadow_less_accurate_on_the_same_labelled_requests_is_rolled_back(
+    manager: Manager, home: DemoHome
+) -> None:
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    spec = load_spec(
+        {
+            "strategy": {"shadow": {"min_requests": 50, "test": "mcnemar", "max_decrease": 0.05}},
+            "analysis": {"gates": ["error_rate"]},
+        }
+    )
+    manager.start(MODEL, v1, "prod", actor="alice")
+    rollout_id = manager.start(MODEL, v2, "prod", spec, actor="alice")
+    records, labels = [], []
+    for i in range(300):  # the baseline is right on every request, the shadow on 70%
+        request_id = uuid.uuid4().hex
+        for arm, output in (("baseline", 1), ("shadow", 0 if i % 10 < 3 else 1)):
+            records.append(logged(rollout_id, arm, v1, output, request_id=request_id))
+        labels.append(Feedback(request_id, 1, time.time()))
+    writer = LogWriter(manager.engine)
+    writer.write(records)
+    assert manager.tick() == []  # no labels yet: nothing to judge
+    assert "shadow accuracy not decided yet" in str(manager.status(MODEL, "prod").next_move)
+    writer.add_feedback(labels)
+    moves = manager.tick()
+    assert [m.to_state for m in moves][-1] == "rolled_back"
+    rolled = next(m for m in moves if m.evidence is not None)
+    assert "shadow proven less accurate than allowed" in rolled.reason
+    assert "-30.00 pts" in rolled.reason and "allowed 5.00 pts lower" in rolled.reason

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from monitors.shadow import disagreement_test, mcnemar_test, wilcoxon_test
+from monitors.anytime import bernoulli_bounds
+from monitors.shadow import (
+    disagreement_test,
+    mcnemar_test,
+    paired_accuracy_safety,
+    wilcoxon_test,
+)
 
 RNG = np.random.default_rng(9)
 
@@ -104,3 +110,51 @@ def test_paired_shift_is_an_equivalence_test_with_a_margin() -> None:
     assert paired_shift_safety(baseline, baseline, max_shift=0.0, alpha=0.05).verdict == "pass"
     with pytest.raises(ValueError, match="max_shift"):
         paired_shift_safety(baseline, baseline, max_shift=-1.0, alpha=0.05)
+
+
+def test_paired_accuracy_is_bounded_by_the_two_discordant_shares() -> None:
+    rng = np.random.default_rng(3)
+    baseline = rng.random(4000) < 0.9
+    shadow = np.where(rng.random(4000) < 0.05, ~baseline, baseline)  # 5% of answers flipped
+    result = paired_accuracy_safety(baseline, shadow, max_decrease=0.01, alpha=0.05)
+    gains = bernoulli_bounds(int((~baseline & shadow).sum()), 4000, 0.025, 2000)
+    losses = bernoulli_bounds(int((baseline & ~shadow).sum()), 4000, 0.025, 2000)
+    assert result.ci_low == pytest.approx(gains.low - losses.high)
+    assert result.ci_high == pytest.approx(gains.high - losses.low)
+    assert result.effect_size == pytest.approx(shadow.mean() - baseline.mean())
+    assert result.test == "paired_accuracy_bounds" and result.threshold == -0.01
+
+
+def test_paired_accuracy_passes_an_equal_shadow_fails_a_worse_one_and_waits_on_little() -> None:
+    rng = np.random.default_rng(4)
+    baseline = rng.random(20_000) < 0.9
+    same = paired_accuracy_safety(baseline, baseline.copy(), max_decrease=0.01, alpha=0.05)
+    assert same.verdict == "pass"  # no discordant pair in 20,000: proven within a point
+    worse = np.where(rng.random(20_000) < 0.1, False, baseline)  # 9 points less accurate
+    assert paired_accuracy_safety(baseline, worse, max_decrease=0.01, alpha=0.05).verdict == "fail"
+    few = paired_accuracy_safety(baseline[:50], worse[:50], max_decrease=0.01, alpha=0.05)
+    assert few.verdict == "inconclusive"
+    empty = paired_accuracy_safety([], [], max_decrease=0.01, alpha=0.05)
+    assert empty.verdict == "inconclusive" and empty.n_canary == 0
+    with pytest.raises(ValueError, match="max_decrease"):
+        paired_accuracy_safety(baseline, worse, max_decrease=1.5, alpha=0.05)
+
+
+def test_paired_accuracy_at_the_margin_fails_in_at_most_alpha_of_runs_however_often_looked_at() -> (
+    None
+):
+    """Shadow exactly 2 points less accurate (margin 2): looks every 500 pairs to 10,000."""
+    rng = np.random.default_rng(5)
+    alpha, runs, failed = 0.1, 150, 0
+    for _ in range(runs):
+        u = rng.random(10_000)
+        baseline = u < 0.90
+        shadow = u < 0.88  # right only where the baseline is, 2 points less often
+        for n in range(500, 10_001, 500):
+            verdict = paired_accuracy_safety(
+                baseline[:n], shadow[:n], max_decrease=0.02, alpha=alpha
+            ).verdict
+            if verdict == "fail":
+                failed += 1
+                break
+    assert failed / runs <= alpha
