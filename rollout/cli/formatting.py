@@ -88,14 +88,17 @@ def format_evidence(evidence: dict[str, Any], indent: str = "    ") -> str:
 
 def error_budget(gates: Sequence[dict[str, Any]]) -> str:
     """The rollout's error budget as the gates spend it: each blocking gate's share of alpha,
-    held by one confidence sequence over the rollout's whole window."""
+    committed when the rollout starts to one confidence sequence over its whole window, so
+    looks, steps, pauses and resumes spend nothing more."""
     shares = [float(g["alpha"]) for g in gates if g.get("blocking", True) and g.get("alpha")]
     if not shares:
         return ""
+    total = sum(shares)
     return (
-        f"error budget: alpha {sum(shares):.3g} for the rollout, {shares[0]:.3g} for each of "
-        f"{len(shares)} blocking gate{'s' if len(shares) > 1 else ''}; each gate's bounds are one "
-        "confidence sequence across every step, look, pause and resume (none restarts)"
+        f"error budget: alpha spent {total:.3g} of {total:.3g}, all at the start: "
+        f"{shares[0]:.3g} to each of {len(shares)} blocking gate{'s' if len(shares) > 1 else ''}"
+        ", one confidence sequence each over the rollout (no look, step, pause or resume "
+        "spends more)"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rollout.cli import build_parser
-from rollout.cli.formatting import table, when
+from rollout.cli.formatting import error_budget, table, when
 from rollout.cli.handlers import HANDLERS
 
 
@@ -33,3 +33,17 @@ def test_table_pads_columns_and_shows_none_as_a_dash() -> None:
 def test_when_shows_a_missing_time_as_a_dash() -> None:
     assert when(None) == "-"
     assert len(when(0.0)) == len("1970-01-01 00:00:00")
+
+
+def test_the_error_budget_line_says_what_is_spent_and_how_it_is_shared() -> None:
+    gates = [
+        {"gate": "error_rate", "alpha": 0.0125, "blocking": True},
+        {"gate": "latency", "alpha": 0.0125, "blocking": True},
+        {"gate": "quality", "alpha": 0.0125, "blocking": True},
+        {"gate": "output_drift", "alpha": 0.0125, "blocking": True},
+        {"gate": "auc", "alpha": 0.0125, "blocking": False},  # advisory: no share
+    ]
+    line = error_budget(gates)
+    assert line.startswith("error budget: alpha spent 0.05 of 0.05, all at the start: ")
+    assert "0.0125 to each of 4 blocking gates" in line
+    assert error_budget([{"gate": "auc", "alpha": 0.05, "blocking": False}]) == ""
