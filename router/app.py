@@ -7,6 +7,9 @@
 ``GET /v1/models``                       models, versions, weights, generations, readiness
 ``GET /healthz``                         the process is up
 ``GET /readyz``                          every version of every plan loaded and warmed, or 503
+``GET /ping``, ``GET /health``           as ``mlflow models serve``: 200 and a newline when
+                                         ready, else 404 (existing probes keep working)
+``GET /version``                         the MLflow version serving, as ``mlflow models serve``
 ``GET /metrics``                         Prometheus text
 =====================================  =======================================================
 
@@ -23,6 +26,7 @@ shadow prediction if the plan mirrors this request. Everything else is FastAPI.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import time
@@ -43,6 +47,7 @@ from router.reply import Reply, request_id_from
 from router.service import Router
 
 _log = logging.getLogger(__name__)
+MLFLOW_VERSION = importlib.metadata.version("mlflow")  # what /version answers, as MLflow does
 
 
 def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
@@ -103,6 +108,17 @@ def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
     async def readyz() -> Response:
         ready, body = core.readiness()
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def ping() -> Response:
+        ready, _ = core.readiness()
+        return Response("\n", status_code=200 if ready else 404, media_type="application/json")
+
+    app.get("/ping")(ping)
+    app.get("/health")(ping)
+
+    @app.get("/version")
+    async def version() -> Response:
+        return Response(MLFLOW_VERSION, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -190,6 +190,10 @@ def parse_document(decoded: Any) -> Payload:
             f"'params' must be an object, got {type(params).__name__}", error_code="invalid_format"
         )
     data = decoded[fmt]
+    if _empty(fmt, data):
+        raise MalformedRequest(
+            f"'{fmt}' holds no rows; send at least one to predict on", error_code="empty_input"
+        )
     if fmt == DATAFRAME_SPLIT:
         return _split(data, params)
     if fmt == DATAFRAME_RECORDS:
@@ -203,6 +207,14 @@ def parse_document(decoded: Any) -> Payload:
     if fmt == INSTANCES:
         return _from_records(fmt, data, params)
     return _inputs(data, params)
+
+
+def _empty(fmt: str, data: Any) -> bool:
+    """No rows at all: an empty list or object (``dataframe_split``: empty ``data``), which
+    MLflow would answer with a pandas message in plain text."""
+    if fmt == DATAFRAME_SPLIT and isinstance(data, dict):
+        return data.get("data") == []
+    return (isinstance(data, list | dict)) and not data
 
 
 def _split(data: Any, params: dict[str, Any] | None) -> Payload:

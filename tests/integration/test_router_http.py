@@ -7,6 +7,7 @@ the manager and a router in another process interact.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import socket
@@ -370,6 +371,15 @@ def test_bad_requests_get_json_errors(served: Served, plan: TrafficPlan) -> None
             "at most 1048576",
         ),
     ]
+    for empty in (
+        {"dataframe_records": []},
+        {"instances": []},
+        {"inputs": []},
+        {"inputs": {}},
+        {"dataframe_split": {"columns": ["worst area"], "data": []}},
+    ):  # MLflow answers these with pandas' "Empty DataFrame" text
+        fmt = next(iter(empty))
+        cases.append((served.post(empty), 400, "empty_input", f"'{fmt}' holds no rows"))
     for reply, status, code, fragment in cases:
         assert reply.status_code == status, reply.text
         assert reply.headers["content-type"] == "application/json"
@@ -393,6 +403,7 @@ def test_a_version_that_cannot_load_keeps_the_previous_plan(
         interval_s=0.05,
     )
     assert ready.status_code == 503
+    assert served.client.get("/ping").status_code == 404  # as mlflow models serve, not ready
     (cause,) = ready.json()["not_ready"]
     assert (cause["model"], cause["version"]) == (MODEL, "99")
     assert "ModelLoadFailed" in cause["reason"] and "99" in cause["reason"]
@@ -405,6 +416,10 @@ def test_a_version_that_cannot_load_keeps_the_previous_plan(
 
 def test_status_endpoints(served: Served, plan: TrafficPlan) -> None:
     assert served.client.get("/healthz").json() == {"status": "ok"}
+    for probe in ("/ping", "/health"):  # mlflow models serve's probes, answered the same way
+        reply = served.client.get(probe)
+        assert (reply.status_code, reply.text) == (200, "\n")
+    assert served.client.get("/version").text == importlib.metadata.version("mlflow")
     models = served.client.get("/v1/models").json()
     (bc,) = models["models"]
     assert (models["environment"], models["default_model"], models["ready"]) == (ENV, MODEL, True)
