@@ -76,7 +76,7 @@ from rollout.spec import (
     OutputDriftGate,
     QualityGate,
 )
-from rollout.summary import WindowSummary
+from rollout.summary import GroupCounts, WindowSummary
 
 DESIGN_REQUESTS = 5_000  # canary requests the bounds are tuned for (any value is valid)
 DESIGN_EVENTS = 60  # errors the ratio's mixture is tuned for
@@ -177,11 +177,7 @@ def _error_rate(look: Look, gate: ErrorRateGate, mark: _Mark) -> GateRun:
     arms = _rate_search((base.n_errors, canary.n_errors), (n_b, n_c), arm_alpha, _designs(summary))
     ratios: list[RatioSearch] = []
     if look.randomised:
-        steps = [
-            EventSplit(share, group.errors["canary"], group.errors["baseline"])
-            for group in summary.groups.values()
-            if (share := group.canary_share) is not None and 0 < share < 1
-        ]
+        steps = _event_splits(summary)
         # the lower bound at alpha decides a fail, the upper at alpha / 2 a pass (shared with
         # the difference's pass); a ratio outside a bound is rejected by the e-value there
         ratios.append(RatioSearch(steps, alpha, DESIGN_EVENTS, alpha_high=alpha / 2))
@@ -428,22 +424,32 @@ def _ks_low(look: Look, alpha: float, cut: MeanDifference) -> float:
 def _pooled_difference_low(summary: WindowSummary, alpha: float) -> float:
     """The error-rate difference's lower bound from the ratio's lower bound and the pooled
     rate of each plan generation, each at ``alpha`` (monitors/pooled.py)."""
-    groups = [
-        (share, group)
-        for group in summary.groups.values()
-        if (share := group.canary_share) is not None and 0 < share < 1
-    ]
-    steps = [EventSplit(s, g.errors["canary"], g.errors["baseline"]) for s, g in groups]
-    theta = rate_ratio_bounds(steps, alpha, DESIGN_EVENTS).low
+    theta = rate_ratio_bounds(_event_splits(summary), alpha, DESIGN_EVENTS).low
     pooled = [
         PooledGroup(
             s,
             g.requests["canary"] + g.requests["baseline"],
             g.errors["canary"] + g.errors["baseline"],
         )
-        for s, g in groups
+        for s, g in _split_groups(summary)
     ]
     return difference_low(pooled, theta, alpha, DESIGN_REQUESTS / summary.labels.min_share)
+
+
+def _split_groups(summary: WindowSummary) -> list[tuple[float, GroupCounts]]:
+    """The plan generations served at a split (0 < canary share < 1), with their shares."""
+    return [
+        (share, group)
+        for group in summary.groups.values()
+        if (share := group.canary_share) is not None and 0 < share < 1
+    ]
+
+
+def _event_splits(summary: WindowSummary) -> list[EventSplit]:
+    """Each split generation's errors by arm, for the ratio's e-values."""
+    return [
+        EventSplit(s, g.errors["canary"], g.errors["baseline"]) for s, g in _split_groups(summary)
+    ]
 
 
 def _stream_design(share: float) -> float:

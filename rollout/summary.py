@@ -213,7 +213,8 @@ class OutputSummary:
 
 def _categories(values: Sequence[object]) -> Counter[str]:
     """Counts per category; values of one plain type are counted before they are named."""
-    if set(map(type, values)) <= {int} or set(map(type, values)) <= {str}:
+    kinds = set(map(type, values))
+    if kinds <= {int} or kinds <= {str}:
         return Counter({category(value): n for value, n in Counter(values).items()})
     return Counter(category(value) for value in values)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, RowMapping, delete, func, select
 
 from contract.sql.schema import look_bounds
 from rollout.lifecycle import StepEvidence
@@ -113,43 +114,35 @@ class LookStore:
         if step_index is not None:
             query = query.where(look_bounds.c.step_index == step_index)
         query = query.order_by(look_bounds.c.step_index, look_bounds.c.seq, look_bounds.c.id)
-        looks: list[LookRecord] = []
         with self.engine.connect() as conn:
-            for row in conn.execute(query).mappings():
-                gate = GateBounds(
-                    gate=row["gate"],
-                    verdict=row["verdict"],
-                    blocking=bool(row["blocking"]),
-                    estimate=row["estimate"],
-                    low=row["low"],
-                    high=row["high"],
-                    threshold=row["threshold"],
+            rows = conn.execute(query).mappings().all()
+        looks: list[LookRecord] = []
+        for _, group in groupby(rows, key=lambda row: (row["step_index"], row["seq"])):
+            gates = list(group)  # one row per gate, each with the look's step, time and counts
+            first = gates[0]
+            looks.append(
+                LookRecord(
+                    first["step_index"],
+                    first["seq"],
+                    first["ts"],
+                    first["n_baseline"],
+                    first["n_canary"],
+                    tuple(_gate(row) for row in gates),
                 )
-                if looks and (looks[-1].step_index, looks[-1].seq) == (
-                    row["step_index"],
-                    row["seq"],
-                ):
-                    last = looks[-1]
-                    looks[-1] = LookRecord(
-                        last.step_index,
-                        last.seq,
-                        last.ts,
-                        last.n_baseline,
-                        last.n_canary,
-                        (*last.gates, gate),
-                    )
-                else:
-                    looks.append(
-                        LookRecord(
-                            row["step_index"],
-                            row["seq"],
-                            row["ts"],
-                            row["n_baseline"],
-                            row["n_canary"],
-                            (gate,),
-                        )
-                    )
+            )
         return looks
+
+
+def _gate(row: RowMapping) -> GateBounds:
+    return GateBounds(
+        gate=row["gate"],
+        verdict=row["verdict"],
+        blocking=bool(row["blocking"]),
+        estimate=row["estimate"],
+        low=row["low"],
+        high=row["high"],
+        threshold=row["threshold"],
+    )
 
 
 def _thinned(kept: Sequence[int]) -> list[int]:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -138,11 +138,12 @@ def test_a_tripled_rare_error_rate_at_an_even_split_fails_on_the_pooled_differen
     assert pinned["error_rate"].verdict == "inconclusive"
 
 
-def _streamed(
+def _batches(
     rng: np.random.Generator, looks: int, canary: Sampler, baseline: Sampler
-) -> WindowSummary:
-    """A window of ``looks`` batches of 2,500 requests at a 10% split, outputs drawn by the
-    arms' samplers, folded as the store folds them (counts, then the streams)."""
+) -> Iterator[WindowSummary]:
+    """A window grown by ``looks`` batches of 2,500 requests at a 10% split, outputs drawn by
+    the arms' samplers, folded as the store folds them (counts, then the streams); the
+    window after each batch."""
     summary = WindowSummary()
     group = summary.groups.setdefault(1, GroupCounts())
     for _ in range(looks):
@@ -154,6 +155,14 @@ def _streamed(
         summary.outputs.add_streams(
             group.canary_share or 0.1, outputs["canary"], outputs["baseline"], 0.1
         )
+        yield summary
+
+
+def _streamed(
+    rng: np.random.Generator, looks: int, canary: Sampler, baseline: Sampler
+) -> WindowSummary:
+    """The window after all ``looks`` batches of :func:`_batches`."""
+    *_, summary = _batches(rng, looks, canary, baseline)
     return summary
 
 
@@ -204,17 +213,7 @@ def test_equal_outputs_rarely_fail_the_streamed_drift_gates_however_often_looked
     for name, draw in samplers.items():
         runs, failed = 100, 0
         for _ in range(runs):
-            summary = WindowSummary()
-            group = summary.groups.setdefault(1, GroupCounts())
-            for _look in range(20):
-                n_c = int(rng.binomial(2500, 0.1))
-                outputs = {"canary": draw(n_c), "baseline": draw(2500 - n_c)}
-                for arm, values in outputs.items():
-                    group.requests[arm] += len(values)
-                    summary.add_batch(arm, {"1"}, [10.0] * len(values), values, 0)  # type: ignore[arg-type]
-                summary.outputs.add_streams(
-                    group.canary_share or 0.1, outputs["canary"], outputs["baseline"], 0.1
-                )
+            for summary in _batches(rng, 20, draw, draw):
                 (drift,) = judge(Look(summary, randomised=True), analysis)
                 if drift.verdict == "fail":
                     failed += 1

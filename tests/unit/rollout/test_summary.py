@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from conftest import LogWriter
+from conftest import LogWriter, logged
 from contract.records import Feedback, PredictionRecord
 from contract.sql.engine import open_engine
 from contract.sql.schema import predictions
@@ -252,16 +252,8 @@ def test_a_window_is_counted_per_plan_generation_and_labels_feed_the_difference_
     log.engine.dispose()
 
 
-def _numbers(arm: str, values: np.ndarray, start: int) -> list[PredictionRecord]:
-    return [
-        PredictionRecord(
-            request_id=f"{arm}-{start + i}", ts=100.0 + start + i * 1e-3, environment="prod",
-            model="bc", version="2" if arm == "canary" else "1", arm=arm, rollout_id="r1",
-            plan_generation=1, features=None, output=json.dumps([float(v)]),
-            latency_ms=1.0, error=None, status_code=200,
-        )
-        for i, v in enumerate(values)
-    ]  # fmt: skip
+def _numbers(arm: str, values: np.ndarray) -> list[PredictionRecord]:
+    return [logged("r1", arm, "2" if arm == "canary" else "1", float(v)) for v in values]
 
 
 def test_outputs_feed_the_cut_stream_and_the_mix_streams_at_each_generations_share(
@@ -271,13 +263,13 @@ def test_outputs_feed_the_cut_stream_and_the_mix_streams_at_each_generations_sha
     log, writer = PredictionLog(engine), LogWriter(engine)
     rng = np.random.default_rng(4)
     first_b, first_c = rng.normal(0, 1, 200), rng.normal(0.5, 1, 50)
-    writer.write(_numbers("baseline", first_b, 0) + _numbers("canary", first_c, 0))
+    writer.write(_numbers("baseline", first_b) + _numbers("canary", first_c))
     summary = log.fold("r1", since_ts=0.0, min_share=0.1)
     # the first batch's baseline median is the cut; that batch stays out of its stream
     assert summary.outputs.cut == pytest.approx(float(np.median(first_b)))
     assert summary.outputs.below_cut is not None and summary.outputs.below_cut.count == 0
     then_b, then_c = rng.normal(0, 1, 300), rng.normal(0.5, 1, 100)
-    writer.write(_numbers("baseline", then_b, 1000) + _numbers("canary", then_c, 1000))
+    writer.write(_numbers("baseline", then_b) + _numbers("canary", then_c))
     log.fold("r1", since_ts=0.0, summary=summary, min_share=0.1)
     cut = float(np.median(first_b))
     expected = MeanDifference(0.0, 1.0, 0.1)
