@@ -248,6 +248,7 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
     for arm, rows in look.arms.items():
         group.requests[arm] += len(rows.latencies)
         group.errors[arm] += rows.errors
+        group.add_latencies(arm, rows.latencies)
         summary.add_batch(
             arm,  # type: ignore[arg-type]
             {"2" if arm == "canary" else "1"},

@@ -103,6 +103,7 @@ class BernoulliRows:
         upward: npt.ArrayLike,
         *,
         blocks: Sequence[int] = (),
+        weights: npt.NDArray[np.float64] = DESIGN_WEIGHTS,
     ) -> None:
         s = np.atleast_1d(np.asarray(successes, dtype=np.float64))
         m = _shaped(n, s.shape, np.float64)
@@ -116,6 +117,7 @@ class BernoulliRows:
         self.empty = m <= 0
         self.any_empty = bool(self.empty.any())
         self.blocks = _spans(blocks)
+        self.weights = weights
 
     def log_e(self, p0: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """log e-value of each row at its ``p0`` (one per row). Near any threshold that matters
@@ -139,10 +141,10 @@ class BernoulliRows:
             mixed = np.exp(per_design)
             if self.blocks:
                 weighted = np.concatenate(
-                    [mixed[start:end] @ DESIGN_WEIGHTS for start, end in self.blocks]
+                    [mixed[start:end] @ self.weights for start, end in self.blocks]
                 )
             else:
-                weighted = mixed @ DESIGN_WEIGHTS
+                weighted = mixed @ self.weights
             log_e = np.log(weighted)
         if not self.any_empty:
             return np.asarray(log_e, dtype=np.float64)
@@ -191,9 +193,11 @@ def bernoulli_log_e(
     n_opt: npt.ArrayLike,
     *,
     upward: npt.ArrayLike,
+    weights: npt.NDArray[np.float64] = DESIGN_WEIGHTS,
 ) -> npt.NDArray[np.float64]:
-    """log e-values of :class:`BernoulliRows`, one per row of the arguments."""
-    rows = BernoulliRows(successes, n, alpha, n_opt, upward)
+    """log e-values of :class:`BernoulliRows`, one per row of the arguments (``weights``: the
+    mixture's over the designs ``n_opt`` times ``DESIGN_SCALES``)."""
+    rows = BernoulliRows(successes, n, alpha, n_opt, upward, weights=weights)
     return rows.log_e(np.broadcast_to(np.asarray(p0, dtype=np.float64), rows.s.shape))
 
 

@@ -97,19 +97,24 @@ def _search_sorted(
 GRID_RATIO = 1.01  # deviations are computed for n rounded up to a point of this geometric grid
 
 
-def count_deviations(n: float, q: float, alpha: float, n_opt: float) -> tuple[float, float]:
+def count_deviations(
+    n: float, q: float, alpha: float, n_opt: float, grid: float = GRID_RATIO
+) -> tuple[float, float]:
     """How far below and above ``n q`` the count of ``n`` Bernoulli(q) values may stray at
     every ``n`` at once (each at ``alpha``, the beta-binomial mixtures of
     :func:`monitors.anytime.bernoulli_log_e`). They depend on ``n`` alone, not on the data,
     and grow with it: computed at ``n`` rounded up to a 1% geometric grid and cached, so that
-    a look costs a dictionary lookup and the bounds stay conservative."""
-    index = math.ceil(math.log(max(n, 1.0)) / math.log(GRID_RATIO) - 1e-9)
-    return _count_deviations(index, q, alpha, n_opt)
+    a look costs a dictionary lookup and the bounds stay conservative (a coarser ``grid``: fewer
+    to compute, a little wider)."""
+    index = math.ceil(math.log(max(n, 1.0)) / math.log(grid) - 1e-9)
+    return _count_deviations(index, q, alpha, n_opt, grid)
 
 
 @lru_cache(maxsize=4096)
-def _count_deviations(index: int, q: float, alpha: float, n_opt: float) -> tuple[float, float]:
-    n = GRID_RATIO**index
+def _count_deviations(
+    index: int, q: float, alpha: float, n_opt: float, grid: float
+) -> tuple[float, float]:
+    n = grid**index
     threshold = math.log(1 / alpha)
     centre = n * q
     spread = math.sqrt(n * q * (1 - q)) + 1

@@ -23,8 +23,13 @@ step. The constructions (:mod:`monitors.anytime`, :mod:`monitors.quantiles`):
   (alpha / 2) and the one the ratio's bound and the pooled rate give (one stream,
   :mod:`monitors.pooled`, alpha / 4 each): under the intersection-union rule the difference's
   proof may spend the gate's alpha whatever the ratio's does.
-- ``latency``: the ``quantile`` of the canary's latencies over the baseline's, from each arm's
-  quantile bounds on the latency bins, against ``max_ratio``.
+- ``latency``: the ``quantile`` of the canary's latencies over the baseline's, against
+  ``max_ratio``. A pass from each arm's quantile bounds on the latency bins (alpha / 2 each);
+  under a randomised split a fail from one stream of every request (:mod:`monitors.exceedances`:
+  the canary's share of the requests above the pooled quantile, its latencies divided by
+  ``max_ratio``, is at most its share of all under the null), e-values multiplied across plan
+  generations; its lower bound is the largest ratio it rejects on a 2% grid. In a pinned
+  preview (or a window without a split) the arms' bounds decide the fail too.
 - ``quality`` (``accuracy``, ``log_loss``): the difference of means, from the AIPW stream of the
   randomised split (efficient, bounded), against ``max_decrease`` / ``max_increase``; ``auc``,
   ``mae`` and ``rmse`` have no bounded per-request form and are advisory.
@@ -58,6 +63,7 @@ from monitors.anytime import (
     rate_ratio_bounds,
     search_together,
 )
+from monitors.exceedances import exceedance_log_e, least_log_e
 from monitors.mix import tv_distance_low
 from monitors.names import Verdict
 from monitors.pooled import PooledGroup, difference_low
@@ -76,10 +82,12 @@ from rollout.spec import (
     OutputDriftGate,
     QualityGate,
 )
-from rollout.summary import GroupCounts, WindowSummary
+from rollout.summary import LATENCY_LOG_BIN_RATIO, GroupCounts, WindowSummary
 
 DESIGN_REQUESTS = 5_000  # canary requests the bounds are tuned for (any value is valid)
 DESIGN_EVENTS = 60  # errors the ratio's mixture is tuned for
+LATENCY_INTERVAL = 0.1  # of a latency gate's alpha for a fail, to the mixture quantile's intervals
+LATENCY_LOW_STEP = 1.02  # the grid of ratios a latency fail's lower bound is read on
 KS_DKW_SHARE = 0.3  # of a KS gate's alpha for a fail, to the DKW bound (the rest to the cut)
 ADVISORY_DELTA = 0.1  # the distance an advisory drift gate reports against
 
@@ -252,20 +260,46 @@ def _latency(look: Look, gate: LatencyGate, mark: _Mark) -> GateRun:
     assert bins is not None, "latency is always binned"
     edges = bins.edges[1:]
     design_b, design_c = _designs(look.summary)
+    alpha = mark.alpha
     # each arm's running totals once: the quantile's bounds and the arm's count
     totals_b, totals_c = np.cumsum(bins.baseline_counts), np.cumsum(bins.canary_counts)
+    # the arms' bounds at alpha / 2 each: a pass, and in a pinned preview a fail (or a window
+    # without a split generation); under a randomised split the fail comes from the one stream
+    # (monitors.exceedances) instead
     q_b, q_c = (
-        quantile_bounds_cumulative(totals, edges, gate.quantile, mark.alpha / 2, design)
+        quantile_bounds_cumulative(totals, edges, gate.quantile, alpha / 2, design)
         for totals, design in ((totals_b, design_b), (totals_c, design_c))
     )
     low, high = _ratio(q_c.low, q_b.high), _ratio(q_c.high, q_b.low)
     estimate = _ratio(q_c.estimate, q_b.estimate)
     verdict = _outcome(low, high, gate.max_ratio, higher_is_worse=True)
+    stream, log_e, exact = "", None, False
+    proof = _Exceedances(look.summary, gate, alpha) if look.randomised else None
+    if proof is not None and proof.splits:
+        log_e, exact = proof.log_e(gate.max_ratio)
+        # the lower bound is the stream's once it proves the ratio above max_ratio, else the
+        # arms' bound kept at most max_ratio (their alpha for a fail went to the stream)
+        if proof.proven(log_e):
+            verdict, low = "fail", proof.low(gate.max_ratio, estimate)
+            stream = (
+                f"; e-value {math.exp(min(log_e, 700)):.3g} >= {1 / proof.e_alpha:.3g} that "
+                "the canary's share of the slowest requests is above its share of all"
+            )
+        else:
+            low = min(low, gate.max_ratio)
+            verdict = _outcome(low, high, gate.max_ratio, higher_is_worse=True)
     p = f"p{gate.quantile * 100:g}"
     where = (
         f"{p} canary {q_c.estimate:.3g} ms vs baseline {q_b.estimate:.3g} ms, ratio "
         f"{estimate:.3g} ({low:.3g} to {high:.3g}); allowed {gate.max_ratio:g}x"
     )
+    details = {
+        "baseline_quantile": q_b.estimate,
+        "canary_quantile": q_c.estimate,
+        "quantile": gate.quantile,
+    }
+    if log_e is not None:  # the one stream's log e-value (or at most this, not yet near)
+        details["exceedance_log_e" if exact else "exceedance_log_e_at_most"] = log_e
     return _bounded(
         mark,
         "latency",
@@ -274,17 +308,84 @@ def _latency(look: Look, gate: LatencyGate, mark: _Mark) -> GateRun:
         gate.max_ratio,
         verdict,
         (
-            f"{p} latency proven above what is allowed: {where}",
+            f"{p} latency proven above what is allowed: {where}{stream}",
             f"{p} latency proven within what is allowed: {where}",
             f"{p} latency not decided yet: {where}",
         ),
         (_total(totals_b), _total(totals_c)),
-        {
-            "baseline_quantile": q_b.estimate,
-            "canary_quantile": q_c.estimate,
-            "quantile": gate.quantile,
-        },
+        details,
     )
+
+
+class _Exceedances:
+    """The latency gate's one-stream proof (monitors.exceedances) at ``alpha``: the product of
+    every split generation's e-values, each wherever its mixture's quantile is in that
+    generation's interval. The intervals get LATENCY_INTERVAL of ``alpha`` (half to the first
+    generation, a quarter to the next, ...), the e-value the rest."""
+
+    def __init__(self, summary: WindowSummary, gate: LatencyGate, alpha: float) -> None:
+        self.gate = gate
+        self.interval, self.e_alpha = alpha * LATENCY_INTERVAL, alpha * (1 - LATENCY_INTERVAL)
+        self.design = DESIGN_REQUESTS / summary.labels.min_share
+        self.splits = [
+            (share, group)
+            for _, group in sorted(summary.groups.items())
+            if (share := group.canary_share) is not None and 0 < share < 1
+        ]
+
+    def _one(self, index: int, ratio: float, at_most: bool) -> float:
+        share, group = self.splits[index]
+        gate, e_alpha = self.gate, self.e_alpha
+        counts_b, counts_c = group.latency.get("baseline"), group.latency.get("canary")
+        n = group.requests["baseline"] + group.requests["canary"]
+        if counts_b is None or counts_c is None:  # not binned: the least it can be
+            return least_log_e(n, gate.quantile, share, e_alpha, self.design)
+        alphas = (self.interval / 2 ** (index + 1), e_alpha)
+        key = (n, share, ratio, gate.quantile, alphas, self.design, at_most)
+        if key not in group.proofs:
+            if len(group.proofs) > 64:  # kept while the generation's requests stay the same
+                group.proofs.clear()
+            group.proofs[key] = exceedance_log_e(
+                counts_b,
+                counts_c,
+                LATENCY_LOG_BIN_RATIO,
+                ratio,
+                gate.quantile,
+                share,
+                alphas,
+                self.design,
+                occupied=group.occupied,
+                at_most=at_most,
+            )
+        return group.proofs[key]
+
+    def log_e(self, ratio: float) -> tuple[float, bool]:
+        """The product's log e-value against "at most ``ratio``", and whether it is exact:
+        while an upper bound on the newest generation's (cheap) shows that the product has not
+        reached ``1 / alpha`` of the e-value, that bound is what comes back."""
+        if not self.splits:
+            return 0.0, True
+        last = len(self.splits) - 1
+        earlier = sum(self._one(i, ratio, False) for i in range(last))
+        bound = earlier + self._one(last, ratio, True)
+        if not self.proven(bound):
+            return bound, False
+        return earlier + self._one(last, ratio, False), True
+
+    def proven(self, log_e: float) -> bool:
+        return log_e >= math.log(1 / self.e_alpha)
+
+    def low(self, ratio: float, estimate: float) -> float:
+        """Once "at most ``ratio``" is rejected: the largest ratio of the grid ``ratio x
+        1.02^k`` up to which every point is rejected too (then the canary's ratio is above it
+        at the same alpha: the first point at or above the true ratio is among them), at most
+        the estimate."""
+        low = ratio
+        while low * LATENCY_LOW_STEP <= estimate and self.proven(
+            self.log_e(low * LATENCY_LOW_STEP)[0]
+        ):
+            low *= LATENCY_LOW_STEP
+        return low
 
 
 def _quality(look: Look, gate: QualityGate, mark: _Mark) -> GateRun:

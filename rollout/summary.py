@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from monitors._validate import FloatArray
@@ -63,6 +64,10 @@ def _latency_bins() -> FixedBins:
     return FixedBins.log_spaced(LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS)
 
 
+LATENCY_EDGES = _latency_bins().edges
+LATENCY_LOG_BIN_RATIO = float(np.log(LATENCY_EDGES[2] / LATENCY_EDGES[1]))  # each edge / the last
+
+
 @dataclass
 class ArmCounts:
     versions: set[str] = field(default_factory=set)
@@ -77,11 +82,32 @@ class GroupCounts:
 
     requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    # each arm's latencies on the window's latency bins (`WindowSummary.latency`), for the
+    # latency gate's one-stream proof (monitors.exceedances), which takes one split at a time
+    latency: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    occupied: tuple[int, int] | None = None  # the first and the last bin holding any of them
+    # that proof's value once computed, by its arguments and the requests it saw (a
+    # generation that has ended is computed once)
+    proofs: dict[tuple[object, ...], float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def canary_share(self) -> float | None:
         total = self.requests["baseline"] + self.requests["canary"]
         return self.requests["canary"] / total if total else None
+
+    def add_latencies(self, arm: str, latencies_ms: Sequence[float]) -> None:
+        if not latencies_ms:
+            return
+        index = np.searchsorted(
+            LATENCY_EDGES[1:-1], np.asarray(latencies_ms, dtype=np.float64), side="left"
+        )
+        counts = np.bincount(index, minlength=LATENCY_BINS).astype(np.int64)
+        held = self.latency.get(arm)
+        self.latency[arm] = counts if held is None else held + counts
+        low, high = int(index.min()), int(index.max())
+        if self.occupied is not None:
+            low, high = min(low, self.occupied[0]), max(high, self.occupied[1])
+        self.occupied = (low, high)
 
 
 @dataclass
@@ -416,6 +442,7 @@ class WindowSummary:
             counts.n_errors += sample.n_errors
             group.requests[arm] += sample.n_requests
             group.errors[arm] += sample.n_errors
+            group.add_latencies(arm, sample.latencies_ms)
             for first in range(0, max(len(sample.latencies_ms), len(sample.outputs)), 2000):
                 summary.latency.add(arm, sample.latencies_ms[first : first + 2000])
                 summary.outputs.add(arm, sample.outputs[first : first + 2000])  # as folded

@@ -292,6 +292,7 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
     at its canary share."""
     batches: dict[Arm, tuple[set[str], list[float], list[int]]] = {}
     raw: dict[int, dict[Arm, list[str]]] = {}  # outputs by generation and arm, in order
+    timed: dict[tuple[int, Arm], list[float]] = {}  # latencies by generation and arm
     for row_id, arm, version, output, latency_ms, error, generation in chunk:
         sample = _sample(arm)
         group = summary.groups.get(generation)
@@ -302,6 +303,7 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
         versions, latencies, errors = batches.setdefault(sample, (set(), [], [0]))
         versions.add(version)
         latencies.append(float(latency_ms))
+        timed.setdefault((int(generation), sample), []).append(float(latency_ms))
         if error is None:
             if output is not None:
                 raw.setdefault(int(generation), {}).setdefault(sample, []).append(output)
@@ -316,6 +318,8 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
         outputs = [row for arms in parsed.values() for row in arms.get(arm, [])]
         summary.add_batch(arm, versions, latencies, outputs, errors[0])
         summary.folded += len(latencies)
+    for (generation, arm), latencies in timed.items():
+        summary.groups[generation].add_latencies(arm, latencies)
     for generation, arms in parsed.items():
         share = summary.groups[generation].canary_share
         if share is not None and 0 < share < 1:

@@ -109,6 +109,12 @@ def test_the_store_fold_gives_the_benchmark_increments(tmp_path: Path) -> None:
         assert {g: (c.requests, c.errors) for g, c in folded.groups.items()} == {
             g: (c.requests, c.errors) for g, c in increments.groups.items()
         }
+        for generation, group in increments.groups.items():  # the latency gate's one stream
+            other = folded.groups[generation]
+            assert set(group.latency) == set(other.latency) == {"baseline", "canary"}
+            assert group.occupied == other.occupied
+            for arm, counts in group.latency.items():
+                assert np.array_equal(counts, other.latency[arm])
         assert folded.latency.bins is not None and increments.latency.bins is not None
         assert np.array_equal(
             folded.latency.bins.canary_counts, increments.latency.bins.canary_counts

@@ -235,11 +235,12 @@ def test_three_designs_keep_small_samples_close_to_the_best_bound() -> None:
 
 
 def test_quantile_count_deviations_grow_with_n_so_rounding_up_is_safe() -> None:
-    from monitors.quantiles import _count_deviations
+    from monitors.quantiles import GRID_RATIO, _count_deviations
 
-    seen = [_count_deviations(index, 0.95, 0.0125, 5000) for index in range(500, 1100, 5)]
-    for before, after in itertools.pairwise(seen):
-        assert after[0] >= before[0] and after[1] >= before[1]
+    for grid, indices in ((GRID_RATIO, range(500, 1100, 5)), (1.05, range(100, 230))):
+        seen = [_count_deviations(index, 0.95, 0.0125, 5000, grid) for index in indices]
+        for before, after in itertools.pairwise(seen):
+            assert after[0] >= before[0] and after[1] >= before[1]
 
 
 def test_rate_ratio_bounds_when_every_event_is_on_one_arm() -> None:

@@ -30,13 +30,28 @@ def _analysis(gates: list[object]) -> AnalysisSpec:
 MC = 2.5  # Monte Carlo slack in standard errors
 
 
+def _within_alpha(
+    analysis: AnalysisSpec, runs: int, windows: Callable[[], Iterator[WindowSummary]]
+) -> None:
+    """Each run's windows, one per look, judged until a fail: the runs that failed stay
+    within the gate's alpha (Monte Carlo slack aside)."""
+    failed = 0
+    for _ in range(runs):
+        for summary in windows():
+            (result,) = judge(Look(summary, randomised=True), analysis)
+            if result.verdict == "fail":
+                failed += 1
+                break
+    alpha = gate_alpha(analysis)
+    assert failed / runs <= alpha + MC * math.sqrt(alpha * (1 - alpha) / runs)
+
+
 def test_rare_errors_do_not_fail_an_equal_canary_however_often_it_is_looked_at() -> None:
     """A/A at 0.1% errors and a 10% split, looking every 1,000 canary requests up to 20,000:
     the error gate's false fails stay within its share of alpha."""
-    analysis = _analysis(["error_rate"])
     rng = np.random.default_rng(9)
-    runs, failed = 300, 0
-    for _ in range(runs):
+
+    def windows() -> Iterator[WindowSummary]:
         n_c = n_b = e_c = e_b = 0
         for _look in range(20):
             n_c, n_b = n_c + 1000, n_b + 9000
@@ -47,12 +62,9 @@ def test_rare_errors_do_not_fail_an_equal_canary_however_often_it_is_looked_at()
             for arm, n, e in (("canary", n_c, e_c), ("baseline", n_b, e_b)):
                 summary.counts(arm).n_requests, summary.counts(arm).n_errors = n, e
                 group.requests[arm], group.errors[arm] = n, e
-            (result,) = judge(Look(summary, randomised=True), analysis)
-            if result.verdict == "fail":
-                failed += 1
-                break
-    alpha = gate_alpha(analysis)
-    assert failed / runs <= alpha + MC * math.sqrt(alpha * (1 - alpha) / runs)
+            yield summary
+
+    _within_alpha(_analysis(["error_rate"]), 300, windows)
 
 
 def _numeric_window(rng: np.random.Generator, n: int, shift: float) -> WindowSummary:
@@ -136,6 +148,49 @@ def test_a_tripled_rare_error_rate_at_an_even_split_fails_on_the_pooled_differen
     # pinned requests (no randomisation) have only the arms' bounds: not yet
     pinned = {r.gate: r for r in judge(Look(summary, randomised=False), analysis)}
     assert pinned["error_rate"].verdict == "inconclusive"
+
+
+def test_a_slower_p95_at_an_even_split_fails_on_the_exceedances_stream() -> None:
+    """p95 1.3x the baseline's (1.2x allowed) at 50%, 4,000 requests per arm: the arms' own
+    quantile bounds (their widths add) cannot yet prove the ratio above 1.2; the canary's
+    share of the requests above the pooled quantile (one stream) can. Pinned, not yet."""
+    analysis = _analysis([{"latency": {"quantile": 0.95, "max_ratio": 1.2}}])
+    rng = np.random.default_rng(3)
+    summary = WindowSummary()
+    group = summary.groups.setdefault(1, GroupCounts())
+    for arm, scale in (("baseline", 1.0), ("canary", 1.3)):
+        latencies = (rng.lognormal(math.log(20), 0.5, 4000) * scale).tolist()
+        summary.add_batch(arm, {"1"}, latencies, [], 0)  # type: ignore[arg-type]
+        group.requests[arm] += len(latencies)
+        group.add_latencies(arm, latencies)
+    (latency,) = judge(Look(summary, randomised=True), analysis)
+    assert latency.verdict == "fail" and latency.ci_low >= 1.2
+    assert latency.details["exceedance_log_e"] >= math.log(1 / (0.9 * gate_alpha(analysis)))
+    assert "e-value" in latency.reason
+    (pinned,) = judge(Look(summary, randomised=False), analysis)
+    assert pinned.verdict == "inconclusive" and pinned.ci_low < 1.2  # the arms' bounds
+    assert latency.ci_low < latency.statistic < latency.ci_high
+
+
+def test_a_p95_as_slow_as_allowed_rarely_fails_however_often_looked_at() -> None:
+    """The canary's p95 exactly 1.2x the baseline's at 10%, looked at every 250 canary
+    requests up to 4,000: the latency gate's false fails stay within its alpha."""
+    rng = np.random.default_rng(5)
+
+    def windows() -> Iterator[WindowSummary]:
+        summary = WindowSummary()
+        group = summary.groups.setdefault(1, GroupCounts())
+        for _look in range(16):
+            canary = rng.random(2500) < 0.1
+            latencies = rng.lognormal(math.log(20), 0.5, 2500) * np.where(canary, 1.2, 1.0)
+            for arm, mask in (("baseline", ~canary), ("canary", canary)):
+                values = latencies[mask].tolist()
+                summary.add_batch(arm, {"1"}, values, [], 0)  # type: ignore[arg-type]
+                group.requests[arm] += len(values)
+                group.add_latencies(arm, values)
+            yield summary
+
+    _within_alpha(_analysis([{"latency": {"quantile": 0.95, "max_ratio": 1.2}}]), 100, windows)
 
 
 def _batches(
