@@ -7,7 +7,8 @@ Each run is one rollout of ``DEFAULT_SPEC`` (or of a spec whose output drift blo
 and folded into a :class:`~rollout.summary.WindowSummary` the way the store's fold does
 (:func:`fold_look`; ``tests/integration/test_bench_decisions.py`` proves that folding the same
 rows through the SQL prediction log gives the same summary). Every 250 canary requests the run
-looks as the manager does: :func:`rollout.analysis.analyse` on the window, then
+looks as the manager does: :func:`rollout.analysis.analyse` on the window (at the 100% step
+:func:`rollout.analysis.analyse_alone`: the candidate's SLO and its history), then
 :func:`rollout.machine.decide` (floors, ``max_requests``, the transition table); it follows the
 decision until the rollout is promoted, rolled back or paused. Labels come for 80% of requests,
 each after a delay (exponential, mean 2,000 requests), and are folded in the order they arrive.
@@ -52,7 +53,7 @@ from monitors._categories import pearson_chi2
 from monitors._proportions import two_proportion_z
 from monitors.names import ARMS, Arm
 from monitors.streaming import mann_whitney_counts
-from rollout.analysis import analyse
+from rollout.analysis import analyse, analyse_alone
 from rollout.forecast import BaseRates, requests_to_pass
 from rollout.judge import blocking, gate_alpha
 from rollout.lifecycle import RolloutState, Step
@@ -371,9 +372,21 @@ def run_one(scenario: Scenario, seed: int) -> Outcome:
         in_step += len(canary_rows.latencies) if canary_rows else 0
         now = traffic.served / RATE
         middle = time.perf_counter()
-        evidence = analyse(
-            summary, spec.analysis, weight_pct=state.step.weight_pct, step_index=state.step_index
-        )
+        if state.step.weight_pct >= 100:  # the candidate alone: its SLO and history
+            evidence = analyse_alone(
+                summary,
+                spec.analysis,
+                first_generation=state.step_index + 1,
+                weight_pct=state.step.weight_pct,
+                step_index=state.step_index,
+            )
+        else:
+            evidence = analyse(
+                summary,
+                spec.analysis,
+                weight_pct=state.step.weight_pct,
+                step_index=state.step_index,
+            )
         analysed = time.perf_counter()
         evidence = replace(evidence, step_requests=in_step)
         decision = decide(state, evidence, now)

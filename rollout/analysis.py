@@ -5,6 +5,8 @@ and the Evidently drift report people read beside it.
 :class:`~rollout.summary.WindowSummary`, or raw per-arm samples) and combines the blocking
 gates' verdicts: any fail → fail; all passed → pass; else inconclusive (keep watching). Which
 steps are judged at all, and how, is :func:`rollout.machine.decide`'s rule.
+:func:`analyse_alone` does the same at a step where the candidate serves alone (100%): its SLO
+and its history against the baseline's window before the switch.
 
 :func:`write_drift_report` renders the Evidently HTML drift report of the two arms' outputs (and
 input features, when given) to a file, for the manager to store beside the evidence.
@@ -20,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitors import GateResult, Verdict
-from rollout.judge import Look, combine, judge
+from rollout.judge import Look, combine, judge, judge_alone
 from rollout.lifecycle import StepEvidence
 from rollout.spec import AnalysisSpec
 from rollout.store.predictions import ArmSample
@@ -50,6 +52,33 @@ def analyse(
         reason=summarise(results, verdict),
         n_baseline=summary.counts("baseline").n_requests,
         n_canary=summary.counts("canary").n_requests,
+        step_index=step_index,
+        weight_pct=weight_pct,
+        window_start=window_start,
+    )
+
+
+def analyse_alone(
+    summary: WindowSummary,
+    analysis: AnalysisSpec,
+    *,
+    first_generation: int,
+    weight_pct: int,
+    step_index: int | None = None,
+    window_start: float | None = None,
+) -> StepEvidence:
+    """The evidence of one look at a step where the candidate serves alone (100%): its SLO
+    and its history (:func:`rollout.judge.judge_alone`); ``first_generation`` is the step's
+    first plan generation in the window."""
+    results = judge_alone(summary, first_generation, analysis)
+    verdict = combine(results)
+    alone = [g for key, g in summary.groups.items() if key >= first_generation]
+    return StepEvidence(
+        verdict=verdict,
+        gates=tuple(results),
+        reason=summarise(results, verdict),
+        n_baseline=sum(g.requests["baseline"] for g in alone),  # failovers' answers
+        n_canary=sum(g.requests["canary"] for g in alone),
         step_index=step_index,
         weight_pct=weight_pct,
         window_start=window_start,

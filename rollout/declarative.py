@@ -231,7 +231,7 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
 
 def _expected(analysis: AnalysisSpec, steps: tuple[PlanStep, ...]) -> tuple[int | None, str]:
     """The forecast of the first split step (the rollout's bounds carry over to the next)."""
-    from rollout.forecast import BaseRates, requests_to_pass
+    from rollout.forecast import BaseRates, requests_to_pass, requests_to_pass_alone
     from rollout.judge import blocking
 
     split = [s.weight_pct for s in steps if 0 < s.weight_pct < 100 and s.shadow_fraction == 0]
@@ -244,10 +244,21 @@ def _expected(analysis: AnalysisSpec, steps: tuple[PlanStep, ...]) -> tuple[int 
         return None, "no blocking gates: nothing to forecast"
     if expected is None:
         return None, f"the gates do not pass {rates.describe()} within 10,000,000 requests"
-    return expected, (
+    note = (
         f"step 1 at {split[0]}% passes {rates.describe()} in about {expected:,} canary "
-        "requests (the median; bench/decisions.py measures it), later steps on their floors"
+        "requests (the median; bench/decisions.py measures it), later split steps on their "
+        "floors"
     )
+    alone = [s.weight_pct for s in steps if s.weight_pct >= 100 and s.shadow_fraction == 0]
+    if alone:  # the baseline's requests before the switch: at least the first step's
+        before = round(expected * (1 - share) / share)
+        needed = requests_to_pass_alone(analysis, before, rates)
+        if needed is not None:
+            note += (
+                f"; the 100% step passes its SLO and history in about {needed:,} canary "
+                "requests more"
+            )
+    return expected, note
 
 
 def _most_time(

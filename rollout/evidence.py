@@ -12,8 +12,9 @@
 - ``progressing`` at any other step: the step's window of the prediction log, folded into a
   bounded summary (new rows only at each look) and analysed by the spec's gates
   (:mod:`rollout.analysis`). A blue/green preview (0%) compares the requests pinned to the
-  candidate with the baseline's. At 100% there is no baseline serving at the same time, so only
-  the requests are counted (``decide`` passes such a step on them).
+  candidate with the baseline's. At 100% no baseline serves at the same time: the candidate's
+  requests since the step began are judged against its SLO and, historically, against the
+  baseline's before the switch (:func:`rollout.analysis.analyse_alone`).
 
 :meth:`Evidence.write_report` renders the Evidently drift report of a judged window, after the
 decision is saved (rendering never delays a rollback).
@@ -22,13 +23,14 @@ decision is saved (rendering never delays a rollback).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from monitors import GateResult
-from rollout.analysis import analyse, write_drift_report
+from rollout.analysis import analyse, analyse_alone, write_drift_report
 from rollout.errors import RegistryError
 from rollout.lifecycle import RolloutState, Step, StepEvidence
 from rollout.shadow import shadow_evidence
@@ -42,8 +44,6 @@ if TYPE_CHECKING:
     from rollout.smoke import SmokeRunner
 
 log = logging.getLogger(__name__)
-
-NOT_JUDGED_AT_100 = "canary serves 100%: no baseline at the same time, gates not judged"
 
 
 class Evidence:
@@ -91,17 +91,17 @@ class Evidence:
             in_step = summary.counts("canary").n_requests
         else:
             in_step = self.predictions.count(record.id, since).get("canary", 0)
-        if step.weight_pct >= 100:
-            return StepEvidence(
-                verdict="inconclusive",
-                reason=NOT_JUDGED_AT_100,
-                n_baseline=summary.counts("baseline").n_requests,
-                n_canary=summary.counts("canary").n_requests,
-                step_index=state.step_index,
+        if step.weight_pct >= 100:  # the candidate alone: its SLO and its history
+            first = self.predictions.first_generation(record.id, since)
+            evidence = analyse_alone(
+                summary,
+                spec.analysis,
+                first_generation=sys.maxsize if first is None else first,  # none yet: no rows
                 weight_pct=step.weight_pct,
+                step_index=state.step_index,
                 window_start=start,
-                step_requests=in_step,
             )
+            return replace(evidence, step_requests=in_step)
         evidence = analyse(
             summary,
             spec.analysis,

@@ -7,20 +7,25 @@ passes. A real window wanders around that average, so this is close to the media
 rollouts: ``bench/decisions.py`` measures both and reports their ratio
 (``forecast_over_median``). A candidate that is worse than allowed is failed sooner the worse it
 is; one close to a margin takes longer than an equal one.
+
+:func:`requests_to_pass_alone` does the same for a step where the candidate serves alone
+(100%): its SLO and its history against the baseline's requests before the switch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 from monitors.anytime import MeanDifference
-from rollout.judge import Look, combine, judge
+from rollout.judge import Look, combine, judge, judge_alone
 from rollout.spec import AnalysisSpec
-from rollout.summary import GroupCounts, LabelSummary, WindowSummary
+from rollout.summary import LATENCY_EDGES, GroupCounts, LabelSummary, WindowSummary
 
 MOST = 10_000_000  # canary requests beyond which a step is called undecidable here
 
@@ -97,6 +102,42 @@ def requests_to_pass(
         results = judge(Look(window, randomised=True), analysis)
         return any(r.blocking for r in results) and combine(results) == "pass"
 
+    return _smallest(passes)
+
+
+def _latency_mass(sigma: float) -> npt.NDArray[np.float64]:
+    """The share of log-normal latencies (median 20 ms) in each of the latency bins."""
+    with np.errstate(divide="ignore"):
+        log_edges = np.log(np.maximum(LATENCY_EDGES, 1e-300))
+    return np.asarray(np.diff(special.ndtr((log_edges - math.log(20.0)) / sigma)))
+
+
+def requests_to_pass_alone(
+    analysis: AnalysisSpec, baseline_before: int, rates: BaseRates | None = None
+) -> int | None:
+    """Canary requests at which a step where an equal candidate serves alone passes its SLO
+    and history (``baseline_before``: the baseline's requests before the switch), on average;
+    None when nothing judges it, or when no number is enough."""
+    rates = rates or BaseRates()
+    mass = _latency_mass(rates.latency_sigma)
+
+    def passes(n: int) -> bool:
+        summary = WindowSummary()
+        for generation, arm, count in ((1, "baseline", baseline_before), (2, "canary", n)):
+            if count == 0:
+                continue
+            group = summary.groups.setdefault(generation, GroupCounts())
+            group.requests[arm] = count
+            group.errors[arm] = round(count * rates.error_rate)
+            group.latency[arm] = np.round(mass * count).astype(np.int64)
+        results = judge_alone(summary, 2, analysis)
+        return any(r.blocking for r in results) and combine(results) == "pass"
+
+    return _smallest(passes)
+
+
+def _smallest(passes: Callable[[int], bool]) -> int | None:
+    """The smallest canary count that passes, on a 2% grid; None when MOST does not."""
     if not passes(MOST):
         return None
     low, high = 10, MOST  # passes(high); find the smallest such on a 2% grid

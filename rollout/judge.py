@@ -82,7 +82,14 @@ from rollout.spec import (
     OutputDriftGate,
     QualityGate,
 )
-from rollout.summary import LATENCY_LOG_BIN_RATIO, GroupCounts, WindowSummary
+from rollout.summary import (
+    LATENCY_BINS,
+    LATENCY_EDGES,
+    LATENCY_LOG_BIN_RATIO,
+    GroupCounts,
+    LabelSummary,
+    WindowSummary,
+)
 
 DESIGN_REQUESTS = 5_000  # canary requests the bounds are tuned for (any value is valid)
 DESIGN_EVENTS = 60  # errors the ratio's mixture is tuned for
@@ -148,6 +155,152 @@ def judge(look: Look, analysis: AnalysisSpec) -> list[GateResult]:
             runs.append(_output_drift(look, settings, mark))
     search_together([search for run in runs for search in next(run)])
     return [_finished(run) for run in runs]
+
+
+def judge_alone(
+    summary: WindowSummary, first_generation: int, analysis: AnalysisSpec
+) -> list[GateResult]:
+    """The gates of a step where the candidate serves alone (100%: a canary's last step, a
+    blue/green bake, a linear rollout's last step), from the window's plan generations from
+    ``first_generation`` on (the step's) and, for history, the ones before it. No baseline
+    serves beside the candidate, so:
+
+    - the SLO (``analysis.slo``, else ``DEFAULT_SLO``): the candidate's error rate (its
+      failed requests, failovers included, over its requests) and its ``quantile`` latency,
+      each against its bound with one arm's anytime-valid bounds;
+    - history: the spec's blocking ``error_rate`` and ``latency`` gates, the candidate now
+      against the baseline's requests of the earlier generations (when there are any), from
+      each arm's bounds as in a pinned preview; marked historical (time-of-day effects are the
+      risk). Accuracy and output drift are not judged here (the labels and outputs are not
+      kept per generation).
+
+    The phase has its own alpha, the spec's, split equally among these blocking gates."""
+    now = [g for key, g in summary.groups.items() if key >= first_generation]
+    before = [g for key, g in summary.groups.items() if key < first_generation]
+    slo = analysis.effective_slo
+    history = [
+        entry
+        for entry in analysis.effective_gates
+        if isinstance(getattr(entry, entry.name), ErrorRateGate | LatencyGate) and blocking(entry)
+    ]
+    if not any(g.requests["baseline"] for g in before):
+        history = []
+    deciding = (slo.error_rate is not None) + (slo.latency is not None) + len(history)
+    alpha = analysis.alpha
+    if analysis.correction != "none" and deciding > 1:
+        alpha /= deciding
+    mark = _Mark(True, alpha)
+    canary = _arm_of(now, "canary")
+    runs: list[GateRun] = []
+    if slo.error_rate is not None:
+        runs.append(_slo_errors(canary, slo.error_rate.max, mark))
+    if slo.latency is not None:
+        runs.append(_slo_latency(canary, slo.latency.quantile, slo.latency.max_ms, mark))
+    if history:
+        past = _history_window(_arm_of(before, "baseline"), canary, summary.labels.min_share)
+        for entry in history:
+            settings = getattr(entry, entry.name)
+            if isinstance(settings, ErrorRateGate):
+                runs.append(_error_rate(Look(past, randomised=False), settings, mark))
+            else:
+                runs.append(_latency(Look(past, randomised=False), settings, mark))
+    search_together([search for run in runs for search in next(run)])
+    results = [_finished(run) for run in runs]
+    return [r if r.gate.startswith("slo_") else _historical(r) for r in results]
+
+
+@dataclass(frozen=True)
+class _ArmOf:
+    """One arm's requests, errors and latency counts over some plan generations."""
+
+    requests: int
+    errors: int
+    latency: npt.NDArray[np.int64]
+
+
+def _arm_of(groups: Sequence[GroupCounts], arm: str) -> _ArmOf:
+    latency = np.zeros(LATENCY_BINS, dtype=np.int64)
+    for group in groups:
+        counts = group.latency.get(arm)
+        if counts is not None:
+            latency += counts
+    return _ArmOf(sum(g.requests[arm] for g in groups), sum(g.errors[arm] for g in groups), latency)
+
+
+def _history_window(baseline: _ArmOf, canary: _ArmOf, min_share: float) -> WindowSummary:
+    """A window of the baseline's requests before the switch and the candidate's since."""
+    past = WindowSummary(labels=LabelSummary(min_share=min_share))
+    bins = past.latency.bins
+    assert bins is not None
+    for arm, counts in (("baseline", baseline), ("canary", canary)):
+        held = past.counts(arm)
+        held.n_requests, held.n_errors = counts.requests, counts.errors
+        (bins.baseline_counts if arm == "baseline" else bins.canary_counts)[:] = counts.latency
+    return past
+
+
+def _historical(result: GateResult) -> GateResult:
+    return replace(
+        result,
+        gate=f"{result.gate}_history",
+        reason=f"historical, against the baseline before the switch: {result.reason}",
+        details={**result.details, "historical": 1.0},
+    )
+
+
+def _slo_errors(canary: _ArmOf, most: float, mark: _Mark) -> GateRun:
+    search = RateSearch([canary.errors], [canary.requests], mark.alpha, [DESIGN_REQUESTS])
+    yield [search]
+    estimates, lows, highs = (float(values[0]) for values in search.result())
+    rate = Bounds(estimates, lows, highs)
+    verdict = _outcome(rate.low, rate.high, most, higher_is_worse=True)
+    where = (
+        f"{canary.errors} of {canary.requests} requests failed ({rate.estimate:.3%}, "
+        f"{rate.low:.3%} to {rate.high:.3%}); allowed {most:.2%}"
+    )
+    return _bounded(
+        mark,
+        "slo_error_rate",
+        "rate_bound",
+        rate,
+        most,
+        verdict,
+        (
+            f"SLO error rate proven above what is allowed: {where}",
+            f"SLO error rate proven within what is allowed: {where}",
+            f"SLO error rate not decided yet: {where}",
+        ),
+        (0, canary.requests),
+        {"errors_canary": float(canary.errors)},
+    )
+
+
+def _slo_latency(canary: _ArmOf, quantile: float, most_ms: float, mark: _Mark) -> GateRun:
+    yield []
+    edges = LATENCY_EDGES[1:]
+    totals = np.cumsum(canary.latency)
+    bounds = quantile_bounds_cumulative(totals, edges, quantile, mark.alpha, DESIGN_REQUESTS)
+    verdict = _outcome(bounds.low, bounds.high, most_ms, higher_is_worse=True)
+    p = f"p{quantile * 100:g}"
+    where = (
+        f"{p} {bounds.estimate:.3g} ms ({bounds.low:.3g} to {bounds.high:.3g}) over "
+        f"{_total(totals)} requests; allowed {most_ms:g} ms"
+    )
+    return _bounded(
+        mark,
+        "slo_latency",
+        "quantile_bound",
+        bounds,
+        most_ms,
+        verdict,
+        (
+            f"SLO {p} latency proven above what is allowed: {where}",
+            f"SLO {p} latency proven within what is allowed: {where}",
+            f"SLO {p} latency not decided yet: {where}",
+        ),
+        (0, _total(totals)),
+        {"quantile": quantile},
+    )
 
 
 def _finished(run: GateRun) -> GateResult:

@@ -19,8 +19,9 @@ Rules of ``decide`` (without a command):
   (approval required, none given) or ``promoting``. Fail → ``rolling_back``. Inconclusive →
   ``on_inconclusive``: pause → ``paused``; rollback → ``rolling_back``; extend → keep waiting
   until ``max_duration_s``, then ``paused``. A step that reaches ``max_duration_s`` before it
-  could be judged is inconclusive too. At 100% no baseline serves at the same time, so the step
-  passes on its requests and duration alone (its gates are not judged). A blue/green preview
+  could be judged is inconclusive too. At 100% no baseline serves at the same time: the step is
+  judged on the candidate's SLO and its history (``rollout.analysis.analyse_alone``) and, like
+  every other step, advances only on a pass. A blue/green preview
   (0%) that asks for no pinned requests is judged by time: failing gates still fail it,
   inconclusive ones do not hold it.
 - ``promoting`` waits for promotion evidence (the artifact digest still matches): pass →
@@ -198,17 +199,11 @@ def _initial_release(rollout: RolloutState, evidence: StepEvidence | None, now: 
 
 
 def _judged(step: Step, evidence: StepEvidence | None) -> StepEvidence | None:
-    """The evidence as this kind of step is judged: at 100% the gates are not judged (no
-    baseline serves at the same time); a preview that asks for no pinned requests is judged by
-    time (inconclusive gates do not hold it; failing ones still fail it)."""
+    """The evidence as this kind of step is judged: a preview that asks for no pinned requests
+    is judged by time (inconclusive gates do not hold it; failing ones still fail it). Every
+    other step, 100% included (its SLO and history), advances only on a pass."""
     if evidence is None or evidence.verdict == "fail" or step.is_shadow:
         return evidence
-    if step.weight_pct >= 100:
-        return replace(
-            evidence,
-            verdict="pass",
-            reason="canary serves 100%: no baseline at the same time, gates not judged",
-        )
     if step.is_preview and step.min_requests == 0 and evidence.verdict == "inconclusive":
         return replace(
             evidence,

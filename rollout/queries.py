@@ -143,6 +143,8 @@ def _expected(
     from rollout.forecast import BaseRates
 
     step = state.step
+    if live is not None and step.weight_pct >= 100 and not step.is_shadow:
+        return _expected_alone(record, state, live, now)
     if live is None or not 0 < step.weight_pct < 100 or step.is_shadow:
         return None
     split = [s.weight_pct for s in state.steps if 0 < s.weight_pct < 100 and not s.is_shadow]
@@ -151,12 +153,42 @@ def _expected(
     if needed is None:
         return None
     text = f"about {needed:,} canary requests in the rollout to pass {BaseRates().describe()}"
-    started = live.window_start
-    if started is not None and now > started and live.n_canary > 0:
-        rate = live.n_canary / (now - started)
-        left = max(0, needed - live.n_canary)
-        text += f"; {live.n_canary:,} so far, {left / rate:,.0f} s more at {rate:.3g}/s"
-    return text
+    return text + _so_far(needed, live.n_canary, live.window_start, now)
+
+
+def _so_far(needed: int, seen: int, started: float | None, now: float) -> str:
+    """How far along, and the time left at the canary's rate since ``started``."""
+    if started is None or now <= started or seen <= 0:
+        return ""
+    rate = seen / (now - started)
+    left = max(0, needed - seen)
+    return f"; {seen:,} so far, {left / rate:,.0f} s more at {rate:.3g}/s"
+
+
+def _expected_alone(
+    record: RolloutRecord, state: RolloutState, live: StepEvidence, now: float
+) -> str | None:
+    """What the forecast says of a step where the candidate serves alone (its SLO and its
+    history against the baseline's requests before the switch)."""
+    from rollout.forecast import BaseRates
+
+    before = max((g.n_baseline for g in live.gates if g.gate.endswith("_history")), default=0)
+    needed = _forecast_alone(record.spec, int(float(f"{before:.2g}")))  # a few cached sizes
+    if needed is None:
+        return None
+    text = (
+        f"about {needed:,} canary requests at {state.step.weight_pct}% to pass its SLO and "
+        f"history ({BaseRates().describe()})"
+    )
+    return text + _so_far(needed, live.n_canary, state.step_started_at, now)
+
+
+@lru_cache(maxsize=64)
+def _forecast_alone(spec_json: str, baseline_before: int) -> int | None:
+    from rollout.forecast import requests_to_pass_alone
+    from rollout.stored import parse_spec
+
+    return requests_to_pass_alone(parse_spec(spec_json).analysis, baseline_before)
 
 
 @lru_cache(maxsize=64)

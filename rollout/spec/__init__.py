@@ -29,6 +29,7 @@ from rollout.spec.document import (
 )
 from rollout.spec.fields import Duration, OptionalDuration, Requests, parse_duration
 from rollout.spec.gates import (
+    DEFAULT_SLO,
     GATE_NAMES,
     AnalysisSpec,
     ErrorRateEntry,
@@ -42,6 +43,9 @@ from rollout.spec.gates import (
     QualityEntry,
     QualityGate,
     QualityMetric,
+    SloErrorRate,
+    SloLatency,
+    SloSpec,
 )
 from rollout.spec.strategies import (
     STRATEGIES,
@@ -59,6 +63,7 @@ from rollout.spec.strategies import (
 )
 
 __all__ = [
+    "DEFAULT_SLO",
     "DEFAULT_SPEC",
     "GATE_NAMES",
     "STRATEGIES",
@@ -88,6 +93,9 @@ __all__ = [
     "RolloutSpec",
     "ShadowSpec",
     "ShadowStrategy",
+    "SloErrorRate",
+    "SloLatency",
+    "SloSpec",
     "SmokeTest",
     "StepSpec",
     "StrategyName",

@@ -112,6 +112,33 @@ class QualityGate(_SequentialOptions):
         return _fraction(value)
 
 
+class SloErrorRate(_Model):
+    """The candidate's error rate (a failover counts as its error) may be at most ``max``."""
+
+    max: float = Field(gt=0.0, lt=1.0)
+
+
+class SloLatency(_Model):
+    """The candidate's ``quantile`` latency may be at most ``max_ms``."""
+
+    quantile: float = Field(default=0.99, gt=0.0, lt=1.0)
+    max_ms: float = Field(gt=0.0)
+
+
+class SloSpec(_Model):
+    """``slo: {error_rate: {max: 0.01}, latency: {quantile: 0.99, max_ms: 250}}``: bounds on the
+    candidate alone, judged where no baseline serves beside it (a 100% step, a blue/green
+    bake), one-sample and anytime-valid like the gates. Left out: ``DEFAULT_SLO``."""
+
+    error_rate: SloErrorRate | None = None
+    latency: SloLatency | None = None
+
+
+# the SLO when a spec gives none: a candidate that fails more than 5% of its requests (its
+# failovers included) is proven broken; relative regressions are the history gates' to find
+DEFAULT_SLO = SloSpec(error_rate=SloErrorRate(max=0.05))
+
+
 class ErrorRateEntry(_Model):
     name: ClassVar[Literal["error_rate"]] = "error_rate"
     error_rate: ErrorRateGate
@@ -179,6 +206,16 @@ class AnalysisSpec(_Model):
     on_inconclusive: OnInconclusive = "pause"
     correction: Literal["holm", "none"] = "holm"
     sequential: bool = True  # always-valid p-values for error_rate, latency and quality
+    # where no baseline serves beside the candidate; None: DEFAULT_SLO (left out of the hash)
+    slo: SloSpec | None = Field(default=None, exclude_if=_unless(None))
+
+    @property
+    def effective_slo(self) -> SloSpec:
+        """The spec's SLO; left out, ``DEFAULT_SLO``, or none with ``gates: none`` (nothing
+        judges such a rollout unless its spec gives an ``slo``)."""
+        if self.slo is not None:
+            return self.slo
+        return SloSpec() if self.no_gates else DEFAULT_SLO
 
     @field_validator("alpha")
     @classmethod

@@ -62,6 +62,15 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return {str(arm): int(n) for arm, n in conn.execute(query)}
 
+    def first_generation(self, rollout_id: str, since_ts: float) -> int | None:
+        """The lowest plan generation of a rollout's rows since ``since_ts`` (None: none)."""
+        query = select(func.min(predictions.c.plan_generation)).where(
+            predictions.c.rollout_id == rollout_id, predictions.c.ts >= since_ts
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else int(found)
+
     def fold(
         self,
         rollout_id: str,

@@ -14,7 +14,11 @@ from rollout.api import create_app
 from rollout.auth import Token, parse_tokens
 from rollout.manager import Manager
 
-INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
+# all traffic at once, nothing judged (not even the SLO at 100%): promoted at the first tick
+INSTANT = {
+    "strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}},
+    "analysis": {"gates": "none"},
+}
 ALICE = {"Authorization": "Bearer alice-secret"}
 BOB = {"Authorization": "Bearer bob-secret"}
 PROD = f"/v1/models/{MODEL}/environments/prod"

@@ -26,7 +26,11 @@ from router.app import create_app
 from router.config import RouterConfig
 
 # One 100% step with no minimum: judged as soon as it starts (no baseline, gates not run).
-INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
+# all traffic at once, nothing judged (not even the SLO at 100%): promoted at the first tick
+INSTANT = {
+    "strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}},
+    "analysis": {"gates": "none"},
+}
 # Margins loose enough to decide on a hundred requests: the canary may err 10 points more, and
 # its median latency may be twice the baseline's.
 TEN_PCT = load_spec(

@@ -19,7 +19,11 @@ from rollout.manager import Manager
 from rollout.registry import DIGEST_TAG
 from rollout.spec import load_spec
 
-INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
+# all traffic at once, nothing judged (not even the SLO at 100%): promoted at the first tick
+INSTANT = {
+    "strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}},
+    "analysis": {"gates": "none"},
+}
 WRONG_DIGEST = "sha256:" + "0" * 64
 
 

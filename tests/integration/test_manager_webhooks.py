@@ -17,7 +17,11 @@ from rollout.notify import Webhooks, sign
 from rollout.spec import load_spec
 
 SECRET = "s3cret"
-INSTANT = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}}}
+# all traffic at once, nothing judged (not even the SLO at 100%): promoted at the first tick
+INSTANT = {
+    "strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}},
+    "analysis": {"gates": "none"},
+}
 
 
 class Receiver:

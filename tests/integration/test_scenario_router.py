@@ -574,3 +574,93 @@ def test_blue_green_preview_judges_pinned_requests_and_stops_a_broken_version(
         assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
     finally:
         manager.close()
+
+
+RAISING_CODE = """
+import mlflow
+
+
+class Raising(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        raise RuntimeError("this version fails every request")
+
+
+mlflow.models.set_model(Raising())
+"""
+
+
+def register_raising(home: DemoHome, tmp_path: Path) -> str:
+    """A version of the demo model, with its signature, that raises on every request."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    rows = home.data.serve_X.head(5)
+    code = tmp_path / "raising_model.py"
+    code.write_text(RAISING_CODE)
+    mlflow.set_tracking_uri(home.settings.registry_uri)
+    mlflow.set_registry_uri(home.settings.registry_uri)
+    experiment = mlflow.create_experiment(
+        "raising", artifact_location=(tmp_path / "raising-artifacts").as_uri()
+    )
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            signature=infer_signature(rows, [0] * len(rows)),
+            registered_model_name=MODEL,
+            pip_requirements=["mlflow"],
+        )
+    return str(info.registered_model_version)
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"canary": {"steps": [{"weight": 100, "min_requests": 20}]}},
+        {"blue_green": {"preview": "1s", "bake": "1m", "min_requests": 20}},
+        {"linear": {"steps": 1, "min_requests": 20}},
+    ],
+    ids=["canary-100", "blue-green-bake", "linear-last-step"],
+)
+def test_a_candidate_failing_every_request_alone_is_rolled_back_and_no_client_sees_it(
+    home: DemoHome, router_url: str, tmp_path: Path, strategy: dict[str, Any]
+) -> None:
+    """At 100% (no baseline beside it, no smoke test) the router answers the candidate's
+    failed requests with the old version, still loaded: no client sees an error. The SLO
+    counts those failovers as the candidate's errors, so it is rolled back, never promoted."""
+    v1 = home.versions["baseline"]
+    raising = register_raising(home, tmp_path)
+    manager = Manager(home.settings)
+    PUBLIC.update(split(home.data.serve_X.head(1)))
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
+        with httpx.Client(base_url=router_url, timeout=30) as client:
+            spec = load_spec({"strategy": strategy})
+            rollout_id = manager.start(MODEL, raising, "prod", spec, actor="alice")
+            answered: list[str] = []
+
+            def serve_then_tick() -> RolloutRecord:
+                answered.append(serve(client))  # asserts a 200
+                manager.tick()
+                return manager.rollout(rollout_id)
+
+            record = wait_until(
+                serve_then_tick,
+                "the candidate to be rolled back",
+                until=lambda record: record.state not in ("pending", "verifying", "progressing"),
+                interval_s=0,
+            )
+        assert record.state == "rolled_back", record.reason
+        assert set(answered) == {v1}  # every client request answered, by the old version
+        failed = manager.events(rollout_id)[-2]
+        assert failed.evidence is not None
+        gates = {g["gate"]: g["verdict"] for g in failed.evidence["gates"]}
+        assert gates["slo_error_rate"] == "fail"
+        assert failed.evidence["weight_pct"] == 100
+        assert manager.registry.alias_version(MODEL, "prod") == v1
+        assert [r.version for r in manager.history(MODEL, "prod")][:1] == [raising]
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
+    finally:
+        manager.close()

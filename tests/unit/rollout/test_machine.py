@@ -511,17 +511,18 @@ def test_an_initial_release_serves_the_verified_candidate_at_once() -> None:
     )
 
 
-def test_a_full_weight_step_passes_on_its_requests_without_judging_gates() -> None:
+def test_a_full_weight_step_advances_only_on_a_pass() -> None:
+    """At 100% the candidate's SLO and history judge: requests alone never promote it, a fail
+    rolls back, and a pass promotes once the floors are met."""
     last = rollout("progressing", step_index=2)
-    counted = StepEvidence(verdict="inconclusive", n_baseline=3, n_canary=99, reason="counted")
-    assert decide(last, counted, T0 + 1).event is None  # 99/100 requests: waits
-    decision = decide(last, replace(counted, n_canary=100), T0 + 1)
+    counted = StepEvidence(verdict="inconclusive", n_baseline=3, n_canary=500, reason="counted")
+    assert decide(last, counted, T0 + 1).event is None  # enough requests, nothing proven: waits
+    failed = decide(last, replace(counted, verdict="fail", reason="slo_error_rate fail"), T0 + 1)
+    assert (failed.event, failed.to_state) == ("gates_failed", "rolling_back")
+    passed = replace(counted, verdict="pass", n_canary=99, reason="all 3 blocking gates pass")
+    assert decide(last, passed, T0 + 1).event is None  # 99/100 requests: waits
+    decision = decide(last, replace(passed, n_canary=100), T0 + 1)
     assert (decision.event, decision.to_state) == ("steps_passed", "promoting")
-    assert decision.evidence is not None
-    assert decision.evidence.verdict == "pass"
-    assert decision.evidence.reason == (
-        "canary serves 100%: no baseline at the same time, gates not judged"
-    )
 
 
 PREVIEW = (Step(weight_pct=0, min_requests=0, min_duration_s=60.0), Step(weight_pct=100))

@@ -1,0 +1,109 @@
+"""The gates of a step where the candidate serves alone (100%, issue 10): its SLO and its
+history against the baseline's window before the switch, on constructed windows."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from rollout.analysis import analyse_alone
+from rollout.judge import combine, judge_alone
+from rollout.spec import AnalysisSpec, default_spec, load_spec
+from rollout.summary import GroupCounts, WindowSummary
+
+
+def _analysis(analysis: dict[str, object]) -> AnalysisSpec:
+    return load_spec(
+        {"strategy": {"canary": {"steps": [{"weight": 10}, {"weight": 100}]}}, "analysis": analysis}
+    ).analysis
+
+
+def window(
+    rng: np.random.Generator,
+    *,
+    before: int = 0,
+    alone: int = 0,
+    failing: float = 0.01,
+    slower: float = 1.0,
+) -> WindowSummary:
+    """Generation 1: a 10% split of ``before`` requests (1% errors); generation 2: the
+    candidate alone for ``alone`` requests, failing ``failing`` of them, its latencies
+    ``slower`` times the baseline's (log-normal, median 20 ms)."""
+    summary = WindowSummary()
+    rows = (
+        (1, "baseline", round(before * 0.9), 0.01, 1.0),
+        (1, "canary", round(before * 0.1), 0.01, 1.0),
+        (2, "canary", alone, failing, slower),
+    )
+    for generation, arm, n, rate, scale in rows:
+        if n == 0:
+            continue
+        group = summary.groups.setdefault(generation, GroupCounts())
+        latencies = (rng.lognormal(math.log(20), 0.5, n) * scale).tolist()
+        errors = int(rng.binomial(n, rate))
+        summary.add_batch(arm, {"2" if arm == "canary" else "1"}, latencies, [], errors)  # type: ignore[arg-type]
+        group.requests[arm] += n
+        group.errors[arm] += errors
+        group.add_latencies(arm, latencies)
+    return summary
+
+
+def test_a_candidate_failing_every_request_fails_its_slo_and_history_at_once() -> None:
+    summary = window(np.random.default_rng(1), before=20_000, alone=30, failing=1.0)
+    results = {r.gate: r for r in judge_alone(summary, 2, default_spec().analysis)}
+    assert set(results) == {"slo_error_rate", "error_rate_history", "latency_history"}
+    slo = results["slo_error_rate"]
+    assert (slo.verdict, slo.n_canary, slo.threshold) == ("fail", 30, 0.05)
+    assert slo.ci_low > 0.5 and slo.alpha == 0.05 / 3  # the phase's own alpha, split
+    history = results["error_rate_history"]
+    assert history.verdict == "fail" and history.details["historical"] == 1.0
+    assert history.n_baseline == 18_000 and history.n_canary == 30  # before vs alone
+    assert history.reason.startswith("historical, against the baseline before the switch")
+    assert combine(list(results.values())) == "fail"
+
+
+def test_a_healthy_candidate_passes_once_proven_within() -> None:
+    analysis = default_spec().analysis
+    few = window(np.random.default_rng(2), before=40_000, alone=200)
+    assert combine(judge_alone(few, 2, analysis)) == "inconclusive"
+    many = window(np.random.default_rng(2), before=40_000, alone=60_000)
+    results = judge_alone(many, 2, analysis)
+    assert [r.verdict for r in results] == ["pass", "pass", "pass"], [r.reason for r in results]
+    evidence = analyse_alone(many, analysis, first_generation=2, weight_pct=100)
+    assert (evidence.verdict, evidence.n_canary, evidence.n_baseline) == ("pass", 60_000, 0)
+
+
+def test_a_candidate_30_percent_slower_fails_on_its_history() -> None:
+    summary = window(np.random.default_rng(3), before=40_000, alone=8_000, slower=1.3)
+    results = {r.gate: r for r in judge_alone(summary, 2, default_spec().analysis)}
+    latency = results["latency_history"]
+    assert latency.verdict == "fail" and latency.ci_low > 1.2  # p95 at most 1.2x allowed
+    assert results["slo_error_rate"].verdict == "pass"
+
+
+def test_without_a_window_before_the_switch_only_the_slo_judges() -> None:
+    summary = window(np.random.default_rng(4), alone=500)
+    (slo,) = judge_alone(summary, 2, default_spec().analysis)
+    assert (slo.gate, slo.verdict, slo.alpha) == ("slo_error_rate", "pass", 0.05)
+
+
+def test_a_latency_slo_fails_a_slow_candidate_and_passes_a_fast_one() -> None:
+    analysis = _analysis({"slo": {"latency": {"quantile": 0.99, "max_ms": 100}}})
+    assert analysis.effective_slo.error_rate is None  # the spec's SLO replaces the default
+    slow = window(np.random.default_rng(5), alone=3000, slower=2.0)  # p99 about 128 ms
+    fast = window(np.random.default_rng(5), alone=3000)  # p99 about 64 ms
+    for summary, verdict in ((slow, "fail"), (fast, "pass")):
+        (latency,) = judge_alone(summary, 2, analysis)
+        assert (latency.gate, latency.verdict) == ("slo_latency", verdict), latency.reason
+        assert latency.ci_low <= latency.statistic <= latency.ci_high
+
+
+def test_no_requests_yet_is_inconclusive_and_gates_none_judges_nothing() -> None:
+    empty = window(np.random.default_rng(6), before=1000)
+    (slo, *_) = judge_alone(empty, sys.maxsize, default_spec().analysis)
+    assert (slo.gate, slo.verdict, slo.n_canary) == ("slo_error_rate", "inconclusive", 0)
+    assert judge_alone(empty, sys.maxsize, _analysis({"gates": "none"})) == []
+    given = _analysis({"gates": "none", "slo": {"error_rate": {"max": 0.01}}})
+    assert [r.gate for r in judge_alone(empty, 2, given)] == ["slo_error_rate"]
