@@ -94,6 +94,14 @@ def error_budget(gates: Sequence[dict[str, Any]]) -> str:
     if not shares:
         return ""
     total = sum(shares)
+    names = [str(g.get("gate", "")) for g in gates]
+    if any(name.startswith("slo_") or name.endswith("_history") for name in names):
+        return (
+            f"error budget of the candidate alone (its own): alpha {total:.3g}, "
+            f"{shares[0]:.3g} to each of {len(shares)} blocking gate"
+            f"{'s' if len(shares) > 1 else ''} (its SLO and history), one confidence sequence "
+            "each over the 100% step"
+        )
     return (
         f"error budget: alpha spent {total:.3g} of {total:.3g}, all at the start: "
         f"{shares[0]:.3g} to each of {len(shares)} blocking gate{'s' if len(shares) > 1 else ''}"

@@ -47,3 +47,15 @@ def test_the_error_budget_line_says_what_is_spent_and_how_it_is_shared() -> None
     assert line.startswith("error budget: alpha spent 0.05 of 0.05, all at the start: ")
     assert "0.0125 to each of 4 blocking gates" in line
     assert error_budget([{"gate": "auc", "alpha": 0.05, "blocking": False}]) == ""
+
+
+def test_the_error_budget_of_the_candidate_alone_is_its_own() -> None:
+    gates = [
+        {"gate": "slo_error_rate", "alpha": 0.05 / 3, "blocking": True},
+        {"gate": "error_rate_history", "alpha": 0.05 / 3, "blocking": True},
+        {"gate": "latency_history", "alpha": 0.05 / 3, "blocking": True},
+    ]
+    assert error_budget(gates) == (
+        "error budget of the candidate alone (its own): alpha 0.05, 0.0167 to each of 3 "
+        "blocking gates (its SLO and history), one confidence sequence each over the 100% step"
+    )
