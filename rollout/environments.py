@@ -17,7 +17,11 @@ when it exists)::
       - dev
       - staging
       - {name: prod, approval: {required: true, distinct_approver: true, timeout: 24h,
-                                on_timeout: rollback}}
+                                on_timeout: rollback},
+         slo: {error_rate: {max: 0.01}, latency: {quantile: 0.99, max_ms: 250}}}
+
+``slo`` is the SLO a 100% step holds the candidate to when its spec gives none (else
+``rollout.spec.DEFAULT_SLO``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rollout.errors import SpecError
 from rollout.lifecycle import OnApprovalTimeout
-from rollout.spec import OptionalDuration, format_errors
+from rollout.spec import OptionalDuration, SloSpec, format_errors
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Environment:
     distinct_approver: bool = False
     approval_timeout_s: float | None = None
     on_approval_timeout: OnApprovalTimeout = "rollback"
+    slo: SloSpec | None = None  # the SLO of a spec that gives none (None: DEFAULT_SLO)
 
 
 DEFAULT_ENVIRONMENTS: tuple[Environment, ...] = (
@@ -98,6 +103,7 @@ class _EnvironmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     approval: _ApprovalConfig = _ApprovalConfig()
+    slo: SloSpec | None = None
 
 
 class _EnvironmentsFile(BaseModel):
@@ -141,6 +147,7 @@ def parse_environments(data: Mapping[str, Any], where: str = "") -> Environments
                 ),
                 approval_timeout_s=env.approval.timeout_s,
                 on_approval_timeout=env.approval.on_timeout,
+                slo=env.slo,
             )
             for env in parsed.environments
         )

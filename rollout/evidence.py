@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from monitors import GateResult
 from rollout.analysis import analyse, analyse_alone, write_drift_report
+from rollout.environments import Environment
 from rollout.errors import RegistryError
 from rollout.lifecycle import RolloutState, Step, StepEvidence
 from rollout.shadow import shadow_evidence
@@ -54,8 +55,10 @@ class Evidence:
         smoke: Callable[[], SmokeRunner],
         reports: Path,
         events: Callable[[str], list[EventRecord]],
+        environment: Callable[[str], Environment] = Environment,
     ) -> None:
         self.predictions = predictions
+        self._environment = environment  # its policy by name (the SLO of a spec without one)
         self._events = events
         self._registry = registry
         self._smoke = smoke
@@ -93,9 +96,13 @@ class Evidence:
             in_step = self.predictions.count(record.id, since).get("canary", 0)
         if step.weight_pct >= 100:  # the candidate alone: its SLO and its history
             first = self.predictions.first_generation(record.id, since)
+            analysis = spec.analysis
+            slo = self._environment(record.environment).slo
+            if analysis.slo is None and not analysis.no_gates and slo is not None:
+                analysis = analysis.model_copy(update={"slo": slo})  # the environment's
             evidence = analyse_alone(
                 summary,
-                spec.analysis,
+                analysis,
                 first_generation=sys.maxsize if first is None else first,  # none yet: no rows
                 weight_pct=step.weight_pct,
                 step_index=state.step_index,
@@ -189,8 +196,8 @@ class Evidence:
 
     def report_path(self, record: RolloutRecord, evidence: StepEvidence) -> Path | None:
         """Where the drift report of a judged step window goes; None when there is none."""
-        if evidence.kind != "step" or not evidence.gates:
-            return None
+        if evidence.kind != "step" or not evidence.gates or (evidence.weight_pct or 0) >= 100:
+            return None  # at 100% no baseline serves beside the candidate: nothing to compare
         step = (evidence.step_index or 0) + 1
         since = int(evidence.window_start or 0.0)
         return self.reports / record.id / f"step-{step}-{since}.html"

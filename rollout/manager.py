@@ -90,6 +90,7 @@ class Manager:
             lambda: self.smoke,
             settings.home / "reports",
             self.records.events,
+            self.environments.get,
         )
         self.applier = Applier(
             self.engine, self.records, self.plans, lambda: self.webhooks, lambda: self.registry

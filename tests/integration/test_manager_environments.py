@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import MODEL, DemoHome
+from conftest import MODEL, DemoHome, LogWriter, logged
 from rollout.environments import Environment
 from rollout.errors import NotFound, RegistryError, StateError
 from rollout.manager import Manager
 from rollout.registry import DIGEST_TAG
-from rollout.spec import load_spec
+from rollout.spec import SloErrorRate, SloSpec, load_spec
 
 # all traffic at once, nothing judged (not even the SLO at 100%): promoted at the first tick
 INSTANT = {
@@ -160,3 +160,37 @@ def test_rollback_to_any_earlier_release_is_a_release(manager: Manager, home: De
     assert (again.version, again.previous_version) == (v3, v1)
     with pytest.raises(NotFound, match="is not a release of bc in prod"):
         manager.rollback(MODEL, "prod", actor="carol", to_release=10**6)
+
+
+def test_an_environment_gives_the_slo_of_a_spec_without_one(home: DemoHome, store_url: str) -> None:
+    """prod holds a candidate alone to at most 1% failed requests (the default allows 5%): 12
+    failed of 400 is proven above it; a spec's own SLO wins over the environment's."""
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    prod = Environment("prod", slo=SloSpec(error_rate=SloErrorRate(max=0.01)))
+    manager = Manager(replace(home.settings, store_url=store_url), environments=[prod])
+    alone = {"strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 10}]}}}
+    own = {**alone, "analysis": {"slo": {"error_rate": {"max": 0.2}}}}
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        for spec, state in ((own, "promoting"), (alone, "rolling_back")):
+            rollout_id = manager.start(MODEL, v2, "prod", load_spec(spec), actor="alice")
+            LogWriter(manager.engine).write(
+                [
+                    logged(
+                        rollout_id, "canary", v2, 1, error="ModelError: boom" if i < 12 else None
+                    )
+                    for i in range(400)
+                ]
+            )
+            moved = manager.tick()[0]  # the step's decision (a promotion may follow it)
+            assert moved.to_state == state, moved.reason
+            gates = {g.gate: g for g in moved.evidence.gates} if moved.evidence else {}
+            assert gates["slo_error_rate"].threshold == (0.2 if spec is own else 0.01)
+            if state == "promoting":
+                manager.tick()
+                assert manager.rollout(rollout_id).state == "succeeded"
+                manager.rollback(MODEL, "prod", actor="alice", reason="again")  # v1 serves
+            else:
+                assert manager.rollout(rollout_id).state == "rolled_back"
+    finally:
+        manager.close()

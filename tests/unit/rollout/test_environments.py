@@ -9,6 +9,7 @@ import pytest
 from rollout.environments import Environment, Environments, load_environments
 from rollout.errors import SpecError
 from rollout.settings import Settings
+from rollout.spec import SloErrorRate, SloLatency, SloSpec
 
 
 def test_default_order_and_policies() -> None:
@@ -35,6 +36,7 @@ def test_file_sets_order_and_approval(tmp_path: Path) -> None:
     path.write_text(
         "environments:\n  - dev\n  - name: prod\n"
         "    approval: {required: true, timeout: 2h, on_timeout: abort}\n"
+        "    slo: {error_rate: {max: 0.01}, latency: {max_ms: 250}}\n"
     )
     envs = load_environments(path)
     assert envs.names == ("dev", "prod")
@@ -44,7 +46,11 @@ def test_file_sets_order_and_approval(tmp_path: Path) -> None:
         distinct_approver=True,
         approval_timeout_s=7200.0,
         on_approval_timeout="abort",
+        slo=SloSpec(
+            error_rate=SloErrorRate(max=0.01), latency=SloLatency(quantile=0.99, max_ms=250)
+        ),
     )
+    assert envs.get("dev").slo is None  # a spec without one: the default SLO
     settings = Settings.resolve(home=tmp_path)
     assert settings.environments_file == path
     assert settings.env()["ROLLOUT_ENVIRONMENTS_FILE"] == str(path)
@@ -59,6 +65,10 @@ def test_file_sets_order_and_approval(tmp_path: Path) -> None:
             "environments[0].approval.on_timeout: expected 'rollback' or 'abort', got 'later'",
         ),
         ("[dev]", "expected a mapping with 'environments'"),
+        (
+            "environments: [{name: prod, slo: {error_rate: {max: 5}}}]",
+            "environments[0].slo.error_rate.max: input should be less than 1, got 5",
+        ),
     ],
 )
 def test_invalid_files_name_the_field(tmp_path: Path, text: str, message: str) -> None:
