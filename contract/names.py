@@ -1,22 +1,25 @@
 """Names the router and the manager must spell the same: arms, reply headers, limits.
 
 A request is served by one *arm*: ``baseline`` or ``canary`` by the traffic split, ``pinned``
-when the caller chose the version (``x-model-version``), or ``shadow`` when a mirrored copy of a
-served request went to the shadow candidate. (The gates compare two samples named like the first
-two, ``monitors.streaming.ARMS``: the canary's and a preview's pinned requests make the
-candidate's.)
+when the caller chose the version (``x-model-version``), ``shadow`` when a mirrored copy of a
+served request went to the shadow candidate, or ``failover`` when the baseline answered a
+request the canary failed (the canary's failure is recorded too, as its error). Failover
+answers are not requests the split gave the baseline, so the gates leave them out. (The gates
+compare two samples named like the first two, ``monitors.streaming.ARMS``: the canary's and a
+preview's pinned requests make the candidate's.)
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal
 
-Arm = Literal["baseline", "canary", "pinned", "shadow"]
+Arm = Literal["baseline", "canary", "pinned", "shadow", "failover"]
 BASELINE: Final = "baseline"
 CANARY: Final = "canary"
 PINNED: Final = "pinned"
 SHADOW: Final = "shadow"
-ARMS: Final[tuple[Arm, ...]] = (BASELINE, CANARY, PINNED, SHADOW)
+FAILOVER: Final = "failover"
+ARMS: Final[tuple[Arm, ...]] = (BASELINE, CANARY, PINNED, SHADOW, FAILOVER)
 
 
 # Reply (and request) headers of the router.

@@ -24,7 +24,7 @@ class PredictionRecord:
     environment: str
     model: str
     version: str
-    arm: str  # contract.names.Arm: baseline | canary | pinned | shadow
+    arm: str  # contract.names.Arm: baseline | canary | pinned | shadow | failover
     rollout_id: str | None
     plan_generation: int
     features: str | None  # JSON list of input rows, or None when not sampled

@@ -18,8 +18,10 @@ pool and is abandoned after ``predict_timeout_s`` (504).
 
 Failover: when the canary fails on input that fits (500: it raised or returned malformed
 predictions; 504: too slow), its failure is recorded (prediction record with the error, metric
-``rollout_router_canary_failovers_total``) and the baseline answers the same request. When the
-baseline (or a pinned version) fails, the reply is that 5xx.
+``rollout_router_canary_failovers_total``) and the baseline answers the same request, as arm
+``failover`` (its record, its metric label and ``x-arm``: the gates leave such answers out, as
+they are not requests the split gave the baseline). When the baseline (or a pinned version)
+fails, the reply is that 5xx.
 
 Shadow: an answered request the plan mirrors gets :attr:`~router.reply.Reply.after`, a
 :meth:`~router.shadow.ShadowRunner.mirror` call run once the reply is sent (:mod:`router.shadow`).
@@ -46,8 +48,8 @@ from typing import Any, Final
 from contract.clock import Clock
 from contract.names import (
     ARM_HEADER,
-    BASELINE,
     CANARY,
+    FAILOVER,
     MODEL_NAME_HEADER,
     MODEL_VERSION_HEADER,
     PINNED,
@@ -190,9 +192,10 @@ class Inference:
                 and isinstance(error, ModelError | ModelTimeout)
                 and plan.baseline_version in active.predictors
             ):
-                # The canary failed on input that fits: the baseline answers this request.
+                # The canary failed on input that fits: the baseline answers this request,
+                # recorded as a failover (not a request the split gave the baseline).
                 self.metrics.failovers.labels(name, version).inc()
-                arm, version = BASELINE, plan.baseline_version
+                arm, version = FAILOVER, plan.baseline_version
                 continue
             break
         if (

@@ -210,7 +210,7 @@ def test_a_failing_canary_process_is_answered_by_the_baseline(
     )
     assert reply.status_code == 200
     assert reply.json() == {"predictions": [{"x": -3.0}]}
-    assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("baseline", safe)
+    assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("failover", safe)
     metrics = client.get("/metrics").text
     assert 'rollout_router_canary_failovers_total{model="boom",version="1"} 1.0' in metrics
     process.send_signal(signal.SIGTERM)
@@ -221,9 +221,9 @@ def test_a_failing_canary_process_is_answered_by_the_baseline(
         if r.request_id == "proc-failover"
     ]
     by_arm = {r.arm: r for r in records}
-    assert set(by_arm) == {"canary", "baseline"}
+    assert set(by_arm) == {"canary", "failover"}
     assert by_arm["canary"].version == "1" and by_arm["canary"].status_code == 500
     assert by_arm["canary"].error == (
         "model_error: boom v1 failed: RuntimeError: negative x is not supported"
     )
-    assert by_arm["baseline"].version == safe and by_arm["baseline"].status_code == 200
+    assert by_arm["failover"].version == safe and by_arm["failover"].status_code == 200

@@ -176,13 +176,13 @@ def test_a_failing_canary_is_answered_by_the_baseline(app: App, x: float, error:
     reply = app.post("boom", {"inputs": {"x": [x]}}, **{"x-request-id": f"fo-{x}"})
     assert reply.status_code == 200
     assert reply.json() == {"predictions": [{"x": 2 * x}]}
-    assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("baseline", "1")
+    assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("failover", "1")
     assert reply.headers["x-release-id"] == "7"  # the baseline's release, not the canary's
     records = {r.arm: r for r in app.records() if r.request_id == f"fo-{x}"}
-    assert set(records) == {"canary", "baseline"}
+    assert set(records) == {"canary", "failover"}  # the gates leave the failover out
     assert (records["canary"].error or "").startswith(error)
     assert records["canary"].status_code in (500, 504)
-    assert records["baseline"].status_code == 200 and records["baseline"].error is None
+    assert records["failover"].status_code == 200 and records["failover"].error is None
     metrics = app.client.get("/metrics").text
     assert 'rollout_router_canary_failovers_total{model="boom",version="2"} 1.0' in metrics
     status = records["canary"].status_code
@@ -191,7 +191,7 @@ def test_a_failing_canary_is_answered_by_the_baseline(app: App, x: float, error:
         f'status="{status}",version="2"}} 1.0'
     ) in metrics
     assert (
-        'rollout_router_requests_total{arm="baseline",model="boom",release="7",'
+        'rollout_router_requests_total{arm="failover",model="boom",release="7",'
         'status="200",version="1"} 1.0'
     ) in metrics
 
