@@ -252,11 +252,11 @@ def _expected(analysis: AnalysisSpec, steps: tuple[PlanStep, ...]) -> tuple[int 
     alone = [s.weight_pct for s in steps if s.weight_pct >= 100 and s.shadow_fraction == 0]
     if alone:  # the baseline's requests before the switch: at least the first step's
         before = round(expected * (1 - share) / share)
-        needed = requests_to_pass_alone(analysis, before, rates)
+        needed = requests_to_pass_alone(analysis, before, rates, canary_before=expected)
         if needed is not None:
             note += (
                 f"; the 100% step passes its SLO and history in about {needed:,} canary "
-                "requests more"
+                "requests more (at most as many as before the switch)"
             )
     return expected, note
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from scipy import special
 
 from monitors.anytime import MeanDifference
-from rollout.judge import Look, combine, judge, judge_alone
+from rollout.judge import Look, combine, combine_alone, judge, judge_alone
 from rollout.spec import AnalysisSpec
 from rollout.summary import LATENCY_EDGES, GroupCounts, LabelSummary, WindowSummary
 
@@ -113,17 +113,22 @@ def _latency_mass(sigma: float) -> npt.NDArray[np.float64]:
 
 
 def requests_to_pass_alone(
-    analysis: AnalysisSpec, baseline_before: int, rates: BaseRates | None = None
+    analysis: AnalysisSpec,
+    baseline_before: int,
+    rates: BaseRates | None = None,
+    canary_before: int = 0,
 ) -> int | None:
     """Canary requests at which a step where an equal candidate serves alone passes its SLO
-    and history (``baseline_before``: the baseline's requests before the switch), on average;
-    None when nothing judges it, or when no number is enough."""
+    and history (``baseline_before`` and ``canary_before``: the arms' requests before the
+    switch; history stops holding the step after as many requests alone as the canary's
+    before), on average; None when nothing judges it, or when no number is enough."""
     rates = rates or BaseRates()
     mass = _latency_mass(rates.latency_sigma)
 
     def passes(n: int) -> bool:
         summary = WindowSummary()
-        for generation, arm, count in ((1, "baseline", baseline_before), (2, "canary", n)):
+        rows = ((1, "baseline", baseline_before), (1, "canary", canary_before), (2, "canary", n))
+        for generation, arm, count in rows:
             if count == 0:
                 continue
             group = summary.groups.setdefault(generation, GroupCounts())
@@ -131,7 +136,7 @@ def requests_to_pass_alone(
             group.errors[arm] = round(count * rates.error_rate)
             group.latency[arm] = np.round(mass * count).astype(np.int64)
         results = judge_alone(summary, 2, analysis)
-        return any(r.blocking for r in results) and combine(results) == "pass"
+        return any(r.blocking for r in results) and combine_alone(results, summary, 2) == "pass"
 
     return _smallest(passes)
 

@@ -209,6 +209,28 @@ def judge_alone(
     return [r if r.gate.startswith("slo_") else _historical(r) for r in results]
 
 
+def combine_alone(
+    results: Sequence[GateResult], summary: WindowSummary, first_generation: int
+) -> Verdict:
+    """The verdict of a step where the candidate serves alone: any blocking fail → fail; a
+    pass once every SLO gate passed and every history gate either passed or has watched the
+    candidate alone for as many requests as it served before the switch (the history gates
+    then stop holding the step: their fails are anytime-valid, but the baseline's window is
+    fixed, so proving the candidate within a margin of it may take far longer than the
+    comparison it continues); else inconclusive."""
+    deciding = [r for r in results if r.blocking]
+    if any(r.verdict == "fail" for r in deciding):
+        return "fail"
+    if not deciding:
+        return "pass"
+    before = sum(g.requests["canary"] for k, g in summary.groups.items() if k < first_generation)
+    alone = sum(g.requests["canary"] for k, g in summary.groups.items() if k >= first_generation)
+    watched = alone >= before
+    if all(r.verdict == "pass" or (watched and r.gate.endswith("_history")) for r in deciding):
+        return "pass"
+    return "inconclusive"
+
+
 @dataclass(frozen=True)
 class _ArmOf:
     """One arm's requests, errors and latency counts over some plan generations."""

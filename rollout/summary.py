@@ -60,11 +60,14 @@ _PLAIN_NUMBERS = {int, float, bool}  # types a value may have to skip the per-va
 MAX_WHOLE_DISTINCT = 10  # floats with at most this many whole values count as categories
 
 
+LATENCY_EDGES = FixedBins.log_spaced(LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS).edges
+LATENCY_EDGES.flags.writeable = False
+
+
 def _latency_bins() -> FixedBins:
-    return FixedBins.log_spaced(LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BINS)
+    return FixedBins(LATENCY_EDGES)  # the edges computed once
 
 
-LATENCY_EDGES = _latency_bins().edges
 LATENCY_LOG_BIN_RATIO = float(np.log(LATENCY_EDGES[2] / LATENCY_EDGES[1]))  # each edge / the last
 
 

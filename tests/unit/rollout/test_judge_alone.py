@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from rollout.analysis import analyse_alone
-from rollout.judge import combine, judge_alone
+from rollout.judge import combine, combine_alone, judge_alone
 from rollout.spec import AnalysisSpec, default_spec, load_spec
 from rollout.summary import GroupCounts, WindowSummary
 
@@ -107,3 +107,26 @@ def test_no_requests_yet_is_inconclusive_and_gates_none_judges_nothing() -> None
     assert judge_alone(empty, sys.maxsize, _analysis({"gates": "none"})) == []
     given = _analysis({"gates": "none", "slo": {"error_rate": {"max": 0.01}}})
     assert [r.gate for r in judge_alone(empty, 2, given)] == ["slo_error_rate"]
+
+
+def test_history_stops_holding_the_step_after_as_many_requests_as_before() -> None:
+    """4,000 canary requests before the switch: the history gates cannot yet prove an equal
+    candidate within their margins after 4,000 alone, but no longer hold the step; a fail
+    still rolls back however long it took."""
+    analysis = default_spec().analysis
+    short = window(np.random.default_rng(7), before=40_000, alone=3_900)
+    assert analyse_alone(short, analysis, first_generation=2, weight_pct=100).verdict == (
+        "inconclusive"
+    )
+    watched = window(np.random.default_rng(7), before=40_000, alone=4_000)
+    results = judge_alone(watched, 2, analysis)
+    assert "inconclusive" in [r.verdict for r in results if r.gate.endswith("_history")]
+    assert combine_alone(results, watched, 2) == "pass"
+    evidence = analyse_alone(watched, analysis, first_generation=2, weight_pct=100)
+    assert evidence.verdict == "pass"
+    assert evidence.reason == (
+        "the SLO passes; history: no regression proven over 4,000 requests alone, as many as "
+        "the 4,000 before the switch"
+    )
+    slower = window(np.random.default_rng(7), before=40_000, alone=30_000, slower=1.3)
+    assert combine_alone(judge_alone(slower, 2, analysis), slower, 2) == "fail"
