@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitors import GateResult, Verdict
-from rollout.judge import Look, combine, combine_alone, judge, judge_alone
+from rollout.judge import Look, canary_requests, combine, combine_alone, judge, judge_alone
 from rollout.lifecycle import StepEvidence
 from rollout.spec import AnalysisSpec
 from rollout.store.predictions import ArmSample
@@ -72,13 +72,9 @@ def analyse_alone(
     first plan generation in the window."""
     results = judge_alone(summary, first_generation, analysis)
     verdict = combine_alone(results, summary, first_generation)
-    alone = [g for key, g in summary.groups.items() if key >= first_generation]
-    n_alone = sum(g.requests["canary"] for g in alone)
+    before, n_alone = canary_requests(summary, first_generation)
     reason = summarise(results, verdict)
     if verdict == "pass" and any(r.verdict != "pass" for r in results if r.blocking):
-        before = sum(
-            g.requests["canary"] for key, g in summary.groups.items() if key < first_generation
-        )
         reason = (
             f"the SLO passes; history: no regression proven over {n_alone:,} requests alone, "
             f"as many as the {before:,} before the switch"
@@ -87,7 +83,9 @@ def analyse_alone(
         verdict=verdict,
         gates=tuple(results),
         reason=reason,
-        n_baseline=sum(g.requests["baseline"] for g in alone),  # none: nothing is split
+        n_baseline=sum(
+            g.requests["baseline"] for key, g in summary.groups.items() if key >= first_generation
+        ),  # none: nothing is split
         n_canary=n_alone,
         step_index=step_index,
         weight_pct=weight_pct,

@@ -57,11 +57,7 @@ def expected_window(
     group = summary.groups.setdefault(1, GroupCounts())
     bins = summary.latency.bins
     assert bins is not None
-    edges = bins.edges
-    with np.errstate(divide="ignore"):
-        log_edges = np.log(np.maximum(edges, 1e-300))
-    cdf = special.ndtr((log_edges - math.log(20.0)) / rates.latency_sigma)
-    mass = np.diff(cdf)
+    mass = _latency_mass(rates.latency_sigma)
     labels = summary.labels
     for arm, n in (("baseline", n_base), ("canary", n_canary)):
         errors = round(n * rates.error_rate)

@@ -223,12 +223,22 @@ def combine_alone(
         return "fail"
     if not deciding:
         return "pass"
-    before = sum(g.requests["canary"] for k, g in summary.groups.items() if k < first_generation)
-    alone = sum(g.requests["canary"] for k, g in summary.groups.items() if k >= first_generation)
+    before, alone = canary_requests(summary, first_generation)
     watched = alone >= before
     if all(r.verdict == "pass" or (watched and r.gate.endswith("_history")) for r in deciding):
         return "pass"
     return "inconclusive"
+
+
+def canary_requests(summary: WindowSummary, first_generation: int) -> tuple[int, int]:
+    """The candidate's requests before the plan generation ``first_generation``, and since."""
+    before = alone = 0
+    for key, group in summary.groups.items():
+        if key < first_generation:
+            before += group.requests["canary"]
+        else:
+            alone += group.requests["canary"]
+    return before, alone
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 
 from monitors.anytime import bernoulli_bounds_many
 from rollout.judge import Look, gate_alpha, judge
@@ -221,36 +222,32 @@ def _streamed(
     return summary
 
 
-def test_a_moved_class_mix_fails_on_its_category_streams() -> None:
-    """30% -> 40% of class 1 at a 10% split, about 2,000 canary outputs: the streams prove the
-    total-variation distance beyond 0.05 where the arms' own bounds do not yet."""
-    rng = np.random.default_rng(0)
-    summary = _streamed(
-        rng,
-        8,
-        lambda n: rng.binomial(1, 0.4, size=n).tolist(),
-        lambda n: rng.binomial(1, 0.3, size=n).tolist(),
-    )
+@pytest.mark.parametrize(
+    ("seed", "looks", "canary", "baseline", "test"),
+    [
+        # 30% -> 40% of class 1, about 2,000 canary outputs: the category streams
+        (0, 8, lambda rng, n: rng.binomial(1, 0.4, size=n).tolist(),
+         lambda rng, n: rng.binomial(1, 0.3, size=n).tolist(), "total_variation"),
+        # N(0, 1) -> N(0.2, 1) (KS 0.08), about 10,000 canary outputs: the median cut
+        (8, 40, lambda rng, n: rng.normal(0.2, 1, size=n).tolist(),
+         lambda rng, n: rng.normal(0, 1, size=n).tolist(), "ks_distance"),
+    ],
+    ids=["class-mix", "numeric-shift"],
+)  # fmt: skip
+def test_moved_outputs_fail_on_their_streams_where_the_arms_bounds_do_not_yet(
+    seed: int,
+    looks: int,
+    canary: Callable[[np.random.Generator, int], list[Any]],
+    baseline: Callable[[np.random.Generator, int], list[Any]],
+    test: str,
+) -> None:
+    """At a 10% split the streams prove the distance beyond 0.05 where the arms' own bounds
+    (a pinned preview's) do not yet."""
+    rng = np.random.default_rng(seed)
+    summary = _streamed(rng, looks, lambda n: canary(rng, n), lambda n: baseline(rng, n))
     analysis = _analysis([{"output_drift": {"delta": 0.05}}])
     (drift,) = judge(Look(summary, randomised=True), analysis)
-    assert drift.test == "total_variation" and drift.verdict == "fail"
-    (pinned,) = judge(Look(summary, randomised=False), analysis)
-    assert pinned.verdict == "inconclusive" and pinned.ci_low < 0.05 < drift.ci_low
-
-
-def test_a_shifted_numeric_output_fails_on_its_median_cut() -> None:
-    """N(0, 1) -> N(0.2, 1) at a 10% split (KS 0.08), about 10,000 canary outputs: the share
-    difference at the baseline's median proves the KS distance beyond 0.05; DKW does not."""
-    rng = np.random.default_rng(8)
-    summary = _streamed(
-        rng,
-        40,
-        lambda n: rng.normal(0.2, 1, size=n).tolist(),
-        lambda n: rng.normal(0, 1, size=n).tolist(),
-    )
-    analysis = _analysis([{"output_drift": {"delta": 0.05}}])
-    (drift,) = judge(Look(summary, randomised=True), analysis)
-    assert drift.test == "ks_distance" and drift.verdict == "fail"
+    assert drift.test == test and drift.verdict == "fail"
     (pinned,) = judge(Look(summary, randomised=False), analysis)
     assert pinned.verdict == "inconclusive" and pinned.ci_low < 0.05 < drift.ci_low
 
