@@ -7,8 +7,9 @@ Each run is one rollout of ``DEFAULT_SPEC`` (or of a spec whose output drift blo
 and folded into a :class:`~rollout.summary.WindowSummary` the way the store's fold does
 (:func:`fold_look`; ``tests/integration/test_bench_decisions.py`` proves that folding the same
 rows through the SQL prediction log gives the same summary). Every 250 canary requests the run
-looks as the manager does: :func:`rollout.analysis.analyse` on the window (at the 100% step
-:func:`rollout.analysis.analyse_alone`: the candidate's SLO and its history), then
+looks as the manager does: :func:`rollout.analysis.analyse` on the window (at the 100% step,
+every 2,500 requests, :func:`rollout.analysis.analyse_alone`: the candidate's SLO and its
+history), then
 :func:`rollout.machine.decide` (floors, ``max_requests``, the transition table); it follows the
 decision until the rollout is promoted, rolled back or paused. Labels come for 80% of requests,
 each after a delay (exponential, mean 2,000 requests), and are folded in the order they arrive.
@@ -61,7 +62,11 @@ from rollout.machine import decide
 from rollout.spec import DEFAULT_SPEC, RolloutSpec, load_spec
 from rollout.summary import GroupCounts, LabelSummary, WindowSummary
 
-LOOK_CANARY = 250  # canary requests between looks
+LOOK_CANARY = 250  # canary requests between looks while the arms split
+# Requests between looks at 100%: the manager looks on a clock (every `interval_s`), so once the
+# candidate serves alone a look holds all of an interval's traffic: here the requests of a look
+# at a 10% step.
+LOOK_ALONE = 2_500
 LABEL_SHARE = 0.8  # requests that ever get a label
 LABEL_DELAY = 2_000.0  # mean delay of a label, in requests served meanwhile
 RATE = 1_000.0  # requests per second (the clock of the state machine; floors are counts)
@@ -164,7 +169,7 @@ class Traffic:
 
     def look(self, share: float, generation: int) -> Look:
         rng, world = self.rng, self.world
-        total = LOOK_CANARY if share >= 1 else round(LOOK_CANARY / share)
+        total = LOOK_ALONE if share >= 1 else round(LOOK_CANARY / share)
         if self.world.sticky_users:
             users = rng.integers(0, USERS, total)
             canary = self.user_position[users] < share
@@ -249,13 +254,13 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
     for arm, rows in look.arms.items():
         group.requests[arm] += len(rows.latencies)
         group.errors[arm] += rows.errors
-        group.add_latencies(arm, rows.latencies)
         summary.add_batch(
             arm,  # type: ignore[arg-type]
             {"2" if arm == "canary" else "1"},
             rows.latencies,
             rows.outputs,
             rows.errors,
+            group.add_latencies(arm, rows.latencies),
         )
         summary.folded += len(rows.latencies)
     share = group.canary_share
@@ -269,7 +274,6 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
     _, generations, arm_codes, outputs, values = arrived
     if not generations.size:
         return
-    by_arm: dict[Arm, list[tuple[object, object]]] = {}
     by_generation: dict[int, dict[Arm, list[tuple[object, object]]]] = {
         generation: {}
         for generation in dict.fromkeys(generations.tolist())  # arrival order
@@ -278,12 +282,11 @@ def fold_look(summary: WindowSummary, look: Look, arrived: Sequence[np.ndarray])
         mine = arm_codes == code
         if not mine.any():
             continue
-        by_arm[arm] = list(zip(outputs[mine].tolist(), values[mine].tolist(), strict=True))
         for generation, arms in by_generation.items():
             here = mine & (generations == generation)
             if here.any():
                 arms[arm] = list(zip(outputs[here].tolist(), values[here].tolist(), strict=True))
-    summary.labels.add_chunk(by_arm, by_generation, summary.groups)
+    summary.labels.add_chunk(by_generation, summary.groups)
 
 
 # -- one rollout --
@@ -522,24 +525,35 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def simulate(
     plan: Sequence[Scenario], seed: int, workers: int
 ) -> Iterator[tuple[Scenario, list[Outcome]]]:
-    for scenario in plan:
-        jobs = [
-            (scenario, seed * 1_000_003 + hash_name(scenario.name) + i)
-            for i in range(scenario.runs)
-        ]
-        started = time.monotonic()
-        outcomes: list[Outcome] = []
-        if workers > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for done in pool.imap_unordered(_job, jobs, chunksize=4):
-                    outcomes.append(done)
-                    _progress(scenario, outcomes, started)
-        else:
-            for job in jobs:
-                outcomes.append(_job(job))
-                _progress(scenario, outcomes, started)
-        print(file=sys.stderr)
-        yield scenario, outcomes
+    """Each scenario's outcomes, in the plan's order; one pool of ``workers`` runs them all, so
+    no core waits for a scenario's last runs."""
+    jobs = [
+        (scenario, seed * 1_000_003 + hash_name(scenario.name) + i)
+        for scenario in plan
+        for i in range(scenario.runs)
+    ]
+    results: dict[str, list[Outcome]] = {scenario.name: [] for scenario in plan}
+    pending = list(plan)
+    started = time.monotonic()
+
+    def finished() -> Iterator[tuple[Scenario, list[Outcome]]]:
+        while pending and len(results[pending[0].name]) == pending[0].runs:
+            scenario = pending.pop(0)
+            print(file=sys.stderr)
+            yield scenario, results[scenario.name]
+
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for done in pool.imap(_job, jobs, chunksize=4):
+                results[done.scenario].append(done)
+                _progress(pending[0], results[pending[0].name], started)
+                yield from finished()
+    else:
+        for job in jobs:
+            done = _job(job)
+            results[done.scenario].append(done)
+            _progress(pending[0], results[pending[0].name], started)
+            yield from finished()
 
 
 def hash_name(name: str) -> int:

@@ -80,7 +80,10 @@ class FixedBins:
         return cls(np.concatenate(([-np.inf], inner, [np.inf])))
 
     def add(self, arm: str, values: npt.ArrayLike) -> None:
-        counts = bin_counts(as_numeric(values, arm), self.edges)
+        self.add_counts(arm, bin_counts(as_numeric(values, arm), self.edges))
+
+    def add_counts(self, arm: str, counts: npt.NDArray[np.int64]) -> None:
+        """Counts per bin of values binned on these edges elsewhere (``bin_counts``)."""
         if arm == "baseline":
             self.baseline_counts += counts
         elif arm == "canary":
@@ -173,8 +176,10 @@ class Reservoir:
             # Value at position i replaces slot j ~ U{0..i} when j < size; later values win.
             slots = self._rng.integers(0, first + 1 + np.arange(rest.size))
             keep = slots < self.size
-            for slot, value in zip(slots[keep].tolist(), rest[keep].tolist(), strict=True):
-                self._buffer[slot] = value
+            kept, values = slots[keep], rest[keep]
+            # a slot drawn twice holds the later value: each slot's last draw
+            last = kept.size - 1 - np.unique(kept[::-1], return_index=True)[1]
+            self._buffer[kept[last]] = values[last]
 
     @property
     def complete(self) -> bool:
@@ -210,11 +215,20 @@ class TwoArmStream:
             arm: Reservoir(self.cap, seed=self.seed + i) for i, arm in enumerate(ARMS)
         }
 
-    def add(self, arm: str, values: npt.ArrayLike) -> None:
+    def add(
+        self, arm: str, values: npt.ArrayLike, counts: npt.NDArray[np.int64] | None = None
+    ) -> None:
+        """``values`` of one arm; ``counts``: the same values already counted on ``bins``'
+        edges (``bin_counts``), when this stream was given its bins."""
         if arm not in ARMS:
             raise ValueError(f"arm must be 'baseline' or 'canary', got {arm!r}")
         batch = as_numeric(values, arm)
         if not batch.size:
+            return
+        if counts is not None and self.bins is not None:
+            self.bins.add_counts(arm, counts)
+            self.moments[arm].add(batch)
+            self.reservoirs[arm].add(batch)
             return
         reservoir = self.reservoirs[arm]
         if self.bins is None and reservoir.seen + batch.size > self.cap:

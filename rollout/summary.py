@@ -98,9 +98,12 @@ class GroupCounts:
         total = self.requests["baseline"] + self.requests["canary"]
         return self.requests["canary"] / total if total else None
 
-    def add_latencies(self, arm: str, latencies_ms: Sequence[float]) -> None:
+    def add_latencies(
+        self, arm: str, latencies_ms: Sequence[float]
+    ) -> npt.NDArray[np.int64] | None:
+        """Count latencies on ``LATENCY_EDGES``; return their counts (None when there are none)."""
         if not latencies_ms:
-            return
+            return None
         index = np.searchsorted(
             LATENCY_EDGES[1:-1], np.asarray(latencies_ms, dtype=np.float64), side="left"
         )
@@ -111,6 +114,7 @@ class GroupCounts:
         if self.occupied is not None:
             low, high = min(low, self.occupied[0]), max(high, self.occupied[1])
         self.occupied = (low, high)
+        return counts
 
 
 @dataclass
@@ -290,32 +294,37 @@ class LabelSummary:
     ) -> None:
         """One batch of labelled (output, label) pairs of both arms served at canary ``share``,
         into the difference streams (correctness always; log-loss when outputs are scores)."""
+        self._add_differences(share, canary, baseline, _numbers(canary), _numbers(baseline))
+
+    def _add_differences(
+        self,
+        share: float,
+        canary: Sequence[tuple[object, object]],
+        baseline: Sequence[tuple[object, object]],
+        *found: Numbers,
+    ) -> None:
         share = min(max(share, self.min_share), 1 - self.min_share)
-        arrays: list[tuple[FloatArray, FloatArray] | None] = []
-        for pairs in (canary, baseline):
-            try:
-                arrays.append(numeric_pairs(pairs) if pairs else None)
-            except ValueError:
-                arrays.append(None)
+        arrays = [
+            None if isinstance(arm, str) or not pairs else arm
+            for arm, pairs in zip(found, (canary, baseline), strict=True)
+        ]
         correct = [
-            _array_batch((found[0] == found[1]).astype(np.float64))
-            if found is not None
+            _array_batch((arm[0] == arm[1]).astype(np.float64))
+            if arm is not None
             else _batch(float(same(o, y)) for o, y in pairs)
-            for found, pairs in zip(arrays, (canary, baseline), strict=True)
+            for arm, pairs in zip(arrays, (canary, baseline), strict=True)
         ]
         self._difference("accuracy", 0.0, 1.0).add(share, correct[0], correct[1])
         if "log_loss" in self.loss_errors:
             return
         if any(
-            found is None and pairs for found, pairs in zip(arrays, (canary, baseline), strict=True)
+            arm is None and pairs for arm, pairs in zip(arrays, (canary, baseline), strict=True)
         ):
             return  # the loss gate reports why from the moments
         try:
             losses = [
-                _array_batch(per_request_loss("log_loss", *found))
-                if found is not None
-                else ArmBatch()
-                for found in arrays
+                _array_batch(per_request_loss("log_loss", *arm)) if arm is not None else ArmBatch()
+                for arm in arrays
             ]
         except ValueError:
             return
@@ -323,20 +332,27 @@ class LabelSummary:
 
     def add_chunk(
         self,
-        by_arm: Mapping[Arm, Sequence[tuple[object, object]]],
         by_generation: Mapping[int, Mapping[Arm, Sequence[tuple[object, object]]]],
         groups: Mapping[int, GroupCounts],
     ) -> None:
-        """One chunk of labelled pairs, in the order their labels arrived: each arm's pairs,
-        and the same pairs by plan generation, which feed the difference streams at that
-        generation's canary share (a generation served at 0% or 100% has no difference)."""
-        for arm, pairs in by_arm.items():
-            self.add_pairs(arm, pairs)
+        """One chunk of labelled pairs by plan generation (each arm's in the order their labels
+        arrived): every arm's pairs, and the difference streams at that generation's canary
+        share (a generation served at 0% or 100% has no difference). Each batch of pairs is
+        read as numbers once for both."""
         for generation, arms in by_generation.items():
+            found = {arm: _numbers(pairs) for arm, pairs in arms.items() if pairs}
+            for arm, numbers_ in found.items():
+                self._add_pairs(arm, arms[arm], numbers_)
             group = groups.get(generation)
             share = group.canary_share if group is not None else None
             if share is not None and 0 < share < 1:
-                self.add_differences(share, arms.get("canary", []), arms.get("baseline", []))
+                self._add_differences(
+                    share,
+                    arms.get("canary", []),
+                    arms.get("baseline", []),
+                    found.get("canary", "no rows"),
+                    found.get("baseline", "no rows"),
+                )
 
     def _difference(self, metric: str, low: float, high: float) -> MeanDifference:
         stream = self.differences.get(metric)
@@ -346,17 +362,18 @@ class LabelSummary:
 
     def add_pairs(self, arm: Arm, pairs: Sequence[tuple[object, object]]) -> None:
         """(output, label) pairs of one arm, one per labelled row."""
-        if not pairs:
-            return
+        if pairs:
+            self._add_pairs(arm, pairs, _numbers(pairs))
+
+    def _add_pairs(self, arm: Arm, pairs: Sequence[tuple[object, object]], found: Numbers) -> None:
         self.labelled[arm] += len(pairs)
-        try:
-            predicted, truth = numeric_pairs(pairs)
-        except ValueError as exc:
+        if isinstance(found, str):
             self.correct[arm] += sum(same(output, label) for output, label in pairs)
             for metric in LOSS_METRICS:
-                self.loss_errors.setdefault(metric, str(exc))
-            self.auc_error = self.auc_error or str(exc)
+                self.loss_errors.setdefault(metric, found)
+            self.auc_error = self.auc_error or found
             return
+        predicted, truth = found
         self.correct[arm] += int(np.count_nonzero(predicted == truth))
         for metric in LOSS_METRICS:
             if metric in self.loss_errors:
@@ -411,13 +428,17 @@ class WindowSummary:
         latencies_ms: Sequence[float],
         outputs: Sequence[object],
         n_errors: int,
+        latency_counts: npt.NDArray[np.int64] | None = None,
     ) -> None:
-        """Several requests of one arm: their latencies, the successful ones' output rows."""
+        """Several requests of one arm: their latencies, the successful ones' output rows
+        (``latency_counts``: the latencies already counted on ``LATENCY_EDGES``)."""
         counts = self.counts(arm)
         counts.versions |= versions
         counts.n_requests += len(latencies_ms)
         counts.n_errors += n_errors
-        self.latency.add(arm, latencies_ms)
+        bins = self.latency.bins
+        same_edges = bins is not None and bins.edges is LATENCY_EDGES
+        self.latency.add(arm, latencies_ms, latency_counts if same_edges else None)
         self.outputs.add(arm, outputs)
 
     @classmethod
@@ -461,6 +482,16 @@ class WindowSummary:
                     baseline[i * len(baseline) // batches : (i + 1) * len(baseline) // batches],
                 )
         return summary
+
+
+Numbers = tuple[FloatArray, FloatArray] | str  # a batch's outputs and labels, or why not numbers
+
+
+def _numbers(pairs: Sequence[tuple[object, object]]) -> Numbers:
+    try:
+        return numeric_pairs(pairs)
+    except ValueError as exc:
+        return str(exc)
 
 
 def _array_batch(values: FloatArray) -> ArmBatch:

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
 from contract.names import BASELINE
@@ -176,7 +178,6 @@ class PredictionLog:
         replaced = False
         result = conn.execution_options(yield_per=FOLD_CHUNK).execute(query)
         for chunk in result.partitions():
-            pairs: dict[Arm, list[tuple[object, object]]] = {}
             by_generation: dict[int, dict[Arm, list[tuple[object, object]]]] = {}
             for row_id, arm, output, label, label_ts, generation in chunk:
                 seen = labels.recent.get(row_id)
@@ -186,12 +187,10 @@ class PredictionLog:
                 labels.recent[row_id] = label_ts
                 labels.folded += 1
                 labels.newest_ts = max(labels.newest_ts, label_ts)
-                request_pairs = label_pairs(parse_rows(output), parse_rows(label))
-                pairs.setdefault(_sample(arm), []).extend(request_pairs)
                 by_generation.setdefault(int(generation), {}).setdefault(_sample(arm), []).extend(
-                    request_pairs
+                    label_pairs(parse_rows(output), parse_rows(label))
                 )
-            labels.add_chunk(pairs, by_generation, groups)
+            labels.add_chunk(by_generation, groups)
         labels.cursor_ts = max(labels.cursor_ts, labels.newest_ts - LABEL_SETTLE_S)
         labels.recent = {k: ts for k, ts in labels.recent.items() if ts >= labels.cursor_ts}
         behind = conn.execute(
@@ -323,12 +322,15 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
         generation: {arm: parse_many(rows) for arm, rows in arms.items()}
         for generation, arms in raw.items()
     }
+    counted: dict[Arm, npt.NDArray[np.int64]] = {}  # each arm's latencies on LATENCY_EDGES
+    for (generation, arm), latencies in timed.items():
+        counts = summary.groups[generation].add_latencies(arm, latencies)
+        if counts is not None:
+            counted[arm] = counts + counted[arm] if arm in counted else counts
     for arm, (versions, latencies, errors) in batches.items():
         outputs = [row for arms in parsed.values() for row in arms.get(arm, [])]
-        summary.add_batch(arm, versions, latencies, outputs, errors[0])
+        summary.add_batch(arm, versions, latencies, outputs, errors[0], counted.get(arm))
         summary.folded += len(latencies)
-    for (generation, arm), latencies in timed.items():
-        summary.groups[generation].add_latencies(arm, latencies)
     for generation, arms in parsed.items():
         share = summary.groups[generation].canary_share
         if share is not None and 0 < share < 1:
