@@ -3,8 +3,11 @@
 ``python bench/router_client.py --port P --path /invocations --body-file F --connections 8
 --duration 10`` keeps ``connections`` keep-alive connections busy (raw asyncio streams, one
 request in flight per connection) and prints one JSON line: requests, errors, seconds and the
-latencies' p50/p99 in milliseconds. The benchmark runs several of these processes at once, so
-the client is less likely to be the bottleneck on a small machine.
+latencies' p50/p99 in milliseconds. With ``--rate R`` each connection sends on a fixed schedule
+(R requests per second in all) instead of as fast as it can, and a latency counts from when its
+request was due, so a stall shows as the wait of every request behind it. The benchmarks run
+several of these processes at once, so the client is less likely to be the bottleneck on a small
+machine.
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ from typing import Any
 
 
 async def _connection(
-    port: int, request: bytes, until: float, latencies: list[float], errors: list[int]
+    port: int,
+    request: bytes,
+    until: float,
+    latencies: list[float],
+    errors: list[int],
+    every_s: float = 0.0,
+    offset_s: float = 0.0,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    due = time.perf_counter() + offset_s
     try:
         while True:
             started = time.perf_counter()
+            if every_s:
+                if due > started:
+                    await asyncio.sleep(due - started)
+                started, due = due, due + every_s  # a latency counts from when it was due
             if started >= until:
                 return
             writer.write(request)
@@ -42,7 +56,7 @@ async def _connection(
 
 
 async def _run(
-    port: int, path: str, body: bytes, connections: int, duration: float
+    port: int, path: str, body: bytes, connections: int, duration: float, rate: float = 0.0
 ) -> dict[str, Any]:
     request = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -52,8 +66,12 @@ async def _run(
     errors: list[int] = []
     started = time.perf_counter()
     until = started + duration
+    every_s = connections / rate if rate > 0 else 0.0
     await asyncio.gather(
-        *(_connection(port, request, until, latencies, errors) for _ in range(connections))
+        *(
+            _connection(port, request, until, latencies, errors, every_s, i * every_s / connections)
+            for i in range(connections)
+        )
     )
     elapsed = time.perf_counter() - started
     latencies.sort()
@@ -80,6 +98,7 @@ def main() -> None:
     parser.add_argument("--body-file", required=True)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s in all (0: flat out)")
     args = parser.parse_args()
     with open(args.body_file, "rb") as handle:
         body = handle.read()
@@ -89,7 +108,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_run(args.port, args.path, body, args.connections, args.duration))
+    result = asyncio.run(
+        _run(args.port, args.path, body, args.connections, args.duration, args.rate)
+    )
     print(json.dumps(result))
 
 

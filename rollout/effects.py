@@ -93,6 +93,39 @@ def with_effect(decision: Decision, effect: Effect, rollout: RolloutState, now: 
                 RecordRelease("promotion", candidate, rollout.baseline_version, "succeeded"),
             ),
         )
+    if effect == "begin_watch":
+        candidate = rollout.candidate_version
+        watched = SetPlan(
+            baseline_version=_baseline(rollout),
+            canary_version=candidate,
+            canary_weight_pct=100,
+            sticky_key=rollout.sticky_key,
+            rollout_id=rollout.id,
+        )
+        return replace(
+            decision,
+            step_started_at=now,
+            actions=(
+                *actions,
+                watched,
+                MoveAlias(alias=rollout.environment, version=candidate),
+                RecordRelease("promotion", candidate, rollout.baseline_version, "succeeded"),
+            ),
+        )
+    if effect == "end_watch":
+        plan = SetPlan(baseline_version=rollout.candidate_version, sticky_key=rollout.sticky_key)
+        return replace(decision, actions=(*actions, plan))
+    if effect == "return_previous":
+        previous = _baseline(rollout)
+        return replace(
+            decision,
+            actions=(
+                *actions,
+                SetPlan(baseline_version=previous, sticky_key=rollout.sticky_key),
+                MoveAlias(alias=rollout.environment, version=previous),
+                RecordRelease("rollback", previous, rollout.candidate_version, "succeeded"),
+            ),
+        )
     # The candidate's record: a rolled-back rollout is a rollback (its canary was taken out);
     # an aborted one stays the promotion that was attempted, ended early.
     release = (

@@ -18,10 +18,14 @@ when it exists)::
       - staging
       - {name: prod, approval: {required: true, distinct_approver: true, timeout: 24h,
                                 on_timeout: rollback},
-         slo: {error_rate: {max: 0.01}, latency: {quantile: 0.99, max_ms: 250}}}
+         slo: {error_rate: {max: 0.01}, latency: {quantile: 0.99, max_ms: 250}},
+         watch: 30m, retention: {days: 14, max_rows: 5000000}}
 
 ``slo`` is the SLO a 100% step holds the candidate to when its spec gives none (else
-``rollout.spec.DEFAULT_SLO``).
+``rollout.spec.DEFAULT_SLO``); ``watch`` how long a promoted release is watched (and rolled
+back by itself on a failing gate) when its spec gives no ``watch`` (unset: not watched);
+``retention`` how long its prediction log keeps rows (:mod:`rollout.store.retention`; unset:
+for ever).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rollout.errors import SpecError
 from rollout.lifecycle import OnApprovalTimeout
 from rollout.spec import OptionalDuration, SloSpec, format_errors
+from rollout.store.retention import RetentionPolicy
+
+KEEP_ALL = RetentionPolicy()  # no retention: the prediction log keeps every row
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class Environment:
     approval_timeout_s: float | None = None
     on_approval_timeout: OnApprovalTimeout = "rollback"
     slo: SloSpec | None = None  # the SLO of a spec that gives none (None: DEFAULT_SLO)
+    watch_s: float = 0.0  # how long a promoted release is watched when its spec does not say
+    retention: RetentionPolicy = KEEP_ALL  # of its prediction log
 
 
 DEFAULT_ENVIRONMENTS: tuple[Environment, ...] = (
@@ -99,11 +108,19 @@ class _ApprovalConfig(BaseModel):
     on_timeout: OnApprovalTimeout = "rollback"
 
 
+class _RetentionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    days: float | None = Field(default=None, gt=0)
+    max_rows: int | None = Field(default=None, ge=1)
+
+
 class _EnvironmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     approval: _ApprovalConfig = _ApprovalConfig()
     slo: SloSpec | None = None
+    watch_s: OptionalDuration = Field(default=None, alias="watch")
+    retention: _RetentionConfig = _RetentionConfig()
 
 
 class _EnvironmentsFile(BaseModel):
@@ -148,6 +165,8 @@ def parse_environments(data: Mapping[str, Any], where: str = "") -> Environments
                 approval_timeout_s=env.approval.timeout_s,
                 on_approval_timeout=env.approval.on_timeout,
                 slo=env.slo,
+                watch_s=env.watch_s or 0.0,
+                retention=RetentionPolicy(env.retention.days, env.retention.max_rows),
             )
             for env in parsed.environments
         )

@@ -14,7 +14,9 @@
   (:mod:`rollout.analysis`). A blue/green preview (0%) compares the requests pinned to the
   candidate with the baseline's. At 100% no baseline serves at the same time: the candidate's
   requests since the step began are judged against its SLO and, historically, against the
-  baseline's before the switch (:func:`rollout.analysis.analyse_alone`).
+  baseline's before the switch (:func:`rollout.analysis.analyse_alone`);
+- ``watching``: the promoted release's requests since its watch began, judged the same way
+  (evidence kind ``watch``).
 
 :meth:`Evidence.write_report` renders the Evidently drift report of a judged window, after the
 decision is saved (rendering never delays a rollback).
@@ -35,6 +37,7 @@ from rollout.environments import Environment
 from rollout.errors import RegistryError
 from rollout.lifecycle import RolloutState, Step, StepEvidence
 from rollout.shadow import shadow_evidence
+from rollout.spec import AnalysisSpec
 from rollout.store.predictions import ArmSample, PredictionLog
 from rollout.store.records import EventRecord, RolloutRecord
 from rollout.stored import parse_spec
@@ -75,6 +78,8 @@ class Evidence:
             return self._verify(record, now)
         if state.state == "promoting":
             return self.digest(record, "promote")
+        if state.state == "watching":
+            return self._watch(record, state, now)
         if state.state != "progressing":
             return None
         since = state.step_started_at if state.step_started_at is not None else now
@@ -96,13 +101,9 @@ class Evidence:
             in_step = self.predictions.count(record.id, since).get("canary", 0)
         if step.weight_pct >= 100:  # the candidate alone: its SLO and its history
             first = self.predictions.first_generation(record.id, since)
-            analysis = spec.analysis
-            slo = self._environment(record.environment).slo
-            if analysis.slo is None and not analysis.no_gates and slo is not None:
-                analysis = analysis.model_copy(update={"slo": slo})  # the environment's
             evidence = analyse_alone(
                 summary,
-                analysis,
+                self._analysis(record),
                 first_generation=sys.maxsize if first is None else first,  # none yet: no rows
                 weight_pct=step.weight_pct,
                 step_index=state.step_index,
@@ -118,6 +119,38 @@ class Evidence:
             randomised=preview is None,
         )
         return replace(evidence, step_requests=in_step)
+
+    def _watch(self, record: RolloutRecord, state: RolloutState, now: float) -> StepEvidence:
+        """The promoted release during its watch: its requests since the watch began, against
+        its SLO and, historically, the previous version's requests during the rollout's split
+        steps (``analyse_alone`` with the spec's alpha, spent again: the watch is a test of
+        its own, after the rollout's decision)."""
+        began = state.step_started_at if state.step_started_at is not None else now
+        split = [i for i, step in enumerate(state.steps) if _split(step)]
+        start = (
+            self._judged_since(record, replace(state, step_index=split[-1]), began)
+            if split
+            else began
+        )
+        summary = self._window(record.id, start, None, _min_share(state.steps))
+        first = self.predictions.first_generation_after(record.id, began)
+        evidence = analyse_alone(
+            summary,
+            self._analysis(record),
+            first_generation=sys.maxsize if first is None else first,  # none yet: no rows
+            weight_pct=100,
+            step_index=state.step_index,
+            window_start=start,
+        )
+        return replace(evidence, kind="watch", step_requests=None)
+
+    def _analysis(self, record: RolloutRecord) -> AnalysisSpec:
+        """The spec's analysis, with the environment's SLO when the spec gives none."""
+        analysis = parse_spec(record.spec).analysis
+        slo = self._environment(record.environment).slo
+        if analysis.slo is None and not analysis.no_gates and slo is not None:
+            analysis = analysis.model_copy(update={"slo": slo})
+        return analysis
 
     def _judged_since(self, record: RolloutRecord, state: RolloutState, since: float) -> float:
         """Where the judged window starts: when the first of the current run of split steps

@@ -23,6 +23,7 @@ State = Literal[
     "paused",
     "awaiting_approval",
     "promoting",
+    "watching",
     "succeeded",
     "rolling_back",
     "rolled_back",
@@ -36,6 +37,7 @@ ACTIVE_STATES: tuple[State, ...] = (
     "paused",
     "awaiting_approval",
     "promoting",
+    "watching",
     "rolling_back",
 )
 CommandKind = Literal["promote", "rollback", "abort", "pause", "resume", "approve"]
@@ -52,6 +54,9 @@ Event = Literal[
     "step_timed_out",
     "inconclusive_rollback",
     "promoted",
+    "promoted_watching",
+    "watch_passed",
+    "watch_failed",
     "promotion_failed",
     "approval_expired",
     "approval_expired_abort",
@@ -72,6 +77,11 @@ Effect = Literal[
     "record_approval",  # approved_by = the actor (when it is not the starter)
     "finish_initial_release",  # plan: candidate alone; alias → candidate; release: initial
     "finish_promotion",  # plan: candidate alone; alias → candidate; release recorded
+    # plan: candidate at 100%, the previous version loaded beside it; alias → candidate;
+    # release recorded; the watch's clock starts
+    "begin_watch",
+    "end_watch",  # plan: candidate alone (the previous version unloaded)
+    "return_previous",  # plan: previous alone; alias → previous; release: rollback to it
     "record_rolled_back",  # candidate's release recorded: kind rollback, outcome rolled_back
     "record_aborted",  # candidate's release recorded: kind promotion, outcome aborted
 ]
@@ -83,7 +93,7 @@ DEFAULT_MAX_REQUESTS = 100_000
 OnApprovalTimeout = Literal["rollback", "abort"]
 ReleaseKind = Literal["initial", "promotion", "rollback"]
 ReleaseOutcome = Literal["succeeded", "rolled_back", "aborted"]
-EvidenceKind = Literal["step", "verify", "promote"]
+EvidenceKind = Literal["step", "verify", "promote", "watch"]
 
 
 # -- inputs --
@@ -169,6 +179,7 @@ class RolloutState:
     approved_by: str | None = None
     sticky_key: str | None = None
     state_since: float | None = None  # when the rollout entered its current state
+    watch_s: float = 0.0  # how long a promoted release is watched (0: not at all)
 
     @property
     def step(self) -> Step:
@@ -184,7 +195,8 @@ class StepEvidence:
     """The analysis of one look: per-gate results, their combined verdict and the counts.
 
     ``kind`` says what was checked: ``step`` (canary gates), ``verify`` (before the first
-    step) or ``promote`` (before the alias moves).
+    step), ``promote`` (before the alias moves) or ``watch`` (the promoted release, alone,
+    during its watch).
     """
 
     verdict: Verdict

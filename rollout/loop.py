@@ -32,6 +32,7 @@ from rollout.lifecycle import TERMINAL_STATES, Command, Decision, StepEvidence
 from rollout.machine import decide
 from rollout.store.looks import LookStore
 from rollout.store.records import RecordStore, RolloutRecord
+from rollout.store.retention import Pruned
 from rollout.stored import machine_state
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 30.0  # between passes of the retention (each deletes for at most its budget)
+PRUNE_BEHIND_S = 2.0  # between passes while rows are still due
 MAX_MOVES_PER_TICK = 8  # transitions one rollout may make in one tick (e.g. promoting → succeeded)
 
 
@@ -52,8 +55,11 @@ class Loop:
         webhooks: Callable[[], Webhooks],
         clock: Clock,
         looks: LookStore | None = None,
+        prune: Callable[[float], Pruned] | None = None,
     ) -> None:
         self.records = records
+        self._prune = prune  # the retention's pass, every PRUNE_EVERY_S while holding the lease
+        self._prune_at = -float("inf")  # when the next pass is due
         self.looks = looks
         # per rollout: the (step, baseline, canary) counts of the last look kept
         self._kept: dict[str, tuple[int | None, int, int]] = {}
@@ -181,6 +187,7 @@ class Loop:
                                 decision.to_state,
                                 decision.reason,
                             )
+                        self._housekeeping()
                     else:
                         if holding or first:
                             log.info("manager %s stands by: the lease is held", lease.holder)
@@ -195,6 +202,28 @@ class Loop:
             deliverer.join(timeout=self._webhooks().timeout_s + 1.0)
             if holding:
                 lease.release()
+
+    def _housekeeping(self) -> None:
+        """The retention's pass, after a tick (so it never delays a decision by more than its
+        budget): every ``PRUNE_EVERY_S``, or ``PRUNE_BEHIND_S`` while rows are still due."""
+        now = self.clock.time()
+        if self._prune is None or now < self._prune_at:
+            return
+        self._prune_at = now + PRUNE_EVERY_S
+        try:
+            pruned = self._prune(now)
+        except SQLAlchemyError:
+            log.exception("pruning the prediction log failed; trying again later")
+            return
+        if pruned.rows:
+            log.info(
+                "retention: %d rows and %d labels deleted in %.2fs",
+                pruned.rows,
+                pruned.labels,
+                pruned.seconds,
+            )
+        if not pruned.done:
+            self._prune_at = now + PRUNE_BEHIND_S
 
     def _deliver_webhooks(
         self, stop: threading.Event, done: threading.Event, interval_s: float

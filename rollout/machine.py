@@ -28,6 +28,13 @@ Rules of ``decide`` (without a command):
   ``succeeded`` (the candidate becomes the baseline; alias moved; release kind ``promotion``),
   fail → ``rolling_back`` → ``rolled_back`` (release kind ``rollback``, outcome
   ``rolled_back``). An aborted rollout records kind ``promotion``, outcome ``aborted``.
+- ``promoting`` with a watch (``watch_s`` > 0, from the spec's ``watch`` or the
+  environment's): pass → ``watching`` (alias moved, release recorded, the previous version
+  stays loaded at 0% beside the candidate at 100%). ``watching`` judges the release alone
+  (evidence kind ``watch``): a fail → ``rolled_back`` at once (plan and alias back on the
+  previous version, a release of kind ``rollback``); after ``watch_s`` without a fail →
+  ``succeeded`` (the previous version unloaded). ``rollback`` ends the watch the same way as a
+  fail, ``promote`` ends it early.
 - ``awaiting_approval`` waits for an ``approve`` command; with an approval timeout, once the
   rollout has waited that long (since ``state_since``) its ``on_timeout`` applies: ``rollback``
   → ``rolling_back``, ``abort`` → ``aborted`` (traffic back on the baseline).
@@ -84,6 +91,9 @@ TRANSITIONS: dict[tuple[State, Event], Rule] = {
     ("progressing", "step_timed_out"): _rule("paused"),
     ("progressing", "inconclusive_rollback"): _rule("rolling_back", "restore_baseline"),
     ("promoting", "promoted"): _rule("succeeded", "finish_promotion"),
+    ("promoting", "promoted_watching"): _rule("watching", "begin_watch"),
+    ("watching", "watch_passed"): _rule("succeeded", "end_watch"),
+    ("watching", "watch_failed"): _rule("rolled_back", "return_previous"),
     ("promoting", "promotion_failed"): _rule("rolling_back", "restore_baseline"),
     ("awaiting_approval", "approval_expired"): _rule("rolling_back", "restore_baseline"),
     ("awaiting_approval", "approval_expired_abort"): _rule(
@@ -101,6 +111,8 @@ TRANSITIONS: dict[tuple[State, Event], Rule] = {
     ("paused", "rollback"): _rule("rolling_back", "restore_baseline"),
     ("awaiting_approval", "rollback"): _rule("rolling_back", "restore_baseline"),
     ("promoting", "rollback"): _rule("rolling_back", "restore_baseline"),
+    ("watching", "rollback"): _rule("rolled_back", "return_previous"),
+    ("watching", "promote"): _rule("succeeded", "end_watch"),  # the watch ended early
     ("pending", "abort"): _rule("aborted", "record_aborted"),
     ("verifying", "abort"): _rule("aborted", "restore_baseline", "record_aborted"),
     ("progressing", "abort"): _rule("aborted", "restore_baseline", "record_aborted"),
@@ -161,19 +173,27 @@ def decide(
         if evidence is None:
             return _wait(rollout, "waiting for the promotion check")
         if evidence.verdict == "pass":
-            return _apply(
-                rollout,
-                "promoted",
-                now,
+            promoted = (
                 f"v{rollout.candidate_version} promoted in {rollout.environment} "
-                f"({evidence.reason})",
-                evidence,
+                f"({evidence.reason})"
             )
+            if rollout.watch_s > 0:
+                return _apply(
+                    rollout,
+                    "promoted_watching",
+                    now,
+                    f"{promoted}; watching it for {_duration(rollout.watch_s)}, "
+                    f"v{rollout.baseline_version} loaded beside it",
+                    evidence,
+                )
+            return _apply(rollout, "promoted", now, promoted, evidence)
         return _apply(
             rollout, "promotion_failed", now, f"promotion stopped: {evidence.reason}", evidence
         )
     if state == "awaiting_approval":
         return _awaiting_approval(rollout, now)
+    if state == "watching":
+        return _watching(rollout, evidence, now)
     if state == "rolling_back":
         baseline = rollout.baseline_version
         return _apply(rollout, "reverted", now, f"traffic back on baseline v{baseline}")
@@ -311,6 +331,44 @@ def _awaiting_approval(rollout: RolloutState, now: float) -> Decision:
     if approval.on_timeout == "abort":
         return _apply(rollout, "approval_expired_abort", now, f"{reason}; aborted")
     return _apply(rollout, "approval_expired", now, f"{reason}; rolling back")
+
+
+def _watching(rollout: RolloutState, evidence: StepEvidence | None, now: float) -> Decision:
+    """The promoted release during its watch: a fail returns to the previous release at once;
+    once ``watch_s`` has passed without one, the watch ends (an undecided gate does not hold
+    it: the watch looks for harm, it does not need a proof of health)."""
+    candidate, previous = rollout.candidate_version, rollout.baseline_version
+    detail = evidence.reason if evidence is not None else "no evidence yet"
+    if evidence is not None and evidence.verdict == "fail":
+        return _apply(
+            rollout,
+            "watch_failed",
+            now,
+            f"v{candidate} failed its watch: {detail}; back to v{previous}",
+            evidence,
+        )
+    started = rollout.step_started_at if rollout.step_started_at is not None else now
+    left_s = rollout.watch_s - max(0.0, now - started)
+    if left_s <= 0:
+        return _apply(
+            rollout,
+            "watch_passed",
+            now,
+            f"v{candidate} watched for {_duration(rollout.watch_s)} without a failing gate "
+            f"({detail}); v{previous} unloaded",
+            evidence,
+        )
+    return _wait(rollout, f"watching, {_duration(left_s)} left: {detail}", evidence)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as people say it: 45 s, 12 min, 2 h 5 min."""
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
 
 
 def _command(rollout: RolloutState, command: Command, now: float) -> Decision:

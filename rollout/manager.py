@@ -46,6 +46,7 @@ from rollout.store.configs import ConfigStore
 from rollout.store.looks import LookRecord, LookStore
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
+from rollout.store.retention import Pruned, Retention
 
 if TYPE_CHECKING:
     from contract.registry import ModelVersionInfo
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["Manager", "Status"]
 
 log = logging.getLogger(__name__)
+
+PRUNE_BUDGET_S = 0.5  # the longest one pass of the retention may delete for
 
 
 class Manager:
@@ -95,6 +98,11 @@ class Manager:
         self.applier = Applier(
             self.engine, self.records, self.plans, lambda: self.webhooks, lambda: self.registry
         )
+        self.retention = Retention(
+            self.engine,
+            lambda: [(env.name, env.retention) for env in self.environments.ordered],
+            lambda: [record.id for record in self.records.list_active()],
+        )
         self.loop = Loop(
             self.records,
             self.environments,
@@ -103,6 +111,7 @@ class Manager:
             lambda: self.webhooks,
             clock,
             looks=self.looks_store,
+            prune=lambda now: self.retention.prune(now, PRUNE_BUDGET_S),
         )
         self.commands = Commands(
             self.records,
@@ -207,6 +216,12 @@ class Manager:
         return self.commands.rollback(model, environment, actor, to_release, reason)
 
     # -- the loop --
+
+    def prune(self, now: float | None = None, budget_s: float = PRUNE_BUDGET_S) -> Pruned:
+        """One pass of the retention (the loop runs one every 30 s while it holds the lease):
+        prediction-log rows beyond their environment's ``retention`` deleted, with their
+        labels, except an active rollout's."""
+        return self.retention.prune(self.clock.time() if now is None else now, budget_s)
 
     def tick(self, now: float | None = None) -> list[Decision]:
         """One pass over every active rollout; returns the transitions made."""

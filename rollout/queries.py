@@ -84,6 +84,9 @@ class Queries:
                 decision = decide(state, self.evidence.look(record, state, now), now)
                 live, next_move = decision.evidence, decision.reason
                 expected = _expected(record, state, live, now)
+            elif state.state == "watching":  # "watching, 12 min left: …"
+                decision = decide(state, self.evidence.look(record, state, now), now)
+                live, next_move = decision.evidence, decision.reason
             elif state.state == "awaiting_approval":
                 next_move = decide(state, None, now).reason
         events = tuple(self.records.events(record.id))

@@ -44,6 +44,7 @@ def machine_state(record: RolloutRecord, policy: Environment) -> RolloutState:
         approved_by=record.approved_by,
         sticky_key=spec.strategy.sticky_key,
         state_since=record.updated_at,
+        watch_s=spec.watch_s if spec.watch_s is not None else policy.watch_s,
     )
 
 

@@ -72,6 +72,9 @@ class RolloutSpec(_Model):
     analysis: AnalysisSpec = AnalysisSpec()
     approval: ApprovalSpec = ApprovalSpec()
     smoke_tests: tuple[SmokeTest, ...] = ()
+    # how long the promoted release is watched (``watch: 30m``; 0: not at all; unset: the
+    # environment's ``watch``)
+    watch_s: OptionalDuration = Field(default=None, alias="watch")
 
     @field_validator("candidate", mode="before")
     @classmethod

@@ -73,6 +73,24 @@ class PredictionLog:
             found = conn.execute(query).scalar()
         return None if found is None else int(found)
 
+    def first_generation_after(self, rollout_id: str, since_ts: float) -> int | None:
+        """The lowest plan generation of a rollout's rows since ``since_ts`` that is newer than
+        every generation of its rows before then: the first plan written at ``since_ts``
+        (rows a router logged under the plan before it are left out). None: none yet."""
+        before = (
+            select(func.max(predictions.c.plan_generation))
+            .where(predictions.c.rollout_id == rollout_id, predictions.c.ts < since_ts)
+            .scalar_subquery()
+        )
+        query = select(func.min(predictions.c.plan_generation)).where(
+            predictions.c.rollout_id == rollout_id,
+            predictions.c.ts >= since_ts,
+            predictions.c.plan_generation > func.coalesce(before, -1),
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else int(found)
+
     def fold(
         self,
         rollout_id: str,

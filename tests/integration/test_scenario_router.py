@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -589,18 +590,18 @@ mlflow.models.set_model(Raising())
 """
 
 
-def register_raising(home: DemoHome, tmp_path: Path) -> str:
-    """A version of the demo model, with its signature, that raises on every request."""
+def register_pyfunc(home: DemoHome, tmp_path: Path, name: str, code_text: str) -> str:
+    """A version of the demo model, with its signature, from a pyfunc's code."""
     import mlflow
     from mlflow.models import infer_signature
 
     rows = home.data.serve_X.head(5)
-    code = tmp_path / "raising_model.py"
-    code.write_text(RAISING_CODE)
+    code = tmp_path / f"{name}_model.py"
+    code.write_text(code_text)
     mlflow.set_tracking_uri(home.settings.registry_uri)
     mlflow.set_registry_uri(home.settings.registry_uri)
     experiment = mlflow.create_experiment(
-        "raising", artifact_location=(tmp_path / "raising-artifacts").as_uri()
+        name, artifact_location=(tmp_path / f"{name}-artifacts").as_uri()
     )
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
@@ -611,6 +612,11 @@ def register_raising(home: DemoHome, tmp_path: Path) -> str:
             pip_requirements=["mlflow"],
         )
     return str(info.registered_model_version)
+
+
+def register_raising(home: DemoHome, tmp_path: Path) -> str:
+    """A version of the demo model that raises on every request."""
+    return register_pyfunc(home, tmp_path, "raising", RAISING_CODE)
 
 
 @pytest.mark.parametrize(
@@ -663,4 +669,149 @@ def test_a_candidate_failing_every_request_alone_is_rolled_back_and_no_client_se
         plan = manager.plans.get("prod", MODEL)
         assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
     finally:
+        manager.close()
+
+
+FLAKY_CODE = """
+from pathlib import Path
+
+import mlflow
+
+
+class Flaky(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        if Path({flag!r}).exists():
+            raise RuntimeError("this version fails once the flag file exists")
+        return [0] * len(model_input)
+
+
+mlflow.models.set_model(Flaky())
+"""
+
+
+def register_flaky(home: DemoHome, tmp_path: Path, flag: Path) -> str:
+    """A version of the demo model that answers 0 until ``flag`` exists, then raises."""
+    return register_pyfunc(home, tmp_path, "flaky", FLAKY_CODE.format(flag=str(flag)))
+
+
+@pytest.fixture
+def two_routers(home: DemoHome, tmp_path: Path) -> Iterator[list[str]]:
+    """Two router processes of prod on the home's registry and store."""
+    supervisor = Supervisor(home.settings, log_dir=tmp_path / "router-logs")
+    urls = []
+    try:
+        for _ in range(2):
+            port = free_port()
+            spec = ProcessSpec(
+                role="router",
+                argv=[
+                    sys.executable, "-m", "router", "--host", "127.0.0.1", "--port", str(port),
+                    "--environment", "prod", "--plan-poll-s", "0.5",
+                ],
+                health_url=f"http://127.0.0.1:{port}/healthz",
+                env={"ROLLOUT_LOG_FLUSH_S": "0.1"},
+            )  # fmt: skip
+            supervisor.start(spec, timeout_s=60)
+            urls.append(f"http://127.0.0.1:{port}")
+        yield urls
+    finally:
+        supervisor.stop()
+
+
+def test_a_release_that_fails_during_its_watch_is_rolled_back_on_every_router(
+    home: DemoHome, two_routers: list[str], tmp_path: Path
+) -> None:
+    """Promoted with a watch, the release keeps the old version loaded beside it. When it
+    starts failing, the router's failover answers with the old version, the watch's SLO
+    counts those failures, and the manager returns plan and alias to the old version by itself
+    (a release of kind rollback): every router then serves it as the baseline."""
+    v1 = home.versions["baseline"]
+    flag = tmp_path / "fail-now"
+    flaky = register_flaky(home, tmp_path, flag)
+    manager = Manager(home.settings)
+    PUBLIC.update(split(home.data.serve_X.head(1)))
+    clients = [httpx.Client(base_url=url, timeout=30) for url in two_routers]
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        for url in two_routers:
+            wait_ready(url)
+        spec = load_spec(
+            {
+                "strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 20}]}},
+                "analysis": {"gates": "none", "slo": {"error_rate": {"max": 0.05}}},
+                "watch": "10m",
+            }
+        )
+        rollout_id = manager.start(MODEL, flaky, "prod", spec, actor="alice")
+        turn = iter(range(10**9))
+
+        def serve_then_tick() -> RolloutRecord:
+            serve(clients[next(turn) % 2])  # asserts a 200
+            manager.tick()
+            return manager.rollout(rollout_id)
+
+        watching = wait_until(
+            serve_then_tick,
+            "the release to be promoted and watched",
+            until=lambda record: record.state not in ("pending", "verifying", "progressing"),
+            interval_s=0,
+        )
+        assert watching.state == "watching", watching.reason
+        assert manager.registry.alias_version(MODEL, "prod") == flaky
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None
+        assert (plan.baseline_version, plan.canary_version, plan.canary_weight_pct) == (
+            v1,
+            flaky,
+            100,
+        )
+        status = manager.status(MODEL, "prod")
+        assert status.next_move is not None and status.next_move.startswith("watching, 10 min")
+
+        flag.touch()  # the release starts failing; the failover still answers every client
+        answered: list[str] = []
+
+        def failing_then_tick() -> RolloutRecord:
+            answered.append(serve(clients[next(turn) % 2]))
+            manager.tick()
+            return manager.rollout(rollout_id)
+
+        record = wait_until(
+            failing_then_tick,
+            "the watch to roll the release back",
+            until=lambda record: record.state != "watching",
+            interval_s=0,
+        )
+        decided = time.monotonic()
+        assert record.state == "rolled_back", record.reason
+        assert "failed its watch" in record.reason
+        assert set(answered) >= {v1}  # failovers (and, before the flag was seen, the release)
+        assert manager.registry.alias_version(MODEL, "prod") == v1
+        plan = manager.plans.get("prod", MODEL)
+        assert plan is not None and (plan.baseline_version, plan.canary_version) == (v1, None)
+        latest = manager.history(MODEL, "prod")[0]
+        assert (latest.kind, latest.version, latest.previous_version, latest.outcome) == (
+            "rollback",
+            v1,
+            flaky,
+            "succeeded",
+        )
+        assert latest.evidence is not None
+        final = latest.evidence["final"]
+        assert final["kind"] == "watch"
+        assert {g["gate"]: g["verdict"] for g in final["gates"]}["slo_error_rate"] == "fail"
+
+        def arms() -> set[tuple[str, str]]:
+            replies = [c.post(f"/v1/models/{MODEL}/invocations", json=PUBLIC) for c in clients]
+            return {(r.headers["x-model-version"], r.headers["x-arm"]) for r in replies}
+
+        wait_until(
+            arms, "every router to serve v1 alone", until=lambda seen: seen == {(v1, "baseline")}
+        )
+        print(
+            f"rollback reached both routers {time.monotonic() - decided:.2f} s after the decision"
+        )
+    finally:
+        for client in clients:
+            client.close()
         manager.close()

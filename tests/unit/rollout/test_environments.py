@@ -37,6 +37,7 @@ def test_file_sets_order_and_approval(tmp_path: Path) -> None:
         "environments:\n  - dev\n  - name: prod\n"
         "    approval: {required: true, timeout: 2h, on_timeout: abort}\n"
         "    slo: {error_rate: {max: 0.01}, latency: {max_ms: 250}}\n"
+        "    watch: 30m\n"
     )
     envs = load_environments(path)
     assert envs.names == ("dev", "prod")
@@ -49,7 +50,9 @@ def test_file_sets_order_and_approval(tmp_path: Path) -> None:
         slo=SloSpec(
             error_rate=SloErrorRate(max=0.01), latency=SloLatency(quantile=0.99, max_ms=250)
         ),
+        watch_s=1800.0,
     )
+    assert envs.get("dev").watch_s == 0.0  # not watched
     assert envs.get("dev").slo is None  # a spec without one: the default SLO
     settings = Settings.resolve(home=tmp_path)
     assert settings.environments_file == path
@@ -66,6 +69,10 @@ def test_file_sets_order_and_approval(tmp_path: Path) -> None:
         ),
         ("[dev]", "expected a mapping with 'environments'"),
         (
+            "environments: [{name: prod, watch: soon}]",
+            "environments[0].watch: expected a duration such as '30s', '10m' or '1h', got 'soon'",
+        ),
+        (
             "environments: [{name: prod, slo: {error_rate: {max: 5}}}]",
             "environments[0].slo.error_rate.max: input should be less than 1, got 5",
         ),
@@ -76,3 +83,37 @@ def test_invalid_files_name_the_field(tmp_path: Path, text: str, message: str) -
     path.write_text(text)
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_environments(path)
+
+
+@pytest.mark.parametrize(
+    ("spec_watch", "environment_watch", "watched_s"),
+    [(None, 1800.0, 1800.0), ("5m", 1800.0, 300.0), (0, 1800.0, 0.0), (None, 0.0, 0.0)],
+)
+def test_the_spec_watch_overrides_the_environment(
+    spec_watch: object, environment_watch: float, watched_s: float
+) -> None:
+    from rollout.spec import load_spec
+    from rollout.store.records import RolloutRecord
+    from rollout.stored import machine_state
+
+    data: dict[str, object] = {"strategy": {"canary": {"steps": [{"weight": 100}]}}}
+    if spec_watch is not None:
+        data["watch"] = spec_watch
+    record = RolloutRecord(
+        id="r1",
+        model="m",
+        environment="prod",
+        baseline_version="1",
+        candidate_version="2",
+        strategy="canary",
+        state="promoting",
+        spec=load_spec(data).canonical_json(),
+        config_hash="x",
+        step_index=0,
+        step_started_at=None,
+        started_by="alice",
+        created_at=0.0,
+        updated_at=0.0,
+    )
+    state = machine_state(record, Environment("prod", watch_s=environment_watch))
+    assert state.watch_s == watched_s

@@ -121,6 +121,21 @@ CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Com
         T0,
         None,
     ),
+    ("promoting", "promoted_watching"): (
+        rollout("promoting", watch_s=1800.0),
+        replace(VERIFIED, kind="promote"),
+        T0,
+        None,
+    ),
+    ("watching", "watch_passed"): (rollout("watching", watch_s=1800.0), None, T0 + 1800, None),
+    ("watching", "watch_failed"): (
+        rollout("watching", watch_s=1800.0),
+        replace(FAIL, kind="watch"),
+        T0 + 1,
+        None,
+    ),
+    ("watching", "rollback"): (rollout("watching"), None, T0, cmd("rollback")),
+    ("watching", "promote"): (rollout("watching"), None, T0, cmd("promote")),
     ("rolling_back", "reverted"): (rollout("rolling_back"), None, T0, None),
     ("awaiting_approval", "approval_expired"): (
         rollout("awaiting_approval", approval_timeout_s=60.0, state_since=T0),
@@ -294,6 +309,54 @@ def test_promoted_moves_plan_alias_and_records_the_release() -> None:
         MoveAlias(alias="prod", version="2"),
         RecordRelease(kind="promotion", version="2", previous_version="1", outcome="succeeded"),
     )
+
+
+def test_a_watched_promotion_keeps_the_previous_version_loaded_and_starts_the_clock() -> None:
+    decision = decide(
+        rollout("promoting", watch_s=1800.0, step_index=2), replace(VERIFIED, kind="promote"), T0
+    )
+    assert decision.to_state == "watching"
+    assert decision.step_started_at == T0
+    assert decision.actions == (
+        SetPlan(
+            baseline_version="1",
+            canary_version="2",
+            canary_weight_pct=100,
+            sticky_key="header:x-user-id",
+            rollout_id="r1",
+        ),
+        MoveAlias(alias="prod", version="2"),
+        RecordRelease(kind="promotion", version="2", previous_version="1", outcome="succeeded"),
+    )
+    assert "watching it for 30 min" in decision.reason
+
+
+def test_the_watch_waits_saying_the_time_left_and_ignores_an_undecided_gate() -> None:
+    watching = rollout("watching", watch_s=1800.0)
+    decision = decide(watching, replace(INCONCLUSIVE, kind="watch"), T0 + 18 * 60)
+    assert decision.event is None
+    assert decision.reason.startswith("watching, 12 min left")
+    ended = decide(watching, replace(INCONCLUSIVE, kind="watch"), T0 + 1800)
+    assert (ended.event, ended.to_state) == ("watch_passed", "succeeded")
+    assert ended.actions == (SetPlan(baseline_version="2", sticky_key="header:x-user-id"),)
+
+
+@pytest.mark.parametrize("command", [None, "rollback"])
+def test_a_failed_watch_returns_plan_and_alias_to_the_previous_release(
+    command: CommandKind | None,
+) -> None:
+    watching = rollout("watching", watch_s=1800.0)
+    looked = None if command else replace(FAIL, kind="watch")
+    decision = decide(watching, looked, T0 + 60, cmd(command) if command else None)
+    assert decision.to_state == "rolled_back"
+    assert decision.actions == (
+        SetPlan(baseline_version="1", sticky_key="header:x-user-id"),
+        MoveAlias(alias="prod", version="1"),
+        RecordRelease(kind="rollback", version="1", previous_version="2", outcome="succeeded"),
+    )
+    if command is None:
+        assert decision.evidence is looked
+        assert "failed its watch: error_rate fail; back to v1" in decision.reason
 
 
 def test_failed_gates_restore_the_baseline_with_the_evidence() -> None:

@@ -292,3 +292,23 @@ def test_outputs_feed_the_cut_stream_and_the_mix_streams_at_each_generations_sha
     assert list(mix) == ["1", "0"]  # in the order they appeared
     assert mix["1"].count == 7 and mix["1"].arms["canary"] == ArmBatch(3, 2.0, 2.0)
     assert mix["0"].arms["baseline"] == ArmBatch(4, 3.0, 3.0)
+
+
+def test_the_first_generation_after_a_moment_leaves_out_a_stale_routers_rows(
+    store_url: str,
+) -> None:
+    """The watch's window starts at the plan written when it began: rows a router logged under
+    the plan before it (after that moment, before it read the new plan) are left out."""
+    engine = open_engine(store_url)
+    log, writer = PredictionLog(engine), LogWriter(engine)
+    assert log.first_generation_after("r1", 150.0) is None
+    before = _records("canary", 10, ts=100.0)
+    stale = [replace(r, request_id=f"stale-{i}", ts=160.0 + i) for i, r in enumerate(before)]
+    writer.write(before + stale)
+    assert log.first_generation_after("r1", 150.0) is None  # nothing newer yet
+    assert log.first_generation("r1", 150.0) == 1
+    new = [replace(r, request_id=f"new-{i}", plan_generation=2) for i, r in enumerate(stale)]
+    writer.write(new)
+    assert log.first_generation_after("r1", 150.0) == 2
+    assert log.first_generation_after("r1", 50.0) == 1  # nothing before: every generation counts
+    engine.dispose()
