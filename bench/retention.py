@@ -1,6 +1,6 @@
 """Retention benchmark: the manager prunes an old prediction log while the router serves.
 
-``python bench/retention.py [--rows 400000] [--duration 20] [--rate 400]``
+``python bench/retention.py [--rows 600000] [--duration 20] [--rate 400]``
 
 In one run, on loopback, with a SQLite store (the embedded default):
 
@@ -11,8 +11,9 @@ In one run, on loopback, with a SQLite store (the embedded default):
    8 connections, ``bench/router_client.py --rate``: a latency counts from when its request was
    due, so a stall shows) for ``--duration`` seconds: *before*;
 3. starts the manager (``python -m rollout manager``, its defaults: a pass every 30 s of at most
-   0.5 s, every 2 s while rows are due, batches of 5,000) and drives the router the same way
-   while it prunes: *during*; then waits until the old rows are gone;
+   0.5 s, every 2 s while rows are due, batches of 5,000), waits for its first pass (so its
+   start-up is not measured) and drives the router the same way while it prunes: *during*;
+   then waits until the old rows are gone;
 4. drives the router once more: *after*.
 
 Prints a table, then last one JSON line: the prune rate (rows deleted per second of pruning, and
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 _spec = importlib.util.spec_from_file_location("bench_router", HERE / "router.py")
 assert _spec is not None and _spec.loader is not None
 bench_router = importlib.util.module_from_spec(_spec)
+sys.modules["bench_router"] = bench_router  # (its dataclasses look their module up)
 _spec.loader.exec_module(bench_router)
 
 DAY_S = 86_400.0
@@ -153,6 +155,11 @@ def bench(rows: int, duration: float, rate: float) -> dict[str, Any]:
         started = time.monotonic()
         manager = bench_router.start([sys.executable, "-m", "rollout", "manager"], env, manager_log)
         processes.append(manager)
+        deadline = time.monotonic() + 120  # its start-up (imports) is not part of pruning
+        while not PRUNED.search(manager_log.read_text()):
+            if manager.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the manager did not prune; see {manager_log}")
+            time.sleep(0.05)
         print(f"  during: {duration:g} s while the manager prunes", file=sys.stderr)
         phases["during"] = drive(port, body_file, duration, rate)
         during_end = time.monotonic()
@@ -219,7 +226,7 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rows", type=int, default=400_000, help="old rows to prune")
+    parser.add_argument("--rows", type=int, default=600_000, help="old rows to prune")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per phase")
     parser.add_argument("--rate", type=float, default=400.0, help="requests per second")
     args = parser.parse_args()
