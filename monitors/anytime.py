@@ -667,6 +667,28 @@ class _Joint:
         return self.margins(self.rows.log_e(self.probabilities(x)))
 
 
+VARIANCE_GRID = 1.01  # a boundary is computed for the variance rounded up to this grid
+
+
+def boundary_on_grid(alpha: float, v_opt: float, c: float, variance: float) -> float:
+    """The boundary of :meth:`MeanDifference._mixture` at ``variance`` rounded up to a point of
+    a 1% geometric grid, cached: a mixture's boundary grows with the variance (each of its
+    parts ``exp(lambda s - psi(lambda) v)`` falls as ``v`` grows, for every ``lambda``), so the
+    rounded one is a little wider, never narrower, and a look whose variance grew by less than
+    1% (a long window, looked at often) costs a dictionary lookup."""
+    if not variance > 0:
+        return _boundary(alpha, v_opt, c, None)
+    index = math.ceil(math.log(variance) / math.log(VARIANCE_GRID) - 1e-9)
+    return _boundary(alpha, v_opt, c, index)
+
+
+@lru_cache(maxsize=16_384)
+def _boundary(alpha: float, v_opt: float, c: float, index: int | None) -> float:
+    v = 0.0 if index is None else VARIANCE_GRID**index
+    s_max = math.sqrt(v + v_opt) * 10 + c * 50
+    return _gamma_mixture(alpha, v_opt, c).bound(v, alpha, s_max)
+
+
 @lru_cache(maxsize=256)
 def _gamma_mixture(alpha: float, v_opt: float, c: float) -> WeightedMixture:
     """:meth:`MeanDifference._mixture` (fixed for a rollout, so built once)."""
@@ -764,9 +786,7 @@ class MeanDifference:
         if self.count == 0:
             width = self.high - self.low
             return Bounds(math.nan, -width, width)
-        mixture = self._mixture(alpha, v_opt)
-        s_max = math.sqrt(self.variance + v_opt) * 10 + self.scale * 50
-        radius = mixture.bound(self.variance, alpha, s_max) / self.count
+        radius = boundary_on_grid(alpha, v_opt, self.scale, self.variance) / self.count
         width = self.high - self.low
         estimate = self.sum / self.count
         return Bounds(estimate, max(-width, estimate - radius), min(width, estimate + radius))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from monitors.anytime import (
+    VARIANCE_GRID,
     ArmBatch,
     EventSplit,
     MeanDifference,
@@ -134,8 +135,22 @@ def test_mean_difference_bounds_are_the_plain_bisections(seed: int) -> None:
         stream.add(share, ArmBatch(c, c * p_c, c * p_c), ArmBatch(b, b * p_b, b * p_b))
     alpha, v_opt = 0.05 / 3, float(10 ** rng.uniform(3, 6))
     bounds = stream.bounds(alpha, v_opt)
-    s_max = math.sqrt(stream.variance + v_opt) * 10 + stream.scale * 50
-    radius = _plain_bisection(stream._mixture(alpha, v_opt), stream.variance, alpha, s_max)
+    # the boundary at the variance rounded up to its grid point: the plain bisection there,
+    # and never narrower than the one at the variance itself
+    index = math.ceil(math.log(stream.variance) / math.log(VARIANCE_GRID) - 1e-9)
+    on_grid = VARIANCE_GRID**index
+    assert stream.variance * (1 - 1e-9) <= on_grid <= stream.variance * VARIANCE_GRID
+    mixture = stream._mixture(alpha, v_opt)
+    radius = _plain_bisection(
+        mixture, on_grid, alpha, math.sqrt(on_grid + v_opt) * 10 + stream.scale * 50
+    )
+    exact = _plain_bisection(
+        mixture,
+        stream.variance,
+        alpha,
+        math.sqrt(stream.variance + v_opt) * 10 + stream.scale * 50,
+    )
+    assert exact <= radius <= exact * 1.01
     estimate = stream.sum / stream.count
     assert bounds.low == max(-1.0, estimate - radius / stream.count)
     assert bounds.high == min(1.0, estimate + radius / stream.count)
