@@ -72,6 +72,7 @@ class RolloutPlan:
     # (rollout/forecast.py), and what that assumes; None: no blocking gate, or no split step
     expected_requests: int | None = None
     expected_note: str = ""
+    watch: str = "not watched"  # after promotion: for how long, or "not watched"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,6 +227,16 @@ def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
         problems=tuple(problems),
         expected_requests=expected,
         expected_note=expected_note,
+        watch=_watch(bound.watch_s if bound.watch_s is not None else policy.watch_s),
+    )
+
+
+def _watch(seconds: float) -> str:
+    if seconds <= 0:
+        return "not watched"
+    return (
+        f"{seconds:g}s after promotion (the previous version stays loaded; a failing gate "
+        "rolls back to it)"
     )
 
 
@@ -366,5 +377,6 @@ def format_plan(result: RolloutPlan) -> str:
     if result.expected_note:
         lines.append(f"  expected: {result.expected_note}")
     lines.append(f"  approval: {result.approval}")
+    lines.append(f"  watch: {result.watch}")
     lines += [f"  problem: {problem}" for problem in result.problems]
     return "\n".join(lines)

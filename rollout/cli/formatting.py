@@ -131,7 +131,10 @@ def format_status(status: Status) -> str:
         lines.append("  plan: none (never released here)")
     else:
         serving = f"v{plan.baseline_version}"
-        if plan.canary_version is not None:
+        if plan.canary_version is not None and plan.canary_weight_pct >= 100:
+            # a 100% step or a watch: the baseline stays loaded for the failover and a rollback
+            serving = f"v{plan.canary_version} 100% (v{plan.baseline_version} loaded beside it)"
+        elif plan.canary_version is not None:
             serving += f" {100 - plan.canary_weight_pct}% + canary v{plan.canary_version} "
             serving += f"{plan.canary_weight_pct}%"
         else:

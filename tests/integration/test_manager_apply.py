@@ -93,7 +93,7 @@ def test_plan_shows_steps_time_and_approval_and_changes_nothing(
     v1, v2 = home.versions["baseline"], home.versions["better"]
     apply(manager, load_spec(declared(v1)), "alice")
     counts = row_counts(manager)
-    spec = load_spec(declared(v2, approval={"required": True, "timeout": "1h"}))
+    spec = load_spec(declared(v2, approval={"required": True, "timeout": "1h"}, watch="30m"))
     shown = plan(manager, spec)
     assert row_counts(manager) == counts
     assert shown.would == f"canary of v{v2} over v{v1} in prod"
@@ -107,6 +107,8 @@ def test_plan_shows_steps_time_and_approval_and_changes_nothing(
     text = format_plan(shown)
     assert "step 1: 10% until 500 canary requests and 60s; at most 10m" in text
     assert "most time: 75m (every step at its max_duration, then the approval timeout)" in text
+    assert "watch: 1800s after promotion (the previous version stays loaded" in text
+    assert plan(manager, load_spec(declared(v2))).watch == "not watched"
     # the gate as it decides (the spec's error_rate, with its defaults), and what step 1 needs
     # to pass an equal candidate
     assert "gates: error_rate (max_ratio=1.5 max_increase=0.005)" in text

@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from conftest import MODEL, DemoHome, wait_until
+from rollout.cli.formatting import format_status
 from rollout.machine import Decision
 from rollout.manager import Manager
 from rollout.smoke import SmokeRunner
@@ -767,6 +768,9 @@ def test_a_release_that_fails_during_its_watch_is_rolled_back_on_every_router(
         )
         status = manager.status(MODEL, "prod")
         assert status.next_move is not None and status.next_move.startswith("watching, 10 min")
+        shown = format_status(status)
+        assert f"plan: v{flaky} 100% (v{v1} loaded beside it)" in shown
+        assert f"rollout {rollout_id}: watching" in shown
 
         flag.touch()  # the release starts failing; the failover still answers every client
         answered: list[str] = []
