@@ -44,6 +44,7 @@ from rollout.spec import RolloutSpec
 from rollout.store.audit import AuditLog
 from rollout.store.configs import ConfigStore
 from rollout.store.looks import LookRecord, LookStore
+from rollout.store.monitoring import Monitoring, Window
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.store.retention import Pruned, Retention
@@ -244,6 +245,15 @@ class Manager:
         self.loop.run(lease, interval_s, stop_event)
 
     # -- reading --
+
+    def monitor(
+        self, model: str, environment: str, *, hours: float = 24.0, window_s: float = 3600.0
+    ) -> list[Window]:
+        """What ``model`` served in ``environment`` over the last ``hours``, window by window
+        (``rollout monitor``); ValueError for more than ``MAX_WINDOWS`` windows."""
+        return Monitoring(self.engine).windows(
+            model, environment, self.clock.time(), hours=hours, window_s=window_s
+        )
 
     def status(self, model: str, environment: str) -> Status:
         return self.queries.status(model, environment)

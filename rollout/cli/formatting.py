@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rollout.manager import Status
     from rollout.store.audit import AuditEntry
     from rollout.store.looks import LookRecord
+    from rollout.store.monitoring import Window
     from rollout.store.records import EventRecord, Release, RolloutRecord
 
 STEP_STATES = ("progressing", "paused", "awaiting_approval")
@@ -281,3 +282,43 @@ def _spread(items: Sequence[LookRecord], most: int) -> list[LookRecord]:
         return list(items)
     picks = {round(i * (len(items) - 1) / (most - 1)) for i in range(most)}
     return [items[i] for i in sorted(picks)]
+
+
+def format_monitor(
+    model: str, environment: str, windows: Sequence[Window], hours: float, window_s: float
+) -> str:
+    """``rollout monitor``: one block per window (oldest first), one line per version."""
+    head = f"{model} in {environment}: windows of {window_s:g} s over the last {hours:g} h"
+    if not windows:
+        return f"{head}\n  no requests logged"
+    lines = [head]
+    for window in windows:
+        lines.append(
+            f"  {when(window.start)} to {when(window.end)[11:]}  {window.requests:,} requests"
+        )
+        for v in window.versions:
+            latency = " ".join(
+                f"{name} {value:.3g} ms"
+                for name, value in v.latency_ms.items()
+                if value is not None
+            )
+            rate = v.error_rate
+            parts = [
+                f"v{v.version}: {v.requests:,} requests",
+                f"{rate:.2%} failed" if rate is not None else "none served",
+            ]
+            if latency:
+                parts.append(latency)
+            if v.failovers:
+                parts.append(f"answered {v.failovers:,} failovers")
+            if v.outputs:
+                parts.append(
+                    "outputs " + ", ".join(f"{k}: {share:.1%}" for k, share in v.outputs.items())
+                )
+            if v.output_mean is not None and len(v.outputs) > 1:
+                parts.append(f"mean {v.output_mean:.4g}")
+            if v.labelled:
+                assert v.correct_share is not None
+                parts.append(f"{v.labelled:,} labelled, {v.correct_share:.1%} correct")
+            lines.append("    " + "; ".join(parts))
+    return "\n".join(lines)

@@ -30,6 +30,7 @@ from rollout.cli.formatting import (
     format_events,
     format_history,
     format_looks,
+    format_monitor,
     format_report,
     format_status,
     to_json,
@@ -237,6 +238,25 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from rollout.spec import parse_duration
+
+    try:
+        window_s = parse_duration(args.window)
+    except ValueError as exc:
+        raise SystemExit(f"rollout monitor: --window: {exc}") from None
+    with opened(args) as manager:
+        try:
+            windows = manager.monitor(args.model, args.env, hours=args.hours, window_s=window_s)
+        except ValueError as exc:
+            raise SystemExit(f"rollout monitor: {exc}") from None
+    if args.json:
+        print(to_json([window.to_dict() for window in windows]))
+    else:
+        print(format_monitor(args.model, args.env, windows, args.hours, window_s))
+    return 0
+
+
 def _events(args: argparse.Namespace) -> int:
     with opened(args) as manager:
         events = manager.events(args.rollout_id)
@@ -382,6 +402,7 @@ HANDLERS: dict[str, Handler] = {
     "abort": _lifecycle,
     "rollback": _rollback,
     "history": _history,
+    "monitor": _monitor,
     "events": _events,
     "report": _report,
     "looks": _looks,

@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     model_env(history)
     history.add_argument("--json", action="store_true", help="print JSON")
 
+    monitor = command(
+        "monitor", "what a model serves in an environment, window by window (rollout or not)"
+    )
+    model_env(monitor)
+    monitor.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
+    monitor.add_argument("--window", default="1h", help="window length (default 1h)")
+    monitor.add_argument("--json", action="store_true", help="print JSON")
+
     events = command("events", "a rollout's transitions with their evidence")
     events.add_argument("rollout_id")
     events.add_argument("--json", action="store_true", help="print JSON")
