@@ -130,3 +130,31 @@ def test_history_stops_holding_the_step_after_as_many_requests_as_before() -> No
     )
     slower = window(np.random.default_rng(7), before=40_000, alone=30_000, slower=1.3)
     assert combine_alone(judge_alone(slower, 2, analysis), slower, 2) == "fail"
+
+
+def test_an_equal_candidate_switched_in_at_night_is_not_rolled_back_on_its_history() -> None:
+    """A/A across day and night: the baseline's window before the switch is the day's 18,000
+    requests; the candidate alone serves the night, when the lighter load makes every request
+    10% faster or, on a night of batch jobs, 10% slower (how many requests an hour never enters
+    these gates; what each request sees does). Both changes are within the latency gate's
+    margin (p95 at most 1.2x), and looked at every 250 requests up to 4,000, none of 30 runs of
+    each is rolled back. A time-of-day change beyond the margin would be: the risk that marks
+    these gates *historical*."""
+    analysis = default_spec().analysis
+    for night in (0.9, 1.1):
+        rolled_back = 0
+        for seed in range(30):
+            rng = np.random.default_rng([seed, round(night * 10)])
+            summary = window(rng, before=20_000)  # the day, split 90/10
+            group = summary.groups.setdefault(2, GroupCounts())
+            for _ in range(16):  # the night, alone: looks every 250 requests, 4,000 in all
+                latencies = (rng.lognormal(math.log(20), 0.5, 250) * night).tolist()
+                errors = int(rng.binomial(250, 0.01))
+                summary.add_batch("canary", {"2"}, latencies, [], errors)
+                group.requests["canary"] += 250
+                group.errors["canary"] += errors
+                group.add_latencies("canary", latencies)
+                if combine_alone(judge_alone(summary, 2, analysis), summary, 2) == "fail":
+                    rolled_back += 1
+                    break
+        assert rolled_back == 0, (night, rolled_back)
