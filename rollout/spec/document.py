@@ -29,6 +29,8 @@ from rollout.spec.fields import OptionalDuration, _Model
 from rollout.spec.gates import _GATE_TYPES, AnalysisSpec
 from rollout.spec.strategies import _STRATEGY_TYPES, StrategySpec
 
+MAX_WATCH_S = 30 * 86_400.0  # a watch keeps the previous version loaded: bounded
+
 
 class ApprovalSpec(_Model):
     """``approval: {required: true, timeout: 24h, on_timeout: rollback}``.
@@ -75,6 +77,13 @@ class RolloutSpec(_Model):
     # how long the promoted release is watched (``watch: 30m``; 0: not at all; unset: the
     # environment's ``watch``)
     watch_s: OptionalDuration = Field(default=None, alias="watch")
+
+    @field_validator("watch_s")
+    @classmethod
+    def _watch_bounded(cls, value: float | None) -> float | None:
+        if value is not None and value > MAX_WATCH_S:
+            raise ValueError(f"at most 30 days ({MAX_WATCH_S:.0f}s), got {value:.0f}s")
+        return value
 
     @field_validator("candidate", mode="before")
     @classmethod

@@ -305,6 +305,14 @@ def test_every_problem_at_once_with_yaml_paths() -> None:
         ),
         ({"strategy": {"blue_green": {"bake": "soon"}}}, "strategy.blue_green.bake: expected a"),
         (
+            {"strategy": {"canary": {"steps": [{"weight": 100}]}}, "watch": "31d"},
+            "watch: at most 30 days (2592000s), got 2678400s",
+        ),
+        (
+            {"strategy": {"canary": {"steps": [{"weight": 100}]}}, "watch": "-5m"},
+            "watch: expected a duration such as '30s'",
+        ),
+        (
             {"strategy": {"shadow": {"then": "canary"}}},
             "strategy.shadow: then: canary needs the 'canary' steps",
         ),
