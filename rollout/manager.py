@@ -52,7 +52,7 @@ from rollout.store.retention import Pruned, Retention
 if TYPE_CHECKING:
     from contract.registry import ModelVersionInfo
     from rollout.notify import Webhooks
-    from rollout.registry import MlflowRegistry
+    from rollout.registry import MlflowRegistry, Reference
     from rollout.smoke import SmokeRunner
 
 __all__ = ["Manager", "Status"]
@@ -254,6 +254,12 @@ class Manager:
         return Monitoring(self.engine).windows(
             model, environment, self.clock.time(), hours=hours, window_s=window_s
         )
+
+    def reference(self, model: str, version: str) -> Reference:
+        """The training reference of ``model`` ``version`` (``rollout reference``)."""
+        from rollout.registry import find_reference
+
+        return find_reference(self.registry, model, version)
 
     def status(self, model: str, environment: str) -> Status:
         return self.queries.status(model, environment)

@@ -14,8 +14,12 @@ manager needs to:
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -24,11 +28,16 @@ from contract.errors import ArtifactChanged
 from contract.mlflow import DIGEST_TAG, GIT_COMMIT_TAG, MlflowRegistryReader
 from contract.registry import ModelVersionInfo, parse_ref
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "DIGEST_TAG",
     "GIT_COMMIT_TAG",
     "MlflowRegistry",
     "ModelVersionInfo",
+    "Reference",
+    "find_reference",
     "parse_ref",
     "sha256_dir",
 ]
@@ -111,3 +120,131 @@ class MlflowRegistry(MlflowRegistryReader):
             self.client.delete_registered_model_alias(model, alias)
         except MlflowException:
             return
+
+
+# -- training references (the data a version was trained on, for input drift) --
+
+REFERENCE_NAMES = ("reference.parquet", "reference.csv")  # a sample logged beside the model
+MAX_REFERENCE_ROWS = 100_000  # a reference is read up to this many rows, never more
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where a version's training reference was found (``source``) and its first rows, or
+    why there is none (``why``)."""
+
+    model: str
+    version: str
+    source: str | None = None
+    frame: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    why: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.frame is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "found": self.found,
+            "source": self.source,
+            "rows": 0 if self.frame is None else len(self.frame),
+            "columns": [] if self.frame is None else [str(c) for c in self.frame.columns],
+            "why": self.why,
+        }
+
+
+def read_table(path: Path, max_rows: int = MAX_REFERENCE_ROWS) -> pd.DataFrame:
+    """A CSV or parquet file's first ``max_rows`` rows; ValueError for any other kind."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, nrows=max_rows)
+    if suffix in (".parquet", ".pq"):
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        batches = []
+        taken = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+            batches.append(batch.slice(0, max_rows - taken))
+            taken += min(batch.num_rows, max_rows - taken)
+            if taken >= max_rows:
+                break
+        return pa.Table.from_batches(batches).to_pandas() if batches else pd.DataFrame()
+    raise ValueError(f"{path.name}: a reference must be .csv or .parquet")
+
+
+def _local_path(source: str) -> Path | None:
+    """The local file a dataset source names (its ``uri``, a path or ``file://``), if any."""
+    try:
+        uri = json.loads(source).get("uri")
+    except (ValueError, AttributeError):
+        uri = source
+    if not isinstance(uri, str):
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
+        return path if path.is_file() else None
+    return None
+
+
+def find_reference(registry: MlflowRegistryReader, model: str, version: str) -> Reference:
+    """A version's training reference: a dataset logged on its run with ``mlflow.log_input``
+    (the one whose context is ``training`` first) whose source is a CSV or parquet file that
+    can be read here, else ``reference.parquet`` / ``reference.csv`` logged beside the model
+    (at the run's root or in the model's directory); else a Reference that says why not."""
+    info = registry.resolve(model, version)
+    if info.run_id is None:
+        return Reference(model, info.version, why=f"v{info.version} has no MLflow run")
+    run = registry.client.get_run(info.run_id)
+    tried: list[str] = []
+    inputs = sorted(
+        run.inputs.dataset_inputs if run.inputs is not None else [],
+        key=lambda given: (
+            not any(
+                tag.key == "mlflow.data.context" and tag.value in ("training", "train")
+                for tag in given.tags
+            )
+        ),
+    )
+    for given in inputs:
+        dataset = given.dataset
+        path = _local_path(dataset.source)
+        if path is None:
+            tried.append(f"dataset {dataset.name!r} ({dataset.source_type}: not a file here)")
+            continue
+        try:
+            frame = read_table(path)
+        except (ValueError, OSError) as exc:
+            tried.append(f"dataset {dataset.name!r} ({exc})")
+            continue
+        return Reference(
+            model, info.version, f"mlflow.log_input dataset {dataset.name!r}: {path}", frame
+        )
+    listed = {a.path for a in registry.client.list_artifacts(info.run_id)}
+    for folder in ("", "model"):
+        if folder and folder in listed:
+            listed |= {a.path for a in registry.client.list_artifacts(info.run_id, folder)}
+        for name in REFERENCE_NAMES:
+            artifact = f"{folder}/{name}" if folder else name
+            if artifact not in listed:
+                continue
+            with tempfile.TemporaryDirectory(prefix="rollout-reference-") as tmp:
+                local = registry.client.download_artifacts(info.run_id, artifact, tmp)
+                try:
+                    frame = read_table(Path(local))
+                except (ValueError, OSError) as exc:
+                    tried.append(f"artifact {artifact} ({exc})")
+                    continue
+            return Reference(model, info.version, f"run artifact {artifact}", frame)
+    where = "; ".join(tried) if tried else "no dataset logged with mlflow.log_input"
+    return Reference(
+        model,
+        info.version,
+        why=f"no training reference for v{info.version}: {where}; no readable "
+        f"{' or '.join(REFERENCE_NAMES)} beside the model",
+    )

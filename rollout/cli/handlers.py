@@ -257,6 +257,28 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    with opened(args) as manager:
+        found = manager.reference(args.model, args.version)
+    if args.json:
+        print(to_json(found.to_dict()))
+    elif found.frame is None:
+        print(found.why)
+        print(
+            "log one on the training run: mlflow.log_input(mlflow.data.from_pandas(train_df, "
+            'source="train.csv"), context="training"), or log reference.parquet / '
+            "reference.csv beside the model (README, 'Training reference')"
+        )
+    else:
+        shown = found.to_dict()
+        print(
+            f"{args.model} v{found.version}: {found.source}\n"
+            f"  {shown['rows']:,} rows (at most 100,000 read), columns: "
+            + ", ".join(shown["columns"])
+        )
+    return 0 if found.frame is not None else 1
+
+
 def _events(args: argparse.Namespace) -> int:
     with opened(args) as manager:
         events = manager.events(args.rollout_id)
@@ -403,6 +425,7 @@ HANDLERS: dict[str, Handler] = {
     "rollback": _rollback,
     "history": _history,
     "monitor": _monitor,
+    "reference": _reference,
     "events": _events,
     "report": _report,
     "looks": _looks,

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--window", default="1h", help="window length (default 1h)")
     monitor.add_argument("--json", action="store_true", help="print JSON")
 
+    reference = command(
+        "reference", "the training reference of a model version (for input drift), or why none"
+    )
+    reference.add_argument("model", help="registered model name")
+    reference.add_argument("version", help="version number or @alias")
+    reference.add_argument("--json", action="store_true", help="print JSON")
+
     events = command("events", "a rollout's transitions with their evidence")
     events.add_argument("rollout_id")
     events.add_argument("--json", action="store_true", help="print JSON")
