@@ -66,11 +66,12 @@ def analyse_alone(
     weight_pct: int,
     step_index: int | None = None,
     window_start: float | None = None,
+    quality: bool = False,
 ) -> StepEvidence:
     """The evidence of one look at a step where the candidate serves alone (100%): its SLO
-    and its history (:func:`rollout.judge.judge_alone`); ``first_generation`` is the step's
-    first plan generation in the window."""
-    results = judge_alone(summary, first_generation, analysis)
+    and its history (:func:`rollout.judge.judge_alone`; ``quality``: accuracy too, in a
+    watch); ``first_generation`` is the step's first plan generation in the window."""
+    results = judge_alone(summary, first_generation, analysis, quality=quality)
     verdict = combine_alone(results, summary, first_generation)
     before, n_alone = canary_requests(summary, first_generation)
     reason = summarise(results, verdict)

@@ -123,8 +123,9 @@ class Evidence:
     def _watch(self, record: RolloutRecord, state: RolloutState, now: float) -> StepEvidence:
         """The promoted release during its watch: its requests since the watch began, against
         its SLO and, historically, the previous version's requests during the rollout's split
-        steps (``analyse_alone`` with the spec's alpha, spent again: the watch is a test of
-        its own, after the rollout's decision)."""
+        steps, accuracy included as labels arrive (``analyse_alone`` with ``quality``, at the
+        spec's alpha, spent again: the watch is a test of its own, after the rollout's
+        decision)."""
         began = state.step_started_at if state.step_started_at is not None else now
         split = [i for i, step in enumerate(state.steps) if _split(step)]
         start = (
@@ -141,6 +142,7 @@ class Evidence:
             weight_pct=100,
             step_index=state.step_index,
             window_start=start,
+            quality=True,  # delayed labels: the release against the previous one's record
         )
         return replace(evidence, kind="watch", step_requests=None)
 

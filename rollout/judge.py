@@ -158,7 +158,11 @@ def judge(look: Look, analysis: AnalysisSpec) -> list[GateResult]:
 
 
 def judge_alone(
-    summary: WindowSummary, first_generation: int, analysis: AnalysisSpec
+    summary: WindowSummary,
+    first_generation: int,
+    analysis: AnalysisSpec,
+    *,
+    quality: bool = False,
 ) -> list[GateResult]:
     """The gates of a step where the candidate serves alone (100%: a canary's last step, a
     blue/green bake, a linear rollout's last step), from the window's plan generations from
@@ -171,17 +175,29 @@ def judge_alone(
     - history: the spec's blocking ``error_rate`` and ``latency`` gates, the candidate now
       against the baseline's requests of the earlier generations (when there are any), from
       each arm's bounds as in a pinned preview; marked historical (time-of-day effects are the
-      risk). Accuracy and output drift are not judged here (the labels and outputs are not
-      kept per generation).
+      risk). With ``quality`` (a watch), the spec's blocking ``quality`` gate on accuracy too:
+      the candidate's labelled requests since ``first_generation`` against the baseline's
+      before (labels arrive late, so a 100% step, which ends on its own evidence, leaves it
+      out). Output drift is not judged here (outputs are not kept per generation).
 
     The phase has its own alpha, the spec's, split equally among these blocking gates."""
     now = [g for key, g in summary.groups.items() if key >= first_generation]
     before = [g for key, g in summary.groups.items() if key < first_generation]
     slo = analysis.effective_slo
+    kinds: tuple[type, ...] = (ErrorRateGate, LatencyGate)
     history = [
         entry
         for entry in analysis.effective_gates
-        if isinstance(getattr(entry, entry.name), ErrorRateGate | LatencyGate) and blocking(entry)
+        if blocking(entry)
+        and (
+            isinstance(getattr(entry, entry.name), kinds)
+            or (
+                quality
+                and isinstance(getattr(entry, entry.name), QualityGate)
+                and getattr(entry, entry.name).metric == "accuracy"
+                and any(g.labelled["baseline"] for g in before)
+            )
+        )
     ]
     if not any(g.requests["baseline"] for g in before):
         history = []
@@ -202,6 +218,8 @@ def judge_alone(
             settings = getattr(entry, entry.name)
             if isinstance(settings, ErrorRateGate):
                 runs.append(_error_rate(Look(past, randomised=False), settings, mark))
+            elif isinstance(settings, QualityGate):
+                runs.append(_quality(Look(past, randomised=False), settings, mark))
             else:
                 runs.append(_latency(Look(past, randomised=False), settings, mark))
     search_together([search for run in runs for search in next(run)])
@@ -248,6 +266,8 @@ class _ArmOf:
     requests: int
     errors: int
     latency: npt.NDArray[np.int64]
+    labelled: int = 0
+    correct: int = 0
 
 
 def _arm_of(groups: Sequence[GroupCounts], arm: str) -> _ArmOf:
@@ -256,7 +276,13 @@ def _arm_of(groups: Sequence[GroupCounts], arm: str) -> _ArmOf:
         counts = group.latency.get(arm)
         if counts is not None:
             latency += counts
-    return _ArmOf(sum(g.requests[arm] for g in groups), sum(g.errors[arm] for g in groups), latency)
+    return _ArmOf(
+        sum(g.requests[arm] for g in groups),
+        sum(g.errors[arm] for g in groups),
+        latency,
+        sum(g.labelled[arm] for g in groups),
+        sum(g.correct[arm] for g in groups),
+    )
 
 
 def _history_window(baseline: _ArmOf, canary: _ArmOf, min_share: float) -> WindowSummary:
@@ -267,6 +293,7 @@ def _history_window(baseline: _ArmOf, canary: _ArmOf, min_share: float) -> Windo
     for arm, counts in (("baseline", baseline), ("canary", canary)):
         held = past.counts(arm)
         held.n_requests, held.n_errors = counts.requests, counts.errors
+        past.labels.labelled[arm], past.labels.correct[arm] = counts.labelled, counts.correct
         (bins.baseline_counts if arm == "baseline" else bins.canary_counts)[:] = counts.latency
     return past
 

@@ -85,6 +85,10 @@ class GroupCounts:
 
     requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    # each arm's labelled requests and those whose output equals its label (the quality
+    # history of a step or a watch where the candidate serves alone)
+    labelled: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
     # each arm's latencies on the window's latency bins (`WindowSummary.latency`), for the
     # latency gate's one-stream proof (monitors.exceedances), which takes one split at a time
     latency: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
@@ -341,9 +345,12 @@ class LabelSummary:
         read as numbers once for both."""
         for generation, arms in by_generation.items():
             found = {arm: _numbers(pairs) for arm, pairs in arms.items() if pairs}
-            for arm, numbers_ in found.items():
-                self._add_pairs(arm, arms[arm], numbers_)
             group = groups.get(generation)
+            for arm, numbers_ in found.items():
+                right = self._add_pairs(arm, arms[arm], numbers_)
+                if group is not None:
+                    group.labelled[arm] += len(arms[arm])
+                    group.correct[arm] += right
             share = group.canary_share if group is not None else None
             if share is not None and 0 < share < 1:
                 self._add_differences(
@@ -365,16 +372,19 @@ class LabelSummary:
         if pairs:
             self._add_pairs(arm, pairs, _numbers(pairs))
 
-    def _add_pairs(self, arm: Arm, pairs: Sequence[tuple[object, object]], found: Numbers) -> None:
+    def _add_pairs(self, arm: Arm, pairs: Sequence[tuple[object, object]], found: Numbers) -> int:
+        """Fold the pairs; return how many outputs equal their label."""
         self.labelled[arm] += len(pairs)
         if isinstance(found, str):
-            self.correct[arm] += sum(same(output, label) for output, label in pairs)
+            right = sum(same(output, label) for output, label in pairs)
+            self.correct[arm] += right
             for metric in LOSS_METRICS:
                 self.loss_errors.setdefault(metric, found)
             self.auc_error = self.auc_error or found
-            return
+            return right
         predicted, truth = found
-        self.correct[arm] += int(np.count_nonzero(predicted == truth))
+        right = int(np.count_nonzero(predicted == truth))
+        self.correct[arm] += right
         for metric in LOSS_METRICS:
             if metric in self.loss_errors:
                 continue
@@ -385,9 +395,10 @@ class LabelSummary:
         if self.auc_error is None:
             if not np.isin(truth, (0.0, 1.0)).all():
                 self.auc_error = f"{arm}_labels must hold only 0/1 or True/False values"
-                return
+                return right
             for label in (False, True):
                 self.scores[label].add(arm, predicted[truth == float(label)])
+        return right
 
 
 @dataclass

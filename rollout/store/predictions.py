@@ -167,6 +167,9 @@ class PredictionLog:
         labels = summary.labels
         if not self._fold_new_labels(conn, window, labels, summary.groups):
             labels = LabelSummary(min_share=labels.min_share)
+            for group in summary.groups.values():  # their label counts are folded again too
+                group.labelled = dict.fromkeys(group.labelled, 0)
+                group.correct = dict.fromkeys(group.correct, 0)
             self._fold_new_labels(conn, window, labels, summary.groups)
         return labels
 

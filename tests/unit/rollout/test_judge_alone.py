@@ -158,3 +158,22 @@ def test_an_equal_candidate_switched_in_at_night_is_not_rolled_back_on_its_histo
                     rolled_back += 1
                     break
         assert rolled_back == 0, (night, rolled_back)
+
+
+def test_a_watch_judges_the_release_s_accuracy_against_the_previous_one_s_record() -> None:
+    """Labels by plan generation: the baseline's 90% before the switch, the release's 70% (or
+    90%) alone since. A watch (``quality``) fails the worse one on its quality history; a
+    100% step, which ends on its own evidence before most labels arrive, leaves it out."""
+    analysis = default_spec().analysis  # quality: accuracy at most 1 point lower, blocking
+    for accuracy, verdict in ((0.7, "fail"), (0.9, "inconclusive")):
+        summary = window(np.random.default_rng(8), before=20_000, alone=3_000)
+        before, alone = summary.groups[1], summary.groups[2]
+        before.labelled["baseline"], before.correct["baseline"] = 5_000, 4_500
+        alone.labelled["canary"], alone.correct["canary"] = 600, round(600 * accuracy)
+        results = {r.gate: r for r in judge_alone(summary, 2, analysis, quality=True)}
+        quality = results["quality_history"]
+        assert quality.verdict == verdict, quality.reason
+        assert (quality.n_baseline, quality.n_canary) == (5_000, 600)
+        assert quality.alpha == 0.05 / 4  # the watch's alpha, split among four gates
+        stepped = {r.gate for r in judge_alone(summary, 2, analysis)}
+        assert stepped == {"slo_error_rate", "error_rate_history", "latency_history"}

@@ -196,11 +196,17 @@ def test_labels_fold_incrementally_and_survive_late_and_replaced_labels(store_ur
         writer.add_feedback([Feedback(f"{arm}-{i}", label, ts=ts) for i in ids])
 
     def same_as_fresh(summary: WindowSummary) -> None:
-        fresh = log.fold("r1", since_ts=0.0).labels
+        whole = log.fold("r1", since_ts=0.0)
+        fresh = whole.labels
         assert (summary.labels.labelled, summary.labels.correct) == (
             fresh.labelled,
             fresh.correct,
         )
+        # the plan generation's counts are folded again with the labels, never twice
+        group, again = summary.groups[1], whole.groups[1]
+        assert (group.labelled, group.correct) == (again.labelled, again.correct)
+        assert group.labelled == summary.labels.labelled
+        assert group.correct == summary.labels.correct
 
     labels(range(1, 21), 1, ts=1000.0)
     summary = log.fold("r1", since_ts=0.0)
@@ -249,6 +255,11 @@ def test_a_window_is_counted_per_plan_generation_and_labels_feed_the_difference_
     accuracy = summary.labels.differences["accuracy"]
     labelled = summary.labels.labelled["baseline"] + summary.labels.labelled["canary"]
     assert accuracy.count == labelled == sum(1 for r in step1 + step2 if r.output)
+    for generation, rows in ((1, step1), (2, step2)):
+        for arm in ("baseline", "canary"):
+            mine = [r for r in rows if r.arm == arm and r.output]
+            assert summary.groups[generation].labelled[arm] == len(mine)
+            assert summary.groups[generation].correct[arm] == sum(r.output == "[1]" for r in mine)
     log.engine.dispose()
 
 
