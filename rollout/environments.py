@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rollout.errors import SpecError
 from rollout.lifecycle import OnApprovalTimeout
 from rollout.spec import OptionalDuration, SloSpec, format_errors
-from rollout.spec.document import MAX_WATCH_S
+from rollout.spec.fields import WatchDuration
 from rollout.store.retention import RetentionPolicy
 
 KEEP_ALL = RetentionPolicy()  # no retention: the prediction log keeps every row
@@ -120,15 +120,8 @@ class _EnvironmentConfig(BaseModel):
     name: str
     approval: _ApprovalConfig = _ApprovalConfig()
     slo: SloSpec | None = None
-    watch_s: OptionalDuration = Field(default=None, alias="watch")
+    watch_s: WatchDuration = Field(default=None, alias="watch")
     retention: _RetentionConfig = _RetentionConfig()
-
-    @field_validator("watch_s")
-    @classmethod
-    def _watch_bounded(cls, value: float | None) -> float | None:
-        if value is not None and value > MAX_WATCH_S:
-            raise ValueError(f"at most 30 days ({MAX_WATCH_S:.0f}s), got {value:.0f}s")
-        return value
 
 
 class _EnvironmentsFile(BaseModel):

@@ -25,11 +25,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rollout.errors import SpecError
 from rollout.lifecycle import OnApprovalTimeout, Step
-from rollout.spec.fields import OptionalDuration, _Model
+from rollout.spec.fields import OptionalDuration, WatchDuration, _Model
 from rollout.spec.gates import _GATE_TYPES, AnalysisSpec
 from rollout.spec.strategies import _STRATEGY_TYPES, StrategySpec
-
-MAX_WATCH_S = 30 * 86_400.0  # a watch keeps the previous version loaded: bounded
 
 
 class ApprovalSpec(_Model):
@@ -76,14 +74,7 @@ class RolloutSpec(_Model):
     smoke_tests: tuple[SmokeTest, ...] = ()
     # how long the promoted release is watched (``watch: 30m``; 0: not at all; unset: the
     # environment's ``watch``)
-    watch_s: OptionalDuration = Field(default=None, alias="watch")
-
-    @field_validator("watch_s")
-    @classmethod
-    def _watch_bounded(cls, value: float | None) -> float | None:
-        if value is not None and value > MAX_WATCH_S:
-            raise ValueError(f"at most 30 days ({MAX_WATCH_S:.0f}s), got {value:.0f}s")
-        return value
+    watch_s: WatchDuration = Field(default=None, alias="watch")
 
     @field_validator("candidate", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -54,10 +54,21 @@ def _optional_duration(value: object) -> object:
     return None if value is None else parse_duration(value)
 
 
+MAX_WATCH_S = 30 * 86_400.0  # a watch keeps the previous version loaded: bounded
+
+
+def _watch_bounded(value: float | None) -> float | None:
+    if value is not None and value > MAX_WATCH_S:
+        raise ValueError(f"at most 30 days ({MAX_WATCH_S:.0f}s), got {value:.0f}s")
+    return value
+
+
 # Field types shared by the strategies: a request count, a duration, an optional duration.
 Requests = Annotated[int, BeforeValidator(_requests)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 OptionalDuration = Annotated[float | None, BeforeValidator(_optional_duration)]
+# How long a promoted release is watched (the spec's and an environment's ``watch``).
+WatchDuration = Annotated[OptionalDuration, AfterValidator(_watch_bounded)]
 
 
 class _Model(BaseModel):

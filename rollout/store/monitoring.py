@@ -27,6 +27,8 @@ import numpy.typing as npt
 from sqlalchemy import Engine, select
 
 from contract.sql.schema import feedback, predictions
+from monitors.streaming import FixedBins
+from monitors.twosample import bin_counts
 from rollout.summary import LATENCY_BINS, LATENCY_EDGES, category, same
 
 MAX_WINDOWS = 2_000  # hours / window: a longer view is refused, not read
@@ -174,8 +176,7 @@ def _fold(folds: dict[tuple[int, str], _Fold], rows: Any, first: float, window_s
                 same(values[0], truth[0] if isinstance(truth, list) and truth else truth)
             )
     for key, values in latencies.items():
-        index = np.searchsorted(LATENCY_EDGES[1:-1], np.asarray(values), side="left")
-        folds[key].latency += np.bincount(index, minlength=LATENCY_BINS)
+        folds[key].latency += bin_counts(np.asarray(values, dtype=np.float64), LATENCY_EDGES)
 
 
 def _windows(folds: dict[tuple[int, str], _Fold], first: float, window_s: float) -> list[Window]:
@@ -204,14 +205,11 @@ def _windows(folds: dict[tuple[int, str], _Fold], first: float, window_s: float)
 
 
 def _quantiles(counts: npt.NDArray[np.int64]) -> dict[str, float | None]:
-    total = int(counts.sum())
-    cumulative = np.cumsum(counts)
+    """p50/p95/p99: each the upper edge of the bin holding it (None without requests)."""
+    bins = FixedBins(LATENCY_EDGES)
+    bins.baseline_counts = counts
     out: dict[str, float | None] = {}
     for q in QUANTILES:
-        name = f"p{round(q * 100)}"
-        if total == 0:
-            out[name] = None
-            continue
-        index = int(np.searchsorted(cumulative, q * total, side="left"))
-        out[name] = float(LATENCY_EDGES[min(index + 1, LATENCY_EDGES.size - 2)])
+        value = bins.quantile("baseline", q)
+        out[f"p{round(q * 100)}"] = None if math.isnan(value) else value
     return out
