@@ -138,7 +138,7 @@ def _count_deviations(
     return down, up
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1024)
 def _dkw_constant(alpha: float, a: float = DKW_A) -> float:
     """The C for which the time-uniform DKW bound has error probability ``alpha``: the error
     bound ``4 exp(-g C) (1 + 1 / ((g - 1) log eta))``, ``g = (2/eta)(A - sqrt(2(eta-1)/C))^2``,

@@ -22,7 +22,15 @@ import numpy as np
 import numpy.typing as npt
 
 from monitors import GateResult, Verdict
-from rollout.judge import Look, canary_requests, combine, combine_alone, judge, judge_alone
+from rollout.judge import (
+    Inputs,
+    Look,
+    canary_requests,
+    combine,
+    combine_alone,
+    judge,
+    judge_alone,
+)
 from rollout.lifecycle import StepEvidence
 from rollout.spec import AnalysisSpec
 from rollout.store.predictions import ArmSample
@@ -40,11 +48,13 @@ def analyse(
     step_index: int | None = None,
     window_start: float | None = None,
     randomised: bool = True,
+    inputs: Inputs | None = None,
 ) -> StepEvidence:
     """The evidence of one look: gate results, verdict, counts (``randomised``: the arms were
-    assigned by the traffic split; False for a pinned preview)."""
+    assigned by the traffic split; False for a pinned preview; ``inputs``: the served features,
+    for an ``input_drift`` gate)."""
     summary = _summary(samples)
-    results = judge(Look(summary, randomised), analysis)
+    results = judge(Look(summary, randomised, inputs), analysis)
     verdict = combine(results)
     return StepEvidence(
         verdict=verdict,
@@ -67,11 +77,12 @@ def analyse_alone(
     step_index: int | None = None,
     window_start: float | None = None,
     quality: bool = False,
+    inputs: Inputs | None = None,
 ) -> StepEvidence:
     """The evidence of one look at a step where the candidate serves alone (100%): its SLO
     and its history (:func:`rollout.judge.judge_alone`; ``quality``: accuracy too, in a
     watch); ``first_generation`` is the step's first plan generation in the window."""
-    results = judge_alone(summary, first_generation, analysis, quality=quality)
+    results = judge_alone(summary, first_generation, analysis, quality=quality, inputs=inputs)
     verdict = combine_alone(results, summary, first_generation)
     before, n_alone = canary_requests(summary, first_generation)
     reason = summarise(results, verdict)

@@ -303,6 +303,7 @@ _DECIDING = {
     "latency": ("quantile", "max_ratio"),
     "output_drift": ("method", "delta"),
     "quality": ("metric", "max_decrease", "max_increase"),
+    "input_drift": ("delta", "max_share"),
 }
 
 
@@ -314,7 +315,11 @@ def _gate_text(name: str, settings: dict[str, Any]) -> str:
     shown = {k: settings[k] for k in _DECIDING.get(name, ()) if settings.get(k) is not None}
     if name == "quality" and not shown.get("max_increase"):
         shown.pop("max_increase", None)
-    advisory = settings.get("advisory") or (name == "output_drift" and "delta" not in shown)
+    advisory = (
+        settings.get("advisory")
+        or (name == "output_drift" and "delta" not in shown)
+        or (name == "input_drift" and settings.get("advisory") is not False)
+    )
     text = " ".join(f"{k}={v}" for k, v in shown.items())
     return f"{name} ({text}{', advisory' if advisory else ''})"
 

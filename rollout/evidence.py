@@ -35,6 +35,8 @@ from monitors import GateResult
 from rollout.analysis import analyse, analyse_alone, write_drift_report
 from rollout.environments import Environment
 from rollout.errors import RegistryError
+from rollout.inputs import ServedInputs
+from rollout.judge import Inputs
 from rollout.lifecycle import RolloutState, Step, StepEvidence
 from rollout.shadow import shadow_evidence
 from rollout.spec import AnalysisSpec
@@ -70,6 +72,7 @@ class Evidence:
         # rows only at each look); rebuilt from the log after a restart.
         self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
         self._starts: dict[tuple[str, int], float] = {}  # (rollout, step index) -> first start
+        self._inputs = ServedInputs(predictions, registry)  # the input_drift gate's features
 
     def look(self, record: RolloutRecord, state: RolloutState, now: float) -> StepEvidence | None:
         if state.state == "pending" and state.baseline_version is None:
@@ -99,6 +102,7 @@ class Evidence:
             in_step = summary.counts("canary").n_requests
         else:
             in_step = self.predictions.count(record.id, since).get("canary", 0)
+        inputs = self._served_inputs(record, spec.analysis, start, preview)
         if step.weight_pct >= 100:  # the candidate alone: its SLO and its history
             first = self.predictions.first_generation(record.id, since)
             evidence = analyse_alone(
@@ -108,6 +112,7 @@ class Evidence:
                 weight_pct=step.weight_pct,
                 step_index=state.step_index,
                 window_start=start,
+                inputs=inputs,
             )
             return replace(evidence, step_requests=in_step)
         evidence = analyse(
@@ -117,6 +122,7 @@ class Evidence:
             step_index=state.step_index,
             window_start=start,
             randomised=preview is None,
+            inputs=inputs,
         )
         return replace(evidence, step_requests=in_step)
 
@@ -135,16 +141,25 @@ class Evidence:
         )
         summary = self._window(record.id, start, None, _min_share(state.steps))
         first = self.predictions.first_generation_after(record.id, began)
+        analysis = self._analysis(record)
         evidence = analyse_alone(
             summary,
-            self._analysis(record),
+            analysis,
             first_generation=sys.maxsize if first is None else first,  # none yet: no rows
             weight_pct=100,
             step_index=state.step_index,
             window_start=start,
             quality=True,  # delayed labels: the release against the previous one's record
+            inputs=self._served_inputs(record, analysis, start, None),
         )
         return replace(evidence, kind="watch", step_requests=None)
+
+    def _served_inputs(
+        self, record: RolloutRecord, analysis: AnalysisSpec, start: float, preview: str | None
+    ) -> Inputs | None:
+        """The arms' features for the spec's ``input_drift`` gate (None: it has none)."""
+        gate = analysis.input_drift
+        return None if gate is None else self._inputs.look(record, start, preview, gate)
 
     def _analysis(self, record: RolloutRecord) -> AnalysisSpec:
         """The spec's analysis, with the environment's SLO when the spec gives none."""

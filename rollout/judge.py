@@ -64,6 +64,7 @@ from monitors.anytime import (
     search_together,
 )
 from monitors.exceedances import exceedance_log_e, least_log_e
+from monitors.features import FeatureCounts, InputDrift, input_drift
 from monitors.mix import tv_distance_low
 from monitors.names import Verdict
 from monitors.pooled import PooledGroup, difference_low
@@ -78,6 +79,8 @@ from rollout.spec import (
     AnalysisSpec,
     ErrorRateGate,
     GateEntry,
+    InputDriftEntry,
+    InputDriftGate,
     LatencyGate,
     OutputDriftGate,
     QualityGate,
@@ -105,6 +108,18 @@ class Look:
 
     summary: WindowSummary
     randomised: bool  # the traffic split assigned requests; False: a pinned preview
+    inputs: Inputs | None = None  # the served features, for an input_drift gate
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The features the arms served, counted on a reference's bins (``rollout.evidence``):
+    ``canary`` is None when there is no reference, and ``why`` says why."""
+
+    canary: FeatureCounts | None
+    baseline: FeatureCounts | None = None
+    source: str = ""  # what the reference is: "training reference (...)", "the baseline's ..."
+    why: str = ""
 
 
 def blocking(entry: GateEntry) -> bool:
@@ -151,6 +166,8 @@ def judge(look: Look, analysis: AnalysisSpec) -> list[GateResult]:
             runs.append(_latency(look, settings, mark))
         elif isinstance(settings, QualityGate):
             runs.append(_quality(look, settings, mark))
+        elif isinstance(settings, InputDriftGate):
+            runs.append(_input_drift(look.inputs, settings, mark))
         else:
             runs.append(_output_drift(look, settings, mark))
     search_together([search for run in runs for search in next(run)])
@@ -163,6 +180,7 @@ def judge_alone(
     analysis: AnalysisSpec,
     *,
     quality: bool = False,
+    inputs: Inputs | None = None,
 ) -> list[GateResult]:
     """The gates of a step where the candidate serves alone (100%: a canary's last step, a
     blue/green bake, a linear rollout's last step), from the window's plan generations from
@@ -179,6 +197,8 @@ def judge_alone(
       the candidate's labelled requests since ``first_generation`` against the baseline's
       before (labels arrive late, so a 100% step, which ends on its own evidence, leaves it
       out). Output drift is not judged here (outputs are not kept per generation).
+    - the spec's ``input_drift`` gate, with ``inputs``: the candidate's features since the
+      window began against its reference.
 
     The phase has its own alpha, the spec's, split equally among these blocking gates."""
     now = [g for key, g in summary.groups.items() if key >= first_generation]
@@ -201,7 +221,9 @@ def judge_alone(
     ]
     if not any(g.requests["baseline"] for g in before):
         history = []
+    drift = next((e for e in analysis.effective_gates if isinstance(e, InputDriftEntry)), None)
     deciding = (slo.error_rate is not None) + (slo.latency is not None) + len(history)
+    deciding += drift is not None and blocking(drift)
     alpha = analysis.alpha
     if analysis.correction != "none" and deciding > 1:
         alpha /= deciding
@@ -222,9 +244,13 @@ def judge_alone(
                 runs.append(_quality(Look(past, randomised=False), settings, mark))
             else:
                 runs.append(_latency(Look(past, randomised=False), settings, mark))
+    if drift is not None and inputs is not None:
+        runs.append(
+            _input_drift(inputs, drift.input_drift, replace(mark, blocking=blocking(drift)))
+        )
     search_together([search for run in runs for search in next(run)])
     results = [_finished(run) for run in runs]
-    return [r if r.gate.startswith("slo_") else _historical(r) for r in results]
+    return [r if r.gate.startswith(("slo_", "input_")) else _historical(r) for r in results]
 
 
 def combine_alone(
@@ -713,6 +739,66 @@ def _output_drift(look: Look, gate: OutputDriftGate, mark: _Mark) -> GateRun:
             f"output drift not decided yet: {where}",
         ),
         (outputs.n("baseline"), outputs.n("canary")),
+    )
+
+
+def _input_drift(inputs: Inputs | None, gate: InputDriftGate, mark: _Mark) -> GateRun:
+    """The candidate's served features against the reference (:mod:`monitors.features`): the
+    share of features proven drifted (Benjamini-Yekutieli at the gate's alpha) against
+    ``max_share``; the baseline's own share is reported beside it (both drifted: the world
+    moved, not the candidate)."""
+    yield []
+    if inputs is None or inputs.canary is None:
+        why = inputs.why if inputs is not None else "no features were read"
+        return replace(
+            GateResult.unmeasured("input_drift", "ks_tv_by", "inconclusive", why),
+            threshold=gate.max_share,
+            blocking=mark.blocking,
+            alpha=mark.alpha,
+        )
+    options = {"alpha": mark.alpha, "delta": gate.delta, "max_share": gate.max_share}
+    found = input_drift(inputs.canary, min_n=gate.min_n, **options)
+    m = len(found.features)
+    beside = ""
+    if inputs.baseline is not None and inputs.baseline.n_rows >= gate.min_n:
+        baseline = input_drift(inputs.baseline, min_n=gate.min_n, **options)
+        beside = f"; the baseline's: {baseline.drifted} drifted of {baseline.n_rows:,} requests"
+    reason = (
+        f"{found.drifted} of {m} features drifted from {inputs.source} over {found.n_rows:,} "
+        f"requests (KS or TV distance beyond {gate.delta:g}, false discovery rate "
+        f"{mark.alpha:.3g}, Benjamini-Yekutieli); {m - found.not_within} proven within"
+        f"{_drifted_text(found)}{beside}; fails at a share of {gate.max_share:g}"
+    )
+    details = {"features": float(m), "drifted": float(found.drifted)}
+    for feature in found.most_drifted(5):
+        details[f"{feature.name}.distance"] = feature.distance
+        details[f"{feature.name}.low"] = feature.low
+        details[f"{feature.name}.high"] = feature.high
+    return GateResult(
+        gate="input_drift",
+        test="ks_tv_by",
+        statistic=float(found.drifted),
+        p_value=None,
+        effect_size=found.share,
+        threshold=gate.max_share,
+        n_baseline=found.n_reference,
+        n_canary=found.n_rows,
+        verdict=found.verdict,
+        reason=reason,
+        details=details,
+        ci_low=found.share,
+        ci_high=found.not_within / m,
+        blocking=mark.blocking,
+        alpha=mark.alpha,
+    )
+
+
+def _drifted_text(found: InputDrift) -> str:
+    shown = [f for f in found.most_drifted(3) if f.drifted]
+    if not shown:
+        return ""
+    return "; most: " + ", ".join(
+        f"{f.name} {f.distance:.2f} ({f.low:.2f} to {f.high:.2f})" for f in shown
     )
 
 

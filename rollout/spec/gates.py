@@ -18,7 +18,7 @@ from monitors.names import DriftMethod, LossMetric
 from rollout.lifecycle import OnInconclusive
 from rollout.spec.fields import _Model, _tag
 
-GateName = Literal["error_rate", "latency", "output_drift", "quality"]
+GateName = Literal["error_rate", "latency", "output_drift", "quality", "input_drift"]
 GATE_NAMES: tuple[GateName, ...] = get_args(GateName)
 QualityMetric = Literal["accuracy", "auc", LossMetric]
 
@@ -98,6 +98,23 @@ class OutputDriftGate(_GateOptions):
     tau: float = Field(default=0.2, gt=0.0)  # mean_shift only: shift in baseline sds to detect
 
 
+class InputDriftGate(_GateOptions):
+    """The candidate's inputs against its training reference (``rollout reference``), feature
+    by feature: a feature is drifted when its distance (KS of numbers, total variation of
+    categories) is proven beyond ``delta``, with the false discovery rate across features held
+    at the gate's alpha (Benjamini-Yekutieli, :mod:`monitors.features`); the gate fails when
+    the drifted share reaches ``max_share`` and passes when it cannot. Advisory unless
+    ``advisory: false`` (a candidate does not choose its inputs: drift is a warning about the
+    world more often than about the model). Without a reference, the baseline's first
+    ``max_rows`` requests of the rollout stand in for one, and the result says so."""
+
+    advisory: bool = Field(default=True, exclude_if=_unless(True))
+    delta: float = Field(default=0.1, gt=0.0, lt=1.0)
+    max_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_n: int = Field(default=100, ge=1)
+    max_rows: int = Field(default=20_000, ge=100, le=200_000)  # the first rows counted
+
+
 class QualityGate(_SequentialOptions):
     # accuracy and auc: non-inferiority with max_decrease; log_loss, mae, rmse: max_increase
     metric: QualityMetric = "accuracy"
@@ -159,7 +176,12 @@ class QualityEntry(_Model):
     quality: QualityGate
 
 
-_GATE_TYPES = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry)
+class InputDriftEntry(_Model):
+    name: ClassVar[Literal["input_drift"]] = "input_drift"
+    input_drift: InputDriftGate
+
+
+_GATE_TYPES = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry, InputDriftEntry)
 
 
 def _one_gate(value: object) -> object:
@@ -188,7 +210,8 @@ GateEntry = Annotated[
     Annotated[ErrorRateEntry, Tag("ErrorRateEntry")]
     | Annotated[LatencyEntry, Tag("LatencyEntry")]
     | Annotated[OutputDriftEntry, Tag("OutputDriftEntry")]
-    | Annotated[QualityEntry, Tag("QualityEntry")],
+    | Annotated[QualityEntry, Tag("QualityEntry")]
+    | Annotated[InputDriftEntry, Tag("InputDriftEntry")],
     Discriminator(lambda value: _tag(value, _GATE_TYPES)),
     BeforeValidator(_one_gate),
 ]
@@ -280,6 +303,11 @@ class AnalysisSpec(_Model):
     def quality(self) -> QualityGate | None:
         gates = self.effective_gates
         return next((e.quality for e in gates if isinstance(e, QualityEntry)), None)
+
+    @property
+    def input_drift(self) -> InputDriftGate | None:
+        gates = self.effective_gates
+        return next((e.input_drift for e in gates if isinstance(e, InputDriftEntry)), None)
 
 
 # The default gates: errors at most 1.5x the baseline's rate (or +0.05 point, whichever allows

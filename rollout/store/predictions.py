@@ -259,6 +259,47 @@ class PredictionLog:
                     outputs.append(values[0])
         return features, outputs
 
+    def feature_rows(
+        self,
+        rollout_id: str,
+        arm: str,
+        since_ts: float,
+        after_id: int = 0,
+        limit: int = 5000,
+        *,
+        version: str | None = None,
+    ) -> tuple[int, list[dict[str, object]]]:
+        """The feature rows of up to ``limit`` requests of one arm since ``since_ts`` with an
+        id above ``after_id``, oldest first (every row of a request with several; failed
+        requests too: an input is an input), and the last id read (``after_id`` when none).
+        Rows that commit behind the cursor (PostgreSQL) are not read again: which rows are
+        counted never depends on their values."""
+        query = (
+            select(predictions.c.id, predictions.c.features)
+            .where(
+                predictions.c.rollout_id == rollout_id,
+                predictions.c.arm == arm,
+                predictions.c.ts >= since_ts,
+                predictions.c.id > after_id,
+                *([] if version is None else [predictions.c.version == version]),
+            )
+            .order_by(predictions.c.id)
+            .limit(limit)
+        )
+        last, rows = after_id, list[dict[str, object]]()
+        with self.engine.connect() as conn:
+            for row_id, raw in conn.execute(query):
+                last = int(row_id)
+                if raw is None:
+                    continue
+                try:
+                    parsed = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(parsed, list):
+                    rows.extend(row for row in parsed if isinstance(row, dict))
+        return last, rows
+
     def paired(
         self, rollout_id: str, since_ts: float = 0.0
     ) -> list[tuple[object, object, object | None]]:

@@ -13,7 +13,7 @@ import pytest
 from monitors import GateResult
 from rollout.analysis import analyse, summarise, write_drift_report
 from rollout.judge import Look, combine, gate_alpha, judge
-from rollout.spec import default_spec, load_spec
+from rollout.spec import AnalysisSpec, default_spec, load_spec
 from rollout.store.predictions import ArmSample
 from rollout.summary import WindowSummary
 
@@ -215,3 +215,39 @@ def test_drift_report_covers_features_and_needs_rows(tmp_path: Path) -> None:
     assert "amount" in html and "output" in html
     with pytest.raises(ValueError, match="baseline has no outputs or features"):
         write_drift_report(ArmSample(arm="baseline"), canary, tmp_path / "empty.html")
+
+
+def test_the_input_drift_gate_is_advisory_unless_told_and_says_why_it_cannot_judge() -> None:
+    from monitors.features import FeatureCounts, FeatureReference
+    from rollout.judge import Inputs
+
+    rng = np.random.default_rng(11)
+    reference = FeatureReference({f"x{i}": rng.normal(size=5_000) for i in range(4)})
+    moved = FeatureCounts(reference)
+    moved.add(
+        {f"x{i}": float(rng.normal(1.0 if i < 3 else 0.0)) for i in range(4)} for _ in range(2_000)
+    )
+    summary = window(arm("canary", 3_000, seed=1), arm("baseline", 27_000, seed=2))
+    spec = AnalysisSpec.model_validate(
+        {"gates": ["error_rate", {"input_drift": {"max_share": 0.5}}]}
+    )
+    inputs = Inputs(moved, source="the training reference of v2")
+    evidence = analyse(summary, spec, weight_pct=10, inputs=inputs)
+    drift = {g.gate: g for g in evidence.gates}["input_drift"]
+    assert (drift.verdict, drift.blocking, drift.statistic) == ("fail", False, 3.0)
+    assert drift.effect_size == pytest.approx(0.75) and drift.threshold == 0.5
+    assert drift.reason.startswith("3 of 4 features drifted from the training reference of v2")
+    assert evidence.verdict != "fail"  # advisory: reported, never deciding
+    assert gate_alpha(spec) == spec.alpha  # and it takes no share of the alpha
+
+    blocking = AnalysisSpec.model_validate(
+        {"gates": ["error_rate", {"input_drift": {"advisory": False}}]}
+    )
+    assert gate_alpha(blocking) == blocking.alpha / 2
+    assert analyse(summary, blocking, weight_pct=10, inputs=inputs).verdict == "fail"
+
+    why = "no training reference for v2: no dataset logged with mlflow.log_input"
+    missing = analyse(summary, blocking, weight_pct=10, inputs=Inputs(None, why=why))
+    drift = {g.gate: g for g in missing.gates}["input_drift"]
+    assert (drift.verdict, drift.reason) == ("inconclusive", why)
+    assert missing.verdict == "inconclusive"

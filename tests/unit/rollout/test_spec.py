@@ -17,6 +17,7 @@ from rollout.spec import (
     CanaryStrategy,
     ErrorRateEntry,
     ErrorRateGate,
+    InputDriftEntry,
     LatencyEntry,
     LatencyGate,
     LinearStrategy,
@@ -246,7 +247,7 @@ def test_gate_entries_are_typed_and_dump_as_written() -> None:
 
 def test_each_union_model_is_named_by_its_one_field() -> None:
     strategies = (CanaryStrategy, LinearStrategy, BlueGreenStrategy, ShadowStrategy)
-    gates = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry)
+    gates = (ErrorRateEntry, LatencyEntry, OutputDriftEntry, QualityEntry, InputDriftEntry)
     for models, names in ((strategies, STRATEGIES), (gates, GATE_NAMES)):
         assert [model.name for model in models] == list(names)
         assert [list(model.model_fields) for model in models] == [[name] for name in names]
@@ -275,7 +276,7 @@ def test_every_problem_at_once_with_yaml_paths() -> None:
         "strategy.canary.steps[1].weight: must be 1..100, got 150; "
         "analysis.alpha: must be a significance level in (0, 0.5), got 0.7; "
         "analysis.gates[0]: unknown gate 'bogus'; expected one of error_rate, latency, "
-        "output_drift, quality; "
+        "output_drift, quality, input_drift; "
         "analysis.gates[1].latency.quantile: must be in (0, 1), got 2.0"
     )
 
@@ -386,7 +387,7 @@ def test_every_problem_at_once_with_yaml_paths() -> None:
                 "analysis": {"gates": [{"latency": {}, "error_rate": None}]},
             },
             "analysis.gates[0]: expected exactly one of error_rate, latency, output_drift, "
-            "quality, got latency and error_rate",
+            "quality, input_drift, got latency and error_rate",
         ),
         (
             {"strategy": {"linear": {"steps": 2}}, "analysis": {"gates": [5]}},
