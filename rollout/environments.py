@@ -19,13 +19,17 @@ when it exists)::
       - {name: prod, approval: {required: true, distinct_approver: true, timeout: 24h,
                                 on_timeout: rollback},
          slo: {error_rate: {max: 0.01}, latency: {quantile: 0.99, max_ms: 250}},
-         watch: 30m, retention: {days: 14, max_rows: 5000000}}
+         watch: 30m, retention: {days: 14, max_rows: 5000000},
+         monitor: {window: 1h, on_degradation: rollback}}
 
 ``slo`` is the SLO a 100% step holds the candidate to when its spec gives none (else
 ``rollout.spec.DEFAULT_SLO``); ``watch`` how long a promoted release is watched (and rolled
 back by itself on a failing gate) when its spec gives no ``watch`` (unset: not watched);
 ``retention`` how long its prediction log keeps rows (:mod:`rollout.store.retention`; unset:
-for ever).
+for ever); ``monitor`` the windows every serving release is monitored in (``window``, an hour
+by default, at least a minute) and what a degradation found by the change detectors does
+(``on_degradation``: ``alert``, the default, a webhook and a note in ``rollout monitor``; or
+``rollback`` too, to the previous release; :mod:`rollout.degradation`).
 """
 
 from __future__ import annotations
@@ -33,18 +37,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from rollout.errors import SpecError
 from rollout.lifecycle import OnApprovalTimeout
 from rollout.spec import OptionalDuration, SloSpec, format_errors
-from rollout.spec.fields import WatchDuration
+from rollout.spec.fields import Duration, WatchDuration
 from rollout.store.retention import RetentionPolicy
 
 KEEP_ALL = RetentionPolicy()  # no retention: the prediction log keeps every row
+OnDegradation = Literal["alert", "rollback"]
+MONITOR_WINDOW_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class Environment:
     slo: SloSpec | None = None  # the SLO of a spec that gives none (None: DEFAULT_SLO)
     watch_s: float = 0.0  # how long a promoted release is watched when its spec does not say
     retention: RetentionPolicy = KEEP_ALL  # of its prediction log
+    monitor_window_s: float = MONITOR_WINDOW_S  # the serving release's monitoring windows
+    on_degradation: OnDegradation = "alert"  # a change detector's alarm: alert, or roll back
 
 
 DEFAULT_ENVIRONMENTS: tuple[Environment, ...] = (
@@ -115,6 +130,20 @@ class _RetentionConfig(BaseModel):
     max_rows: int | None = Field(default=None, ge=1)
 
 
+def _window(value: float) -> float:
+    if not 60.0 <= value <= 86_400.0:
+        raise ValueError(f"must be from 1m to 24h, got {value:g} s")
+    return value
+
+
+class _MonitorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    window_s: Annotated[Duration, AfterValidator(_window)] = Field(
+        default=MONITOR_WINDOW_S, alias="window"
+    )
+    on_degradation: OnDegradation = "alert"
+
+
 class _EnvironmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -122,6 +151,7 @@ class _EnvironmentConfig(BaseModel):
     slo: SloSpec | None = None
     watch_s: WatchDuration = Field(default=None, alias="watch")
     retention: _RetentionConfig = _RetentionConfig()
+    monitor: _MonitorConfig = _MonitorConfig()
 
 
 class _EnvironmentsFile(BaseModel):
@@ -168,6 +198,8 @@ def parse_environments(data: Mapping[str, Any], where: str = "") -> Environments
                 slo=env.slo,
                 watch_s=env.watch_s or 0.0,
                 retention=RetentionPolicy(env.retention.days, env.retention.max_rows),
+                monitor_window_s=env.monitor.window_s,
+                on_degradation=env.monitor.on_degradation,
             )
             for env in parsed.environments
         )

@@ -8,8 +8,10 @@ is the first move's input instead of evidence. :meth:`Loop.tick` drives every ac
 :meth:`Loop.run` ticks while this manager holds the store's lease (:mod:`rollout.lease`), and
 every save it makes re-checks the lease in its transaction, so of several managers on one store
 exactly one acts. Webhooks are delivered by a thread beside the ticks, so a slow receiver never
-delays a decision. Optimistic concurrency (``row_version``) makes a second manager, or a command
-racing a tick, lose cleanly with :class:`~rollout.errors.ConflictError` instead of acting twice.
+delays a decision. After each tick come the housekeeping passes: the release monitor
+(:mod:`rollout.degradation`) and the retention (:mod:`rollout.store.retention`). Optimistic
+concurrency (``row_version``) makes a second manager, or a command racing a tick, lose cleanly
+with :class:`~rollout.errors.ConflictError` instead of acting twice.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contract.clock import Clock
 from rollout.apply import Applier
+from rollout.degradation import MONITOR_EVERY_S, Degradation
 from rollout.environments import Environments
 from rollout.errors import ConflictError, NoSuchRollout, RolloutError
 from rollout.evidence import Evidence
@@ -56,8 +59,11 @@ class Loop:
         clock: Clock,
         looks: LookStore | None = None,
         prune: Callable[[float], Pruned] | None = None,
+        monitor: Callable[[float], list[Degradation]] | None = None,
     ) -> None:
         self.records = records
+        self._monitor = monitor  # the release monitor's pass, every MONITOR_EVERY_S
+        self._monitor_at = -float("inf")
         self._prune = prune  # the retention's pass, every PRUNE_EVERY_S while holding the lease
         self._prune_at = -float("inf")  # when the next pass is due
         self.looks = looks
@@ -204,9 +210,18 @@ class Loop:
                 lease.release()
 
     def _housekeeping(self) -> None:
-        """The retention's pass, after a tick (so it never delays a decision by more than its
-        budget): every ``PRUNE_EVERY_S``, or ``PRUNE_BEHIND_S`` while rows are still due."""
+        """After a tick (so they never delay a decision by more than their budgets): the
+        release monitor's pass every ``MONITOR_EVERY_S``; the retention's every
+        ``PRUNE_EVERY_S``, or ``PRUNE_BEHIND_S`` while rows are still due."""
         now = self.clock.time()
+        if self._monitor is not None and now >= self._monitor_at:
+            self._monitor_at = now + MONITOR_EVERY_S
+            try:
+                for alarm in self._monitor(now):
+                    back = " (traffic back on the previous release)" if alarm.rolled_back else ""
+                    log.warning("%s%s", alarm.reason, back)
+            except SQLAlchemyError:
+                log.exception("monitoring the serving releases failed; trying again later")
         if self._prune is None or now < self._prune_at:
             return
         self._prune_at = now + PRUNE_EVERY_S

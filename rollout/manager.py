@@ -33,6 +33,7 @@ from contract.sql.engine import open_engine
 from contract.sql.plans import SqlPlanStore
 from rollout.apply import Applier
 from rollout.commands import Commands
+from rollout.degradation import Degradation, KeptWindow, ReleaseMonitor
 from rollout.environments import Environment, Environments, load_environments
 from rollout.evidence import Evidence
 from rollout.lease import DEFAULT_TTL_S, Lease
@@ -40,7 +41,7 @@ from rollout.lifecycle import Decision
 from rollout.loop import Loop
 from rollout.queries import Queries, Status
 from rollout.settings import Settings
-from rollout.spec import RolloutSpec
+from rollout.spec import AnalysisSpec, RolloutSpec
 from rollout.store.audit import AuditLog
 from rollout.store.configs import ConfigStore
 from rollout.store.looks import LookRecord, LookStore
@@ -48,6 +49,7 @@ from rollout.store.monitoring import Monitoring, Window
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.store.retention import Pruned, Retention
+from rollout.stored import parse_spec
 
 if TYPE_CHECKING:
     from contract.registry import ModelVersionInfo
@@ -60,6 +62,7 @@ __all__ = ["Manager", "Status"]
 log = logging.getLogger(__name__)
 
 PRUNE_BUDGET_S = 0.5  # the longest one pass of the retention may delete for
+MONITOR_BUDGET_S = 2.0  # about the longest one pass of the release monitor may read for
 
 
 class Manager:
@@ -104,6 +107,14 @@ class Manager:
             lambda: [(env.name, env.retention) for env in self.environments.ordered],
             lambda: [record.id for record in self.records.list_active()],
         )
+        self.release_monitor = ReleaseMonitor(
+            self.engine,
+            lambda: self.environments,
+            lambda: self.webhooks,
+            self._release_analysis,
+            lambda model, environment: self.records.active(model, environment) is not None,
+            lambda model, environment, reason: self._degraded(model, environment, reason),
+        )
         self.loop = Loop(
             self.records,
             self.environments,
@@ -113,6 +124,7 @@ class Manager:
             clock,
             looks=self.looks_store,
             prune=lambda now: self.retention.prune(now, PRUNE_BUDGET_S),
+            monitor=lambda now: self.release_monitor.run(now, MONITOR_BUDGET_S),
         )
         self.commands = Commands(
             self.records,
@@ -254,6 +266,32 @@ class Manager:
         return Monitoring(self.engine).windows(
             model, environment, self.clock.time(), hours=hours, window_s=window_s
         )
+
+    def watch_releases(self, now: float | None = None) -> list[Degradation]:
+        """One pass of the release monitor (the loop runs one every 30 s while it holds the
+        lease): every closed window not kept yet kept, the serving releases' change detectors
+        updated; returns the alarms raised (:mod:`rollout.degradation`)."""
+        return self.release_monitor.run(self.clock.time() if now is None else now, 60.0)
+
+    def kept_windows(self, model: str, environment: str, limit: int = 48) -> list[KeptWindow]:
+        """The newest kept monitoring windows, oldest first."""
+        return self.release_monitor.windows(model, environment, limit)
+
+    def degradations(self, model: str, environment: str, limit: int = 20) -> list[KeptWindow]:
+        """The newest windows that raised an alarm, newest first."""
+        return self.release_monitor.alarms(model, environment, limit)
+
+    def _release_analysis(self, model: str, environment: str, version: str) -> AnalysisSpec:
+        """The analysis of the rollout that released ``version`` (the default one if none)."""
+        for release in self.records.releases(model, environment):
+            if release.version == version and release.rollout_id is not None:
+                record = self.records.get(release.rollout_id)
+                if record is not None:
+                    return parse_spec(record.spec).analysis
+        return AnalysisSpec.model_validate({})
+
+    def _degraded(self, model: str, environment: str, reason: str) -> None:
+        self.rollback(model, environment, actor="monitor", reason=reason)
 
     def reference(self, model: str, version: str) -> Reference:
         """The training reference of ``model`` ``version`` (``rollout reference``)."""

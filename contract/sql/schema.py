@@ -237,3 +237,28 @@ look_bounds = Table(
     Column("threshold", Float),
     Index("ix_look_bounds_rollout", "rollout_id", "step_index", "seq"),
 )
+
+# The serving releases' monitoring windows (:mod:`rollout.degradation`): one row per version
+# that served in a closed window (hourly by default) of a model in an environment, with its
+# counts; the serving version's row carries its change detectors' state after the window and
+# the alarm it raised, if any. The newest windows are what `rollout monitor` shows.
+monitor_windows = Table(
+    "monitor_windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("environment", String(64), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("labelled", Integer, nullable=False),
+    Column("wrong", Integer, nullable=False),
+    Column("summary", Text, nullable=False),  # JSON: latency quantiles and bins, outputs
+    Column("detectors", Text),  # JSON: each stream's bound and detector (NULL: not judged)
+    Column("alarm", Text),  # the alarm this window raised (NULL: none)
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("environment", "model", "version", "start", name="uq_monitor_windows"),
+    Index("ix_monitor_windows_model", "environment", "model", "start"),
+)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rollout.degradation import KeptWindow
     from rollout.manager import Status
     from rollout.store.audit import AuditEntry
     from rollout.store.looks import LookRecord
@@ -321,4 +322,34 @@ def format_monitor(
                 assert v.correct_share is not None
                 parts.append(f"{v.labelled:,} labelled, {v.correct_share:.1%} correct")
             lines.append("    " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def format_detectors(latest: KeptWindow | None, alarms: Sequence[KeptWindow]) -> str:
+    """``rollout monitor``'s last part: the serving release's change detectors after the
+    newest kept window, and the newest alarms (rollout/degradation.py)."""
+    from monitors.changes import ChangeDetector
+
+    lines = ["change detectors (at most one false alarm per 30 days of hourly windows):"]
+    if latest is None or latest.detectors is None:
+        lines.append("  no window kept yet (the manager keeps each closed window)")
+    elif "warming_up" in latest.detectors:
+        ref = latest.detectors["warming_up"]
+        lines.append(
+            f"  v{latest.version}: warming up on its first windows: {ref['requests']:,} "
+            f"requests over {ref['windows']} window(s) so far"
+        )
+    else:
+        parts = []
+        for name, stream in latest.detectors["streams"].items():
+            detector = ChangeDetector.from_dict(stream["detector"])
+            where = f" over {stream['bound_ms']:.3g} ms" if name == "latency" else ""
+            parts.append(
+                f"{name}{where} held to {stream['p0']:.3%}, log statistic "
+                f"{max(detector.log_statistic, 0.0):.2f} of {detector.log_threshold:.2f}"
+            )
+        lines.append(f"  v{latest.version} after {when(latest.end)}: " + "; ".join(parts))
+    lines.append("alarms:" if alarms else "alarms: none")
+    for alarm in alarms:
+        lines.append(f"  {when(alarm.start)} to {when(alarm.end)[11:]}  {alarm.alarm}")
     return "\n".join(lines)

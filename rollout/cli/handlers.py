@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from rollout.audited import Call, record
 from rollout.cli.formatting import (
     format_audit,
+    format_detectors,
     format_events,
     format_history,
     format_looks,
@@ -250,10 +251,22 @@ def _monitor(args: argparse.Namespace) -> int:
             windows = manager.monitor(args.model, args.env, hours=args.hours, window_s=window_s)
         except ValueError as exc:
             raise SystemExit(f"rollout monitor: {exc}") from None
+        kept = manager.kept_windows(args.model, args.env, limit=10)
+        alarms = manager.degradations(args.model, args.env, limit=10)
+    detectors = next((w for w in reversed(kept) if w.detectors is not None), None)
     if args.json:
-        print(to_json([window.to_dict() for window in windows]))
+        print(
+            to_json(
+                {
+                    "windows": [window.to_dict() for window in windows],
+                    "detectors": None if detectors is None else detectors.to_dict(),
+                    "alarms": [alarm.to_dict() for alarm in alarms],
+                }
+            )
+        )
     else:
         print(format_monitor(args.model, args.env, windows, args.hours, window_s))
+        print(format_detectors(detectors, alarms))
     return 0
 
 

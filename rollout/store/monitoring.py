@@ -48,13 +48,18 @@ class VersionWindow:
     output_mean: float | None = None
     labelled: int = 0
     correct_share: float | None = None
+    correct: int = 0
+    # requests per latency bin (rollout.summary.LATENCY_EDGES), for the change detectors
+    latency_counts: list[int] = field(default_factory=list, repr=False)
 
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "error_rate": self.error_rate}
+        out = {**asdict(self), "error_rate": self.error_rate}
+        del out["latency_counts"], out["correct"]
+        return out
 
 
 @dataclass
@@ -114,6 +119,12 @@ class Monitoring:
                 f"{hours:g} h in windows of {window_s:g} s is more than {MAX_WINDOWS} windows"
             )
         first = math.floor((now - hours * 3600.0) / window_s) * window_s
+        return self.read(model, environment, first, now, window_s)
+
+    def read(
+        self, model: str, environment: str, first: float, last: float, window_s: float
+    ) -> list[Window]:
+        """The windows of ``window_s`` seconds from ``first`` with rows up to ``last``."""
         folds: dict[tuple[int, str], _Fold] = {}
         query = (
             select(
@@ -132,7 +143,7 @@ class Monitoring:
                 predictions.c.environment == environment,
                 predictions.c.model == model,
                 predictions.c.ts >= first,
-                predictions.c.ts <= now,
+                predictions.c.ts <= last,
                 predictions.c.arm != "shadow",  # mirrored copies answered nobody
             )
         )
@@ -196,6 +207,8 @@ def _windows(folds: dict[tuple[int, str], _Fold], first: float, window_s: float)
                 output_mean=fold.total / fold.numbers if fold.numbers else None,
                 labelled=fold.labelled,
                 correct_share=fold.correct / fold.labelled if fold.labelled else None,
+                correct=fold.correct,
+                latency_counts=[int(v) for v in fold.latency],
             )
         )
     return [

@@ -140,8 +140,9 @@ def test_the_command_prints_windows_as_text_and_json(tmp_path: Path) -> None:
             check=True,
         ).stdout
     )
-    assert sum(w["requests"] for w in data) == 100
-    assert {v["version"] for w in data for v in w["versions"]} == {"3"}
+    assert sum(w["requests"] for w in data["windows"]) == 100
+    assert {v["version"] for w in data["windows"] for v in w["versions"]} == {"3"}
+    assert (data["detectors"], data["alarms"]) == (None, [])  # no manager has kept a window
     bad = subprocess.run(
         [*base, "--env", "prod", "--window", "soon"], capture_output=True, text=True
     )

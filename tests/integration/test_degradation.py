@@ -1,0 +1,129 @@
+"""Every serving release monitored, rollout or not (rollout/degradation.py), on the real store
+(SQLite and PostgreSQL) and a real registry: hourly windows kept, the change detectors warm up
+on the release's first windows, an A/A day raises no alarm, a release whose error rate
+doubles later is caught within a few windows, the alarm is a webhook and, with
+``on_degradation: rollback``, traffic returns to the previous release by itself; the command
+shows the windows and the alarm."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import MODEL, DemoHome, LogWriter, logged
+from rollout.degradation import REFERENCE_MAX_WINDOWS
+from rollout.environments import Environment
+from rollout.manager import Manager
+from rollout.spec import load_spec
+
+HOUR = 3600.0
+PER_HOUR = 1_500
+WAITS = load_spec({"strategy": {"canary": {"steps": [{"weight": 10, "min_requests": 10**6}]}}})
+
+
+def serving_v2(home: DemoHome, store_url: str, on_degradation: str) -> Manager:
+    settings = replace(
+        home.settings, store_url=store_url, webhook_urls=("http://127.0.0.1:9/hook",)
+    )
+    prod = Environment("prod", on_degradation=on_degradation)  # type: ignore[arg-type]
+    manager = Manager(settings, environments=[prod])
+    manager.start(MODEL, home.versions["baseline"], "prod", actor="alice")
+    manager.start(MODEL, home.versions["better"], "prod", WAITS, actor="alice")
+    manager.promote(MODEL, "prod", actor="bob")
+    return manager
+
+
+def traffic(manager: Manager, version: str, now: float, error_rates: list[float]) -> None:
+    """One window of PER_HOUR requests per hour, ending with the hour before ``now``'s: the
+    errors spread evenly (each hour's ``error_rates`` share), latencies 8-14 ms."""
+    closed = math.floor((now - 60.0) / HOUR) * HOUR
+    first = closed - len(error_rates) * HOUR
+    rng = np.random.default_rng(0)
+    records = []
+    for hour, rate in enumerate(error_rates):
+        failing = set(rng.choice(PER_HOUR, size=round(rate * PER_HOUR), replace=False).tolist())
+        for i in range(PER_HOUR):
+            record = logged(
+                "",
+                "baseline",
+                version,
+                1,
+                latency_ms=8.0 + (i % 7),
+                error="boom" if i in failing else None,
+            )
+            records.append(replace(record, rollout_id=None, ts=first + hour * HOUR + i + 0.5))
+    LogWriter(manager.engine).write(records)
+
+
+def test_an_a_a_day_raises_nothing_and_a_later_doubling_is_caught(
+    home: DemoHome, store_url: str
+) -> None:
+    manager = serving_v2(home, store_url, on_degradation="alert")
+    v2 = home.versions["better"]
+    now = time.time()
+    traffic(manager, v2, now, [0.01] * REFERENCE_MAX_WINDOWS)
+    assert manager.watch_releases(now) == []
+    kept = [w for w in manager.kept_windows(MODEL, "prod", limit=100) if w.version == v2]
+    assert len(kept) == REFERENCE_MAX_WINDOWS and {w.requests for w in kept} == {PER_HOUR}
+    assert {w.errors for w in kept} == {15}
+    # the reference: the first 7 windows (10,500 requests >= 10,000); then judged
+    assert [("warming_up" in (w.detectors or {})) for w in kept[:8]] == [True] * 6 + [False] * 2
+    streams = kept[-1].detectors["streams"]  # type: ignore[index]
+    assert set(streams) == {"errors", "latency"}  # no labels: no quality stream
+    assert 0.01 < streams["errors"]["p0"] < 0.02  # the upper bound of 1%, times 1.5
+    assert manager.watch_releases(now) == []  # nothing new: nothing kept twice
+    assert len(manager.kept_windows(MODEL, "prod", limit=100)) == len(kept)
+
+    later = now + 6 * HOUR
+    traffic(manager, v2, later, [0.01, 0.01] + [0.03] * 4)  # triple from the third hour
+    (alarm,) = manager.watch_releases(later)
+    assert (alarm.version, alarm.stream, alarm.rolled_back) == (v2, "errors", False)
+    closed = math.floor((later - 60.0) / HOUR) * HOUR
+    assert closed - 4 * HOUR < alarm.start < closed  # within the degraded hours
+    assert alarm.reason.startswith(f"{MODEL} v{v2} in prod degraded: failed requests: bad rate")
+    (hook,) = [d for d in manager.webhooks.deliveries() if d.event == "degraded"]
+    assert json.loads(hook.payload)["reason"] == alarm.reason
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None and plan.baseline_version == v2  # alert only
+    assert manager.degradations(MODEL, "prod")[0].alarm == alarm.reason
+    manager.close()
+
+
+def test_on_degradation_rollback_returns_to_the_previous_release(
+    home: DemoHome, tmp_path: object
+) -> None:
+    manager = serving_v2(home, home.settings.store_url, on_degradation="rollback")
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    now = time.time()
+    traffic(manager, v2, now, [0.01] * 10 + [0.05] * 4)
+    (alarm,) = manager.watch_releases(now)
+    assert alarm.rolled_back and alarm.version == v2
+    back = manager.history(MODEL, "prod")[0]
+    assert (back.kind, back.version, back.started_by) == ("rollback", v1, "monitor")
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None and plan.baseline_version == v1
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "rollout", "--home", str(home.settings.home),
+         "--registry-uri", home.settings.registry_uri,
+         "--store-url", home.settings.store_url, "monitor", MODEL, "--env", "prod"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "alarm" in shown.stdout and "failed requests" in shown.stdout
+    manager.close()
+
+
+@pytest.mark.parametrize("window", ["30s", "2d", "often"])
+def test_a_bad_monitor_window_is_refused(window: str) -> None:
+    from rollout.environments import parse_environments
+    from rollout.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"monitor\.window"):
+        parse_environments({"environments": [{"name": "prod", "monitor": {"window": window}}]})
