@@ -28,6 +28,12 @@ requests over at least ``REFERENCE_WINDOWS`` windows, or ``MIN_REFERENCE_REQUEST
   the window is read), held to the reference's wrong rate's upper bound plus the ``quality``
   gate's ``max_decrease``; only with ``MIN_REFERENCE_LABELS`` labelled reference requests.
 
+Each kept window of the serving version also holds its **input drift**: its first
+``INPUT_ROWS`` feature rows against the version's training reference
+(:func:`rollout.registry.find_reference`), else against its first window with requests (which
+then says it is the reference), per feature with the false discovery rate held at
+``INPUT_ALPHA`` within the window (:mod:`monitors.features`). It is shown, never alarmed on.
+
 A degradation found in the first hours of a release is the rollout's gates' and the watch's to
 catch; these detectors find the changes that come later. An alarm is written on its window's
 row, sent to the webhooks as ``degraded``, and with the environment's ``on_degradation:
@@ -43,18 +49,24 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from contract.sql.schema import monitor_windows, traffic_plans
 from monitors.changes import ChangeDetector, bound_from_reference
+from monitors.features import FeatureCounts, FeatureReference, input_drift
 from rollout.environments import Environments
 from rollout.notify import Webhooks
 from rollout.spec import AnalysisSpec
 from rollout.store.monitoring import Monitoring, VersionWindow, Window
+from rollout.store.predictions import PredictionLog
 from rollout.summary import LATENCY_EDGES
+
+if TYPE_CHECKING:
+    from rollout.registry import Reference
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +79,9 @@ REFERENCE_MAX_WINDOWS = 24
 MIN_REFERENCE_REQUESTS = 1_000
 MIN_REFERENCE_LABELS = 200
 REFERENCE_ALPHA = 0.01
+INPUT_ROWS = 2_000  # feature rows of a window compared with the reference
+MIN_INPUT_ROWS = 100
+INPUT_ALPHA = 0.05
 STREAMS = ("errors", "latency", "quality")
 
 
@@ -114,6 +129,7 @@ class ReleaseMonitor:
         analysis: Callable[[str, str, str], AnalysisSpec],
         active: Callable[[str, str], bool],
         rollback: Callable[[str, str, str], None],
+        reference: Callable[[str, str], Reference] | None = None,
     ) -> None:
         self.engine = engine
         self._environments = environments
@@ -121,6 +137,10 @@ class ReleaseMonitor:
         self._analysis = analysis  # (model, environment, version) -> the release's analysis
         self._active = active  # (model, environment) -> a rollout is active there
         self._rollback = rollback  # (model, environment, reason): back to the previous release
+        self._reference = reference  # (model, version) -> its training reference
+        # (environment, model, version) -> the reference its windows' inputs are compared with
+        self._inputs: dict[tuple[str, str, str], _InputReference] = {}
+        self.predictions = PredictionLog(engine)
 
     def run(self, now: float, budget_s: float = 2.0) -> list[Degradation]:
         """Keep and judge every closed window not kept yet (within ``budget_s``, roughly:
@@ -234,7 +254,11 @@ class ReleaseMonitor:
         with self.engine.begin() as conn:
             for version, counts in versions.items():
                 detectors = None
+                summary = _summary(counts)
                 if version == serving:
+                    summary["input_drift"] = self._input_drift(
+                        conn, environment, model, version, window
+                    )
                     detectors, alarm = self._judge(conn, environment, model, version, counts)
                     if alarm is not None:
                         alarm = _Alarm(
@@ -265,13 +289,95 @@ class ReleaseMonitor:
                         errors=counts.errors,
                         labelled=counts.labelled,
                         wrong=counts.labelled - counts.correct,
-                        summary=json.dumps(_summary(counts)),
+                        summary=json.dumps(summary),
                         detectors=None if detectors is None else json.dumps(detectors),
                         alarm=None if alarm is None or version != serving else alarm.reason,
                         created_at=now,
                     )
                 )
         return alarm
+
+    def _input_drift(
+        self, conn: Connection, environment: str, model: str, version: str, window: Window
+    ) -> dict[str, Any]:
+        """The window's inputs (its first ``INPUT_ROWS`` feature rows) against the version's
+        training reference, else against its first window with ``MIN_INPUT_ROWS`` rows (this
+        one, if it is the first): which features drifted (:func:`monitors.features.
+        input_drift` at alpha ``INPUT_ALPHA``: the false discovery rate within the window)."""
+        rows = self.predictions.served_features(
+            environment, model, version, window.start, window.end, INPUT_ROWS
+        )
+        key = (environment, model, version)
+        found = self._inputs.get(key)
+        if found is None:
+            found = self._input_reference(conn, key, rows, window)
+            if found.reference is not None:  # kept; else looked for again at the next window
+                self._inputs[key] = found
+        if found.reference is None:
+            return {"rows": len(rows), "why": found.why}
+        if found.first == window.start:
+            return {"rows": len(rows), "source": found.source, "is_reference": True}
+        if len(rows) < MIN_INPUT_ROWS:
+            return {"rows": len(rows), "source": found.source, "why": "too few rows to compare"}
+        counts = FeatureCounts(found.reference, INPUT_ROWS)
+        counts.add(rows)
+        drift = input_drift(counts, alpha=INPUT_ALPHA, min_n=MIN_INPUT_ROWS)
+        return {
+            "rows": counts.n_rows,
+            "source": found.source,
+            "features": len(drift.features),
+            "drifted": drift.drifted,
+            "verdict": drift.verdict,
+            "most": [
+                [f.name, f.distance, f.low, f.high] for f in drift.most_drifted(3) if f.drifted
+            ],
+        }
+
+    def _input_reference(
+        self,
+        conn: Connection,
+        key: tuple[str, str, str],
+        rows: list[dict[str, object]],
+        window: Window,
+    ) -> _InputReference:
+        environment, model, version = key
+        why = "no training reference looked for"
+        if self._reference is not None:
+            try:
+                training = self._reference(model, version)
+            except Exception as exc:  # a registry outage: compare with the first window instead
+                training, why = None, f"no training reference: {exc}"
+            if training is not None and training.frame is not None:
+                served = {name for row in rows for name in row}
+                columns = [c for c in training.frame.columns if not served or c in served]
+                if columns:
+                    frame = training.frame
+                    return _InputReference(
+                        FeatureReference({str(c): frame[c].tolist() for c in columns}),
+                        f"the training reference ({training.source})",
+                    )
+            if training is not None:
+                why = training.why or "the training reference shares no column with the requests"
+        first = conn.execute(
+            select(func.min(monitor_windows.c.start)).where(
+                monitor_windows.c.environment == environment,
+                monitor_windows.c.model == model,
+                monitor_windows.c.version == version,
+                monitor_windows.c.requests >= MIN_INPUT_ROWS,
+            )
+        ).scalar()
+        start = window.start if first is None else float(first)
+        if start != window.start:
+            rows = self.predictions.served_features(
+                environment, model, version, start, start + window.end - window.start, INPUT_ROWS
+            )
+        if len(rows) < MIN_INPUT_ROWS:
+            return _InputReference(None, "", f"{why}; its first window has too few feature rows")
+        return _InputReference(
+            FeatureReference.from_rows(rows),
+            f"its first window ({why}): {len(rows):,} requests from {_when(start)}",
+            first=start,
+        )
 
     def _judge(
         self,
@@ -397,6 +503,18 @@ def reference_streams(
             return streams
         streams["quality"] = {"p0": p0, "detector": ChangeDetector(p0).to_dict()}
     return streams
+
+
+@dataclass(frozen=True)
+class _InputReference:
+    reference: FeatureReference | None
+    source: str
+    why: str = ""
+    first: float | None = None  # the window that is the reference, when it is one
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class Manager:
             self._release_analysis,
             lambda model, environment: self.records.active(model, environment) is not None,
             lambda model, environment, reason: self._degraded(model, environment, reason),
+            self.reference,
         )
         self.loop = Loop(
             self.records,

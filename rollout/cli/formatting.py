@@ -349,7 +349,22 @@ def format_detectors(latest: KeptWindow | None, alarms: Sequence[KeptWindow]) ->
                 f"{max(detector.log_statistic, 0.0):.2f} of {detector.log_threshold:.2f}"
             )
         lines.append(f"  v{latest.version} after {when(latest.end)}: " + "; ".join(parts))
+    if latest is not None and "input_drift" in latest.summary:
+        lines.append(f"  inputs: {_inputs_text(latest.summary['input_drift'])}")
     lines.append("alarms:" if alarms else "alarms: none")
     for alarm in alarms:
         lines.append(f"  {when(alarm.start)} to {when(alarm.end)[11:]}  {alarm.alarm}")
     return "\n".join(lines)
+
+
+def _inputs_text(drift: dict[str, Any]) -> str:
+    """A kept window's input drift, in a line."""
+    if drift.get("is_reference"):
+        return f"this window is the reference: {drift['source']}"
+    if "features" not in drift:
+        return f"not compared ({drift.get('why', '?')}; {drift.get('rows', 0):,} rows)"
+    most = ", ".join(f"{name} {distance:.2f}" for name, distance, _, _ in drift["most"])
+    return (
+        f"{drift['drifted']} of {drift['features']} features drifted over {drift['rows']:,} "
+        f"requests from {drift['source']}{f' (most: {most})' if most else ''}"
+    )

@@ -290,15 +290,39 @@ class PredictionLog:
         with self.engine.connect() as conn:
             for row_id, raw in conn.execute(query):
                 last = int(row_id)
-                if raw is None:
-                    continue
-                try:
-                    parsed = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(parsed, list):
-                    rows.extend(row for row in parsed if isinstance(row, dict))
+                rows.extend(_feature_rows(raw))
         return last, rows
+
+    def served_features(
+        self,
+        environment: str,
+        model: str,
+        version: str,
+        start: float,
+        end: float,
+        limit: int = 2000,
+    ) -> list[dict[str, object]]:
+        """The feature rows of the first ``limit`` requests ``version`` answered in
+        ``[start, end)``, rollout or not (mirrored shadow copies left out)."""
+        query = (
+            select(predictions.c.features)
+            .where(
+                predictions.c.environment == environment,
+                predictions.c.model == model,
+                predictions.c.version == version,
+                predictions.c.ts >= start,
+                predictions.c.ts < end,
+                predictions.c.arm != "shadow",
+                predictions.c.features.is_not(None),
+            )
+            .order_by(predictions.c.id)
+            .limit(limit)
+        )
+        rows: list[dict[str, object]] = []
+        with self.engine.connect() as conn:
+            for (raw,) in conn.execute(query):
+                rows.extend(_feature_rows(raw))
+        return rows
 
     def paired(
         self, rollout_id: str, since_ts: float = 0.0
@@ -404,3 +428,14 @@ def _fold_chunk(summary: WindowSummary, chunk: Sequence[Sequence[Any]]) -> None:
 def _sample(arm: str) -> Arm:
     """The gates' sample of a logged arm: a preview's pinned requests stand for the canary."""
     return "baseline" if arm == BASELINE else "canary"
+
+
+def _feature_rows(raw: str | None) -> list[dict[str, object]]:
+    """A logged request's feature rows (none when it was logged without, or unreadable)."""
+    if raw is None:
+        return []
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return []
+    return [row for row in parsed if isinstance(row, dict)] if isinstance(parsed, list) else []

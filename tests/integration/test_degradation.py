@@ -40,9 +40,16 @@ def serving_v2(home: DemoHome, store_url: str, on_degradation: str) -> Manager:
     return manager
 
 
-def traffic(manager: Manager, version: str, now: float, error_rates: list[float]) -> None:
+def traffic(
+    manager: Manager,
+    version: str,
+    now: float,
+    error_rates: list[float],
+    shifts: list[float] | None = None,
+) -> None:
     """One window of PER_HOUR requests per hour, ending with the hour before ``now``'s: the
-    errors spread evenly (each hour's ``error_rates`` share), latencies 8-14 ms."""
+    errors spread evenly (each hour's ``error_rates`` share), latencies 8-14 ms; with
+    ``shifts``, two normal features per request, shifted by the hour's shift."""
     closed = math.floor((now - 60.0) / HOUR) * HOUR
     first = closed - len(error_rates) * HOUR
     rng = np.random.default_rng(0)
@@ -58,7 +65,11 @@ def traffic(manager: Manager, version: str, now: float, error_rates: list[float]
                 latency_ms=8.0 + (i % 7),
                 error="boom" if i in failing else None,
             )
-            records.append(replace(record, rollout_id=None, ts=first + hour * HOUR + i + 0.5))
+            record = replace(record, rollout_id=None, ts=first + hour * HOUR + i + 0.5)
+            if shifts is not None:
+                x = rng.normal(shifts[hour], 1.0, 2)
+                record = replace(record, features=json.dumps([{"a": x[0], "b": x[1]}]))
+            records.append(record)
     LogWriter(manager.engine).write(records)
 
 
@@ -117,6 +128,33 @@ def test_on_degradation_rollback_returns_to_the_previous_release(
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "alarm" in shown.stdout and "failed requests" in shown.stdout
+    manager.close()
+
+
+def test_each_window_s_inputs_against_the_first_window(home: DemoHome) -> None:
+    """No training reference for v2: its first window becomes one, and says so; the later
+    windows' inputs are compared with it, drift found when the features move."""
+    manager = serving_v2(home, home.settings.store_url, on_degradation="alert")
+    v2 = home.versions["better"]
+    now = time.time()
+    traffic(manager, v2, now, [0.0] * 6, shifts=[0.0] * 4 + [1.0] * 2)
+    manager.watch_releases(now)
+    kept = [
+        w.summary["input_drift"] for w in manager.kept_windows(MODEL, "prod") if w.version == v2
+    ]
+    assert len(kept) == REFERENCE_MAX_WINDOWS and kept[0] == {
+        "rows": 0,
+        "why": f"no training reference for v{v2}: no dataset logged with mlflow.log_input; no "
+        "readable reference.parquet or reference.csv beside the model; its first window has "
+        "too few feature rows",
+    }  # the first windows had no requests
+    first, same, moved = kept[-6], kept[-3], kept[-1]
+    assert first["is_reference"] and first["source"].startswith(
+        f"its first window (no training reference for v{v2}: no dataset logged"
+    )
+    assert (same["features"], same["drifted"], same["rows"]) == (2, 0, PER_HOUR)
+    assert (moved["drifted"], moved["verdict"]) == (2, "fail")
+    assert [name for name, *_ in moved["most"]] in (["a", "b"], ["b", "a"])
     manager.close()
 
 
