@@ -8,10 +8,10 @@ is the first move's input instead of evidence. :meth:`Loop.tick` drives every ac
 :meth:`Loop.run` ticks while this manager holds the store's lease (:mod:`rollout.lease`), and
 every save it makes re-checks the lease in its transaction, so of several managers on one store
 exactly one acts. Webhooks are delivered by a thread beside the ticks, so a slow receiver never
-delays a decision. After each tick come the housekeeping passes: the release monitor
-(:mod:`rollout.degradation`) and the retention (:mod:`rollout.store.retention`). Optimistic
-concurrency (``row_version``) makes a second manager, or a command racing a tick, lose cleanly
-with :class:`~rollout.errors.ConflictError` instead of acting twice.
+delays a decision; the release monitor (:mod:`rollout.degradation`) runs in a thread beside them
+too, and the retention (:mod:`rollout.store.retention`) after each tick, within its budget.
+Optimistic concurrency (``row_version``) makes a second manager, or a command racing a tick,
+lose cleanly with :class:`~rollout.errors.ConflictError` instead of acting twice.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class Loop:
     ) -> None:
         self.records = records
         self._monitor = monitor  # the release monitor's pass, every MONITOR_EVERY_S
-        self._monitor_at = -float("inf")
         self._prune = prune  # the retention's pass, every PRUNE_EVERY_S while holding the lease
         self._prune_at = -float("inf")  # when the next pass is due
         self.looks = looks
@@ -179,6 +178,11 @@ class Loop:
             daemon=True,  # an attempt stuck in its timeout never holds up shutdown
         )
         deliverer.start()
+        monitor = threading.Thread(
+            target=self._monitor_releases, args=(stop, done), name="release-monitor", daemon=True
+        )
+        if self._monitor is not None:
+            monitor.start()
         try:
             while not stop.is_set():
                 try:
@@ -206,22 +210,15 @@ class Loop:
             self.lease = None
             done.set()
             deliverer.join(timeout=self._webhooks().timeout_s + 1.0)
+            if monitor.is_alive():
+                monitor.join(timeout=2.0)  # a pass reading a long log ends on its own
             if holding:
                 lease.release()
 
     def _housekeeping(self) -> None:
-        """After a tick (so they never delay a decision by more than their budgets): the
-        release monitor's pass every ``MONITOR_EVERY_S``; the retention's every
-        ``PRUNE_EVERY_S``, or ``PRUNE_BEHIND_S`` while rows are still due."""
+        """The retention's pass, after a tick (so it never delays a decision by more than its
+        budget): every ``PRUNE_EVERY_S``, or ``PRUNE_BEHIND_S`` while rows are still due."""
         now = self.clock.time()
-        if self._monitor is not None and now >= self._monitor_at:
-            self._monitor_at = now + MONITOR_EVERY_S
-            try:
-                for alarm in self._monitor(now):
-                    back = " (traffic back on the previous release)" if alarm.rolled_back else ""
-                    log.warning("%s%s", alarm.reason, back)
-            except SQLAlchemyError:
-                log.exception("monitoring the serving releases failed; trying again later")
         if self._prune is None or now < self._prune_at:
             return
         self._prune_at = now + PRUNE_EVERY_S
@@ -239,6 +236,23 @@ class Loop:
             )
         if not pruned.done:
             self._prune_at = now + PRUNE_BEHIND_S
+
+    def _monitor_releases(self, stop: threading.Event, done: threading.Event) -> None:
+        """The release monitor's pass every ``MONITOR_EVERY_S`` while this manager holds the
+        lease, beside the tick loop: reading an hour of a busy model's log takes seconds, and
+        a decision never waits for it."""
+        assert self._monitor is not None
+        while not (stop.is_set() or done.is_set()):
+            if self.lease is not None:
+                try:
+                    for alarm in self._monitor(self.clock.time()):
+                        back = (
+                            " (traffic back on the previous release)" if alarm.rolled_back else ""
+                        )
+                        log.warning("%s%s", alarm.reason, back)
+                except Exception:
+                    log.exception("monitoring the serving releases failed; trying again later")
+            done.wait(MONITOR_EVERY_S)
 
     def _deliver_webhooks(
         self, stop: threading.Event, done: threading.Event, interval_s: float

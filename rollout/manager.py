@@ -62,7 +62,7 @@ __all__ = ["Manager", "Status"]
 log = logging.getLogger(__name__)
 
 PRUNE_BUDGET_S = 0.5  # the longest one pass of the retention may delete for
-MONITOR_BUDGET_S = 2.0  # about the longest one pass of the release monitor may read for
+MONITOR_BUDGET_S = 20.0  # about the longest one pass of the release monitor (a thread) reads
 
 
 class Manager:

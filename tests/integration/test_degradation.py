@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import MODEL, DemoHome, LogWriter, logged
+from conftest import MODEL, DemoHome, LogWriter, logged, wait_until
 from rollout.degradation import REFERENCE_MAX_WINDOWS
 from rollout.environments import Environment
 from rollout.manager import Manager
@@ -155,6 +157,45 @@ def test_each_window_s_inputs_against_the_first_window(home: DemoHome) -> None:
     assert (same["features"], same["drifted"], same["rows"]) == (2, 0, PER_HOUR)
     assert (moved["drifted"], moved["verdict"]) == (2, "fail")
     assert [name for name, *_ in moved["most"]] in (["a", "b"], ["b", "a"])
+    manager.close()
+
+
+def test_the_manager_process_rolls_a_degraded_release_back_by_itself(
+    home: DemoHome, tmp_path: Path
+) -> None:
+    """``rollout manager`` (a real process, environments.yaml with ``on_degradation:
+    rollback``) keeps the windows and returns traffic to v1 without anyone asking."""
+    manager = serving_v2(home, home.settings.store_url, on_degradation="alert")
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    traffic(manager, v2, time.time(), [0.01] * 10 + [0.05] * 4)
+    environments = tmp_path / "environments.yaml"
+    environments.write_text(
+        "environments:\n  - {name: prod, monitor: {window: 1h, on_degradation: rollback}}\n"
+    )
+    env = {
+        **os.environ,
+        **home.settings.env(),
+        "ROLLOUT_ENVIRONMENTS_FILE": str(environments),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "manager", "--interval", "0.2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        back = wait_until(
+            lambda: manager.history(MODEL, "prod")[0],
+            "the monitor's rollback",
+            timeout_s=90,
+            until=lambda release: release.kind == "rollback",
+        )
+        assert (back.version, back.started_by) == (v1, "monitor")
+        (alarm,) = manager.degradations(MODEL, "prod")
+        assert f"{MODEL} v{v2} in prod degraded: failed requests" in (alarm.alarm or "")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
     manager.close()
 
 
