@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitors import GateResult, Verdict
+from monitors.features import FeatureCounts
 from rollout.judge import (
     Inputs,
     Look,
@@ -78,11 +79,14 @@ def analyse_alone(
     window_start: float | None = None,
     quality: bool = False,
     inputs: Inputs | None = None,
+    outputs: FeatureCounts | None = None,
 ) -> StepEvidence:
     """The evidence of one look at a step where the candidate serves alone (100%): its SLO
     and its history (:func:`rollout.judge.judge_alone`; ``quality``: accuracy too, in a
     watch); ``first_generation`` is the step's first plan generation in the window."""
-    results = judge_alone(summary, first_generation, analysis, quality=quality, inputs=inputs)
+    results = judge_alone(
+        summary, first_generation, analysis, quality=quality, inputs=inputs, outputs=outputs
+    )
     verdict = combine_alone(results, summary, first_generation)
     before, n_alone = canary_requests(summary, first_generation)
     reason = summarise(results, verdict)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from monitors import GateResult
+from monitors.features import FeatureCounts
 from rollout.analysis import analyse, analyse_alone, write_drift_report
 from rollout.environments import Environment
 from rollout.errors import RegistryError
@@ -105,14 +106,16 @@ class Evidence:
         inputs = self._served_inputs(record, spec.analysis, start, preview)
         if step.weight_pct >= 100:  # the candidate alone: its SLO and its history
             first = self.predictions.first_generation(record.id, since)
+            analysis = self._analysis(record)
             evidence = analyse_alone(
                 summary,
-                self._analysis(record),
+                analysis,
                 first_generation=sys.maxsize if first is None else first,  # none yet: no rows
                 weight_pct=step.weight_pct,
                 step_index=state.step_index,
                 window_start=start,
                 inputs=inputs,
+                outputs=self._outputs(record, analysis, start, first),
             )
             return replace(evidence, step_requests=in_step)
         evidence = analyse(
@@ -151,6 +154,7 @@ class Evidence:
             window_start=start,
             quality=True,  # delayed labels: the release against the previous one's record
             inputs=self._served_inputs(record, analysis, start, None),
+            outputs=self._outputs(record, analysis, start, first),
         )
         return replace(evidence, kind="watch", step_requests=None)
 
@@ -160,6 +164,16 @@ class Evidence:
         """The arms' features for the spec's ``input_drift`` gate (None: it has none)."""
         gate = analysis.input_drift
         return None if gate is None else self._inputs.look(record, start, preview, gate)
+
+    def _outputs(
+        self, record: RolloutRecord, analysis: AnalysisSpec, start: float, first: int | None
+    ) -> FeatureCounts | None:
+        """The candidate's outputs since plan generation ``first`` counted against its outputs
+        before it, for the spec's ``output_drift`` gate judged historically (None: no such
+        gate, no rows yet, or none before the switch)."""
+        if analysis.output_drift is None or first is None:
+            return None
+        return self._inputs.outputs(record.id, start, first)
 
     def _analysis(self, record: RolloutRecord) -> AnalysisSpec:
         """The spec's analysis, with the environment's SLO when the spec gives none."""

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STAND_IN_ROWS = 5_000  # baseline rows that stand in for a missing training reference
 READ_ROWS = 5_000  # rows read per arm and look (the rest at the next looks)
+OUTPUT_ROWS = 5_000  # the candidate's outputs before a switch, and after, compared
 
 
 @dataclass
@@ -52,11 +53,19 @@ class _State:
     stand_in: list[dict[str, object]] = field(default_factory=list)
 
 
+@dataclass
+class _Outputs:
+    key: tuple[float, int]
+    counts: FeatureCounts | None = None
+    last: int = 0
+
+
 class ServedInputs:
     def __init__(self, predictions: PredictionLog, registry: Callable[[], MlflowRegistry]) -> None:
         self.predictions = predictions
         self._registry = registry
         self._states: dict[str, _State] = {}
+        self._outputs: dict[str, _Outputs] = {}
 
     def look(
         self, record: RolloutRecord, start: float, preview: str | None, gate: InputDriftGate
@@ -93,6 +102,30 @@ class ServedInputs:
 
     def forget(self, rollout_id: str) -> None:
         self._states.pop(rollout_id, None)
+
+    def outputs(self, rollout_id: str, start: float, first: int) -> FeatureCounts | None:
+        """The candidate's outputs since plan generation ``first`` (the switch to 100%, or
+        the watch) counted on the bins of its first ``OUTPUT_ROWS`` outputs before it, in the
+        window since ``start``; the later ones read incrementally, the first ``OUTPUT_ROWS``
+        (None: no outputs before the switch)."""
+        key = (start, first)
+        state = self._outputs.get(rollout_id)
+        if state is None or state.key != key:
+            _, before = self.predictions.candidate_outputs(
+                rollout_id, start, first, later=False, limit=OUTPUT_ROWS
+            )
+            state = self._outputs[rollout_id] = _Outputs(key)
+            if before:
+                reference = FeatureReference({"output": before[:OUTPUT_ROWS]})
+                state.counts = FeatureCounts(reference, OUTPUT_ROWS)
+        if state.counts is None:
+            return None
+        if not state.counts.full:
+            state.last, after = self.predictions.candidate_outputs(
+                rollout_id, start, first, later=True, after_id=state.last, limit=READ_ROWS
+            )
+            state.counts.add({"output": value} for value in after)
+        return state.counts
 
     def _begin(self, record: RolloutRecord, key: tuple[float, str | None]) -> _State:
         from mlflow.exceptions import MlflowException

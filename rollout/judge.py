@@ -82,6 +82,7 @@ from rollout.spec import (
     InputDriftEntry,
     InputDriftGate,
     LatencyGate,
+    OutputDriftEntry,
     OutputDriftGate,
     QualityGate,
 )
@@ -181,6 +182,7 @@ def judge_alone(
     *,
     quality: bool = False,
     inputs: Inputs | None = None,
+    outputs: FeatureCounts | None = None,
 ) -> list[GateResult]:
     """The gates of a step where the candidate serves alone (100%: a canary's last step, a
     blue/green bake, a linear rollout's last step), from the window's plan generations from
@@ -198,7 +200,11 @@ def judge_alone(
       before (labels arrive late, so a 100% step, which ends on its own evidence, leaves it
       out). Output drift is not judged here (outputs are not kept per generation).
     - the spec's ``input_drift`` gate, with ``inputs``: the candidate's features since the
-      window began against its reference.
+      window began against its reference;
+    - the spec's ``output_drift`` gate, with ``outputs`` (the candidate's outputs since the
+      switch, counted on the bins of its outputs before it), as ``output_drift_history``: its
+      outputs now against its own while it served beside the baseline
+      (:func:`_output_history`).
 
     The phase has its own alpha, the spec's, split equally among these blocking gates."""
     now = [g for key, g in summary.groups.items() if key >= first_generation]
@@ -222,8 +228,11 @@ def judge_alone(
     if not any(g.requests["baseline"] for g in before):
         history = []
     drift = next((e for e in analysis.effective_gates if isinstance(e, InputDriftEntry)), None)
+    moved = next((e for e in analysis.effective_gates if isinstance(e, OutputDriftEntry)), None)
+    moved = moved if outputs is not None else None
     deciding = (slo.error_rate is not None) + (slo.latency is not None) + len(history)
     deciding += drift is not None and blocking(drift)
+    deciding += moved is not None and blocking(moved)
     alpha = analysis.alpha
     if analysis.correction != "none" and deciding > 1:
         alpha /= deciding
@@ -248,9 +257,13 @@ def judge_alone(
         runs.append(
             _input_drift(inputs, drift.input_drift, replace(mark, blocking=blocking(drift)))
         )
+    if moved is not None and outputs is not None:
+        gate, own = moved.output_drift, replace(mark, blocking=blocking(moved))
+        runs.append(_output_history(outputs, gate, own))
     search_together([search for run in runs for search in next(run)])
     results = [_finished(run) for run in runs]
-    return [r if r.gate.startswith(("slo_", "input_")) else _historical(r) for r in results]
+    kept = ("slo_", "input_", "output_drift_history")
+    return [r if r.gate.startswith(kept) else _historical(r) for r in results]
 
 
 def combine_alone(
@@ -788,6 +801,47 @@ def _input_drift(inputs: Inputs | None, gate: InputDriftGate, mark: _Mark) -> Ga
         details=details,
         ci_low=found.share,
         ci_high=found.not_within / m,
+        blocking=mark.blocking,
+        alpha=mark.alpha,
+    )
+
+
+def _output_history(outputs: FeatureCounts, gate: OutputDriftGate, mark: _Mark) -> GateRun:
+    """The candidate's outputs since the switch against its own before it (while it served
+    beside the baseline): the KS distance of numbers or the total variation of categories
+    (:mod:`monitors.features`, the earlier outputs a fixed reference), against ``delta``
+    (advisory without one, reported against 0.1). Historical: the two windows are at
+    different times."""
+    yield []
+    delta = gate.delta if gate.delta is not None else ADVISORY_DELTA
+    before = outputs.reference.n_rows
+    found = input_drift(outputs, alpha=mark.alpha, delta=delta, max_share=1.0, min_n=gate.min_n)
+    (output,) = found.features
+    verdict: Verdict = "fail" if output.drifted else "pass" if output.within else "inconclusive"
+    distance = "KS distance" if output.kind == "numeric" else "total-variation distance"
+    said = {
+        "fail": "proven to have moved more than allowed",
+        "pass": "proven not to have moved more than allowed",
+        "inconclusive": "not decided yet",
+    }[verdict]
+    return GateResult(
+        gate="output_drift_history",
+        test="ks_distance" if output.kind == "numeric" else "total_variation",
+        statistic=output.distance,
+        p_value=None,
+        effect_size=output.distance,
+        threshold=delta,
+        n_baseline=before,
+        n_canary=outputs.n_rows,
+        verdict=verdict,
+        reason=(
+            f"historical, against its own outputs before the switch: outputs {said}: "
+            f"{distance} {output.distance:.3g} ({output.low:.3g} to {output.high:.3g}) "
+            f"against {delta:g}; {outputs.n_rows:,} outputs since the switch, {before:,} before"
+        ),
+        details={"historical": 1.0},
+        ci_low=output.low,
+        ci_high=output.high,
         blocking=mark.blocking,
         alpha=mark.alpha,
     )

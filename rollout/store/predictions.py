@@ -293,6 +293,41 @@ class PredictionLog:
                 rows.extend(_feature_rows(raw))
         return last, rows
 
+    def candidate_outputs(
+        self,
+        rollout_id: str,
+        since_ts: float,
+        first_generation: int,
+        *,
+        later: bool,
+        after_id: int = 0,
+        limit: int = 5000,
+    ) -> tuple[int, list[object]]:
+        """The candidate's outputs in a rollout's window since ``since_ts``, oldest first:
+        of the plan generations before ``first_generation`` (while it served beside the
+        baseline), or ``later``, from it on (alone, or promoted); up to ``limit`` requests
+        above ``after_id``, failed ones left out; and the last id read."""
+        generation = predictions.c.plan_generation
+        query = (
+            select(predictions.c.id, predictions.c.output)
+            .where(
+                predictions.c.rollout_id == rollout_id,
+                predictions.c.arm == "canary",
+                predictions.c.ts >= since_ts,
+                predictions.c.id > after_id,
+                predictions.c.error.is_(None),
+                generation >= first_generation if later else generation < first_generation,
+            )
+            .order_by(predictions.c.id)
+            .limit(limit)
+        )
+        last, values = after_id, list[object]()
+        with self.engine.connect() as conn:
+            for row_id, raw in conn.execute(query):
+                last = int(row_id)
+                values.extend(parse_rows(raw))
+        return last, values
+
     def served_features(
         self,
         environment: str,

@@ -177,3 +177,33 @@ def test_a_watch_judges_the_release_s_accuracy_against_the_previous_one_s_record
         assert quality.alpha == 0.05 / 4  # the watch's alpha, split among four gates
         stepped = {r.gate for r in judge_alone(summary, 2, analysis)}
         assert stepped == {"slo_error_rate", "error_rate_history", "latency_history"}
+
+
+def test_output_drift_is_judged_against_the_candidates_own_outputs_before_the_switch() -> None:
+    """At 100% (and in the watch) the spec's output_drift gate compares the candidate's
+    outputs since the switch with its own before it; blocking only with a delta."""
+    from monitors.features import FeatureCounts, FeatureReference
+
+    rng = np.random.default_rng(9)
+    summary = window(rng, before=20_000, alone=5_000)
+    before = FeatureReference({"output": rng.normal(0.0, 1.0, 2_000).tolist()})
+    same, moved = FeatureCounts(before), FeatureCounts(before)
+    same.add({"output": float(v)} for v in rng.normal(0.0, 1.0, 4_000))
+    moved.add({"output": float(v)} for v in rng.normal(0.8, 1.0, 4_000))
+    blocking = _analysis({"gates": ["error_rate", {"output_drift": {"delta": 0.1}}]})
+    results = {r.gate: r for r in judge_alone(summary, 2, blocking, outputs=moved)}
+    drift = results["output_drift_history"]
+    assert (drift.verdict, drift.blocking, drift.test) == ("fail", True, "ks_distance")
+    assert (drift.n_baseline, drift.n_canary) == (2_000, 4_000)
+    assert drift.ci_low > 0.1 and drift.alpha == 0.05 / 3  # slo, error history, this
+    assert drift.reason.startswith("historical, against its own outputs before the switch")
+    assert combine_alone(list(results.values()), summary, 2) == "fail"
+    kept = {r.gate: r for r in judge_alone(summary, 2, blocking, outputs=same)}
+    assert kept["output_drift_history"].verdict == "pass"
+    advisory = default_spec().analysis  # output_drift without a delta: reported only
+    reported = {r.gate: r for r in judge_alone(summary, 2, advisory, outputs=moved)}
+    assert reported["output_drift_history"].verdict == "fail"
+    assert not reported["output_drift_history"].blocking
+    assert reported["slo_error_rate"].alpha == 0.05 / 3  # it takes no share of alpha
+    without = {r.gate for r in judge_alone(summary, 2, blocking)}
+    assert "output_drift_history" not in without  # no outputs read: not judged
