@@ -140,6 +140,7 @@ class ReleaseMonitor:
         self._reference = reference  # (model, version) -> its training reference
         # (environment, model, version) -> the reference its windows' inputs are compared with
         self._inputs: dict[tuple[str, str, str], _InputReference] = {}
+        self._training: dict[tuple[str, str], Reference] = {}  # (model, version): none found
         self.predictions = PredictionLog(engine)
 
     def run(self, now: float, budget_s: float = 2.0) -> list[Degradation]:
@@ -344,7 +345,11 @@ class ReleaseMonitor:
         why = "no training reference looked for"
         if self._reference is not None:
             try:
-                training = self._reference(model, version)
+                training = self._training.get((model, version))
+                if training is None:
+                    training = self._reference(model, version)
+                if training.frame is None:  # none: not looked for again (an outage is)
+                    self._training[model, version] = training
             except Exception as exc:  # a registry outage: compare with the first window instead
                 training, why = None, f"no training reference: {exc}"
             if training is not None and training.frame is not None:
