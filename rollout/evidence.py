@@ -103,7 +103,6 @@ class Evidence:
             in_step = summary.counts("canary").n_requests
         else:
             in_step = self.predictions.count(record.id, since).get("canary", 0)
-        inputs = self._served_inputs(record, spec.analysis, start, preview)
         if step.weight_pct >= 100:  # the candidate alone: its SLO and its history
             first = self.predictions.first_generation(record.id, since)
             analysis = self._analysis(record)
@@ -114,10 +113,11 @@ class Evidence:
                 weight_pct=step.weight_pct,
                 step_index=state.step_index,
                 window_start=start,
-                inputs=inputs,
+                inputs=self._input_history(record, analysis, start, first),
                 outputs=self._outputs(record, analysis, start, first),
             )
             return replace(evidence, step_requests=in_step)
+        inputs = self._served_inputs(record, spec.analysis, start, preview)
         evidence = analyse(
             summary,
             spec.analysis,
@@ -153,7 +153,7 @@ class Evidence:
             step_index=state.step_index,
             window_start=start,
             quality=True,  # delayed labels: the release against the previous one's record
-            inputs=self._served_inputs(record, analysis, start, None),
+            inputs=self._input_history(record, analysis, start, first),
             outputs=self._outputs(record, analysis, start, first),
         )
         return replace(evidence, kind="watch", step_requests=None)
@@ -164,6 +164,16 @@ class Evidence:
         """The arms' features for the spec's ``input_drift`` gate (None: it has none)."""
         gate = analysis.input_drift
         return None if gate is None else self._inputs.look(record, start, preview, gate)
+
+    def _input_history(
+        self, record: RolloutRecord, analysis: AnalysisSpec, start: float, first: int | None
+    ) -> Inputs | None:
+        """The candidate's features since plan generation ``first`` against its own before it,
+        for the spec's ``input_drift`` gate where it serves alone (None: no such gate, no rows
+        yet)."""
+        if analysis.input_drift is None or first is None:
+            return None
+        return self._inputs.history(record.id, start, first)
 
     def _outputs(
         self, record: RolloutRecord, analysis: AnalysisSpec, start: float, first: int | None

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STAND_IN_ROWS = 5_000  # baseline rows that stand in for a missing training reference
 READ_ROWS = 5_000  # rows read per arm and look (the rest at the next looks)
-OUTPUT_ROWS = 5_000  # the candidate's outputs before a switch, and after, compared
+HISTORY_ROWS = 5_000  # the candidate's outputs (features) before a switch, and after, compared
 
 
 @dataclass
@@ -54,7 +54,7 @@ class _State:
 
 
 @dataclass
-class _Outputs:
+class _History:
     key: tuple[float, int]
     counts: FeatureCounts | None = None
     last: int = 0
@@ -65,7 +65,8 @@ class ServedInputs:
         self.predictions = predictions
         self._registry = registry
         self._states: dict[str, _State] = {}
-        self._outputs: dict[str, _Outputs] = {}
+        self._outputs: dict[str, _History] = {}  # the candidate's outputs around a switch
+        self._features: dict[str, _History] = {}  # and its features
 
     def look(
         self, record: RolloutRecord, start: float, preview: str | None, gate: InputDriftGate
@@ -105,26 +106,60 @@ class ServedInputs:
 
     def outputs(self, rollout_id: str, start: float, first: int) -> FeatureCounts | None:
         """The candidate's outputs since plan generation ``first`` (the switch to 100%, or
-        the watch) counted on the bins of its first ``OUTPUT_ROWS`` outputs before it, in the
-        window since ``start``; the later ones read incrementally, the first ``OUTPUT_ROWS``
+        the watch) counted on the bins of its first ``HISTORY_ROWS`` outputs before it, in the
+        window since ``start``; the later ones read incrementally, the first ``HISTORY_ROWS``
         (None: no outputs before the switch)."""
+        return self._history(self._outputs, rollout_id, start, first, features=False)
+
+    def history(self, rollout_id: str, start: float, first: int) -> Inputs:
+        """The candidate's features since plan generation ``first`` against its own first
+        ``HISTORY_ROWS`` before it (its canary-time window): the ``input_drift`` gate where it
+        serves alone (a 100% step, the watch)."""
+        counts = self._history(self._features, rollout_id, start, first, features=True)
+        if counts is None:
+            return Inputs(None, why="no feature rows of the candidate before the switch")
+        before = counts.reference.n_rows
+        return Inputs(counts, source=f"its own {before:,} requests before the switch")
+
+    def _history(
+        self,
+        states: dict[str, _History],
+        rollout_id: str,
+        start: float,
+        first: int,
+        *,
+        features: bool,
+    ) -> FeatureCounts | None:
         key = (start, first)
-        state = self._outputs.get(rollout_id)
+        state = states.get(rollout_id)
         if state is None or state.key != key:
-            _, before = self.predictions.candidate_outputs(
-                rollout_id, start, first, later=False, limit=OUTPUT_ROWS
+            _, before = self.predictions.candidate_rows(
+                rollout_id, start, first, later=False, features=features, limit=HISTORY_ROWS
             )
-            state = self._outputs[rollout_id] = _Outputs(key)
-            if before:
-                reference = FeatureReference({"output": before[:OUTPUT_ROWS]})
-                state.counts = FeatureCounts(reference, OUTPUT_ROWS)
+            state = states[rollout_id] = _History(key)
+            rows = before[:HISTORY_ROWS]
+            try:
+                reference = (
+                    FeatureReference.from_rows(rows)
+                    if features
+                    else FeatureReference({"output": rows})
+                )
+            except ValueError:  # nothing before the switch (or rows without a feature)
+                return None
+            state.counts = FeatureCounts(reference, HISTORY_ROWS)
         if state.counts is None:
             return None
         if not state.counts.full:
-            state.last, after = self.predictions.candidate_outputs(
-                rollout_id, start, first, later=True, after_id=state.last, limit=READ_ROWS
+            state.last, after = self.predictions.candidate_rows(
+                rollout_id,
+                start,
+                first,
+                later=True,
+                features=features,
+                after_id=state.last,
+                limit=READ_ROWS,
             )
-            state.counts.add({"output": value} for value in after)
+            state.counts.add(after if features else ({"output": value} for value in after))
         return state.counts
 
     def _begin(self, record: RolloutRecord, key: tuple[float, str | None]) -> _State:

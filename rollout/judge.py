@@ -199,8 +199,8 @@ def judge_alone(
       the candidate's labelled requests since ``first_generation`` against the baseline's
       before (labels arrive late, so a 100% step, which ends on its own evidence, leaves it
       out). Output drift is not judged here (outputs are not kept per generation).
-    - the spec's ``input_drift`` gate, with ``inputs``: the candidate's features since the
-      window began against its reference;
+    - the spec's ``input_drift`` gate, with ``inputs`` (the candidate's features since the
+      switch, counted on the bins of its features before it), as ``input_drift_history``;
     - the spec's ``output_drift`` gate, with ``outputs`` (the candidate's outputs since the
       switch, counted on the bins of its outputs before it), as ``output_drift_history``: its
       outputs now against its own while it served beside the baseline
@@ -254,9 +254,8 @@ def judge_alone(
             else:
                 runs.append(_latency(Look(past, randomised=False), settings, mark))
     if drift is not None and inputs is not None:
-        runs.append(
-            _input_drift(inputs, drift.input_drift, replace(mark, blocking=blocking(drift)))
-        )
+        own = replace(mark, blocking=blocking(drift))
+        runs.append(_input_drift(inputs, drift.input_drift, own, "input_drift_history"))
     if moved is not None and outputs is not None:
         gate, own = moved.output_drift, replace(mark, blocking=blocking(moved))
         runs.append(_output_history(outputs, gate, own))
@@ -755,7 +754,9 @@ def _output_drift(look: Look, gate: OutputDriftGate, mark: _Mark) -> GateRun:
     )
 
 
-def _input_drift(inputs: Inputs | None, gate: InputDriftGate, mark: _Mark) -> GateRun:
+def _input_drift(
+    inputs: Inputs | None, gate: InputDriftGate, mark: _Mark, name: str = "input_drift"
+) -> GateRun:
     """The candidate's served features against the reference (:mod:`monitors.features`): the
     share of features proven drifted (Benjamini-Yekutieli at the gate's alpha) against
     ``max_share``; the baseline's own share is reported beside it (both drifted: the world
@@ -764,7 +765,7 @@ def _input_drift(inputs: Inputs | None, gate: InputDriftGate, mark: _Mark) -> Ga
     if inputs is None or inputs.canary is None:
         why = inputs.why if inputs is not None else "no features were read"
         return replace(
-            GateResult.unmeasured("input_drift", "ks_tv_by", "inconclusive", why),
+            GateResult.unmeasured(name, "ks_tv_by", "inconclusive", why),
             threshold=gate.max_share,
             blocking=mark.blocking,
             alpha=mark.alpha,
@@ -788,7 +789,7 @@ def _input_drift(inputs: Inputs | None, gate: InputDriftGate, mark: _Mark) -> Ga
         details[f"{feature.name}.low"] = feature.low
         details[f"{feature.name}.high"] = feature.high
     return GateResult(
-        gate="input_drift",
+        gate=name,
         test="ks_tv_by",
         statistic=float(found.drifted),
         p_value=None,

@@ -293,23 +293,26 @@ class PredictionLog:
                 rows.extend(_feature_rows(raw))
         return last, rows
 
-    def candidate_outputs(
+    def candidate_rows(
         self,
         rollout_id: str,
         since_ts: float,
         first_generation: int,
         *,
         later: bool,
+        features: bool = False,
         after_id: int = 0,
         limit: int = 5000,
-    ) -> tuple[int, list[object]]:
-        """The candidate's outputs in a rollout's window since ``since_ts``, oldest first:
-        of the plan generations before ``first_generation`` (while it served beside the
-        baseline), or ``later``, from it on (alone, or promoted); up to ``limit`` requests
-        above ``after_id``, failed ones left out; and the last id read."""
+    ) -> tuple[int, list[Any]]:
+        """The candidate's outputs (or ``features``: its feature rows) in a rollout's window
+        since ``since_ts``, oldest first: of the plan generations before ``first_generation``
+        (while it served beside the baseline), or ``later``, from it on (alone, or promoted);
+        up to ``limit`` requests above ``after_id``, failed ones left out; and the last id
+        read."""
         generation = predictions.c.plan_generation
+        column = predictions.c.features if features else predictions.c.output
         query = (
-            select(predictions.c.id, predictions.c.output)
+            select(predictions.c.id, column)
             .where(
                 predictions.c.rollout_id == rollout_id,
                 predictions.c.arm == "canary",
@@ -321,11 +324,11 @@ class PredictionLog:
             .order_by(predictions.c.id)
             .limit(limit)
         )
-        last, values = after_id, list[object]()
+        last, values = after_id, list[Any]()
         with self.engine.connect() as conn:
             for row_id, raw in conn.execute(query):
                 last = int(row_id)
-                values.extend(parse_rows(raw))
+                values.extend(_feature_rows(raw) if features else parse_rows(raw))
         return last, values
 
     def served_features(

@@ -173,3 +173,60 @@ def test_without_a_reference_the_baselines_first_requests_stand_in(home: DemoHom
     )
     assert "most: f5" in reason and gate["n_canary"] == 400
     manager.close()
+
+
+def test_at_100_percent_the_inputs_are_judged_against_the_candidates_own_before(
+    home: DemoHome, tmp_path: Path
+) -> None:
+    """The 10% step passes; at the 100% step the candidate's features since the switch are
+    compared with its own while it served beside the baseline (input_drift_history), and its
+    outputs with its own (output_drift_history)."""
+    manager = Manager(home.settings)
+    baseline, candidate = home.versions["baseline"], home.versions["better"]
+    manager.start(MODEL, baseline, "prod", actor="alice")
+    two_steps = load_spec(
+        {
+            "strategy": {
+                "canary": {
+                    "steps": [
+                        {"weight": 10, "min_requests": 50},
+                        {"weight": 100, "min_requests": 10**6},
+                    ]
+                }
+            },
+            "analysis": {
+                "gates": [
+                    {"error_rate": {"max_increase": 0.1}},
+                    "input_drift",
+                    {"output_drift": {"delta": 0.2}},
+                ]
+            },
+        }
+    )
+    rollout_id = manager.start(MODEL, candidate, "prod", two_steps, actor="alice")
+    write(manager, rollout_id, "canary", candidate, rows(1_000, 11))
+    write(manager, rollout_id, "baseline", baseline, rows(1_000, 12))
+    manager.tick()
+    assert manager.rollout(rollout_id).step_index == 1  # at 100%
+    plan = manager.plans.get("prod", MODEL)
+    assert plan is not None and plan.canary_weight_pct == 100
+    LogWriter(manager.engine).write(
+        [
+            replace(
+                logged(rollout_id, "canary", candidate, 0),
+                features=json.dumps([row]),
+                plan_generation=plan.generation,
+            )
+            for row in rows(1_500, 13, {"f0": 1.0, "f1": 1.0, "f2": 1.0})
+        ]
+    )
+    manager.tick()
+    live = manager.status(MODEL, "prod").live
+    assert live is not None
+    gates = {gate.gate: gate for gate in live.gates}
+    inputs = gates["input_drift_history"]
+    assert (inputs.verdict, inputs.statistic, inputs.n_canary) == ("fail", 3.0, 1_500)
+    assert "from its own 1,000 requests before the switch" in inputs.reason
+    outputs = gates["output_drift_history"]  # every output 0, before and after: within 0.2
+    assert (outputs.verdict, outputs.n_baseline, outputs.n_canary) == ("pass", 1_000, 1_500)
+    manager.close()

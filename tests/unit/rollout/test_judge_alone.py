@@ -207,3 +207,25 @@ def test_output_drift_is_judged_against_the_candidates_own_outputs_before_the_sw
     assert reported["slo_error_rate"].alpha == 0.05 / 3  # it takes no share of alpha
     without = {r.gate for r in judge_alone(summary, 2, blocking)}
     assert "output_drift_history" not in without  # no outputs read: not judged
+
+
+def test_input_drift_is_judged_against_the_candidates_own_requests_before_the_switch() -> None:
+    from monitors.features import FeatureCounts, FeatureReference
+    from rollout.judge import Inputs
+
+    rng = np.random.default_rng(10)
+    summary = window(rng, before=20_000, alone=5_000)
+    before = FeatureReference.from_rows(
+        [{"a": float(a), "b": float(b)} for a, b in rng.normal(0.0, 1.0, (2_000, 2))]
+    )
+    moved = FeatureCounts(before)
+    moved.add({"a": float(a), "b": float(b)} for a, b in rng.normal((1.0, 0.0), 1.0, (3_000, 2)))
+    spec = _analysis({"gates": ["error_rate", "input_drift"]})
+    inputs = Inputs(moved, source="its own 2,000 requests before the switch")
+    results = {r.gate: r for r in judge_alone(summary, 2, spec, inputs=inputs)}
+    drift = results["input_drift_history"]
+    assert (drift.verdict, drift.blocking, drift.statistic) == ("fail", False, 1.0)
+    assert drift.reason.startswith(
+        "1 of 2 features drifted from its own 2,000 requests before the switch over 3,000"
+    )
+    assert combine_alone(list(results.values()), summary, 2) != "fail"  # advisory
