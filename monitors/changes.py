@@ -56,7 +56,7 @@ from monitors._validate import check_alpha, check_bound, check_count, check_frac
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-RATIOS = (1.25, 1.5, 2.0, 3.0, 5.0)  # alternatives: p0 times these
+RATIOS = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0)  # alternatives: p0 times these
 WINDOWS_PER_ALARM = 720  # 30 days of hourly windows per expected false alarm, all streams
 STREAMS = 3  # errors, latency exceedances, wrong predictions
 

@@ -19,7 +19,7 @@ requests over at least ``REFERENCE_WINDOWS`` windows, or ``MIN_REFERENCE_REQUEST
 ``REFERENCE_MAX_WINDOWS``; until then its windows are kept, marked warming up):
 
 - **errors**: failed requests among its requests, held to the reference rate's upper bound
-  (Clopper-Pearson, alpha 0.01) with the release's ``error_rate`` gate's allowances
+  (Clopper-Pearson, alpha 0.2) with the release's ``error_rate`` gate's allowances
   (``max_ratio``, ``max_increase``: the default gates' when its spec has none);
 - **latency**: requests slower than ``max_ratio`` times the reference's ``quantile`` latency
   (the ``latency`` gate's), among its requests, held to ``1 - quantile``: the null is "the
@@ -73,12 +73,12 @@ log = logging.getLogger(__name__)
 MONITOR_EVERY_S = 30.0
 SETTLE_S = 60.0  # a window is read this long after its end
 MAX_WINDOWS_PER_PASS = 48
-REFERENCE_REQUESTS = 10_000
+REFERENCE_REQUESTS = 30_000
 REFERENCE_WINDOWS = 3
 REFERENCE_MAX_WINDOWS = 24
 MIN_REFERENCE_REQUESTS = 1_000
 MIN_REFERENCE_LABELS = 200
-REFERENCE_ALPHA = 0.01
+REFERENCE_ALPHA = 0.2
 INPUT_ROWS = 2_000  # feature rows of a window compared with the reference
 MIN_INPUT_ROWS = 100
 INPUT_ALPHA = 0.05

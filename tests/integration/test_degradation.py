@@ -86,8 +86,8 @@ def test_an_a_a_day_raises_nothing_and_a_later_doubling_is_caught(
     kept = [w for w in manager.kept_windows(MODEL, "prod", limit=100) if w.version == v2]
     assert len(kept) == REFERENCE_MAX_WINDOWS and {w.requests for w in kept} == {PER_HOUR}
     assert {w.errors for w in kept} == {15}
-    # the reference: the first 7 windows (10,500 requests >= 10,000); then judged
-    assert [("warming_up" in (w.detectors or {})) for w in kept[:8]] == [True] * 6 + [False] * 2
+    # the reference: the first 20 windows (30,000 requests >= 30,000); then judged
+    assert [("warming_up" in (w.detectors or {})) for w in kept[:21]] == [True] * 19 + [False] * 2
     streams = kept[-1].detectors["streams"]  # type: ignore[index]
     assert set(streams) == {"errors", "latency"}  # no labels: no quality stream
     assert 0.01 < streams["errors"]["p0"] < 0.02  # the upper bound of 1%, times 1.5
@@ -96,16 +96,20 @@ def test_an_a_a_day_raises_nothing_and_a_later_doubling_is_caught(
 
     later = now + 6 * HOUR
     traffic(manager, v2, later, [0.01, 0.01] + [0.03] * 4)  # triple from the third hour
-    (alarm,) = manager.watch_releases(later)
-    assert (alarm.version, alarm.stream, alarm.rolled_back) == (v2, "errors", False)
+    # the second and the fourth tripled hours: the detector restarts after an alarm
+    alarm, again = manager.watch_releases(later)
     closed = math.floor((later - 60.0) / HOUR) * HOUR
-    assert closed - 4 * HOUR < alarm.start < closed  # within the degraded hours
+    assert (alarm.start, again.start) == (closed - 3 * HOUR, closed - HOUR)
+    for raised in (alarm, again):
+        assert (raised.version, raised.stream, raised.rolled_back) == (v2, "errors", False)
     assert alarm.reason.startswith(f"{MODEL} v{v2} in prod degraded: failed requests: bad rate")
-    (hook,) = [d for d in manager.webhooks.deliveries() if d.event == "degraded"]
-    assert json.loads(hook.payload)["reason"] == alarm.reason
+    hooks = [d for d in manager.webhooks.deliveries() if d.event == "degraded"]
+    assert sorted(json.loads(h.payload)["reason"] for h in hooks) == sorted(
+        [alarm.reason, again.reason]
+    )
     plan = manager.plans.get("prod", MODEL)
     assert plan is not None and plan.baseline_version == v2  # alert only
-    assert manager.degradations(MODEL, "prod")[0].alarm == alarm.reason
+    assert [d.alarm for d in manager.degradations(MODEL, "prod")] == [again.reason, alarm.reason]
     manager.close()
 
 
@@ -115,7 +119,7 @@ def test_on_degradation_rollback_returns_to_the_previous_release(
     manager = serving_v2(home, home.settings.store_url, on_degradation="rollback")
     v1, v2 = home.versions["baseline"], home.versions["better"]
     now = time.time()
-    traffic(manager, v2, now, [0.01] * 10 + [0.05] * 4)
+    traffic(manager, v2, now, [0.01] * 20 + [0.05] * 4)
     (alarm,) = manager.watch_releases(now)
     assert alarm.rolled_back and alarm.version == v2
     back = manager.history(MODEL, "prod")[0]
@@ -167,7 +171,7 @@ def test_the_manager_process_rolls_a_degraded_release_back_by_itself(
     rollback``) keeps the windows and returns traffic to v1 without anyone asking."""
     manager = serving_v2(home, home.settings.store_url, on_degradation="alert")
     v1, v2 = home.versions["baseline"], home.versions["better"]
-    traffic(manager, v2, time.time(), [0.01] * 10 + [0.05] * 4)
+    traffic(manager, v2, time.time(), [0.01] * 20 + [0.05] * 4)
     environments = tmp_path / "environments.yaml"
     environments.write_text(
         "environments:\n  - {name: prod, monitor: {window: 1h, on_degradation: rollback}}\n"
