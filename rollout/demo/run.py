@@ -34,14 +34,16 @@ from rollout.up import Supervisor, free_port, process_specs
 
 MODEL = "breast-cancer"
 ENVIRONMENT = "prod"
-ROLLOUT_TIMEOUT_S = 75.0
+ROLLOUT_TIMEOUT_S = 200.0
 
 DEMO_SPEC: dict[str, Any] = {
     "strategy": {
         "canary": {
             "steps": [
-                {"weight": 10, "min_requests": 150, "max_duration": "60s"},
-                {"weight": 50, "min_requests": 300, "max_duration": "60s"},
+                # generous bounds: a busy 2-core machine serves the demo at a third of its
+                # usual rate, and a step then needs two minutes to decide
+                {"weight": 10, "min_requests": 150, "max_duration": "150s"},
+                {"weight": 50, "min_requests": 300, "max_duration": "150s"},
             ],
             "sticky_key": "header:x-rollout-key",
         }
