@@ -88,6 +88,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -438,13 +439,12 @@ def count(reference: FeatureReference, rows: Sequence[dict[str, Any]]) -> Featur
     return counts
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson interval of ``k`` successes in ``n`` (scipy's; (0, 1) for no runs)."""
     if n == 0:
         return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 Cell = tuple[str, str, int, str]  # setting, scenario, serving rows, method
