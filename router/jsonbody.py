@@ -33,10 +33,9 @@ import re
 from typing import Any, Final
 
 import numpy as np
+import orjson
 
 from router.errors import MalformedRequest
-
-import orjson
 
 MAX_DEPTH: Final = 64
 _LONG_DIGITS: Final = re.compile(rb"\d{19}")  # orjson would make an integer beyond 64 bits a float

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +42,7 @@ INSTANCES: Final = "instances"
 INPUTS: Final = "inputs"
 FORMATS: Final = (DATAFRAME_SPLIT, DATAFRAME_RECORDS, INSTANCES, INPUTS)
 CSV_FORMAT: Final = "csv"
+_MAX_NAMED: Final = 5
 
 
 class _Missing:
@@ -221,8 +223,27 @@ def _split(data: Any, params: dict[str, Any] | None) -> Payload:
             "'dataframe_split.columns' must be a list of column names",
             error_code="invalid_format",
         )
-    has_index = data.get("index") is not None
-    if columns is None or not all(isinstance(row, list) for row in rows):
+    if columns is not None and len(set(columns)) != len(columns):
+        repeated = sorted({c for c in columns if columns.count(c) > 1})[:_MAX_NAMED]
+        raise MalformedRequest(
+            f"'dataframe_split.columns' names {', '.join(repr(c) for c in repeated)} more than "
+            "once; each column must be named once",
+            error_code="invalid_format",
+        )
+    index = data.get("index")
+    has_index = index is not None
+    if has_index:
+        _check_index(index, len(rows))
+    if not all(isinstance(row, list) for row in rows):
+        return Payload(DATAFRAME_SPLIT, data, params, has_index=has_index)  # MLflow's road
+    if columns is None:
+        widths = {len(row) for row in rows}
+        if len(widths) > 1:
+            raise MalformedRequest(
+                f"'dataframe_split.data' rows have different lengths ({sorted(widths)[:5]}); "
+                "every row needs one value per column",
+                error_code="invalid_format",
+            )
         return Payload(DATAFRAME_SPLIT, data, params, has_index=has_index)
     width = len(columns)
     for index, row in enumerate(rows):
@@ -240,6 +261,26 @@ def _split(data: Any, params: dict[str, Any] | None) -> Payload:
         rows=tuple(tuple(row) for row in rows),
         has_index=has_index,
     )
+
+
+def _check_index(index: Any, n_rows: int) -> None:
+    """``dataframe_split.index``: a list of one scalar label per row of ``data``."""
+    if not isinstance(index, list):
+        raise MalformedRequest(
+            f"'dataframe_split.index' must be a list of row labels, got {type(index).__name__}",
+            error_code="invalid_format",
+        )
+    if len(index) != n_rows:
+        raise MalformedRequest(
+            f"'dataframe_split.index' has {len(index)} labels but 'dataframe_split.data' has "
+            f"{n_rows} rows; give one label per row",
+            error_code="invalid_format",
+        )
+    if not all(isinstance(label, str | int | float) for label in index):
+        raise MalformedRequest(
+            "'dataframe_split.index' labels must be strings or numbers",
+            error_code="invalid_format",
+        )
 
 
 def _from_records(fmt: str, data: Any, params: dict[str, Any] | None) -> Payload:
@@ -300,18 +341,29 @@ def parse_csv(body: bytes) -> Payload:
         )
     header = tuple(table[0])
     width = len(header)
+    if len(set(header)) != width:
+        repeated = sorted({c for c in header if header.count(c) > 1})[:_MAX_NAMED]
+        raise MalformedRequest(
+            f"the CSV header names {', '.join(repr(c) for c in repeated)} more than once; each "
+            "column must be named once",
+            error_code="malformed_csv",
+        )
     for index, row in enumerate(table[1:], start=2):
         if len(row) != width:
             raise MalformedRequest(
                 f"CSV line {index} has {len(row)} fields but the header names {width}",
                 error_code="malformed_csv",
             )
-    rows = tuple(tuple(_csv_cell(cell) for cell in row) for row in table[1:])
+    rows = tuple(
+        tuple(_csv_cell(cell, line, name) for cell, name in zip(row, header, strict=True))
+        for line, row in enumerate(table[1:], start=2)
+    )
     return Payload(CSV_FORMAT, text, None, columns=header, rows=rows)
 
 
-def _csv_cell(cell: str) -> Any:
-    """A CSV field as the value it spells: empty → None, numbers → int/float, else the text."""
+def _csv_cell(cell: str, line: int, column: str) -> Any:
+    """A CSV field as the value it spells: empty → None, numbers → int/float, else the text;
+    400 for a number that is not finite (``nan``, ``inf``, ``1e400``)."""
     if cell == "":
         return None
     try:
@@ -319,6 +371,14 @@ def _csv_cell(cell: str) -> Any:
     except ValueError:
         pass
     try:
-        return float(cell)
+        number = float(cell)
     except ValueError:
         return cell
+    if math.isfinite(number):
+        return number
+    shown = cell if len(cell) <= 24 else f"{cell[:20]}..."
+    raise MalformedRequest(
+        f"CSV line {line}, column {column[:40]!r}: {shown!r} is not a finite number; send a "
+        "finite number, or an empty field for a missing value",
+        error_code="non_finite_number",
+    )
