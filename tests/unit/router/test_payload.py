@@ -163,7 +163,6 @@ def test_media_type_is_case_insensitive_and_allows_utf8() -> None:
 @pytest.mark.parametrize(
     ("body", "value"),
     [
-        (b'{"inputs": {"x": [NaN]}}', "nan"),
         (b'{"inputs": {"x": [2147483648000000000000]}}', 2147483648000000000000),
         (b'{"inputs": {"x": [0.1]}}', 0.1),
     ],
@@ -171,4 +170,4 @@ def test_media_type_is_case_insensitive_and_allows_utf8() -> None:
 def test_json_values_are_what_the_standard_parser_reads(body: bytes, value: object) -> None:
     (got,) = parse_body(body, "application/json").data["x"]
     assert type(got) is type(json.loads(body)["inputs"]["x"][0])
-    assert repr(got) == repr(value if value != "nan" else float("nan"))
+    assert repr(got) == repr(value)
