@@ -1,10 +1,12 @@
 """Incident ids: a 5xx tells the client an id, the server log tells the operator the story.
 
 :func:`reply_json` is the body of an error reply. For a 4xx it is the error's own message (it
-names what the client sent wrong, and holds nothing else). For a 5xx it is the error's
-``public`` message (no exception text, host, port, database name or traceback) followed by
-``(incident <id>)``, and the full message is logged at ERROR with the same id, so an operator
-can find it from what the client reports. :func:`unexpected` does the same for an exception
+names what the client sent wrong, and holds nothing else), and so it is for a 5xx that hides
+nothing (a 504 timeout, a 503 "not loaded yet" without its cause). A 500, or a 5xx whose
+``public`` message leaves details out, shows that public message (no exception text, host, port,
+database name or traceback) followed by ``(incident <id>)``, and the full message is logged
+with the same id (ERROR for a 500, WARNING otherwise), so an operator can find it from what the
+client reports. :func:`unexpected` does the same for an exception
 that is not a :class:`~router.errors.RouterError` (a bug: 500 ``internal_error``).
 """
 
@@ -25,11 +27,14 @@ def new_id() -> str:
 
 def reply_json(error: RouterError, where: str = "") -> dict[str, Any]:
     """The JSON body replying with ``error``; a 5xx's details go to the log under an id."""
-    if error.client_error:
-        return error.to_json()
+    if error.client_error or (error.status_code != 500 and error.public == error.message):
+        return error.to_json()  # nothing hidden: a 4xx, a timeout, "not ready" without details
     incident = new_id()
-    _log.error("incident %s%s: %s: %s", incident, f" ({where})" if where else "",
-               error.error_code, error.message)  # fmt: skip
+    _log.log(
+        logging.ERROR if error.status_code == 500 else logging.WARNING,
+        "incident %s%s: %s: %s", incident, f" ({where})" if where else "",
+        error.error_code, error.message,
+    )  # fmt: skip
     return {"error_code": error.error_code, "message": f"{error.public} (incident {incident})"}
 
 

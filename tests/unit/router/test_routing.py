@@ -210,10 +210,8 @@ def test_a_failing_baseline_is_a_clear_5xx(app: App) -> None:
     assert re.fullmatch(r"boom v1 failed: RuntimeError \(incident [0-9a-f]{12}\)", message)
     slow = app.post("slow", {"inputs": {"x": [1500.0]}})
     assert (slow.status_code, slow.json()["error_code"]) == (504, "model_timeout")
-    assert re.fullmatch(
-        r"slow v2 did not answer within 0\.5s \(ROLLOUT_PREDICT_TIMEOUT_S\) "
-        r"\(incident [0-9a-f]{12}\)",
-        slow.json()["message"],
+    assert slow.json()["message"] == (
+        "slow v2 did not answer within 0.5s (ROLLOUT_PREDICT_TIMEOUT_S)"
     )
 
 
