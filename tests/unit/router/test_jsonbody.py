@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 
 import pytest
@@ -120,3 +121,34 @@ def test_an_unterminated_string_of_escaped_quotes_is_refused_quickly() -> None:
     body = b'["' + b'\\"' * 200_000 + b"[" * 100
     error = _refused(body)
     assert error.error_code == "malformed_json"
+
+
+def test_random_bodies_give_a_document_or_a_400_never_another_error() -> None:
+    """A seeded fuzz over JSON's own characters: whatever comes in, ``loads`` and the payload
+    parser answer with a value or a 400, never with another exception."""
+    from router.payload import parse_body
+
+    rng = random.Random(11)
+    alphabet = [*b'[]{}",:\\0123456789eE.+- ', *b"NaInfity", *b"utu", 0, 0xFF, 0xED]
+    seeds = [
+        b'{"dataframe_split": {"columns": ["a"], "index": [0], "data": [[1.5]]}}',
+        b'{"dataframe_records": [{"a": 1e308, "b": "x"}], "params": {}}',
+        b'{"inputs": {"a": [1, 2], "b": [3, 4]}}',
+        b'{"instances": [[1.0, 2.0]]}',
+    ]
+    outcomes = {"value": 0, "400": 0}
+    for _ in range(3000):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(len(body) + 1)
+            if rng.random() < 0.5 and body:
+                del body[min(position, len(body) - 1)]
+            else:
+                body[position:position] = bytes([rng.choice(alphabet)]) * rng.choice([1, 1, 70])
+        try:
+            loads(bytes(body))
+            parse_body(bytes(body), "application/json")
+            outcomes["value"] += 1
+        except MalformedRequest:
+            outcomes["400"] += 1
+    assert outcomes["value"] > 50 and outcomes["400"] > 2000  # both roads were walked
