@@ -11,10 +11,15 @@
                                          ready, else 404 (existing probes keep working)
 ``GET /version``                         the MLflow version serving, as ``mlflow models serve``
 ``GET /metrics``                         Prometheus text
+
+``GET /openapi.json``                    this table as OpenAPI (:mod:`router.openapi`)
 =====================================  =======================================================
 
-Every error is JSON ``{"error_code": ..., "message": ...}``. The lifespan starts the plan
-poller and the prediction-log writer, and on shutdown stops the poller and flushes the log.
+Every error is JSON ``{"error_code": ..., "message": ...}``, never a dropped connection: a path
+holding a control character or bytes that are not UTF-8 (``%00``, ``%0d%0a``, ``%ff``) is a 400
+``invalid_path`` before any route; a 5xx carries an incident id, its details are only logged
+(:mod:`router.incidents`). The lifespan starts the plan poller and the prediction-log writer,
+and on shutdown stops the poller and flushes the log.
 
 The two invocation routes are the hot path, so they do not go through FastAPI's routing and
 request objects: :class:`Invocations`, a plain ASGI middleware, answers them first. It reads the
@@ -29,9 +34,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -41,13 +48,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contract.names import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from router.config import RouterConfig
-from router.errors import PayloadTooLarge, RouterError
+from router.errors import MalformedRequest, PayloadTooLarge, RouterError
+from router.incidents import reply_json, unexpected
 from router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from router.openapi import document
 from router.reply import Reply, request_id_from
 from router.service import Router
 
 _log = logging.getLogger(__name__)
 MLFLOW_VERSION = importlib.metadata.version("mlflow")  # what /version answers, as MLflow does
+# Control characters, and U+FFFD: what uvicorn decodes a percent-escape that is not UTF-8 to.
+_BAD_PATH = re.compile("[\x00-\x1f\x7f-\x9f\ufffd]")
 
 
 def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
@@ -68,14 +79,15 @@ def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
     app.state.router = core
     limit = config.max_body_bytes
 
     @app.exception_handler(RouterError)
     async def _router_error(request: Request, exc: RouterError) -> Response:
-        return JSONResponse(exc.to_json(), status_code=exc.status_code)
+        return JSONResponse(reply_json(exc, request.url.path), status_code=exc.status_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -85,8 +97,7 @@ def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        message = f"unexpected {type(exc).__name__} in the router: {exc}"
-        return JSONResponse({"error_code": "internal_error", "message": message}, status_code=500)
+        return JSONResponse(unexpected(exc, request.url.path), status_code=500)
 
     app.add_middleware(Invocations, core=core, limit=limit)
 
@@ -174,7 +185,11 @@ class Invocations:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            model = invocation_model(scope["path"])
+            path = scope["path"]
+            if _BAD_PATH.search(path) is not None:
+                await self.bad_path(path, send)
+                return
+            model = invocation_model(path)
             if model is not False:
                 assert not isinstance(model, bool)
                 if scope["method"] == "POST":
@@ -183,6 +198,15 @@ class Invocations:
                     await self.not_allowed(scope, send)
                 return
         await self.app(scope, receive, send)
+
+    async def bad_path(self, path: str, send: Send) -> None:
+        shown = path.encode("unicode_escape").decode("ascii")
+        error = MalformedRequest(
+            f"the path {shown[:80]!r} holds a control character or a percent-escape that is not "
+            "UTF-8; paths are /v1/models/{model}/invocations, /invocations, /v1/feedback, ...",
+            error_code="invalid_path",
+        )
+        await _send(send, Reply(400, json.dumps(error.to_json()).encode()))
 
     async def not_allowed(self, scope: Scope, send: Send) -> None:
         message = f"{scope['method']} {scope['path']}: Method Not Allowed; use POST"
@@ -207,7 +231,7 @@ class Invocations:
             reply_headers = {}
             if headers.get(REQUEST_ID_HEADER):
                 reply_headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER][:MAX_REQUEST_ID]
-            reply = Reply(exc.status_code, json.dumps(exc.to_json()).encode(), reply_headers)
+            reply = Reply(exc.status_code, json.dumps(reply_json(exc)).encode(), reply_headers)
         else:
             try:
                 reply = await core.invoke(
@@ -219,17 +243,9 @@ class Invocations:
                     started=started,
                 )
             except Exception as exc:  # a bug in the router: still a JSON error
-                _log.exception("unexpected error serving %s", scope["path"])
-                message = f"unexpected {type(exc).__name__} in the router: {exc}"
-                body_out = {"error_code": "internal_error", "message": message}
+                body_out = unexpected(exc, scope["path"])
                 reply = Reply(500, json.dumps(body_out).encode(), {REQUEST_ID_HEADER: request_id})
-        raw = [
-            (b"content-type", reply.media_type.encode()),
-            (b"content-length", str(len(reply.body)).encode()),
-        ]
-        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
-        await send({"type": "http.response.start", "status": reply.status_code, "headers": raw})
-        await send({"type": "http.response.body", "body": reply.body})
+        await _send(send, reply)
         if reply.after is not None:
             core.shadow.launch(reply.after)
 
@@ -260,3 +276,22 @@ class Invocations:
                 "(ROLLOUT_MAX_BODY_BYTES)"
             )
         return b"".join(chunks)
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    raw = [
+        (b"content-type", reply.media_type.encode()),
+        (b"content-length", str(len(reply.body)).encode()),
+    ]
+    raw.extend((k.encode("latin-1"), _header_value(v)) for k, v in reply.headers.items())
+    await send({"type": "http.response.start", "status": reply.status_code, "headers": raw})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+def _header_value(value: str) -> bytes:
+    """``value`` as a header's bytes: Latin-1 as it is, else percent-encoded UTF-8 (a model
+    name from the path may hold any character; a header cannot)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return quote(value, safe="").encode("ascii")

@@ -2,7 +2,10 @@
 
 The message says what was wrong, what was expected and where (the column, the limit, the
 model). Bad input is always a 4xx; only the model itself, or a store the router cannot reach,
-earns a 5xx.
+earns a 5xx. A 5xx never shows a client what only the server should know (a model's exception
+text, a store's host, port or database, a traceback): the error's ``public`` message is sent
+with an incident id, and the full ``message`` is logged under that id
+(:func:`router.incidents.reply_json`) and kept in the prediction record.
 
 RouterError                         status  error_code
  ├── MalformedRequest                400     malformed_request (or a more precise code)
@@ -28,13 +31,21 @@ class RouterError(Exception):
     status_code: ClassVar[int] = 500
     default_code: ClassVar[str] = "internal_error"
 
-    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, error_code: str | None = None, public: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # the whole story: logs and prediction records
+        self.public = public if public is not None else message  # what a client may read
         self.error_code = error_code or self.default_code
 
+    @property
+    def client_error(self) -> bool:
+        """A 4xx: the request was wrong, not the router or a version."""
+        return 400 <= self.status_code < 500
+
     def to_json(self) -> dict[str, Any]:
-        return {"error_code": self.error_code, "message": self.message}
+        return {"error_code": self.error_code, "message": self.public}
 
 
 class MalformedRequest(RouterError):

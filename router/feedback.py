@@ -10,11 +10,10 @@ JSON, not that shape, or names a request id longer than the log keeps is a 400
 
 from __future__ import annotations
 
-import json
-
 from contract.clock import Clock
 from contract.names import MAX_REQUEST_ID
 from contract.records import Feedback, FeedbackSink, parse_feedback
+from router import jsonbody
 from router.errors import MalformedRequest, NotReady
 from router.payload import media_type
 
@@ -25,12 +24,7 @@ def store_feedback(
     """Store delayed labels; returns how many. 400 on a malformed body."""
     if media_type(content_type) != "application/json":
         raise MalformedRequest("feedback must be JSON", error_code="invalid_format")
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRequest(
-            f"the body is not valid JSON: {exc}", error_code="malformed_json"
-        ) from exc
+    decoded = jsonbody.loads(body)  # bounded: 400 for deep nesting, NaN, not JSON
     now = clock.time()
     try:
         labels = [Feedback(rid, label, now) for rid, label in parse_feedback(decoded)]

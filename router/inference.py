@@ -23,6 +23,15 @@ predictions; 504: too slow), its failure is recorded (prediction record with the
 they are not requests the split gave the baseline). When the baseline (or a pinned version)
 fails, the reply is that 5xx.
 
+The client's errors are nobody's failure: a 4xx (the body, the signature) is answered before
+any version is called when parsing finds it (non-finite numbers, too deep, bad shapes), and
+when a version refuses the input (422 ``signature_mismatch``, 400) it writes no prediction
+record, so no gate counts it against an arm (the requests metric still counts its status).
+When the canary refuses input, the baseline is asked too: if it refuses it as well, the reply
+is the canary's 4xx and nothing is recorded; if it answers, the input was fine and the canary's
+refusal is recorded as its error (with its 4xx status), counted as a failover, and the
+baseline's answer is the reply, recorded as arm ``failover``.
+
 Shadow: an answered request the plan mirrors gets :attr:`~router.reply.Reply.after`, a
 :meth:`~router.shadow.ShadowRunner.mirror` call run once the reply is sent (:mod:`router.shadow`).
 
@@ -164,14 +173,9 @@ class Inference:
         reply_headers[ROLLOUT_ID_HEADER] = plan.rollout_id or ""
         reply_headers[PLAN_GENERATION_HEADER] = str(plan.generation)
         reply = Reply(500, b"", reply_headers)
+        refused: tuple[str, RouterError, float] | None = None  # the canary refused the input
         while True:
-            reply_headers[MODEL_VERSION_HEADER] = version
-            reply_headers[ARM_HEADER] = arm
-            release = plan.release_of(version)
-            if release is not None:
-                reply_headers[RELEASE_ID_HEADER] = release
-            else:
-                reply_headers.pop(RELEASE_ID_HEADER, None)
+            release = _label(reply_headers, plan, version, arm)
             predictor = active.predictors[version]
             error: RouterError | None = None
             outputs: Any = None
@@ -183,6 +187,32 @@ class Inference:
                 error = exc
                 reply = error_reply(exc, reply_headers)
             elapsed = time.perf_counter() - started
+            if error is not None and error.client_error:
+                if arm == CANARY and plan.baseline_version in active.predictors:
+                    # Whose fault? The client's if the baseline refuses the input too.
+                    refused = (version, error, elapsed)
+                    arm, version = FAILOVER, plan.baseline_version
+                    continue
+                if refused is not None:  # both refuse it: the canary's 4xx is the reply
+                    version, error, elapsed = refused
+                    arm = CANARY
+                    release = _label(reply_headers, plan, version, arm)
+                    reply = error_reply(error, reply_headers)
+                # The client's input, no version's failure: no prediction record, only counted.
+                self.metrics.observe(
+                    name, version, arm, reply.status_code, elapsed, None, release or ""
+                )
+                break
+            if refused is not None:
+                # The canary refused input the baseline serves: the canary's failure.
+                canary, canary_error, canary_elapsed = refused
+                refused = None
+                self._record(
+                    request_id, name, canary, CANARY, plan, features, None, canary_elapsed,
+                    canary_error, Reply(canary_error.status_code, b"", {}),
+                    plan.release_of(canary) or "",
+                )  # fmt: skip
+                self.metrics.failovers.labels(name, canary).inc()
             self._record(
                 request_id, name, version, arm, plan, features, outputs, elapsed, error, reply,
                 release or "",
@@ -314,15 +344,29 @@ class Inference:
             why = "; ".join(f"v{c['version']}: {c['reason']}" for c in causes if c["version"])
             raise NotReady(
                 f"the traffic plan of model {model!r} is not loaded yet"
-                + (f" ({why})" if why else "")
+                + (f" ({why})" if why else ""),
+                public=f"the traffic plan of model {model!r} is not loaded yet",
             )
         if not status.polled:
             raise NotReady(
                 "the router has not read the traffic plans yet"
-                + (f": {status.poll_error}" if status.poll_error else "")
+                + (f": {status.poll_error}" if status.poll_error else ""),
+                public="the router has not read the traffic plans yet",
             )
         served = ", ".join(sorted(status.latest)) or "none"
         raise UnknownModel(
             f"model {model!r} has no traffic plan in environment {self.config.environment!r} "
             f"(models served: {served})"
         )
+
+
+def _label(headers: dict[str, str], plan: TrafficPlan, version: str, arm: str) -> str | None:
+    """Name the version and arm answering in the reply ``headers``; returns its release."""
+    headers[MODEL_VERSION_HEADER] = version
+    headers[ARM_HEADER] = arm
+    release = plan.release_of(version)
+    if release is not None:
+        headers[RELEASE_ID_HEADER] = release
+    else:
+        headers.pop(RELEASE_ID_HEADER, None)
+    return release

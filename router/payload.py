@@ -12,10 +12,9 @@ it as ``columns`` + ``rows`` so the router can check it against a signature, pic
 from a field and log it without building a DataFrame. Other shapes (positional lists, tensors)
 keep only the raw ``data`` and are converted by MLflow's own parser later.
 
-JSON is decoded with ``orjson`` when it is installed; what it refuses (``NaN``, malformed text)
-goes to the standard library's parser, which accepts exactly what ``mlflow models serve``
-accepts and words the 400. So does a body with a run of 19 or more digits, since ``orjson``
-would turn an integer beyond 64 bits into a float where MLflow sees the integer.
+JSON is decoded by :func:`router.jsonbody.loads`: at most 64 levels deep, every number finite
+(``NaN``, ``Infinity`` and ``1e400`` are refused with the field's path), integers beyond 64 bits
+kept as integers, as ``mlflow models serve`` keeps them. CSV numbers must be finite too.
 
 Errors: :class:`~router.errors.UnsupportedContentType` (415) for anything but JSON or CSV in
 UTF-8, :class:`~router.errors.MalformedRequest` (400) for a body that is not valid JSON/CSV or
@@ -27,17 +26,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from router import jsonbody
 from router.errors import MalformedRequest, UnsupportedContentType
-
-try:  # optional: parses a small body about five times faster than the standard library
-    import orjson  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - the standard parser gives the same documents
-    orjson = None  # type: ignore[assignment,unused-ignore]
 
 JSON: Final = "application/json"
 CSV: Final = "text/csv"
@@ -47,7 +42,7 @@ INSTANCES: Final = "instances"
 INPUTS: Final = "inputs"
 FORMATS: Final = (DATAFRAME_SPLIT, DATAFRAME_RECORDS, INSTANCES, INPUTS)
 CSV_FORMAT: Final = "csv"
-_LONG_DIGITS: Final = re.compile(rb"\d{19}")
+_MAX_NAMED: Final = 5
 
 
 class _Missing:
@@ -148,24 +143,7 @@ def parse_body(body: bytes, content_type: str | None) -> Payload:
 
 
 def parse_json(body: bytes) -> Payload:
-    if orjson is not None and _LONG_DIGITS.search(body) is None:
-        try:
-            return parse_document(orjson.loads(body))
-        except orjson.JSONDecodeError:
-            pass  # NaN, huge integers, or truly malformed: the standard parser decides and says
-    try:
-        decoded = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise MalformedRequest(
-            f"the body is not UTF-8 text: {exc.reason} at byte {exc.start}",
-            error_code="malformed_json",
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise MalformedRequest(
-            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            error_code="malformed_json",
-        ) from exc
-    return parse_document(decoded)
+    return parse_document(jsonbody.loads(body))
 
 
 def parse_document(decoded: Any) -> Payload:
@@ -245,8 +223,27 @@ def _split(data: Any, params: dict[str, Any] | None) -> Payload:
             "'dataframe_split.columns' must be a list of column names",
             error_code="invalid_format",
         )
-    has_index = data.get("index") is not None
-    if columns is None or not all(isinstance(row, list) for row in rows):
+    if columns is not None and len(set(columns)) != len(columns):
+        repeated = sorted({c for c in columns if columns.count(c) > 1})[:_MAX_NAMED]
+        raise MalformedRequest(
+            f"'dataframe_split.columns' names {', '.join(repr(c) for c in repeated)} more than "
+            "once; each column must be named once",
+            error_code="invalid_format",
+        )
+    index = data.get("index")
+    has_index = index is not None
+    if has_index:
+        _check_index(index, len(rows))
+    if not all(isinstance(row, list) for row in rows):
+        return Payload(DATAFRAME_SPLIT, data, params, has_index=has_index)  # MLflow's road
+    if columns is None:
+        widths = {len(row) for row in rows}
+        if len(widths) > 1:
+            raise MalformedRequest(
+                f"'dataframe_split.data' rows have different lengths ({sorted(widths)[:5]}); "
+                "every row needs one value per column",
+                error_code="invalid_format",
+            )
         return Payload(DATAFRAME_SPLIT, data, params, has_index=has_index)
     width = len(columns)
     for index, row in enumerate(rows):
@@ -264,6 +261,26 @@ def _split(data: Any, params: dict[str, Any] | None) -> Payload:
         rows=tuple(tuple(row) for row in rows),
         has_index=has_index,
     )
+
+
+def _check_index(index: Any, n_rows: int) -> None:
+    """``dataframe_split.index``: a list of one scalar label per row of ``data``."""
+    if not isinstance(index, list):
+        raise MalformedRequest(
+            f"'dataframe_split.index' must be a list of row labels, got {type(index).__name__}",
+            error_code="invalid_format",
+        )
+    if len(index) != n_rows:
+        raise MalformedRequest(
+            f"'dataframe_split.index' has {len(index)} labels but 'dataframe_split.data' has "
+            f"{n_rows} rows; give one label per row",
+            error_code="invalid_format",
+        )
+    if not all(isinstance(label, str | int | float) for label in index):
+        raise MalformedRequest(
+            "'dataframe_split.index' labels must be strings or numbers",
+            error_code="invalid_format",
+        )
 
 
 def _from_records(fmt: str, data: Any, params: dict[str, Any] | None) -> Payload:
@@ -324,18 +341,29 @@ def parse_csv(body: bytes) -> Payload:
         )
     header = tuple(table[0])
     width = len(header)
+    if len(set(header)) != width:
+        repeated = sorted({c for c in header if header.count(c) > 1})[:_MAX_NAMED]
+        raise MalformedRequest(
+            f"the CSV header names {', '.join(repr(c) for c in repeated)} more than once; each "
+            "column must be named once",
+            error_code="malformed_csv",
+        )
     for index, row in enumerate(table[1:], start=2):
         if len(row) != width:
             raise MalformedRequest(
                 f"CSV line {index} has {len(row)} fields but the header names {width}",
                 error_code="malformed_csv",
             )
-    rows = tuple(tuple(_csv_cell(cell) for cell in row) for row in table[1:])
+    rows = tuple(
+        tuple(_csv_cell(cell, line, name) for cell, name in zip(row, header, strict=True))
+        for line, row in enumerate(table[1:], start=2)
+    )
     return Payload(CSV_FORMAT, text, None, columns=header, rows=rows)
 
 
-def _csv_cell(cell: str) -> Any:
-    """A CSV field as the value it spells: empty → None, numbers → int/float, else the text."""
+def _csv_cell(cell: str, line: int, column: str) -> Any:
+    """A CSV field as the value it spells: empty → None, numbers → int/float, else the text;
+    400 for a number that is not finite (``nan``, ``inf``, ``1e400``)."""
     if cell == "":
         return None
     try:
@@ -343,6 +371,14 @@ def _csv_cell(cell: str) -> Any:
     except ValueError:
         pass
     try:
-        return float(cell)
+        number = float(cell)
     except ValueError:
         return cell
+    if math.isfinite(number):
+        return number
+    shown = cell if len(cell) <= 24 else f"{cell[:20]}..."
+    raise MalformedRequest(
+        f"CSV line {line}, column {column[:40]!r}: {shown!r} is not a finite number; send a "
+        "finite number, or an empty field for a missing value",
+        error_code="non_finite_number",
+    )

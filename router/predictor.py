@@ -18,7 +18,9 @@ when, at load time, it returns exactly what ``PyFuncModel.predict`` returns on t
 input; :meth:`Predictor.matrix` says whether a payload can take it.
 
 Errors: input that does not fit the signature → :class:`~router.errors.SignatureMismatch`
-(422); anything the model raises on input that fits → :class:`~router.errors.ModelError` (500).
+(422); anything the model raises on input that fits → :class:`~router.errors.ModelError` (500),
+whose client-facing message names the version and the exception's type only (the exception's
+text may hold internal addresses; it goes to the log and the prediction record).
 """
 
 from __future__ import annotations
@@ -106,9 +108,7 @@ class Predictor:
         try:
             raw = self.fast.predict(matrix)
         except Exception as exc:
-            raise ModelError(
-                f"{self.label} failed: {type(exc).__name__}: {_short(str(exc))}"
-            ) from exc
+            raise _failed(self.label, exc) from exc
         return self._finish(raw, len(matrix))
 
     def split(self, prediction: Prediction, counts: list[int]) -> list[Prediction]:
@@ -130,11 +130,12 @@ class Predictor:
                 raise SignatureMismatch(
                     f"the input does not match the signature of {self.label}: {_short(exc.message)}"
                 ) from exc
-            raise ModelError(f"{self.label} failed: {_short(exc.message)}") from exc
-        except Exception as exc:
             raise ModelError(
-                f"{self.label} failed: {type(exc).__name__}: {_short(str(exc))}"
+                f"{self.label} failed: {_short(exc.message)}",
+                public=f"{self.label} failed: MlflowException {exc.error_code}",
             ) from exc
+        except Exception as exc:
+            raise _failed(self.label, exc) from exc
 
     def _finish(self, raw: Any, n_rows: int | None) -> Prediction:
         """The reply body for ``raw`` predictions; 500 when they are malformed."""
@@ -149,7 +150,8 @@ class Predictor:
             except Exception as exc:
                 raise ModelError(
                     f"{self.label} returned malformed predictions "
-                    f"({type(raw).__name__}): {_short(str(exc))}"
+                    f"({type(raw).__name__}): {_short(str(exc))}",
+                    public=f"{self.label} returned malformed predictions ({type(raw).__name__})",
                 ) from exc
             encoder = NumpyEncoder
         if n_rows is not None and isinstance(outputs, list) and len(outputs) != n_rows:
@@ -160,7 +162,8 @@ class Predictor:
             body = json.dumps({"predictions": outputs}, cls=encoder).encode()
         except (TypeError, ValueError) as exc:
             raise ModelError(
-                f"{self.label} returned predictions that are not JSON-serializable: {exc}"
+                f"{self.label} returned predictions that are not JSON-serializable: {exc}",
+                public=f"{self.label} returned predictions that are not JSON-serializable",
             ) from exc
         return Prediction(body=body, outputs=outputs)
 
@@ -288,6 +291,14 @@ class Predictor:
                 return
             best = min(best, time.perf_counter() - started)
         self.predict_s = best
+
+
+def _failed(label: str, exc: Exception) -> ModelError:
+    """A version raised: the client hears the exception's type, the log its text."""
+    kind = type(exc).__name__
+    return ModelError(
+        f"{label} failed: {kind}: {_short(str(exc))}", public=f"{label} failed: {kind}"
+    )
 
 
 def _positional(payload: Payload) -> bool:

@@ -3,7 +3,8 @@
 - :class:`Reply` is status, body, headers and media type, and ``after``: work the ASGI layer
   starts once the reply is sent (a shadow prediction, :mod:`router.shadow`).
 - :func:`error_reply` turns a :class:`~router.errors.RouterError` into its JSON reply
-  (``{"error_code": ..., "message": ...}`` with the error's HTTP status).
+  (``{"error_code": ..., "message": ...}`` with the error's HTTP status; a 5xx shows only
+  its public message and an incident id, :mod:`router.incidents`).
 - :func:`request_id_from` is the caller's ``x-request-id`` (400 if longer than the prediction
   log keeps), else a new id: 64 random bits per process, then a counter, so no syscall per
   request; a forked worker draws new random bits and never repeats its parent's ids.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from contract.names import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from router.errors import MalformedRequest, RouterError
+from router.incidents import reply_json
 
 # Request ids: 64 random bits per process, then a counter (unique without a syscall per request).
 _ID_PREFIX = os.urandom(8).hex()
@@ -44,7 +46,7 @@ class Reply:
 
 
 def error_reply(error: RouterError, headers: dict[str, str]) -> Reply:
-    return Reply(error.status_code, json.dumps(error.to_json()).encode(), headers)
+    return Reply(error.status_code, json.dumps(reply_json(error)).encode(), headers)
 
 
 def request_id_from(headers: Mapping[str, str]) -> str:

@@ -7,7 +7,10 @@ and raises :class:`~router.errors.SignatureMismatch` (422) naming what is wrong:
 - a column the signature does not have (``mlflow models serve`` would drop it silently; the
   router refuses it, since it is almost always a misspelt or misplaced feature);
 - a required cell that is missing or ``null`` (the row and the column);
-- a value that cannot be the column's type (``"abc"`` or a list in a ``double`` column).
+- a value that cannot be the column's type (``"abc"`` or a list in a ``double`` column), or
+  that no value of it can hold: a number beyond a ``float`` (32-bit) or ``double`` column's
+  range, text spelling a non-finite number (``"NaN"``, ``"inf"``) in either (the model would
+  otherwise receive infinity or NaN and fail, and the version would be blamed for the input).
 
 It returns whether every value already has exactly its column's Python type (``float``/``int``
 for numbers, ``bool``, ``str``). Then the router may build the model's input frame directly;
@@ -20,6 +23,7 @@ are left to MLflow (``from_mlflow`` returns ``None``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
@@ -39,6 +43,8 @@ NUMPY_DTYPES: Final[dict[str, str]] = {
 _FLOATS: Final = frozenset({"double", "float"})
 _INTS: Final = frozenset({"long", "integer"})
 _MAX_NAMED: Final = 5
+_DOUBLE_MAX: Final = 1.7976931348623157e308
+_FLOAT_MAX: Final = {"double": _DOUBLE_MAX, "float": 3.4028234663852886e38}
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,8 @@ class InputSchema:
         return frozenset(c.name for c in self.columns)
 
     @cached_property
-    def _all_floats(self) -> bool:
-        return all(c.type in _FLOATS for c in self.columns)
+    def _all_doubles(self) -> bool:
+        return all(c.type == "double" for c in self.columns)
 
     @property
     def scalar(self) -> bool:
@@ -119,10 +125,12 @@ class InputSchema:
         rows = payload.rows
         if not rows:
             raise SignatureMismatch(f"the input has no rows; {where} needs at least one")
-        if self._all_floats and all(
-            type(value) is float or type(value) is int for row in rows for value in row
+        if self._all_doubles and all(
+            type(value) is float or (type(value) is int and -_DOUBLE_MAX < value < _DOUBLE_MAX)
+            for row in rows
+            for value in row
         ):
-            return True  # every cell a number, every column a float: nothing to convert
+            return True  # every cell a (finite) number, every column a double: nothing to convert
         exact = True
         for spec in self.columns:
             position = index.get(spec.name)
@@ -148,9 +156,18 @@ def _cell_ok(value: Any, spec: ColumnSpec, row: int, where: str) -> bool:
     cls = type(value)
     if kind in _FLOATS:
         if cls is float or cls is int:
-            return True
+            if -_FLOAT_MAX[kind] <= value <= _FLOAT_MAX[kind]:
+                return True
+            raise SignatureMismatch(
+                f"row {row}: column {spec.name!r} of {where} expects a {kind}, got "
+                f"{_show(value)}, beyond the largest {kind} ({_FLOAT_MAX[kind]:g})"
+            )
         if cls is str:
-            _parse(float, value, spec, row, where)
+            if not math.isfinite(_parse(float, value, spec, row, where)):
+                raise SignatureMismatch(
+                    f"row {row}: column {spec.name!r} of {where} expects a finite {kind}, got "
+                    f"{_show(value)}"
+                )
             return False
         if cls is bool:
             return False
@@ -175,9 +192,9 @@ def _cell_ok(value: Any, spec: ColumnSpec, row: int, where: str) -> bool:
 
 def _parse(
     convert: type[float] | type[int], value: str, spec: ColumnSpec, row: int, where: str
-) -> None:
+) -> float:
     try:
-        convert(value)
+        return convert(value)
     except ValueError:
         raise SignatureMismatch(
             f"row {row}: column {spec.name!r} of {where} expects a {spec.type}, got {_show(value)}"

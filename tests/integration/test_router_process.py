@@ -163,10 +163,12 @@ def test_router_process_serves_records_and_shuts_down_cleanly(
         headers={"x-request-id": "proc-failed"},
     )
     assert failed.status_code == 500
-    assert failed.json() == {
-        "error_code": "model_error",
-        "message": "boom v1 failed: RuntimeError: negative x is not supported",
-    }
+    assert failed.json()["error_code"] == "model_error"
+    incident = failed.json()["message"].removeprefix("boom v1 failed: RuntimeError (incident ")
+    assert len(incident) == 13 and incident.endswith(")")  # the words are in the log, not here
+    assert f"incident {incident[:12]}: model_error: boom v1 failed: RuntimeError: negative x" in (
+        log_path.read_text()
+    )
     assert failed.headers["x-model-name"] == "boom"
 
     # SIGTERM: uvicorn shuts down gracefully (then re-raises the signal, so the exit status is

@@ -117,3 +117,30 @@ def test_positional_payloads_are_not_checked_here() -> None:
 
 def test_example_row_fills_every_scalar_column() -> None:
     assert SCHEMA.example_row() == {"radius": 0.0, "count": 0, "site": "", "note": ""}
+
+
+@pytest.mark.parametrize(
+    ("schema", "record", "fragment"),
+    [
+        # A number no value of the column can hold: the model would get infinity and fail.
+        (InputSchema((ColumnSpec("x", "float"),)), {"x": 1e39}, "beyond the largest float"),
+        (InputSchema((ColumnSpec("x", "float"),)), {"x": -1e39}, "beyond the largest float"),
+        (InputSchema((ColumnSpec("x", "double"),)), {"x": 10**400}, "beyond the largest double"),
+        # Text spelling a non-finite number, which MLflow's road would convert to one.
+        (InputSchema((ColumnSpec("x", "double"),)), {"x": "NaN"}, "expects a finite double"),
+        (InputSchema((ColumnSpec("x", "float"),)), {"x": "-inf"}, "expects a finite float"),
+    ],
+)
+def test_numbers_beyond_a_float_column_are_a_422_naming_it(
+    schema: InputSchema, record: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(SignatureMismatch) as raised:
+        schema.check(_payload([record]), WHERE)
+    assert raised.value.message.startswith("row 0: column 'x' of bc v2 expects a")
+    assert fragment in raised.value.message
+
+
+def test_the_largest_finite_values_still_fit() -> None:
+    assert InputSchema((ColumnSpec("x", "float"),)).check(_payload([{"x": 3.4e38}]), WHERE)
+    assert InputSchema((ColumnSpec("x", "double"),)).check(_payload([{"x": 1.7e308}]), WHERE)
+    assert InputSchema((ColumnSpec("x", "double"),)).check(_payload([{"x": 2**70}]), WHERE)

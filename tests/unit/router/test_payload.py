@@ -163,7 +163,6 @@ def test_media_type_is_case_insensitive_and_allows_utf8() -> None:
 @pytest.mark.parametrize(
     ("body", "value"),
     [
-        (b'{"inputs": {"x": [NaN]}}', "nan"),
         (b'{"inputs": {"x": [2147483648000000000000]}}', 2147483648000000000000),
         (b'{"inputs": {"x": [0.1]}}', 0.1),
     ],
@@ -171,4 +170,65 @@ def test_media_type_is_case_insensitive_and_allows_utf8() -> None:
 def test_json_values_are_what_the_standard_parser_reads(body: bytes, value: object) -> None:
     (got,) = parse_body(body, "application/json").data["x"]
     assert type(got) is type(json.loads(body)["inputs"]["x"][0])
-    assert repr(got) == repr(value if value != "nan" else float("nan"))
+    assert repr(got) == repr(value)
+
+
+@pytest.mark.parametrize(
+    ("split", "fragment"),
+    [
+        (
+            {"columns": ["a"], "index": [0, 1, 2], "data": [[1.0]]},
+            "'dataframe_split.index' has 3 labels but 'dataframe_split.data' has 1 rows",
+        ),
+        (
+            {"columns": ["a"], "index": [], "data": [[1.0], [2.0]]},
+            "'dataframe_split.index' has 0 labels but 'dataframe_split.data' has 2 rows",
+        ),
+        ({"columns": ["a"], "index": 5, "data": [[1.0]]}, "must be a list of row labels"),
+        ({"columns": ["a"], "index": [[0]], "data": [[1.0]]}, "labels must be strings or numbers"),
+        ({"columns": ["a", "a"], "data": [[1.0, 2.0]]}, "names 'a' more than once"),
+        ({"data": [[1.0, 2.0], [3.0]]}, "rows have different lengths ([1, 2])"),
+    ],
+)
+def test_dataframe_split_shapes_that_do_not_fit_are_a_400(
+    split: dict[str, object], fragment: str
+) -> None:
+    body = json.dumps({"dataframe_split": split}).encode()
+    with pytest.raises(MalformedRequest) as raised:
+        parse_body(body, "application/json")
+    assert (raised.value.status_code, raised.value.error_code) == (400, "invalid_format")
+    assert fragment in raised.value.message
+
+
+def test_a_matching_index_is_kept() -> None:
+    body = {"dataframe_split": {"columns": ["a"], "index": ["r1", 7], "data": [[1.0], [2.0]]}}
+    payload = parse_body(json.dumps(body).encode(), "application/json")
+    assert payload.has_index and payload.rows == ((1.0,), (2.0,))
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", "-Infinity", "1e400"])
+def test_csv_numbers_must_be_finite(cell: str) -> None:
+    with pytest.raises(MalformedRequest) as raised:
+        parse_body(f"a,b\n1.0,2\n3.0,{cell}\n".encode(), "text/csv")
+    assert raised.value.error_code == "non_finite_number"
+    assert raised.value.message.startswith(f"CSV line 3, column 'b': {cell!r} is not a finite")
+
+
+def test_a_csv_header_names_each_column_once() -> None:
+    with pytest.raises(MalformedRequest) as raised:
+        parse_body(b"a,b,a\n1,2,3\n", "text/csv")
+    assert raised.value.message.startswith("the CSV header names 'a' more than once")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"inputs": {"x": [1e400]}}', "non_finite_number"),
+        (b'{"inputs": {"x": [NaN]}}', "non_finite_number"),
+        (b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}", "too_deep"),
+    ],
+)
+def test_json_bodies_go_through_the_bounded_parser(body: bytes, code: str) -> None:
+    with pytest.raises(MalformedRequest) as raised:
+        parse_body(body, "application/json")
+    assert raised.value.error_code == code

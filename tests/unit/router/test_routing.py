@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +79,8 @@ def app(serve: Any, numeric_dir: Path, tricky_dir: Path, failing_dir: Path) -> I
                 shadow_fraction=1.0,
                 baseline_release_id=4,
             ),
+            # mixed: the baseline takes x (double), its canary (100%) a, b and n
+            TrafficPlan(ENV, "mixed", "1", "2", 100, rollout_id="r-mixed"),
         ]
     )
     loader = DirLoader(
@@ -88,6 +91,8 @@ def app(serve: Any, numeric_dir: Path, tricky_dir: Path, failing_dir: Path) -> I
             ("num", "1"): numeric_dir,
             ("num", "2"): numeric_dir,
             ("num", "3"): numeric_dir,
+            ("mixed", "1"): failing_dir,
+            ("mixed", "2"): numeric_dir,
         }
     )
     sink = InMemoryPredictionLog()
@@ -199,12 +204,52 @@ def test_a_failing_canary_is_answered_by_the_baseline(app: App, x: float, error:
 def test_a_failing_baseline_is_a_clear_5xx(app: App) -> None:
     raised = app.post("boom", {"inputs": {"x": [-13.0]}})  # both versions raise on it
     assert (raised.status_code, raised.json()["error_code"]) == (500, "model_error")
-    assert "boom v1 failed: RuntimeError: negative x is not supported" in raised.json()["message"]
+    # The client hears the version and the exception's type, with an incident id; the model's
+    # own words (which may name internal hosts) are only in the log and the prediction record.
+    message = raised.json()["message"]
+    assert re.fullmatch(r"boom v1 failed: RuntimeError \(incident [0-9a-f]{12}\)", message)
     slow = app.post("slow", {"inputs": {"x": [1500.0]}})
     assert (slow.status_code, slow.json()["error_code"]) == (504, "model_timeout")
     assert slow.json()["message"] == (
         "slow v2 did not answer within 0.5s (ROLLOUT_PREDICT_TIMEOUT_S)"
     )
+
+
+# -- the client's errors are nobody's failure --
+@pytest.mark.parametrize(
+    ("model", "body", "status", "code"),
+    [
+        ("boom", {"inputs": {"x": ["abc"]}}, 422, "signature_mismatch"),  # both: not a double
+        ("boom", {"inputs": {"y": [1.0]}}, 422, "signature_mismatch"),  # both: no such column
+        ("mixed", {"dataframe_records": [{"zzz": 1.0}]}, 422, "signature_mismatch"),
+        ("boom", {"dataframe_split": {"index": [1, 2], "data": [[1.0]]}}, 400, "invalid_format"),
+        ("boom", {"inputs": {"x": [1.0]}, "params": 3}, 400, "invalid_format"),
+    ],
+)
+def test_input_every_version_refuses_is_the_clients_and_records_nothing(
+    app: App, model: str, body: Any, status: int, code: str
+) -> None:
+    reply = app.post(model, body, **{"x-request-id": f"refused-{model}"})
+    assert (reply.status_code, reply.json()["error_code"]) == (status, code), reply.text
+    if status == 422:  # the version the split chose refused it, and says so
+        assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("canary", "2")
+    assert [r for r in app.records() if r.request_id == f"refused-{model}"] == []
+    metrics = app.client.get("/metrics").text
+    assert "rollout_router_canary_failovers_total{" not in metrics
+
+
+def test_input_only_the_canary_refuses_is_the_canarys_failure(app: App) -> None:
+    reply = app.post("mixed", {"inputs": {"x": [2.0]}}, **{"x-request-id": "canary-refuses"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"predictions": [{"x": 4.0}]}
+    assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("failover", "1")
+    by_arm = {r.arm: r for r in app.records() if r.request_id == "canary-refuses"}
+    assert set(by_arm) == {"canary", "failover"}
+    assert (by_arm["canary"].version, by_arm["canary"].status_code) == ("2", 422)
+    assert (by_arm["canary"].error or "").startswith("signature_mismatch: the input is missing")
+    assert (by_arm["failover"].status_code, by_arm["failover"].error) == (200, None)
+    metrics = app.client.get("/metrics").text
+    assert 'rollout_router_canary_failovers_total{model="mixed",version="2"} 1.0' in metrics
 
 
 # -- micro-batching --
