@@ -28,8 +28,8 @@ not expired) token of the store (:mod:`rollout.tokens`, read on every request). 
 actor recorded for the call, so "approved by someone other than who started it" holds through
 the API. A call the token's roles or environments do not allow is refused (403) before it
 changes anything. Every mutating call (start, apply, the verbs on an environment, token create
-and revoke), allowed or not, appends a row to the audit log (:mod:`rollout.store.audit`) with its outcome:
-``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
+and revoke), allowed or not, appends a row to the audit log (:mod:`rollout.store.audit`) with
+its outcome: ``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
 Errors are JSON ``{"error_code", "message"}``, the status chosen by the error's type
 (:func:`contract.errors.http_status`): 401 ``unauthenticated``, 403 ``forbidden`` (names the
 identity, the verb, the environment and the roles that would do), 404 ``not_found``, 409
