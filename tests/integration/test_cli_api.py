@@ -292,3 +292,65 @@ def test_embedded_default_makes_the_first_admin_token(home: DemoHome, tmp_path: 
         engine.dispose()
     finally:
         stop(second)
+
+
+def test_the_output_through_the_api_is_the_stores(
+    api: Api,
+    home: DemoHome,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    s = api.settings
+    base = ["--home", str(s.home), "--registry-uri", s.registry_uri, "--store-url", s.store_url]
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"model: {MODEL}\ncandidate: {v1}\nenvironment: prod\n"
+        "strategy: {linear: {steps: 4, min_requests: 50, max_duration: 1m}}\n"
+    )
+
+    def both(*argv: str, lines: int | None = None) -> str:
+        """The same command through the API and on the store: the same output (its first
+        ``lines``, when the rest says how long something has run)."""
+        code, through_api, err = cli(capsys, monkeypatch, api.url, ROOT, *argv)
+        assert code == 0, err
+        code, direct, err = cli(capsys, monkeypatch, None, None, *base, *argv)
+        assert code == 0, err
+        assert through_api.splitlines()[:lines] == direct.splitlines()[:lines]
+        return through_api
+
+    assert f"would: initial release of v{v1} in prod" in both("plan", "-f", str(spec))
+    both("plan", "-f", str(spec), "--json")
+    code, out, err = cli(capsys, monkeypatch, api.url, ROOT, "apply", "-f", str(spec))
+    assert code == 0 and "with new config v1: succeeded" in out, err
+    rollout_id = out.split()[2]
+    report = both("report", rollout_id)
+    assert report.startswith(f"{rollout_id}: bc v{v1} in prod (linear), succeeded; started by root")
+    both("report", rollout_id, "--json")
+    both("events", rollout_id)
+    assert "initial" in both("history", MODEL, "--env", "prod")
+    both("history", MODEL, "--env", "prod", "--json")
+
+    code, out, err = cli(
+        capsys, monkeypatch, api.url, ROOT, "start", MODEL, "--candidate", v2, "--env", "prod"
+    )
+    assert code == 0, err
+    started = out.split(":")[0]
+    assert both("status", MODEL, "--env", "prod", lines=4).count(f"rollout {started}: ") == 1
+    for verb, state in (("pause", "paused"), ("resume", "progressing"), ("abort", "aborted")):
+        code, out, err = cli(
+            capsys, monkeypatch, api.url, ROOT, verb, MODEL, "--env", "prod", "--reason", "test"
+        )
+        assert (code, out.split(":")[:2]) == (0, [started, f" {state}"]), err
+    assert "aborted" in both("status", MODEL, "--env", "prod")
+    code, out, err = cli(
+        capsys, monkeypatch, api.url, ROOT,
+        "status", MODEL, "--env", "prod", "--watch", "--interval", "0.1",
+    )  # fmt: skip
+    assert code == 0 and out.count(f"{MODEL} in prod") == 1  # not active: printed once
+    rows = audit_rows(s.store_url)
+    assert [(r["identity"], r["verb"]) for r in rows] == [
+        ("root", "apply"), ("root", "start"), ("root", "pause"), ("root", "resume"),
+        ("root", "abort"),
+    ]  # fmt: skip
