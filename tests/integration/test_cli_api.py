@@ -120,7 +120,11 @@ def audit_rows(store_url: str) -> list[dict[str, object]]:
 
 
 def test_cli_through_the_api_acts_as_the_token(
-    api: Api, home: DemoHome, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    api: Api,
+    home: DemoHome,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     def run(token: str | None, *argv: str) -> tuple[int, str, str]:
         return cli(capsys, monkeypatch, api.url, token, *argv)
@@ -201,6 +205,19 @@ def test_cli_through_the_api_acts_as_the_token(
     # no token at all: said at once, nothing sent
     code, _, err = run(None, "status", MODEL, "--env", "dev")
     assert code == 2 and "ROLLOUT_TOKEN" in err
+
+    # ROLLOUT_API_URL instead of --api, and the token from a file
+    code, out, _ = run(ROOT, "token", "create", "--identity", "val", "--role", "viewer")
+    token_file = tmp_path / "val-token"
+    token_file.write_text(out)
+    monkeypatch.setenv("ROLLOUT_API_URL", api.url)
+    capsys.readouterr()
+    assert main(["--token-file", str(token_file), "history", MODEL, "--env", "dev"]) == 0
+    assert "initial" in capsys.readouterr().out
+    assert main(["--token-file", str(tmp_path / "missing"), "history", MODEL, "--env", "dev"]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    assert main(["monitor", MODEL, "--env", "dev"]) == 2
+    assert "not available through the API" in capsys.readouterr().err
 
 
 def test_direct_store_access_is_audited_as_such(
@@ -354,3 +371,23 @@ def test_the_output_through_the_api_is_the_stores(
         ("root", "apply"), ("root", "start"), ("root", "pause"), ("root", "resume"),
         ("root", "abort"),
     ]  # fmt: skip
+
+
+def test_rollout_up_makes_the_first_admin_token_once(home: DemoHome) -> None:
+    from dataclasses import replace
+
+    from rollout.up import first_admin_token
+
+    path = first_admin_token(home.settings)
+    assert path == home.settings.home / "admin-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().startswith("rlt_")
+    assert first_admin_token(home.settings) is None  # a token exists: none made
+    digest = hashlib.sha256(b"x").hexdigest()
+    with_env = replace(
+        home.settings, api_tokens=f"ops:admin={digest}", home=home.settings.home / "b"
+    )
+    with_env = replace(with_env, store_url=f"sqlite:///{with_env.home / 'rollout.db'}")
+    assert first_admin_token(with_env) is None  # ROLLOUT_API_TOKENS holds one: none made
+    not_embedded = replace(home.settings, store_url="sqlite:///" + str(home.settings.home / "x.db"))
+    assert first_admin_token(not_embedded) is None
