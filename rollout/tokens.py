@@ -10,8 +10,9 @@ request: a revoked or expired token gets 401 at its next request, in every API p
 The embedded default (a SQLite store at ``$ROLLOUT_HOME/rollout.db``) needs no setup: on the
 first start of ``rollout api`` or ``rollout up`` with no tokens anywhere,
 :func:`ensure_first_admin` makes an admin token (identity ``admin``, never expires), writes it
-to ``$ROLLOUT_HOME/admin-token`` (mode 0600) and says where. Any other store with no tokens
-refuses to serve (:func:`require_tokens`) unless ``--insecure-dev``.
+to ``$ROLLOUT_HOME/admin-token`` (mode 0600) and says where. On any other store, ``rollout
+api`` with no tokens at all (:meth:`Authenticator.has_tokens`) refuses to start with
+:data:`NO_TOKENS` unless ``--insecure-dev`` (then every call gets 401 until a token exists).
 """
 
 from __future__ import annotations
