@@ -33,6 +33,13 @@ from rollout.auth import _NAME_CHARS, ROLES, Role, Token
 from rollout.settings import Settings
 from rollout.store.tokens import StoredToken, TokenStore
 
+
+class BadTokenRequest(Invalid):
+    """A token request with a bad field (422 ``invalid_request``; the message names it)."""
+
+    code = "invalid_request"
+
+
 PREFIX = "rlt_"
 ADMIN_TOKEN_FILE = "admin-token"
 FIRST_ADMIN = "admin"
@@ -58,7 +65,7 @@ def parse_expires(text: str) -> float | None:
     found = _EXPIRES.match(value)
     seconds = float(found[1]) * _UNIT_S[found[2]] if found else 0.0
     if not found or not 0 < seconds <= MAX_EXPIRES_S:
-        raise Invalid(
+        raise BadTokenRequest(
             f"expires: expected a lifetime such as 30d, 12h, 90m or 2w (at most 5 years), "
             f"or 'never'; got {text[:40]!r}"
         )
@@ -67,7 +74,9 @@ def parse_expires(text: str) -> float | None:
 
 def check_identity(identity: str) -> str:
     if not identity or len(identity) > 255 or not set(identity) <= _NAME_CHARS:
-        raise Invalid(f"identity: expected 1-255 letters, digits or ._-/, got {identity[:40]!r}")
+        raise BadTokenRequest(
+            f"identity: expected 1-255 letters, digits or ._-/, got {identity[:40]!r}"
+        )
     return identity
 
 
@@ -75,7 +84,7 @@ def check_roles(roles: Collection[str]) -> tuple[Role, ...]:
     unknown = [role for role in roles if role not in ROLES]
     if not roles or unknown:
         got = repr(unknown[0][:40]) if unknown else "none"
-        raise Invalid(f"roles: expected one or more of {', '.join(ROLES)}; got {got}")
+        raise BadTokenRequest(f"roles: expected one or more of {', '.join(ROLES)}; got {got}")
     return tuple(role for role in ROLES if role in roles)
 
 
@@ -84,7 +93,7 @@ def check_environments(environments: Collection[str] | None) -> tuple[str, ...] 
         return None
     for env in environments:
         if not env or len(env) > 64 or not set(env) <= _NAME_CHARS:
-            raise Invalid(
+            raise BadTokenRequest(
                 f"environments: expected names of letters, digits or ._-/, got {env[:40]!r}"
             )
     return tuple(sorted(set(environments)))
@@ -185,6 +194,11 @@ NO_TOKENS = (
 def revoke(store: TokenStore, id_or_identity: str, by: str) -> list[StoredToken]:
     """Revoke the token with this id, else every token of this identity; NotFound when no
     token ever had that id or identity (revoking again revokes nothing and is no error)."""
-    if not store.exists(id_or_identity[:255]):
+    if not id_or_identity or len(id_or_identity) > 255 or not set(id_or_identity) <= _NAME_CHARS:
+        raise BadTokenRequest(
+            f"id_or_identity: expected a token id (tok_...) or an identity of letters, digits "
+            f"or ._-/, got {id_or_identity[:40]!r}"
+        )
+    if not store.exists(id_or_identity):
         raise NotFound(f"no token has the id or identity {id_or_identity[:80]!r}")
-    return store.revoke(id_or_identity[:255], by)
+    return store.revoke(id_or_identity, by)

@@ -88,6 +88,9 @@ def test_revoke_by_id_or_identity_takes_effect_at_once(store: TokenStore) -> Non
     assert authenticator.identify(other.token) is not None
     with pytest.raises(NotFound, match="'nobody'"):
         revoke(store, "nobody", "root")
+    for bad in ("", "a\x00b", "x" * 256, "a b"):  # never reaches the database (NUL on PG)
+        with pytest.raises(Invalid, match=r"^id_or_identity: expected"):
+            revoke(store, bad, "root")
     states = {t.id: (t.state(store.clock.time()), t.revoked_by) for t in store.list()}
     assert states == {
         first.stored.id: ("revoked", "root"),
@@ -176,6 +179,8 @@ def test_api_token_lifecycle_and_audit(
     assert {t["id"] for t in gone.json()["revoked"]} == {made.json()["id"], again.json()["id"]}
     assert client.get(status, headers=bearer(sam2)).status_code == 401
     assert client.delete("/v1/tokens/nobody", headers=bearer(ROOT)).status_code == 404
+    nul = client.delete("/v1/tokens/a%00b", headers=bearer(ROOT))
+    assert (nul.status_code, nul.json()["error_code"]) == (422, "invalid_request")
 
     with manager.engine.connect() as conn:
         rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).all()
@@ -188,6 +193,7 @@ def test_api_token_lifecycle_and_audit(
         ("root", "token_create", "allowed", made.json()["id"]),
         ("root", "token_create", "allowed", again.json()["id"]),
         ("root", "token_revoke", "allowed", None),
+        ("root", "token_revoke", "failed", None),
         ("root", "token_revoke", "failed", None),
     ]
     paused = [r for r in rows if r.verb == "pause"]
