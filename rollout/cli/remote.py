@@ -18,11 +18,12 @@ not serve (``monitor``, ``reference``, ``looks``, and the processes) say so and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -140,23 +141,32 @@ def _spec_mapping(path: str) -> dict[str, Any]:
 
 # -- turning the API's JSON back into what formatting prints --
 
+T = TypeVar("T")
+
+
+def build(cls: type[T], data: Mapping[str, Any], **override: Any) -> T:
+    """``cls`` (a dataclass) from the API's JSON, keeping only its fields (a newer API may
+    send more)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in {**data, **override}.items() if k in names})
+
 
 def _record(data: Mapping[str, Any]) -> Any:
     from rollout.store.records import RolloutRecord
 
-    return RolloutRecord(**{**data, "spec": json.dumps(data.get("spec"), sort_keys=True)})
+    return build(RolloutRecord, data, spec=json.dumps(data.get("spec"), sort_keys=True))
 
 
 def _events(items: list[Any]) -> list[Any]:
     from rollout.store.records import EventRecord
 
-    return [EventRecord(**item) for item in items]
+    return [build(EventRecord, item) for item in items]
 
 
 def _releases(items: list[Any]) -> list[Any]:
     from rollout.store.records import Release
 
-    return [Release(**item) for item in items]
+    return [build(Release, item) for item in items]
 
 
 class _Live:
@@ -176,7 +186,7 @@ def _status(data: Mapping[str, Any]) -> Any:
     return Status(
         model=data["model"],
         environment=data["environment"],
-        plan=TrafficPlan(**data["plan"]) if data.get("plan") else None,
+        plan=build(TrafficPlan, data["plan"]) if data.get("plan") else None,
         alias_version=data.get("alias_version"),
         rollout=_record(data["rollout"]) if data.get("rollout") else None,
         live=cast(Any, _Live(data["live"])) if data.get("live") else None,
@@ -227,13 +237,10 @@ def _plan(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(result))
         return 0
-    fields = {
-        **result,
-        "steps": tuple(PlanStep(**step) for step in result["steps"]),
-        "gates": tuple(result["gates"]),
-        "problems": tuple(result.get("problems") or ()),
-    }
-    print(format_plan(RolloutPlan(**fields)))
+    steps = tuple(build(PlanStep, step) for step in result["steps"])
+    problems = tuple(result.get("problems") or ())
+    shown = build(RolloutPlan, result, steps=steps, gates=tuple(result["gates"]), problems=problems)
+    print(format_plan(shown))
     return 0
 
 
@@ -336,7 +343,7 @@ def _audit(client: Client, args: argparse.Namespace) -> int:
     elif not rows:
         print("no audit rows")
     else:
-        print(format_audit([AuditEntry(**{**r, "detail": canonical(r["detail"])}) for r in rows]))
+        print(format_audit([build(AuditEntry, r, detail=canonical(r["detail"])) for r in rows]))
     return 0
 
 

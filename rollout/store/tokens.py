@@ -12,17 +12,20 @@ takes effect at the next request, in every API process.
 from __future__ import annotations
 
 import builtins
+import logging
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from contract.clock import SYSTEM_CLOCK, Clock
 from contract.sql.schema import api_tokens
 from rollout.auth import ROLES, Role, Token
 
+log = logging.getLogger(__name__)
 TokenState = Literal["active", "expired", "revoked"]
 TOUCH_EVERY_S = 60.0  # last_used_at is written at most this often per token
 
@@ -126,10 +129,12 @@ class TokenStore:
         if stored.state(now) != "active":
             return None
         if stored.last_used_at is None or now - stored.last_used_at >= TOUCH_EVERY_S:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    api_tokens.update().where(api_tokens.c.id == stored.id).values(last_used_at=now)
-                )
+            try:
+                with self.engine.begin() as conn:
+                    touch = api_tokens.update().where(api_tokens.c.id == stored.id)
+                    conn.execute(touch.values(last_used_at=now))
+            except SQLAlchemyError:  # "last used" is a hint: a busy store must not refuse a call
+                log.warning("could not note the use of token %s", stored.id, exc_info=True)
         return stored.token()
 
     def list(self) -> list[StoredToken]:
