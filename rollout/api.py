@@ -366,7 +366,12 @@ def create_app(
 
     @app.post("/v1/tokens", status_code=201)
     def token_create(request: Request, body: TokenBody, token: Caller) -> dict[str, Any]:
-        _note(request, identity=body.identity, roles=body.roles, environments=body.environments)
+        _note(
+            request,
+            token_identity=body.identity,
+            token_roles=body.roles,
+            token_environments=body.environments,
+        )
         allow(request, token, "token_create", None)
         issued = issue(
             store, body.identity, body.roles, body.environments, body.expires, token.identity

@@ -416,7 +416,11 @@ def _token(args: argparse.Namespace) -> int:
         call = Call(verb, None, None, args.actor, {"via": "store", "os_user": os_user()})
         try:
             if args.token_command == "create":
-                call.detail |= {"identity": args.identity, "roles": args.role, "envs": args.env}
+                call.detail |= {
+                    "token_identity": args.identity,
+                    "token_roles": args.role,
+                    "token_environments": args.env,
+                }
                 issued = issue(store, args.identity, args.role, args.env, args.expires, args.actor)
                 call.detail["created_token_id"] = issued.stored.id
                 created = {**issued.stored.to_dict(store.clock.time()), "token": issued.token}

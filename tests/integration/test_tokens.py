@@ -185,17 +185,19 @@ def test_api_token_lifecycle_and_audit(
     with manager.engine.connect() as conn:
         rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).all()
     tokens_rows = [
-        (r.identity, r.verb, r.outcome, json.loads(r.detail).get("created_token_id"))
+        (r.identity, r.verb, r.outcome, d.get("token_identity"), d.get("created_token_id"))
         for r in rows
         if r.verb.startswith("token_")
+        for d in [json.loads(r.detail)]
     ]
     assert tokens_rows == [
-        ("root", "token_create", "allowed", made.json()["id"]),
-        ("root", "token_create", "allowed", again.json()["id"]),
-        ("root", "token_revoke", "allowed", None),
-        ("root", "token_revoke", "failed", None),
-        ("root", "token_revoke", "failed", None),
+        ("root", "token_create", "allowed", "sam", made.json()["id"]),
+        ("root", "token_create", "allowed", "sam", again.json()["id"]),
+        ("root", "token_revoke", "allowed", None, None),
+        ("root", "token_revoke", "failed", None, None),
+        ("root", "token_revoke", "failed", None, None),
     ]
+    assert sam not in json.dumps([r.detail for r in rows])  # never the token itself
     paused = [r for r in rows if r.verb == "pause"]
     assert [(r.identity, json.loads(r.detail)["token_id"]) for r in paused] == [
         ("sam", made.json()["id"])
