@@ -366,10 +366,22 @@ def test_the_output_through_the_api_is_the_stores(
         "status", MODEL, "--env", "prod", "--watch", "--interval", "0.1",
     )  # fmt: skip
     assert code == 0 and out.count(f"{MODEL} in prod") == 1  # not active: printed once
+
+    code, out, err = cli(
+        capsys, monkeypatch, api.url, ROOT, "start", MODEL, "--candidate", v2, "--env", "prod"
+    )
+    assert code == 0, err
+    code, out, err = cli(
+        capsys, monkeypatch, api.url, ROOT, "rollback", MODEL, "--env", "prod", "--reason", "why"
+    )
+    assert code == 0, err
+    assert out.startswith("release ") and "serves prod" in out.splitlines()[0]
+    assert "rolled_back" in both("history", MODEL, "--env", "prod")
     rows = audit_rows(s.store_url)
-    assert [(r["identity"], r["verb"]) for r in rows] == [
-        ("root", "apply"), ("root", "start"), ("root", "pause"), ("root", "resume"),
-        ("root", "abort"),
+    assert [(r["identity"], r["verb"], r["outcome"]) for r in rows] == [
+        ("root", "apply", "allowed"), ("root", "start", "allowed"), ("root", "pause", "allowed"),
+        ("root", "resume", "allowed"), ("root", "abort", "allowed"), ("root", "start", "allowed"),
+        ("root", "rollback", "allowed"),
     ]  # fmt: skip
 
 
