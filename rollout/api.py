@@ -15,16 +15,21 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     GET  /v1/audit                            audit rows, newest first (?model, environment,
                                               identity, limit)
     GET  /v1/audit/verify                     walk the audit chain: ok, or the first broken row
+    POST   /v1/tokens                         token create {identity, roles, environments?,
+                                              expires} (admin): the token, shown once
+    GET    /v1/tokens                         every token's id, identity, roles, state (admin)
+    DELETE /v1/tokens/{id or identity}        revoke it, or all of that identity's (admin)
     GET  /healthz
 
 Every ``/v1`` call needs ``Authorization: Bearer <token>``; the token's sha256 (hex) must be one
 of ``ROLLOUT_API_TOKENS`` (``identity[:role+role][@env+env]=sha256hex,...``, see
-:mod:`rollout.auth`: roles default to ``viewer``, environments to all). The identity is the
+:mod:`rollout.auth`: roles default to ``viewer``, environments to all) or a good (not revoked,
+not expired) token of the store (:mod:`rollout.tokens`, read on every request). The identity is the
 actor recorded for the call, so "approved by someone other than who started it" holds through
 the API. A call the token's roles or environments do not allow is refused (403) before it
-changes anything. Every mutating call (start, apply, and the verbs on an environment), allowed
-or not, appends a row to the audit log (:mod:`rollout.store.audit`) with its outcome:
-``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
+changes anything. Every mutating call (start, apply, the verbs on an environment, token create
+and revoke), allowed or not, appends a row to the audit log (:mod:`rollout.store.audit`) with
+its outcome: ``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
 Errors are JSON ``{"error_code", "message"}``, the status chosen by the error's type
 (:func:`contract.errors.http_status`): 401 ``unauthenticated``, 403 ``forbidden`` (names the
 identity, the verb, the environment and the roles that would do), 404 ``not_found``, 409
@@ -36,8 +41,6 @@ Serve with ``rollout api --port 8090`` (the manager loop runs separately: ``roll
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,6 +60,8 @@ from rollout.errors import Forbidden, RolloutError, Unauthenticated, http_status
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.store.records import json_safe
+from rollout.store.tokens import TokenStore
+from rollout.tokens import Authenticator, issue, revoke
 from rollout.watch import changes, rollout_active
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
@@ -81,6 +86,15 @@ class CommandBody(_Body):
     reason: str | None = None
 
 
+class TokenBody(_Body):
+    identity: str = Field(max_length=255, description="who the token acts as")
+    roles: list[str] = Field(min_length=1, max_length=5, description="e.g. ['scientist']")
+    environments: list[str] | None = Field(
+        default=None, max_length=64, description="where it may act (default: everywhere)"
+    )
+    expires: str = Field(max_length=16, description="lifetime: 30d, 12h, 90m, 2w or 'never'")
+
+
 class RollbackBody(_Body):
     to_release: int | None = Field(default=None, description="release id to return to")
     reason: str | None = None
@@ -93,6 +107,10 @@ _ENV_VERB = re.compile(
 
 def _mutation(method: str, path: str) -> Call | None:
     """The audited call this request is, or None (reads, ``/v1/plan``, unknown paths)."""
+    if path.rstrip("/") == "/v1/tokens" and method == "POST":
+        return Call("token_create")
+    if path.startswith("/v1/tokens/") and method == "DELETE":
+        return Call("token_revoke")
     if method != "POST":
         return None
     if path.rstrip("/") == "/v1/rollouts":
@@ -127,24 +145,29 @@ def _token(
     """The token that was sent (its identity, roles and environments); 401 otherwise."""
     if credentials is None:
         raise Unauthenticated("send 'Authorization: Bearer <token>'")
-    digest = hashlib.sha256(credentials.credentials.encode()).hexdigest()
-    tokens: dict[str, Token] = request.app.state.tokens
-    for known_digest, token in tokens.items():
-        if hmac.compare_digest(known_digest, digest):
-            call = _call(request)
-            if call is not None:
-                call.identity = token.identity
-            return token
-    raise Unauthenticated("unknown token (its sha256 is not configured)")
+    authenticator: Authenticator = request.app.state.authenticator
+    token = authenticator.identify(credentials.credentials)
+    if token is None:
+        raise Unauthenticated("unknown, expired or revoked token")
+    call = _call(request)
+    if call is not None:
+        call.identity = token.identity
+        if token.token_id is not None:
+            call.detail["token_id"] = token.token_id
+    return token
 
 
 Caller = Annotated[Token, Depends(_token)]
 
 
-def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None) -> FastAPI:
+def create_app(
+    manager: Manager,
+    tokens: Mapping[str, Token | str] | None = None,
+    token_store: TokenStore | None = None,
+) -> FastAPI:
     """The API over ``manager``; ``tokens`` maps sha256 hex → :class:`~rollout.auth.Token`
     (or an identity, which gets the default role ``viewer``), else the settings'
-    ``ROLLOUT_API_TOKENS``."""
+    ``ROLLOUT_API_TOKENS``; and the store's tokens (:mod:`rollout.tokens`)."""
     known = (
         {digest: Token(t) if isinstance(t, str) else t for digest, t in tokens.items()}
         if tokens is not None
@@ -156,6 +179,8 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         description="Start, watch, approve and roll back model rollouts (same verbs as the CLI).",
     )
     app.state.tokens = known
+    store = token_store if token_store is not None else TokenStore(manager.engine)
+    app.state.authenticator = Authenticator(known, store)
 
     def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
         """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
@@ -338,6 +363,36 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     def audit_verify(request: Request, token: Caller) -> dict[str, Any]:
         allow(request, token, "audit", None)
         return _out(manager.audit.verify().to_dict())
+
+    @app.post("/v1/tokens", status_code=201)
+    def token_create(request: Request, body: TokenBody, token: Caller) -> dict[str, Any]:
+        _note(
+            request,
+            token_identity=body.identity,
+            token_roles=body.roles,
+            token_environments=body.environments,
+        )
+        allow(request, token, "token_create", None)
+        issued = issue(
+            store, body.identity, body.roles, body.environments, body.expires, token.identity
+        )
+        _note(request, created_token_id=issued.stored.id, expires_at=issued.stored.expires_at)
+        return _out({**issued.stored.to_dict(store.clock.time()), "token": issued.token})
+
+    @app.get("/v1/tokens")
+    def token_list(request: Request, token: Caller) -> list[Any]:
+        allow(request, token, "token_list", None)
+        now = store.clock.time()
+        return [_out(stored.to_dict(now)) for stored in store.list()]
+
+    @app.delete("/v1/tokens/{id_or_identity}")
+    def token_revoke(request: Request, id_or_identity: str, token: Caller) -> dict[str, Any]:
+        _note(request, target=id_or_identity)
+        allow(request, token, "token_revoke", None)
+        revoked = revoke(store, id_or_identity, token.identity)
+        _note(request, revoked=[stored.id for stored in revoked])
+        now = store.clock.time()
+        return {"revoked": [_out(stored.to_dict(now)) for stored in revoked]}
 
     return app
 

@@ -15,6 +15,7 @@ environments default to all. A token may act when one of its roles grants the ve
                                                         deployer, admin
     release     promote rollback                        deployer, admin
     approve     approve                                 approver, admin
+    tokens      token_create token_list token_revoke    admin (not limited to environments)
 
 "Production" is the last environment of the configured order (``prod`` by default); a
 scientist acts only in the environments before it (``dev``, ``staging``), never in one outside
@@ -38,7 +39,10 @@ OPERATE = frozenset({"start", "apply", "pause", "resume", "abort"})
 RELEASE = frozenset({"promote", "rollback"})
 APPROVE = frozenset({"approve"})
 MUTATING = OPERATE | RELEASE | APPROVE
-VERBS = READ | MUTATING
+# Managing the API's tokens (rollout.tokens): admins only, and only admins not limited to some
+# environments (a limited admin could otherwise make itself an unlimited token).
+TOKENS = frozenset({"token_create", "token_list", "token_revoke"})
+VERBS = READ | MUTATING | TOKENS
 
 GRANTS: dict[Role, frozenset[str]] = {
     "viewer": READ,
@@ -59,6 +63,7 @@ class Token:
     identity: str
     roles: tuple[Role, ...] = DEFAULT_ROLES
     environments: frozenset[str] | None = None
+    token_id: str | None = None  # a store token's id (rollout.store.tokens); None: from the env
 
     def may_see(self, environment: str | None) -> bool:
         return self.environments is None or environment in self.environments
@@ -154,6 +159,15 @@ def authorize(
     """
     needs = roles_for(verb, environment, non_production)
     where = f"in {environment}" if environment is not None else "here"
+    if verb in TOKENS and token.environments is not None and "admin" in token.roles:
+        return Denial(
+            token.identity,
+            verb,
+            environment,
+            needs,
+            f"{token.identity} may not {verb.replace('_', ' ')}: managing tokens needs an admin "
+            "token not limited to some environments",
+        )
     if environment is not None and not token.may_see(environment):
         allowed = ", ".join(sorted(token.environments or ()))
         return Denial(

@@ -18,7 +18,9 @@ variable                           meaning
 ``ROLLOUT_ROUTER_URL_<ENV>``       ... for one environment (``ROLLOUT_ROUTER_URL_PROD``)
 ``ROLLOUT_PIN_TOKEN``              the bearer token smoke tests pin the candidate with
 ``ROLLOUT_API_TOKENS``             the API's tokens (:mod:`rollout.auth`)
-``ROLLOUT_ACTOR``                  who the CLI acts as (default: the OS user)
+``ROLLOUT_ACTOR``                  who the CLI acts as on the store (default: the OS user)
+``ROLLOUT_API_URL``                the CLI goes through this API (:mod:`rollout.cli.remote`)
+``ROLLOUT_TOKEN``                  ... with this bearer token (its identity is who acts)
 =================================  ============================================================
 """
 
@@ -45,6 +47,8 @@ class Settings:
     pin_token: str | None = None
     api_tokens: str = ""  # identity[:roles][@envs]=sha256,... (rollout.auth.parse_tokens)
     actor: str | None = None
+    api_url: str | None = None  # the CLI's verbs go through this API
+    api_token: str | None = field(default=None, repr=False)  # ... with this token
 
     @classmethod
     def from_env(
@@ -79,6 +83,8 @@ class Settings:
             pin_token=environ.get("ROLLOUT_PIN_TOKEN") or None,
             api_tokens=environ.get("ROLLOUT_API_TOKENS", ""),
             actor=environ.get("ROLLOUT_ACTOR") or None,
+            api_url=environ.get("ROLLOUT_API_URL") or None,
+            api_token=environ.get("ROLLOUT_TOKEN") or None,
         )
 
     @classmethod

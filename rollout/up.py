@@ -7,6 +7,9 @@ Processes (the same roles as the compose services, see :data:`ROLES`):
 - ``router``: ``rollout router`` serving inference on ``--port``;
 - ``manager``: ``rollout manager`` advancing rollouts.
 
+On the embedded default's first start an admin token for the API is made and written to
+``$ROLLOUT_HOME/admin-token`` (mode 0600; :mod:`rollout.tokens`).
+
 The store is the SQLite file of the data directory unless ``--store-url`` names PostgreSQL.
 :class:`Supervisor` starts children, waits for their health checks, and stops them all when one
 dies or on Ctrl-C; the demo uses it too.
@@ -170,8 +173,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def first_admin_token(settings: Settings) -> Path | None:
+    """On the embedded default with no tokens anywhere, make the first admin token (written to
+    ``home/admin-token``, mode 0600; :func:`rollout.tokens.ensure_first_admin`) and say where."""
+    from contract.sql.engine import open_engine
+    from rollout.auth import parse_tokens
+    from rollout.store.tokens import TokenStore
+    from rollout.tokens import ensure_first_admin, is_embedded
+
+    if not is_embedded(settings):
+        return None
+    engine = open_engine(settings.store_url)
+    try:
+        written = ensure_first_admin(
+            settings, TokenStore(engine), parse_tokens(settings.api_tokens)
+        )
+    finally:
+        engine.dispose()
+    if written is not None:
+        print(f"made the first admin token (identity admin): {written} (mode 0600)", flush=True)
+    return written
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     settings.ensure_home()
+    first_admin_token(settings)
     if args.mlflow_server is not None:
         settings = Settings(
             home=settings.home,

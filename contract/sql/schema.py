@@ -262,3 +262,24 @@ monitor_windows = Table(
     UniqueConstraint("environment", "model", "version", "start", name="uq_monitor_windows"),
     Index("ix_monitor_windows_model", "environment", "model", "start"),
 )
+
+# The API's tokens made with ``rollout token create`` (:mod:`rollout.store.tokens`): only the
+# sha256 of each token is stored. A token is good until ``expires_at`` (NULL: never) unless
+# ``revoked_at`` is set. ``roles`` is "role+role"; ``environments`` "env+env" (NULL: all).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("identity", String(255), nullable=False),
+    Column("roles", String(255), nullable=False),
+    Column("environments", Text),
+    Column("token_sha256", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    Column("revoked_by", String(255)),
+    Column("last_used_at", Float),
+    UniqueConstraint("token_sha256", name="uq_api_tokens_sha256"),
+    Index("ix_api_tokens_identity", "identity"),
+)

@@ -1,7 +1,10 @@
 """``rollout``: the command line (argparse; console script ``rollout = rollout.cli:main``).
 
 Global options ``--home``, ``--registry-uri``, ``--store-url`` (else ``$ROLLOUT_*``, else the
-data directory, see :mod:`rollout.settings`). Commands::
+data directory, see :mod:`rollout.settings`). With ``--api URL`` (or ``$ROLLOUT_API_URL``) and a
+token (``$ROLLOUT_TOKEN`` or ``--token-file``) the verbs go through the manager's API as the
+token's identity (:mod:`rollout.cli.remote`; ``--actor`` is ignored); without, they use the
+store directly and are audited as such (``via: store`` and the OS user). Commands::
 
     rollout start MODEL --candidate V|@alias --env ENV [-f spec.yaml] [--actor NAME]
     rollout apply -f spec.yaml [--actor NAME] [--json]   # idempotent
@@ -14,7 +17,9 @@ data directory, see :mod:`rollout.settings`). Commands::
     rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
     rollout audit [MODEL] [--env ENV] [--identity WHO] [--limit N] [--json]   # newest first
     rollout audit --verify [--json]           # walk the hash chain; exit 1 if it is broken
-    rollout api [--host 127.0.0.1] [--port 8090]   # the HTTP API (rollout.api)
+    rollout token create --identity NAME --role R [--role R2] [--env E ...] [--expires 30d]
+    rollout token list | revoke ID|IDENTITY   # the API's tokens (rollout.tokens; admin)
+    rollout api [--host 127.0.0.1] [--port 8090] [--insecure-dev]   # the HTTP API (rollout.api)
     rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
     rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rollout.cli.parser import PASS_THROUGH, build_parser, os_user
+from rollout.cli.parser import LOCAL_ONLY, PASS_THROUGH, build_parser, os_user
 from rollout.errors import RolloutError
 
 __all__ = ["build_parser", "main"]
@@ -57,9 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.settings = Settings.resolve(
         home=args.home, registry_uri=args.registry_uri, store_url=args.store_url
     )
-    if hasattr(args, "actor") and args.actor is None:
-        args.actor = args.settings.actor or os_user()
     try:
+        api_url = args.api or args.settings.api_url
+        if api_url and args.command not in LOCAL_ONLY:
+            from rollout.cli.remote import read_token_file, run
+
+            token = read_token_file(args.token_file) if args.token_file else None
+            return run(args, api_url, token or args.settings.api_token)
+        if hasattr(args, "actor") and args.actor is None:
+            args.actor = args.settings.actor or os_user()
         return HANDLERS[args.command](args)
     except RolloutError as exc:
         print(f"error: {exc}", file=sys.stderr)

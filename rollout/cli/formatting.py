@@ -9,7 +9,7 @@ here: the record types are for type checking only, and :func:`to_json` imports t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -208,6 +208,28 @@ def _audit_detail(row: AuditEntry) -> str | None:
         return str(detail["message"])
     shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items()) if v is not None)
     return shown or None
+
+
+def format_tokens(tokens: Sequence[Mapping[str, Any]]) -> str:
+    """The API's tokens (``GET /v1/tokens`` or the store's, as dicts); never a token itself."""
+    if not tokens:
+        return "no tokens (ROLLOUT_API_TOKENS may still hold some)"
+    rows = [
+        [
+            t["id"],
+            t["identity"],
+            "+".join(t["roles"]),
+            "+".join(t["environments"]) if t["environments"] else "all",
+            when(t["created_at"]),
+            t["created_by"],
+            when(t["expires_at"]) if t["expires_at"] is not None else "never",
+            t["state"] + (f" by {t['revoked_by']}" if t.get("revoked_by") else ""),
+            when(t["last_used_at"]) if t.get("last_used_at") is not None else "-",
+        ]
+        for t in tokens
+    ]
+    headers = ["id", "identity", "roles", "envs", "created", "by", "expires", "state", "used"]
+    return table(headers, rows)
 
 
 def format_history(releases: Sequence[Release]) -> str:

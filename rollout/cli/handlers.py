@@ -80,11 +80,14 @@ def audited(
     """Append the audit row of a mutating CLI verb: ``allowed`` (exit 0) or ``failed`` (2).
 
     The CLI writes the store directly, so it is not role-checked (whoever can write the store
-    is trusted), but it is audited like the API: identity ``--actor``, detail ``via: cli``
-    and the OS user, plus what the block adds to the yielded detail. The row is appended after
-    the action; a failure to append is printed as a warning, and the action stands.
+    is trusted: the embedded default's user, an admin with the database's credentials), but it
+    is audited like the API: identity ``--actor`` (claimed, not proven), detail ``via: store``
+    and the OS user, plus what the block adds to the yielded detail. (With ``--api`` the verbs
+    go through the API instead, as the token's identity: :mod:`rollout.cli.remote`.) The row
+    is appended after the action; a failure to append is printed as a warning, and the action
+    stands.
     """
-    call = Call(verb, model, environment, args.actor, {"via": "cli", "os_user": os_user()})
+    call = Call(verb, model, environment, args.actor, {"via": "store", "os_user": os_user()})
     try:
         yield call.detail
     except BaseException as exc:  # Ctrl-C too: whatever it left behind did not succeed
@@ -357,12 +360,87 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
+    """Serve the API; on the embedded default make the first admin token; with no tokens at
+    all refuse to start (exit 2) unless ``--insecure-dev``."""
     import uvicorn
 
     from rollout.api import create_app
+    from rollout.auth import parse_tokens
+    from rollout.store.tokens import TokenStore
+    from rollout.tokens import NO_TOKENS, Authenticator, ensure_first_admin
 
+    settings = settings_of(args)
+    try:
+        env_tokens = parse_tokens(settings.api_tokens)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with opened(args) as manager:
-        uvicorn.run(create_app(manager), host=args.host, port=args.port, log_level="info")
+        store = TokenStore(manager.engine)
+        written = ensure_first_admin(settings, store, env_tokens)
+        if written is not None:
+            print(
+                f"made the first admin token (identity admin) and wrote it to {written} "
+                "(mode 0600); use it with ROLLOUT_TOKEN=$(cat that file) rollout --api URL ...",
+                file=sys.stderr,
+                flush=True,
+            )
+        if not Authenticator(env_tokens, store).has_tokens():
+            if not args.insecure_dev:
+                print(f"error: {NO_TOKENS}", file=sys.stderr)
+                return 2
+            _warn("--insecure-dev: the API has no tokens; every call gets 401 until one exists")
+        app = create_app(manager, env_tokens, store)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    """``rollout token create|list|revoke`` on the store directly (audited ``via: store``)."""
+    from contract.sql.engine import open_engine
+    from rollout.cli.formatting import format_tokens
+    from rollout.cli.remote import print_created, print_revoked
+    from rollout.store.audit import AuditLog
+    from rollout.store.tokens import TokenStore
+    from rollout.tokens import issue, revoke
+
+    engine = open_engine(settings_of(args).store_url)
+    try:
+        store = TokenStore(engine)
+        if args.token_command == "list":
+            now = store.clock.time()
+            listed = [stored.to_dict(now) for stored in store.list()]
+            print(to_json(listed) if args.json else format_tokens(listed))
+            return 0
+        verb = "token_create" if args.token_command == "create" else "token_revoke"
+        call = Call(verb, None, None, args.actor, {"via": "store", "os_user": os_user()})
+        try:
+            if args.token_command == "create":
+                call.detail |= {
+                    "token_identity": args.identity,
+                    "token_roles": args.role,
+                    "token_environments": args.env,
+                }
+                issued = issue(store, args.identity, args.role, args.env, args.expires, args.actor)
+                call.detail["created_token_id"] = issued.stored.id
+                created = {**issued.stored.to_dict(store.clock.time()), "token": issued.token}
+            else:
+                call.detail["target"] = args.target
+                revoked = [
+                    s.to_dict(store.clock.time()) for s in revoke(store, args.target, args.actor)
+                ]
+                call.detail["revoked"] = [item["id"] for item in revoked]
+        except BaseException as exc:
+            call.detail["error"] = str(exc) or type(exc).__name__
+            record(AuditLog(engine), call, "failed", 2, _warn)
+            raise
+        record(AuditLog(engine), call, "allowed", 0, _warn)
+    finally:
+        engine.dispose()
+    if args.token_command == "create":
+        print_created(created, args.json)
+    else:
+        print_revoked(revoked, args.target, args.json)
     return 0
 
 
@@ -444,6 +522,7 @@ HANDLERS: dict[str, Handler] = {
     "looks": _looks,
     "audit": _audit,
     "api": _api,
+    "token": _token,
     "manager": _manager,
     "demo": _demo,
     "up": _up,

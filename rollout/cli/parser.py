@@ -14,6 +14,7 @@ import getpass
 from typing import Any
 
 PASS_THROUGH = ("demo", "up", "router")
+LOCAL_ONLY = ("api", "manager", "demo", "up", "router")  # processes: never through --api
 ACTOR_HELP = "who does this (default: $ROLLOUT_ACTOR, else the OS user)"
 
 
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="data directory (ROLLOUT_HOME, default ./.rollout)")
     parser.add_argument("--registry-uri", help="MLflow registry URI (ROLLOUT_REGISTRY_URI)")
     parser.add_argument("--store-url", help="rollout store URL (ROLLOUT_STORE_URL)")
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        help="go through the manager's API at URL as the token's identity (ROLLOUT_API_URL; "
+        "the token from ROLLOUT_TOKEN or --token-file)",
+    )
+    parser.add_argument("--token-file", metavar="FILE", help="file holding the API token")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str, **kw: Any) -> argparse.ArgumentParser:
@@ -132,6 +140,36 @@ def build_parser() -> argparse.ArgumentParser:
     api = command("api", "serve the manager's HTTP API (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8090)
+    api.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="start even with no tokens at all (every call gets 401 until one is created)",
+    )
+
+    token = command("token", "create, list or revoke the API's tokens (admin)")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_commands.add_parser("create", help="make a token; it is printed once")
+    create.add_argument("--identity", required=True, help="who the token acts as")
+    create.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        help="viewer, scientist, deployer, approver or admin (repeat for several)",
+    )
+    create.add_argument(
+        "--env", action="append", help="an environment it may act in (repeat; default: all)"
+    )
+    create.add_argument(
+        "--expires", default="30d", help="lifetime: 30d, 12h, 90m, 2w or never (default 30d)"
+    )
+    create.add_argument("--actor", help=ACTOR_HELP)
+    create.add_argument("--json", action="store_true", help="print JSON")
+    listing = token_commands.add_parser("list", help="every token (never the token itself)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = token_commands.add_parser("revoke", help="revoke a token, or all of an identity's")
+    revoke.add_argument("target", metavar="ID|IDENTITY")
+    revoke.add_argument("--actor", help=ACTOR_HELP)
+    revoke.add_argument("--json", action="store_true", help="print JSON")
 
     manager = command("manager", "run the manager loop until SIGTERM/SIGINT")
     manager.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")

@@ -194,7 +194,7 @@ def test_cli_verbs_are_audited_allowed_or_failed(
         ("start", "alice", "allowed", 0),
         ("rollback", "bob", "allowed", 0),
     ]
-    assert all(r["detail"]["via"] == "cli" for r in rows)
+    assert all(r["detail"]["via"] == "store" for r in rows)
     assert "no active rollout" in rows[1]["detail"]["error"]
     assert rows[2]["detail"]["rollout_id"] == rollout_id
     assert rows[3]["detail"]["version"] == v2

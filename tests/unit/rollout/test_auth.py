@@ -86,3 +86,17 @@ def test_denials_name_identity_verb_environment_and_role() -> None:
     )
     assert authorize(Token("vic"), "status", "prod", SANDBOX) is None
     assert authorize(Token("vic"), "approve", "prod", SANDBOX) is not None
+
+
+@pytest.mark.parametrize("verb", ["token_create", "token_list", "token_revoke"])
+def test_only_an_admin_of_every_environment_manages_tokens(verb: str) -> None:
+    assert authorize(Token("root", ("admin",)), verb, None, SANDBOX) is None
+    for roles in [("viewer",), ("scientist",), ("deployer",), ("approver",)]:
+        denial = authorize(Token("dee", roles), verb, None, SANDBOX)
+        assert denial is not None and denial.needs == ("admin",)
+    limited = authorize(Token("lim", ("admin",), frozenset({"dev"})), verb, None, SANDBOX)
+    assert limited is not None
+    assert limited.message == (
+        f"lim may not {verb.replace('_', ' ')}: managing tokens needs an admin token not "
+        "limited to some environments"
+    )
