@@ -14,7 +14,7 @@ What a client sends is fuzzed three ways:
 
 The assertion is the router's contract (``router.errors``): what the client sent is never a
 5xx and always a JSON ``{"error_code", "message"}``; no reply names the store's host, port,
-file or database. Bounded for CI: ``FUZZ_EXAMPLES`` per strategy; ``slow`` runs ten times as
+file or database. Bounded for CI: ``FUZZ_EXAMPLES`` per strategy; ``soak`` runs ten times as
 many.
 """
 
@@ -440,7 +440,7 @@ def test_documented_routes_never_get_a_5xx(served: Served) -> None:
     assert findings.unique_server_errors() == [], report(findings)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.xfail(strict=False, reason=FINDS_500)
 def test_fuzzed_invocations_and_feedback_long(fresh: Served) -> None:
     @settings(FUZZ, max_examples=SLOW_EXAMPLES)
