@@ -222,6 +222,16 @@ class Driver:
                     self.traffic.errors[f"feedback http {reply.status_code}"] += 1
 
 
+def router_env(label_token: str | None) -> dict[str, str]:
+    """What a router needs in its environment to accept the label writer's token.
+
+    Today ``/v1/feedback`` takes labels without a token, so nothing; once routers check a
+    label writer's token (issue 11, item 1), this names the router-side setting (the token's
+    sha256, like the pin tokens).
+    """
+    return {}
+
+
 def _token_entry(identity: str, role: str, token: str) -> str:
     return f"{identity}:{role}={hashlib.sha256(token.encode()).hexdigest()}"
 
@@ -315,7 +325,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             argv += ["--environment", ENVIRONMENT, "--log-level", "warning"]
             url = f"http://127.0.0.1:{port}"
             supervisor.start(
-                ProcessSpec(f"router-{number + 1}", argv, f"{url}/healthz"), timeout_s=120
+                ProcessSpec(
+                    f"router-{number + 1}", argv, f"{url}/healthz", env=router_env(label_token)
+                ),
+                timeout_s=120,
             )
             router_urls.append(url)
         supervisor.start(
