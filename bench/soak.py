@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="traffic for this long")
     parser.add_argument(
-        "--grace", type=float, default=60.0, help="longest wait past --seconds for the canary"
+        "--grace", type=float, default=180.0, help="longest wait past --seconds for the canary"
     )
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--store-url", help="PostgreSQL URL (default: a SQLite file)")
