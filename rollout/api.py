@@ -40,7 +40,8 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -50,7 +51,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from rollout.audited import Call, http_outcome, record
+from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
 from rollout.errors import Forbidden, RolloutError, Unauthenticated, http_status
@@ -150,12 +151,25 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         if tokens is not None
         else parse_tokens(manager.settings.api_tokens)
     )
+    denials = Denials()
+
+    def write_due(due: list[tuple[Call, int]]) -> None:
+        for summary, count in due:
+            record(manager.audit, summary, "denied", summary_status(summary), count=count)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(write_due, denials.due(0.0, all_of_them=True))  # counted ones
+
     app = FastAPI(
         title="mlrollout manager",
         version="1",
         description="Start, watch, approve and roll back model rollouts (same verbs as the CLI).",
+        lifespan=lifespan,
     )
     app.state.tokens = known
+    app.state.denials = denials
 
     def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
         """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
@@ -173,7 +187,13 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     ) -> Response:
         call = _mutation(request.method, request.url.path)
         if call is None:
+            due = denials.due(manager.clock.time())
+            if due:
+                await run_in_threadpool(write_due, due)
             return await call_next(request)
+        call.address = request.client.host if request.client is not None else None
+        call.user_agent = request.headers.get("user-agent", "")[:255] or None
+        call.path = request.url.path[:255]
         request.state.audit = call
         try:
             response = await call_next(request)
@@ -181,7 +201,16 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
             await run_in_threadpool(record, manager.audit, call, "failed", 500)
             raise
         status = response.status_code
-        await run_in_threadpool(record, manager.audit, call, http_outcome(status), status)
+        outcome = http_outcome(status)
+        if outcome == "redirected":  # nothing happened; the call it redirects to is audited
+            return response
+        if outcome == "denied":
+            admitted, due = denials.admit(call, status, manager.clock.time())
+            if due:
+                await run_in_threadpool(write_due, due)
+            if not admitted:  # counted into a summary row when its window closes
+                return response
+        await run_in_threadpool(record, manager.audit, call, outcome, status)
         return response
 
     def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:

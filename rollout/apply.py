@@ -33,6 +33,7 @@ from rollout.store.records import EventRecord, RecordStore, Release, RolloutReco
 if TYPE_CHECKING:
     from rollout.notify import Webhooks
     from rollout.registry import MlflowRegistry
+    from rollout.store.audit import AuditLog
 
 
 class Applier:
@@ -43,8 +44,10 @@ class Applier:
         plans: SqlPlanStore,
         webhooks: Callable[[], Webhooks],
         registry: Callable[[], MlflowRegistry],
+        audit: AuditLog | None = None,
     ) -> None:
         self.engine = engine
+        self.audit = audit  # every event is also a row of the audit chain, in its transaction
         self.records = records
         self.plans = plans
         self._webhooks = webhooks
@@ -190,6 +193,22 @@ class Applier:
         self.records.add_event(conn, event)
         payload = {"model": record.model, "environment": record.environment, **event.to_dict()}
         self._webhooks().enqueue(conn, "state_change", payload)
+        if self.audit is not None:
+            self.audit.append_in(
+                conn,
+                event.actor,
+                f"{event.from_state or 'new'}->{event.to_state}",
+                record.model,
+                record.environment,
+                {
+                    "via": "manager",
+                    "rollout_id": event.rollout_id,
+                    "step_index": event.step_index,
+                    "candidate": record.candidate_version,
+                    "reason": event.reason[:500],
+                },
+                ts=event.ts,
+            )
 
     def _move_aliases(self, model: str, actions: Sequence[Action]) -> None:
         for action in actions:

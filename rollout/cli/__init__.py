@@ -13,7 +13,7 @@ data directory, see :mod:`rollout.settings`). Commands::
     rollout events ROLLOUT_ID [--json]
     rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
     rollout audit [MODEL] [--env ENV] [--identity WHO] [--limit N] [--json]   # newest first
-    rollout audit --verify [--json]           # walk the hash chain; exit 1 if it is broken
+    rollout audit --verify [--head FILE_OR_HASH:COUNT] [--json]   # exit 1 at the first bad row
     rollout api [--host 127.0.0.1] [--port 8090]   # the HTTP API (rollout.api)
     rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
     rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server
