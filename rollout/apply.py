@@ -201,7 +201,7 @@ class Applier:
                 record.model,
                 record.environment,
                 {
-                    "via": "manager",
+                    "kind": "transition",
                     "rollout_id": event.rollout_id,
                     "step_index": event.step_index,
                     "candidate": record.candidate_version,
