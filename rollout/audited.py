@@ -11,11 +11,12 @@ exit code (``allowed`` 0, ``failed`` 2).
 Denied calls cost an anonymous caller nothing, so they must not cost the log a row each:
 :class:`Denials` (one per API process) lets the first of identical denials (same address,
 identity, verb, path and status) within :data:`DENIAL_WINDOW_S` through as a row, and at most
-:data:`DENIALS_PER_ADDRESS` rows per address per window; the rest are counted, and
-:meth:`Denials.due` gives one summary row per suppressed group when its window closes (its
-``count`` says how many denials it stands for, its detail ``suppressed: true``). So 1,000
-denied calls from one address in a minute cost at most ``DENIALS_PER_ADDRESS`` rows plus one
-summary per group, and every denial is still counted.
+:data:`DENIALS_PER_ADDRESS` such rows per address per window; the rest are counted, and
+:meth:`Denials.due` gives the summary rows when the window closes: one per group that had
+repeats, and one per address for its denials beyond the limit (``over_limit``); a summary's
+``count`` says how many denials it stands for, its detail ``suppressed: true``. So one address
+costs at most ``2 * DENIALS_PER_ADDRESS + 1`` rows a window however many calls it makes, and
+every denial is still counted.
 
 The call's result stands whatever happens to its row, so :func:`record` never raises: a row
 that could not be appended is reported loudly through ``report`` (by default an error with its
@@ -71,6 +72,7 @@ class _Group:
     first_ts: float
     last_ts: float
     suppressed: int = 0
+    over_limit: bool = False  # the address's other denials beyond its rows per window
 
 
 class Denials:
@@ -98,18 +100,18 @@ class Denials:
             address = call.address or "-"
             key = (address, call.identity, call.verb, call.path, status)
             group = self._groups.get(key)
-            if group is None and len(self._groups) >= self.max_groups:
-                group = self._overflow.get(address)
-                if group is None:
-                    group = self._overflow[address] = _Group(call, status, now, now)
-                group.suppressed += 1
-                group.last_ts = now
-                return False, due
             if group is None:
-                group = self._groups[key] = _Group(call, status, now, now)
-                if self._rows.get(address, 0) < self.per_address:
+                over = self._rows.get(address, 0) >= self.per_address
+                if over or len(self._groups) >= self.max_groups:  # one summary per address
+                    group = self._overflow.get(address)
+                    if group is None:
+                        group = self._overflow[address] = _Group(call, status, now, now, 0, True)
+                else:
+                    self._groups[key] = _Group(call, status, now, now)
                     self._rows[address] = self._rows.get(address, 0) + 1
                     return True, due
+            if group.suppressed == 0:
+                group.first_ts = now  # of the denials the summary stands for
             group.suppressed += 1
             group.last_ts = now
             return False, due
@@ -136,6 +138,7 @@ class Denials:
                 group.call.identity,
                 {
                     "suppressed": True,
+                    "over_limit": group.over_limit,
                     "status_code": group.status,
                     "path": group.call.path,
                     "first_ts": group.first_ts,
