@@ -14,7 +14,8 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     GET  /v1/rollouts/{id}/looks              every kept look's gate bounds (?step=N, from 1)
     GET  /v1/audit                            audit rows, newest first (?model, environment,
                                               identity, limit)
-    GET  /v1/audit/verify                     walk the audit chain: ok, or the first broken row
+    GET  /v1/audit/verify                     walk the keyed audit chain (?head=HASH:COUNT, else
+                                              the exported head file): ok, or the first bad row
     GET  /healthz
 
 Every ``/v1`` call needs ``Authorization: Bearer <token>``; the token's sha256 (hex) must be one
@@ -54,9 +55,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
-from rollout.errors import Forbidden, RolloutError, Unauthenticated, http_status
+from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
 from rollout.manager import Manager
 from rollout.spec import load_spec
+from rollout.store.audit import Head
 from rollout.store.records import json_safe
 from rollout.watch import changes, rollout_active
 
@@ -364,9 +366,28 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         return [_out(row.to_dict()) for row in rows]
 
     @app.get("/v1/audit/verify")
-    def audit_verify(request: Request, token: Caller) -> dict[str, Any]:
+    def audit_verify(
+        request: Request,
+        token: Caller,
+        head: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[0-9a-f]{64}:[0-9]{1,12}$",
+                description="the last exported head, HASH:COUNT (default: the manager's head "
+                "file, when this process can read it)",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         allow(request, token, "audit", None)
-        return _out(manager.audit.verify().to_dict())
+        if head is not None:
+            against: Head | None = Head.parse(head)
+        else:
+            path = manager.settings.audit_head_path
+            try:
+                against = Head.read(path) if path.exists() else None
+            except ValueError as exc:
+                raise Unavailable(f"the exported audit head is unreadable: {exc}") from exc
+        return _out(manager.audit.verify(against).to_dict())
 
     return app
 

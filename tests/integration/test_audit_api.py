@@ -149,3 +149,24 @@ def test_the_managers_own_transitions_are_in_the_chain(home: DemoHome, store_url
     assert {d["kind"] for d in details} == {"transition"}
     assert details[0]["candidate"] == "2" and details[0]["reason"].startswith("v2 promoted in dev")
     assert len({d["rollout_id"] for d in details}) == 2
+
+
+def test_verify_over_the_api_takes_the_exported_head(manager: Manager) -> None:
+    auth = {"Authorization": "Bearer root-secret"}
+    for reason in ("a", "b", "c"):
+        manager.audit.append("root", "pause", MODEL, "prod", "allowed", 200, {"reason": reason})
+    head = manager.audit.export_head(manager.settings.audit_head_path)
+    with serving(create_app(manager, _tokens())) as client:
+        assert client.get("/v1/audit/verify", headers=auth).json()["ok"] is True
+        with manager.engine.begin() as conn:  # the newest row goes
+            conn.execute(audit_log.delete().where(audit_log.c.id == 3))
+        by_file = client.get("/v1/audit/verify", headers=auth).json()
+        given = client.get(
+            "/v1/audit/verify", params={"head": f"{head.hash}:3"}, headers=auth
+        ).json()
+        bad = client.get("/v1/audit/verify", params={"head": "3:abc"}, headers=auth)
+    expected = "the chain ends at row 2 but the exported head had 3 rows: rows 3..3 were removed"
+    assert (by_file["ok"], by_file["reason"], by_file["head"]["count"]) == (False, expected, 3)
+    assert (given["ok"], given["reason"]) == (False, expected)
+    assert bad.status_code == 422 and bad.json()["error_code"] == "invalid_request"
+    assert "head" in bad.json()["message"]
