@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def setup(work: Path) -> tuple[dict[str, str], bytes, Path]:
         "ROLLOUT_HOME": str(work / "home"),
         "ROLLOUT_ENVIRONMENT": "prod",
         "ROLLOUT_LOG_SAMPLE_RATE": str(LOG_SAMPLE_RATE),
+        "ROLLOUT_AUDIT_KEY": secrets.token_hex(32),  # a server store's manager needs one
     }
     return env, payload, local
 
