@@ -30,10 +30,10 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
-import secrets
 import subprocess
 import sys
 import tempfile
