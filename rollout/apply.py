@@ -12,6 +12,11 @@ Every change to what serves goes through :class:`Applier`, in one transaction:
 - :meth:`Applier.release` the one move outside a rollout, ``rollback --to`` an earlier release
   (:func:`rollout.effects.return_to`).
 
+Each of them is also a row of the audit chain (:meth:`rollout.store.audit.AuditLog.append_in`:
+identity the actor, ``manager`` for the machine's own decisions; verb ``from->to``, or
+``release:<kind>`` for ``rollback --to``), appended last in the same transaction, so a move and
+its row commit together or not at all.
+
 With a ``fence`` (the manager loop's lease) the transaction first checks the lease is still
 held, so of several managers on one store exactly one writes.
 """
@@ -77,6 +82,7 @@ class Applier:
             self._add_event(conn, record, event)
             if decision is not None:
                 self._carry_out(conn, record, decision.actions, releases)
+            self._chain_event(conn, record, event)
         return record
 
     def save(
@@ -140,6 +146,21 @@ class Applier:
                 },
             )
             self._move_aliases(model, actions)
+            self._chain(
+                conn,
+                release.started_by,
+                f"release:{release.kind}",
+                None,
+                model,
+                environment,
+                {
+                    "kind": "release",
+                    "release_id": stored.id,
+                    "version": release.version,
+                    "previous_version": release.previous_version,
+                },
+                release.started_at,
+            )
         return stored
 
     # -- inside the transaction --
@@ -161,6 +182,8 @@ class Applier:
         if event is not None:
             self._add_event(conn, record, event)
         self._move_aliases(record.model, actions)
+        if event is not None:
+            self._chain_event(conn, record, event)
 
     def _put_plan(
         self,
@@ -193,22 +216,37 @@ class Applier:
         self.records.add_event(conn, event)
         payload = {"model": record.model, "environment": record.environment, **event.to_dict()}
         self._webhooks().enqueue(conn, "state_change", payload)
-        if self.audit is not None:
-            self.audit.append_in(
-                conn,
-                event.actor,
-                f"{event.from_state or 'new'}->{event.to_state}",
-                record.model,
-                record.environment,
-                {
-                    "kind": "transition",
-                    "rollout_id": event.rollout_id,
-                    "step_index": event.step_index,
-                    "candidate": record.candidate_version,
-                    "reason": event.reason[:500],
-                },
-                ts=event.ts,
-            )
+
+    def _chain(
+        self,
+        conn: Connection,
+        identity: str,
+        verb: str,
+        record: RolloutRecord | None,
+        model: str,
+        environment: str,
+        detail: dict[str, Any],
+        ts: float,
+    ) -> None:
+        """The move's row in the audit chain, last in the transaction (after the alias), so
+        the chain's lock is held only for the insert and taken after every row lock."""
+        if self.audit is None:
+            return
+        if record is not None:
+            detail = {"rollout_id": record.id, "candidate": record.candidate_version, **detail}
+        self.audit.append_in(conn, identity, verb, model, environment, detail, ts=ts)
+
+    def _chain_event(self, conn: Connection, record: RolloutRecord, event: EventRecord) -> None:
+        self._chain(
+            conn,
+            event.actor,
+            f"{event.from_state or 'new'}->{event.to_state}",
+            record,
+            record.model,
+            record.environment,
+            {"kind": "transition", "step_index": event.step_index, "reason": event.reason[:500]},
+            event.ts,
+        )
 
     def _move_aliases(self, model: str, actions: Sequence[Action]) -> None:
         for action in actions:

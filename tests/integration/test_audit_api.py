@@ -133,10 +133,19 @@ def test_the_managers_own_transitions_are_in_the_chain(home: DemoHome, store_url
         manager.start(MODEL, v2, "dev", load_spec(INSTANT), actor="alice")
         manager.tick()
         rows = manager.audit.list(limit=100)
+        first_release = manager.history(MODEL, "dev")[-1]
+        back = manager.rollback(MODEL, "dev", "bob", first_release.id, "v2 looks off")
+        (returned,) = manager.audit.list(limit=1)
         verified = manager.audit.verify()
     finally:
         manager.close()
     assert verified.ok
+    assert (returned.identity, returned.verb, returned.environment) == (
+        "bob", f"release:{back.kind}", "dev",
+    )  # fmt: skip
+    assert json.loads(returned.detail) == {
+        "kind": "release", "release_id": back.id, "version": "1", "previous_version": "2",
+    }  # fmt: skip
     assert [(r.identity, r.verb) for r in reversed(rows)] == [
         ("alice", "new->succeeded"),  # the initial release of v1
         ("alice", "new->pending"),  # the canary of v2, started by alice
