@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -61,6 +62,8 @@ from rollout.spec import load_spec
 from rollout.store.audit import Head
 from rollout.store.records import json_safe
 from rollout.watch import changes, rollout_active
+
+log = logging.getLogger(__name__)
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
 
@@ -159,8 +162,16 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         for summary, count in due:
             record(manager.audit, summary, "denied", summary_status(summary), count=count)
 
+    def seal() -> None:
+        """Seal rows from before the key, if any (the next append would, too)."""
+        try:
+            manager.audit.seal()
+        except Exception:  # the API still serves; the manager loop seals before its export
+            log.exception("could not seal the unkeyed audit rows at start")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(seal)
         yield
         await run_in_threadpool(write_due, denials.due(0.0, all_of_them=True))  # counted ones
 

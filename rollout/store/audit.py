@@ -21,7 +21,8 @@ canonical JSON)``) are not lost: the first keyed append verifies them once and a
 checkpoint row (verb :data:`SEAL_VERB`, detail ``sealed_rows`` and ``sealed_head``) whose
 ``prev_hash`` is their head; the keyed chain continues from it. :meth:`AuditLog.verify` checks
 both segments, and refuses an unkeyed row after the checkpoint, keyed rows after unsealed
-unkeyed ones, and unkeyed rows that were never sealed.
+unkeyed ones, and unkeyed rows that were never sealed. :meth:`AuditLog.seal` seals without an
+entry of its own (the API does at start, the manager loop before each head export).
 
 Appends keep one chain across threads and processes: the append transaction first takes a
 write lock (``BEGIN IMMEDIATE`` on SQLite, ``pg_advisory_xact_lock`` on PostgreSQL), then reads
@@ -42,10 +43,10 @@ import json
 import os
 import random
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -67,6 +68,7 @@ _LEGACY_FIELDS = (
 )  # fmt: skip
 _PG_LOCK_KEY = 7_405_100_502  # pg_advisory_xact_lock key for audit appends
 _ATTEMPTS = 50
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -231,11 +233,33 @@ class AuditLog:
             identity, verb, model, environment, outcome, status_code, detail, ts,
             address, user_agent, count,
         )  # fmt: skip
+        return self._locked(lambda conn: self._insert(conn, row))
+
+    def seal(self) -> AuditEntry | None:
+        """Seal the unkeyed rows from before 0011 now (the API and the manager loop do at
+        start); the checkpoint row, or None when there is nothing to seal."""
+
+        def seal_in(conn: Connection) -> AuditEntry | None:
+            last = conn.execute(
+                select(audit_log.c.id, audit_log.c.hash, audit_log.c.alg)
+                .order_by(audit_log.c.id.desc())
+                .limit(1)
+            ).first()
+            if last is None or last[2] != UNKEYED:
+                return None
+            return self._insert_entry(
+                conn, self._seal(conn, int(last[0]), str(last[1]), self.clock.time())
+            )
+
+        return self._locked(seal_in)
+
+    def _locked(self, write: Callable[[Connection], _T]) -> _T:
+        """``write`` in a transaction holding the chain's lock, retried when it lost a race."""
         for attempt in range(_ATTEMPTS):
             try:
                 with self.engine.begin() as conn:
                     _lock(conn)
-                    return self._insert(conn, row)
+                    return write(conn)
             except (IntegrityError, OperationalError) as exc:
                 if isinstance(exc, OperationalError) and "locked" not in str(exc):
                     raise
@@ -354,7 +378,9 @@ class AuditLog:
         return Head(int(last[0]), str(last[1]), now) if last else Head(0, GENESIS, now)
 
     def export_head(self, path: Path) -> Head:
-        """Append the head to ``path`` as one JSON line (``time``, ``ts``, ``count``, ``hash``)."""
+        """Append the head to ``path`` as one JSON line (``time``, ``ts``, ``count``, ``hash``),
+        after sealing unkeyed rows (a head is only ever exported over a keyed chain)."""
+        self.seal()
         head = self.head()
         line = canonical(
             {

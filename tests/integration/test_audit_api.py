@@ -12,16 +12,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from conftest import MODEL, DemoHome, serving, wait_until
+from contract.sql.engine import normalize_url
+from contract.sql.migrations import upgrade
 from contract.sql.schema import audit_log
 from rollout.api import create_app
 from rollout.audited import DENIALS_PER_ADDRESS
 from rollout.auth import Token, parse_tokens
 from rollout.manager import Manager
 from rollout.spec import load_spec
-from rollout.store.audit import Head
+from rollout.store.audit import GENESIS, Head, row_hash
 
 INSTANT = {
     "strategy": {"canary": {"steps": [{"weight": 100, "min_requests": 0}]}},
@@ -179,3 +181,31 @@ def test_verify_over_the_api_takes_the_exported_head(manager: Manager) -> None:
     assert (given["ok"], given["reason"]) == (False, expected)
     assert bad.status_code == 422 and bad.json()["error_code"] == "invalid_request"
     assert "head" in bad.json()["message"]
+
+
+def test_the_api_seals_an_unkeyed_chain_at_start(home: DemoHome, store_url: str) -> None:
+    engine = create_engine(normalize_url(store_url))
+    upgrade(engine, "0008")
+    row = {
+        "id": 1, "ts": 1.0, "identity": "alice", "verb": "abort", "model": MODEL,
+        "environment": "prod", "outcome": "allowed", "status_code": 307, "detail": "{}",
+    }  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (id, ts, identity, verb, model, environment, outcome,"
+                " status_code, detail, prev_hash, hash) VALUES (:id, :ts, :identity, :verb,"
+                " :model, :environment, :outcome, :status_code, :detail, :prev, :hash)"
+            ),
+            {**row, "prev": GENESIS, "hash": row_hash(GENESIS, row)},
+        )
+    engine.dispose()
+    manager = Manager(replace(home.settings, store_url=store_url))
+    try:
+        with serving(create_app(manager, _tokens())) as client:
+            verified = client.get(
+                "/v1/audit/verify", headers={"Authorization": "Bearer root-secret"}
+            ).json()
+    finally:
+        manager.close()
+    assert (verified["ok"], verified["rows"], verified["sealed_rows"]) == (True, 2, 1)

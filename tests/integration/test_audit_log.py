@@ -272,6 +272,9 @@ def test_an_unkeyed_chain_from_before_0011_is_sealed_not_lost(store_url: str) ->
     assert unsealed.reason is not None and unsealed.reason.startswith(
         "rows 1..3 are unkeyed and not sealed"
     )
+    sealed = log.seal()  # as the API does at start
+    assert sealed is not None and (sealed.id, sealed.verb) == (4, SEAL_VERB)
+    assert log.seal() is None  # once
     entry = log.append("bob", "resume", "bc", "prod", "allowed", 200)
     rows = _rows(engine)
     seal = rows[3]
@@ -288,6 +291,35 @@ def test_an_unkeyed_chain_from_before_0011_is_sealed_not_lost(store_url: str) ->
         conn.execute(update(audit_log).where(audit_log.c.id == 2).values(identity="mallory"))
     result = log.verify()
     assert (result.ok, result.broken_id) == (False, 2)
+    engine.dispose()
+
+
+def test_the_first_keyed_append_seals_the_unkeyed_rows_itself(store_url: str) -> None:
+    engine = create_engine(normalize_url(store_url))
+    upgrade(engine, "0008")
+    row = {
+        "id": 1, "ts": 1.0, "identity": "alice", "verb": "pause", "model": "bc",
+        "environment": "prod", "outcome": "allowed", "status_code": 200, "detail": "{}",
+    }  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (id, ts, identity, verb, model, environment, outcome,"
+                " status_code, detail, prev_hash, hash) VALUES (:id, :ts, :identity, :verb,"
+                " :model, :environment, :outcome, :status_code, :detail, :prev, :hash)"
+            ),
+            {**row, "prev": GENESIS, "hash": row_hash(GENESIS, row)},
+        )
+    upgrade(engine)
+    log = AuditLog(engine, KEY)
+    entry = log.append("bob", "resume", "bc", "prod", "allowed", 200)
+    assert [(r["id"], r["verb"], r["alg"]) for r in _rows(engine)] == [
+        (1, "pause", "sha256"), (2, SEAL_VERB, "hmac-sha256"), (3, "resume", "hmac-sha256"),
+    ]  # fmt: skip
+    assert log.verify().to_dict() | {"head": None} == {
+        "ok": True, "rows": 3, "head_hash": entry.hash, "broken_id": None, "reason": None,
+        "sealed_rows": 1, "head": None,
+    }  # fmt: skip
     engine.dispose()
 
 
