@@ -15,8 +15,9 @@ identity, verb, path and status) within :data:`DENIAL_WINDOW_S` through as a row
 :meth:`Denials.due` gives the summary rows when the window closes: one per group that had
 repeats, and one per address for its denials beyond the limit (``over_limit``); a summary's
 ``count`` says how many denials it stands for, its detail ``suppressed: true``. So one address
-costs at most ``2 * DENIALS_PER_ADDRESS + 1`` rows a window however many calls it makes, and
-every denial is still counted.
+costs at most ``2 * DENIALS_PER_ADDRESS + 1`` rows a window however many calls it makes, all
+addresses together at most ``2 * MAX_DENIAL_ROWS + MAX_OVERFLOW_ADDRESSES + 1``, and every
+denial is still counted.
 
 The call's result stands whatever happens to its row, so :func:`record` never raises: a row
 that could not be appended is reported loudly through ``report`` (by default an error with its
@@ -28,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 DENIAL_WINDOW_S = 60.0
 DENIALS_PER_ADDRESS = 20  # denied rows one address may cause per window (the rest are counted)
-MAX_DENIAL_GROUPS = 10_000  # groups remembered per window (beyond: counted per address only)
+MAX_DENIAL_ROWS = 600  # denied rows per window from all addresses together (the rest: counted)
+MAX_OVERFLOW_ADDRESSES = 1_000  # addresses with their own over-limit summary (beyond: one for all)
 
 
 @dataclass
@@ -82,16 +84,16 @@ class Denials:
         self,
         window_s: float = DENIAL_WINDOW_S,
         per_address: int = DENIALS_PER_ADDRESS,
-        max_groups: int = MAX_DENIAL_GROUPS,
+        max_rows: int = MAX_DENIAL_ROWS,
     ) -> None:
         self.window_s = window_s
         self.per_address = per_address
-        self.max_groups = max_groups
+        self.max_rows = max_rows
         self._lock = threading.Lock()
         self._window_start = -float("inf")
         self._groups: dict[tuple[str, str, str, str, int], _Group] = {}
         self._rows: dict[str, int] = {}  # rows let through per address this window
-        self._overflow: dict[str, _Group] = {}  # per address, once max_groups is reached
+        self._overflow: dict[str, _Group] = {}  # per address (or "*"), beyond the limits
 
     def admit(self, call: Call, status: int, now: float) -> tuple[bool, list[tuple[Call, int]]]:
         """Whether this denial gets its own row now, and the summary rows now due."""
@@ -102,10 +104,14 @@ class Denials:
             group = self._groups.get(key)
             if group is None:
                 over = self._rows.get(address, 0) >= self.per_address
-                if over or len(self._groups) >= self.max_groups:  # one summary per address
-                    group = self._overflow.get(address)
+                if over or len(self._groups) >= self.max_rows:  # one summary per address
+                    slot = address
+                    if slot not in self._overflow and len(self._overflow) >= MAX_OVERFLOW_ADDRESSES:
+                        slot = "*"  # so many addresses: one summary for the rest of them
+                    group = self._overflow.get(slot)
                     if group is None:
-                        group = self._overflow[address] = _Group(call, status, now, now, 0, True)
+                        template = call if slot == address else replace(call, address="*")
+                        group = self._overflow[slot] = _Group(template, status, now, now, 0, True)
                 else:
                     self._groups[key] = _Group(call, status, now, now)
                     self._rows[address] = self._rows.get(address, 0) + 1

@@ -96,3 +96,16 @@ def test_an_address_gets_a_bounded_number_of_rows_per_window() -> None:
     assert (count, summary.detail["over_limit"], summary.address) == (
         500 - DENIALS_PER_ADDRESS, True, "10.0.0.9",
     )  # fmt: skip
+
+
+def test_many_addresses_together_get_a_bounded_number_of_rows() -> None:
+    denials = Denials(window_s=60.0, max_rows=50)
+    admitted = [
+        denials.admit(_denied(f"10.1.{i // 250}.{i % 250}"), 401, 1.0)[0] for i in range(5000)
+    ]
+    assert admitted.count(True) == 50
+    summaries = denials.due(0.0, all_of_them=True)
+    assert len(summaries) == 1001  # one per address beyond the limit, then one for the rest
+    assert sum(count for _, count in summaries) == 5000 - 50
+    (rest,) = [(call, count) for call, count in summaries if call.address == "*"]
+    assert rest[1] == 5000 - 50 - 1000 and rest[0].detail["over_limit"] is True
