@@ -66,6 +66,10 @@ def test_a_thousand_anonymous_denials_cost_a_bounded_number_of_rows(manager: Man
     rows = _rows(manager)  # after shutdown: the counted denials' summary rows too
     assert during <= DENIALS_PER_ADDRESS
     assert len(rows) <= 2 * DENIALS_PER_ADDRESS + 1
+    # 1 + 19 rows let through, a summary of the 999 repeats and one of the 81 beyond the limit
+    assert len(rows) == DENIALS_PER_ADDRESS + 2
+    (beyond,) = [r for r in rows if json.loads(str(r["detail"])).get("over_limit")]
+    assert beyond["count"] == 100 - (DENIALS_PER_ADDRESS - 1)
     assert {(r["identity"], r["outcome"], r["status_code"]) for r in rows} == {
         ("anonymous", "denied", 401)
     }
