@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -127,6 +128,7 @@ def setup(work: Path) -> tuple[dict[str, str], bytes, Path]:
         "ROLLOUT_HOME": str(work / "home"),
         "ROLLOUT_ENVIRONMENT": "prod",
         "ROLLOUT_LOG_SAMPLE_RATE": str(LOG_SAMPLE_RATE),
+        "ROLLOUT_AUDIT_KEY": secrets.token_hex(32),  # a server store's manager needs one
     }
     return env, payload, local
 

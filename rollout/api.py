@@ -14,7 +14,8 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     GET  /v1/rollouts/{id}/looks              every kept look's gate bounds (?step=N, from 1)
     GET  /v1/audit                            audit rows, newest first (?model, environment,
                                               identity, limit)
-    GET  /v1/audit/verify                     walk the audit chain: ok, or the first broken row
+    GET  /v1/audit/verify                     walk the keyed audit chain (?head=HASH:COUNT, else
+                                              the exported head file): ok, or the first bad row
     POST   /v1/tokens                         token create {identity, roles, environments?,
                                               expires} (admin): the token, shown once
     GET    /v1/tokens                         every token's id, identity, roles, state (admin)
@@ -42,8 +43,10 @@ Serve with ``rollout api --port 8090`` (the manager loop runs separately: ``roll
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -53,16 +56,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from rollout.audited import Call, http_outcome, record
+from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
-from rollout.errors import Forbidden, RolloutError, Unauthenticated, http_status
+from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
 from rollout.manager import Manager
 from rollout.spec import load_spec
+from rollout.store.audit import Head
 from rollout.store.records import json_safe
 from rollout.store.tokens import TokenStore
 from rollout.tokens import Authenticator, issue, revoke
 from rollout.watch import changes, rollout_active
+
+log = logging.getLogger(__name__)
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
 
@@ -173,14 +179,35 @@ def create_app(
         if tokens is not None
         else parse_tokens(manager.settings.api_tokens)
     )
+    denials = Denials()
+
+    def write_due(due: list[tuple[Call, int]]) -> None:
+        for summary, count in due:
+            record(manager.audit, summary, "denied", summary_status(summary), count=count)
+
+    def seal() -> None:
+        """Seal rows from before the key, if any (the next append would, too)."""
+        try:
+            manager.audit.seal()
+        except Exception:  # the API still serves; the manager loop seals before its export
+            log.exception("could not seal the unkeyed audit rows at start")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(seal)
+        yield
+        await run_in_threadpool(write_due, denials.due(0.0, all_of_them=True))  # counted ones
+
     app = FastAPI(
         title="mlrollout manager",
         version="1",
         description="Start, watch, approve and roll back model rollouts (same verbs as the CLI).",
+        lifespan=lifespan,
     )
     app.state.tokens = known
     store = token_store if token_store is not None else TokenStore(manager.engine)
     app.state.authenticator = Authenticator(known, store)
+    app.state.denials = denials
 
     def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
         """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
@@ -198,7 +225,13 @@ def create_app(
     ) -> Response:
         call = _mutation(request.method, request.url.path)
         if call is None:
+            due = denials.due(manager.clock.time())
+            if due:
+                await run_in_threadpool(write_due, due)
             return await call_next(request)
+        call.address = request.client.host if request.client is not None else None
+        call.user_agent = request.headers.get("user-agent", "")[:255] or None
+        call.path = request.url.path[:255]
         request.state.audit = call
         try:
             response = await call_next(request)
@@ -206,7 +239,16 @@ def create_app(
             await run_in_threadpool(record, manager.audit, call, "failed", 500)
             raise
         status = response.status_code
-        await run_in_threadpool(record, manager.audit, call, http_outcome(status), status)
+        outcome = http_outcome(status)
+        if outcome == "redirected":  # nothing happened; the call it redirects to is audited
+            return response
+        if outcome == "denied":
+            admitted, due = denials.admit(call, status, manager.clock.time())
+            if due:
+                await run_in_threadpool(write_due, due)
+            if not admitted:  # counted into a summary row when its window closes
+                return response
+        await run_in_threadpool(record, manager.audit, call, outcome, status)
         return response
 
     def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
@@ -360,9 +402,28 @@ def create_app(
         return [_out(row.to_dict()) for row in rows]
 
     @app.get("/v1/audit/verify")
-    def audit_verify(request: Request, token: Caller) -> dict[str, Any]:
+    def audit_verify(
+        request: Request,
+        token: Caller,
+        head: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[0-9a-f]{64}:[0-9]{1,12}$",
+                description="the last exported head, HASH:COUNT (default: the manager's head "
+                "file, when this process can read it)",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         allow(request, token, "audit", None)
-        return _out(manager.audit.verify().to_dict())
+        if head is not None:
+            against: Head | None = Head.parse(head)
+        else:
+            path = manager.settings.audit_head_path
+            try:
+                against = Head.read(path) if path.exists() else None
+            except ValueError as exc:
+                raise Unavailable(f"the exported audit head is unreadable: {exc}") from exc
+        return _out(manager.audit.verify(against).to_dict())
 
     @app.post("/v1/tokens", status_code=201)
     def token_create(request: Request, body: TokenBody, token: Caller) -> dict[str, Any]:

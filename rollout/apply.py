@@ -12,6 +12,11 @@ Every change to what serves goes through :class:`Applier`, in one transaction:
 - :meth:`Applier.release` the one move outside a rollout, ``rollback --to`` an earlier release
   (:func:`rollout.effects.return_to`).
 
+Each of them is also a row of the audit chain (:meth:`rollout.store.audit.AuditLog.append_in`:
+identity the actor, ``manager`` for the machine's own decisions; verb ``from->to``, or
+``release:<kind>`` for ``rollback --to``), appended last in the same transaction, so a move and
+its row commit together or not at all.
+
 With a ``fence`` (the manager loop's lease) the transaction first checks the lease is still
 held, so of several managers on one store exactly one writes.
 """
@@ -33,6 +38,7 @@ from rollout.store.records import EventRecord, RecordStore, Release, RolloutReco
 if TYPE_CHECKING:
     from rollout.notify import Webhooks
     from rollout.registry import MlflowRegistry
+    from rollout.store.audit import AuditLog
 
 
 class Applier:
@@ -43,8 +49,10 @@ class Applier:
         plans: SqlPlanStore,
         webhooks: Callable[[], Webhooks],
         registry: Callable[[], MlflowRegistry],
+        audit: AuditLog | None = None,
     ) -> None:
         self.engine = engine
+        self.audit = audit  # every event is also a row of the audit chain, in its transaction
         self.records = records
         self.plans = plans
         self._webhooks = webhooks
@@ -74,6 +82,7 @@ class Applier:
             self._add_event(conn, record, event)
             if decision is not None:
                 self._carry_out(conn, record, decision.actions, releases)
+            self._chain_event(conn, record, event)
         return record
 
     def save(
@@ -137,6 +146,21 @@ class Applier:
                 },
             )
             self._move_aliases(model, actions)
+            self._chain(
+                conn,
+                release.started_by,
+                f"release:{release.kind}",
+                None,
+                model,
+                environment,
+                {
+                    "kind": "release",
+                    "release_id": stored.id,
+                    "version": release.version,
+                    "previous_version": release.previous_version,
+                },
+                release.started_at,
+            )
         return stored
 
     # -- inside the transaction --
@@ -158,6 +182,8 @@ class Applier:
         if event is not None:
             self._add_event(conn, record, event)
         self._move_aliases(record.model, actions)
+        if event is not None:
+            self._chain_event(conn, record, event)
 
     def _put_plan(
         self,
@@ -190,6 +216,37 @@ class Applier:
         self.records.add_event(conn, event)
         payload = {"model": record.model, "environment": record.environment, **event.to_dict()}
         self._webhooks().enqueue(conn, "state_change", payload)
+
+    def _chain(
+        self,
+        conn: Connection,
+        identity: str,
+        verb: str,
+        record: RolloutRecord | None,
+        model: str,
+        environment: str,
+        detail: dict[str, Any],
+        ts: float,
+    ) -> None:
+        """The move's row in the audit chain, last in the transaction (after the alias), so
+        the chain's lock is held only for the insert and taken after every row lock."""
+        if self.audit is None:
+            return
+        if record is not None:
+            detail = {"rollout_id": record.id, "candidate": record.candidate_version, **detail}
+        self.audit.append_in(conn, identity, verb, model, environment, detail, ts=ts)
+
+    def _chain_event(self, conn: Connection, record: RolloutRecord, event: EventRecord) -> None:
+        self._chain(
+            conn,
+            event.actor,
+            f"{event.from_state or 'new'}->{event.to_state}",
+            record,
+            record.model,
+            record.environment,
+            {"kind": "transition", "step_index": event.step_index, "reason": event.reason[:500]},
+            event.ts,
+        )
 
     def _move_aliases(self, model: str, actions: Sequence[Action]) -> None:
         for action in actions:

@@ -60,8 +60,13 @@ class Loop:
         looks: LookStore | None = None,
         prune: Callable[[float], Pruned] | None = None,
         monitor: Callable[[float], list[Degradation]] | None = None,
+        audit_head: Callable[[], object] | None = None,
+        audit_head_every_s: float = 60.0,
     ) -> None:
         self.records = records
+        self._audit_head = audit_head  # exports the audit chain's head, every audit_head_every_s
+        self._audit_head_every_s = audit_head_every_s
+        self._audit_head_at = -float("inf")
         self._monitor = monitor  # the release monitor's pass, every MONITOR_EVERY_S
         self._prune = prune  # the retention's pass, every PRUNE_EVERY_S while holding the lease
         self._prune_at = -float("inf")  # when the next pass is due
@@ -197,6 +202,7 @@ class Loop:
                                 decision.to_state,
                                 decision.reason,
                             )
+                        self._export_audit_head()
                         self._housekeeping()
                     else:
                         if holding or first:
@@ -214,6 +220,18 @@ class Loop:
                 monitor.join(timeout=2.0)  # a pass reading a long log ends on its own
             if holding:
                 lease.release()
+
+    def _export_audit_head(self) -> None:
+        """Export the audit chain's head (:meth:`rollout.store.audit.AuditLog.export_head`)
+        every ``audit_head_every_s`` while holding the lease; a failure is logged, not fatal."""
+        now = self.clock.time()
+        if self._audit_head is None or now < self._audit_head_at:
+            return
+        self._audit_head_at = now + self._audit_head_every_s
+        try:
+            self._audit_head()
+        except (OSError, SQLAlchemyError):
+            log.exception("exporting the audit chain's head failed; trying again later")
 
     def _housekeeping(self) -> None:
         """The retention's pass, after a tick (so it never delays a decision by more than its

@@ -88,7 +88,8 @@ class Manager:
         self._smoke: SmokeRunner | None = None
         self.plans = SqlPlanStore(self.engine, now=clock.time)
         self.records = RecordStore(self.engine)
-        self.audit = AuditLog(self.engine, clock)  # the store's audit log (the CLI and API append)
+        # the store's audit log (the CLI, the API and every transition append), keyed from outside
+        self.audit = AuditLog(self.engine, settings.audit_key_bytes(), clock)
         self.configs = ConfigStore(self.engine, clock)  # config versions of applied specs
         self.looks_store = LookStore(self.engine)  # every look's bounds, thinned, for plots
         self.evidence = Evidence(
@@ -100,7 +101,12 @@ class Manager:
             self.environments.get,
         )
         self.applier = Applier(
-            self.engine, self.records, self.plans, lambda: self.webhooks, lambda: self.registry
+            self.engine,
+            self.records,
+            self.plans,
+            lambda: self.webhooks,
+            lambda: self.registry,
+            audit=self.audit,
         )
         self.retention = Retention(
             self.engine,
@@ -126,6 +132,8 @@ class Manager:
             looks=self.looks_store,
             prune=lambda now: self.retention.prune(now, PRUNE_BUDGET_S),
             monitor=lambda now: self.release_monitor.run(now, MONITOR_BUDGET_S),
+            audit_head=lambda: self.audit.export_head(settings.audit_head_path),
+            audit_head_every_s=settings.audit_head_every_s,
         )
         self.commands = Commands(
             self.records,

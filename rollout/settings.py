@@ -21,6 +21,13 @@ variable                           meaning
 ``ROLLOUT_ACTOR``                  who the CLI acts as on the store (default: the OS user)
 ``ROLLOUT_API_URL``                the CLI goes through this API (:mod:`rollout.cli.remote`)
 ``ROLLOUT_TOKEN``                  ... with this bearer token (its identity is who acts)
+``ROLLOUT_AUDIT_KEY_FILE``         the audit chain's HMAC key, in a file (:mod:`rollout.audit_key`)
+``ROLLOUT_AUDIT_KEY``              ... or the key itself (at least 32 characters); a PostgreSQL
+                                   store with neither is refused, a SQLite one gets
+                                   ``$ROLLOUT_HOME/audit.key`` (made on first use, mode 0600)
+``ROLLOUT_AUDIT_HEAD_FILE``        where the manager loop appends the chain's head (JSON lines;
+                                   default ``$ROLLOUT_HOME/audit-head.jsonl``)
+``ROLLOUT_AUDIT_HEAD_EVERY_S``     how often it does (default 60 s)
 =================================  ============================================================
 """
 
@@ -49,6 +56,11 @@ class Settings:
     actor: str | None = None
     api_url: str | None = None  # the CLI's verbs go through this API
     api_token: str | None = field(default=None, repr=False)  # ... with this token
+    audit_key: str | None = None  # the audit chain's HMAC key itself (rollout.audit_key)
+    audit_key_file: Path | None = None  # ... or a file holding it
+    audit_key_required: bool = False  # refuse to make one up (a server store, from_env)
+    audit_head_file: Path | None = None  # where the loop exports the head (None: the home's)
+    audit_head_every_s: float = 60.0
 
     @classmethod
     def from_env(
@@ -85,6 +97,11 @@ class Settings:
             actor=environ.get("ROLLOUT_ACTOR") or None,
             api_url=environ.get("ROLLOUT_API_URL") or None,
             api_token=environ.get("ROLLOUT_TOKEN") or None,
+            audit_key=environ.get("ROLLOUT_AUDIT_KEY") or None,
+            audit_key_file=_path(environ.get("ROLLOUT_AUDIT_KEY_FILE")),
+            audit_key_required=not places.store_url.startswith("sqlite"),
+            audit_head_file=_path(environ.get("ROLLOUT_AUDIT_HEAD_FILE")),
+            audit_head_every_s=_positive(environ, "ROLLOUT_AUDIT_HEAD_EVERY_S", 60.0),
         )
 
     @classmethod
@@ -101,6 +118,23 @@ class Settings:
     def places(self) -> Places:
         return Places(self.home, self.registry_uri, self.store_url, self.artifact_root)
 
+    def audit_key_bytes(self, *, create: bool = True) -> bytes:
+        """The audit chain's key (:func:`rollout.audit_key.audit_key`; ``create``: may make
+        the home's key file)."""
+        from rollout.audit_key import audit_key
+
+        return audit_key(
+            self.audit_key,
+            self.audit_key_file,
+            self.home,
+            required=self.audit_key_required,
+            create=create,
+        )
+
+    @property
+    def audit_head_path(self) -> Path:
+        return self.audit_head_file or self.home / "audit-head.jsonl"
+
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
 
@@ -110,3 +144,20 @@ class Settings:
         if self.environments_file is not None:
             out["ROLLOUT_ENVIRONMENTS_FILE"] = str(self.environments_file)
         return out
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86_400:
+        raise ValueError(f"{name}: expected seconds between 0 and 86400, got {raw!r}")
+    return value

@@ -193,9 +193,11 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )
 
-# Append-only, hash-chained log of every mutating API call, allowed or denied
-# (:mod:`rollout.store.audit`). ``id`` is assigned by the appender (the previous id + 1) and
-# ``prev_hash`` is unique, so two appenders that read the same last row cannot both insert.
+# Append-only, hash-chained log of every mutating API or CLI call, allowed or denied, and of
+# every rollout transition the manager makes (:mod:`rollout.store.audit`). ``id`` is assigned by
+# the appender (the previous id + 1) and ``prev_hash`` is unique, so two appenders that read the
+# same last row cannot both insert. ``alg`` is ``hmac-sha256`` (keyed, migration 0011) or
+# ``sha256`` (rows written before it, sealed by a keyed checkpoint row).
 audit_log = Table(
     "audit_log",
     metadata,
@@ -208,6 +210,10 @@ audit_log = Table(
     Column("outcome", String(16), nullable=False),  # allowed | denied | failed
     Column("status_code", Integer, nullable=False),
     Column("detail", Text, nullable=False),  # canonical JSON
+    Column("address", String(64)),  # the caller's address (API) or host (CLI)
+    Column("user_agent", String(255)),  # the caller's User-Agent (API) or OS user (CLI)
+    Column("count", Integer, nullable=False, server_default="1"),  # denials this row stands for
+    Column("alg", String(16), nullable=False, server_default="sha256"),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("prev_hash", name="uq_audit_log_prev_hash"),

@@ -16,7 +16,7 @@ store directly and are audited as such (``via: store`` and the OS user). Command
     rollout events ROLLOUT_ID [--json]
     rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
     rollout audit [MODEL] [--env ENV] [--identity WHO] [--limit N] [--json]   # newest first
-    rollout audit --verify [--json]           # walk the hash chain; exit 1 if it is broken
+    rollout audit --verify [--head FILE_OR_HASH:COUNT] [--json]   # exit 1 at the first bad row
     rollout token create --identity NAME --role R [--role R2] [--env E ...] [--expires 30d]
     rollout token list | revoke ID|IDENTITY   # the API's tokens (rollout.tokens; admin)
     rollout api [--host 127.0.0.1] [--port 8090] [--insecure-dev]   # the HTTP API (rollout.api)

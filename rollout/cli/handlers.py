@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -87,7 +88,16 @@ def audited(
     is appended after the action; a failure to append is printed as a warning, and the action
     stands.
     """
-    call = Call(verb, model, environment, args.actor, {"via": "store", "os_user": os_user()})
+    user = os_user()
+    call = Call(
+        verb,
+        model,
+        environment,
+        args.actor,
+        {"via": "store", "os_user": user},
+        address=socket.gethostname()[:64],
+        user_agent=f"rollout-cli (os user {user})",
+    )
     try:
         yield call.detail
     except BaseException as exc:  # Ctrl-C too: whatever it left behind did not succeed
@@ -108,14 +118,17 @@ def _warn(message: str) -> None:
 
 
 @contextmanager
-def audit_log(args: argparse.Namespace) -> Iterator[AuditLog]:
-    """The store's audit log alone (``rollout audit`` needs no registry, so no manager)."""
+def audit_log(args: argparse.Namespace, *, keyed: bool) -> Iterator[AuditLog]:
+    """The store's audit log alone (``rollout audit`` needs no registry, so no manager);
+    ``keyed`` (to verify) reads the audit key, never making one up."""
     from contract.sql.engine import open_engine
     from rollout.store.audit import AuditLog
 
-    engine = open_engine(settings_of(args).store_url)
+    settings = settings_of(args)
+    key = settings.audit_key_bytes(create=False) if keyed else None
+    engine = open_engine(settings.store_url)
     try:
-        yield AuditLog(engine)
+        yield AuditLog(engine, key)
     finally:
         engine.dispose()
 
@@ -337,16 +350,9 @@ def _looks(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    with audit_log(args) as log:
-        if args.verify:
-            result = log.verify()
-            if args.json:
-                print(to_json(result.to_dict()))
-            elif result.ok:
-                print(f"audit log ok: {result.rows} rows, head {result.head_hash}")
-            else:
-                print(f"audit log broken at row {result.broken_id}: {result.reason}")
-            return 0 if result.ok else 1
+    if args.verify:
+        return _audit_verify(args)
+    with audit_log(args, keyed=False) as log:
         rows = log.list(
             model=args.model, environment=args.env, identity=args.identity, limit=args.limit
         )
@@ -357,6 +363,35 @@ def _audit(args: argparse.Namespace) -> int:
     else:
         print(format_audit(rows))
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Walk the chain with the key against the last exported head (``--head``, else the
+    settings' head file when it exists); exit 1 naming the first bad entry."""
+    from rollout.store.audit import Head
+
+    settings = settings_of(args)
+    try:
+        if args.head:
+            head: Head | None = Head.parse(args.head)
+        else:
+            path = settings.audit_head_path
+            head = Head.read(path) if path.exists() else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with audit_log(args, keyed=True) as log:
+        result = log.verify(head)
+    if args.json:
+        print(to_json(result.to_dict()))
+    elif result.ok:
+        against = f" (at the exported head of {head.count} rows)" if head else " (no exported head)"
+        print(f"audit log ok: {result.rows} rows, head {result.head_hash}{against}")
+    elif result.broken_id is not None:
+        print(f"audit log broken at row {result.broken_id}: {result.reason}")
+    else:
+        print(f"audit log broken: {result.reason}")
+    return 0 if result.ok else 1
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -404,7 +439,8 @@ def _token(args: argparse.Namespace) -> int:
     from rollout.store.tokens import TokenStore
     from rollout.tokens import issue, revoke
 
-    engine = open_engine(settings_of(args).store_url)
+    settings = settings_of(args)
+    engine = open_engine(settings.store_url)
     try:
         store = TokenStore(engine)
         if args.token_command == "list":
@@ -413,7 +449,17 @@ def _token(args: argparse.Namespace) -> int:
             print(to_json(listed) if args.json else format_tokens(listed))
             return 0
         verb = "token_create" if args.token_command == "create" else "token_revoke"
-        call = Call(verb, None, None, args.actor, {"via": "store", "os_user": os_user()})
+        user = os_user()
+        call = Call(
+            verb,
+            None,
+            None,
+            args.actor,
+            {"via": "store", "os_user": user},
+            address=socket.gethostname()[:64],
+            user_agent=f"rollout-cli (os user {user})",
+        )
+        audit = AuditLog(engine, settings.audit_key_bytes())
         try:
             if args.token_command == "create":
                 call.detail |= {
@@ -432,9 +478,9 @@ def _token(args: argparse.Namespace) -> int:
                 call.detail["revoked"] = [item["id"] for item in revoked]
         except BaseException as exc:
             call.detail["error"] = str(exc) or type(exc).__name__
-            record(AuditLog(engine), call, "failed", 2, _warn)
+            record(audit, call, "failed", 2, _warn)
             raise
-        record(AuditLog(engine), call, "allowed", 0, _warn)
+        record(audit, call, "allowed", 0, _warn)
     finally:
         engine.dispose()
     if args.token_command == "create":

@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--verify", action="store_true", help="check the chain; exit 1 at the first broken row"
     )
+    audit.add_argument(
+        "--head",
+        metavar="FILE_OR_HASH:COUNT",
+        help="with --verify: the last exported head (a head file, or HASH:COUNT); "
+        "default $ROLLOUT_AUDIT_HEAD_FILE or $ROLLOUT_HOME/audit-head.jsonl when it exists",
+    )
     audit.add_argument("--json", action="store_true", help="print JSON")
 
     api = command("api", "serve the manager's HTTP API (OpenAPI at /docs)")

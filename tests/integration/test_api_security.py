@@ -153,19 +153,27 @@ def test_denied_start_and_apply_change_nothing_and_are_audited(
          r["status_code"])
         for r in rows
     ] == [
-        (4, "dee", "apply", MODEL, "prod", "allowed", 200),
-        (3, "sam", "start", MODEL, "dev", "allowed", 201),
+        (6, "dee", "apply", MODEL, "prod", "allowed", 200),
+        (5, "dee", "new->succeeded", MODEL, "prod", "allowed", 0),  # the transition it made
+        (4, "sam", "start", MODEL, "dev", "allowed", 201),
+        (3, "sam", "new->succeeded", MODEL, "dev", "allowed", 0),
         (2, "stan", "apply", MODEL, "prod", "denied", 403),
         (1, "sam", "start", MODEL, "prod", "denied", 403),
     ]  # fmt: skip
     assert rows[0]["detail"]["action"] == "started"
-    assert rows[1]["detail"]["state"] == "succeeded"
-    assert rows[3]["detail"]["needs"] == ["deployer", "admin"]
-    assert rows[3]["detail"]["roles"] == ["scientist"]
-    assert rows[3]["prev_hash"] == "0" * 64 and rows[2]["prev_hash"] == rows[3]["hash"]
+    assert rows[1]["detail"]["kind"] == "transition"
+    assert rows[1]["detail"]["rollout_id"] == rows[0]["detail"]["rollout_id"]
+    assert rows[2]["detail"]["state"] == "succeeded"
+    assert rows[5]["detail"]["needs"] == ["deployer", "admin"]
+    assert rows[5]["detail"]["roles"] == ["scientist"]
+    assert {(r["address"], r["user_agent"]) for r in rows if r["status_code"]} == {
+        ("127.0.0.1", f"python-httpx/{httpx.__version__}")
+    }
+    assert rows[5]["prev_hash"] == "0" * 64 and rows[4]["prev_hash"] == rows[5]["hash"]
     verified = client.get("/v1/audit/verify", headers=auth("vic")).json()
     assert verified == {
-        "ok": True, "rows": 4, "head_hash": rows[0]["hash"], "broken_id": None, "reason": None,
+        "ok": True, "rows": 6, "head_hash": rows[0]["hash"], "broken_id": None, "reason": None,
+        "sealed_rows": 0, "head": None,
     }  # fmt: skip
 
 

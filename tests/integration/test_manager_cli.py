@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -188,13 +190,19 @@ def test_cli_verbs_are_audited_allowed_or_failed(
 
     code, out, _ = run(home, capsys, "audit", MODEL, "--env", "prod", "--json")
     assert code == 0
-    rows = list(reversed(json.loads(out)))  # oldest first
+    every = list(reversed(json.loads(out)))  # oldest first
+    transitions = [r for r in every if r["detail"].get("kind") == "transition"]
+    assert ("manager", "pending->verifying") in {(r["identity"], r["verb"]) for r in transitions}
+    rows = [r for r in every if r not in transitions]  # the CLI's own rows
     assert [(r["verb"], r["identity"], r["outcome"], r["status_code"]) for r in rows[1:]] == [
         ("promote", "mallory", "failed", 2),
         ("start", "alice", "allowed", 0),
         ("rollback", "bob", "allowed", 0),
     ]
     assert all(r["detail"]["via"] == "store" for r in rows)
+    assert {(r["address"], r["user_agent"]) for r in rows} == {
+        (socket.gethostname(), f"rollout-cli (os user {getpass.getuser()})")
+    }
     assert "no active rollout" in rows[1]["detail"]["error"]
     assert rows[2]["detail"]["rollout_id"] == rollout_id
     assert rows[3]["detail"]["version"] == v2

@@ -86,7 +86,7 @@ def test_the_router_role_may_do_nothing_else(router_url: str, attempt: str) -> N
                 with engine.connect() as conn:
                     conn.execute(select(rollouts)).all()
             elif attempt == "append to the audit log":
-                AuditLog(engine).append("router", "start", "bc", "prod", "allowed", 200)
+                AuditLog(engine, b"k" * 32).append("router", "start", "bc", "prod", "allowed", 200)
             elif attempt == "delete records":
                 with engine.begin() as conn:
                     conn.execute(text("DELETE FROM predictions"))
