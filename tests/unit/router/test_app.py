@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,14 @@ import httpx
 import mlflow
 import pytest
 
+from contract.clock import ManualClock
 from contract.plans import InMemoryPlanStore, TrafficPlan
 from contract.records import InMemoryPredictionLog
 from rollout.errors import RegistryError
 from router.app import create_app
 from router.config import RouterConfig
 from router.predictor import Predictor
+from router.request_ids import RequestIds
 from router.service import Router
 from router.split import choose_arm
 
@@ -357,3 +360,47 @@ def test_metrics_count_requests_and_export_the_plan(app: Harness) -> None:
     assert "rollout_router_prediction_log_written_total 3.0" in text
     assert "rollout_router_prediction_log_dropped_total 0.0" in text
     assert "rollout_router_request_duration_seconds_bucket" in text
+
+
+def test_feedback_checks_the_writer_before_reading_the_body(app: Harness) -> None:
+    rid = _post(app, "/v1/models/bc/invocations", BODY).headers["x-request-id"]
+    huge = json.dumps([{"request_id": rid, "label": 1}] * 50_000).encode()  # ~3.5 MB
+    for headers in ({"authorization": ""}, {"authorization": "Bearer guessed"}):
+        reply = _post(app, "/v1/feedback", huge, **headers)
+        assert (reply.status_code, reply.json()["error_code"]) == (401, "unauthorized")
+    reply = _post(app, "/v1/feedback", huge)
+    assert (reply.status_code, reply.json()["error_code"]) == (413, "payload_too_large")
+    assert "at most 524288 (ROLLOUT_LABEL_MAX_BODY_BYTES)" in reply.json()["message"]
+    assert app.sink.labels == []
+
+
+def test_feedback_over_http_refuses_forged_expired_and_overwriting_labels(app: Harness) -> None:
+    rid = _post(app, "/v1/models/bc/invocations", BODY).headers["x-request-id"]
+    other = {"authorization": f"Bearer {OTHER_LABEL_TOKEN}"}
+    old = RequestIds(ID_KEY.encode(), ManualClock(time.time() - 15 * 86_400)).issue()
+    forged = rid[:-1] + ("0" if rid[-1] != "0" else "1")
+    cases = [
+        ({"request_id": forged, "label": 0}, {}, 404, "unknown_request_id"),
+        ({"request_id": "req-1", "label": 0}, {}, 404, "unknown_request_id"),
+        ({"request_id": old, "label": 0}, {}, 410, "label_expired"),
+        ({"request_id": rid, "label": 1}, {}, 202, None),
+        ({"request_id": rid, "label": 0}, other, 409, "label_conflict"),
+        ({"request_id": rid, "label": 0}, {}, 202, None),
+    ]  # fmt: skip
+    for body, headers, status, code in cases:
+        reply = _post(app, "/v1/feedback", body, **headers)
+        assert reply.status_code == status, (body, reply.text)
+        if code is not None:
+            assert reply.json()["error_code"] == code
+    assert [(f.request_id, f.label) for f in app.sink.labels] == [(rid, 0)]
+    assert [f.label for f, _ in app.sink.history] == [1]
+
+
+def test_a_router_with_no_label_writers_refuses_labels(
+    serve: Any, pipelines: dict[str, Path], failing_dir: Path
+) -> None:
+    for harness in _harness(serve, pipelines, failing_dir, label_token_sha256=()):
+        rid = _post(harness, "/v1/models/bc/invocations", BODY).headers["x-request-id"]
+        reply = _post(harness, "/v1/feedback", {"request_id": rid, "label": 1})
+        assert (reply.status_code, reply.json()["error_code"]) == (403, "labels_not_configured")
+        assert harness.sink.labels == []

@@ -25,7 +25,6 @@ from router.errors import (
     PayloadTooLarge,
     RouterError,
     Unauthorized,
-    UnknownRequest,
 )
 from router.feedback import LabelPolicy, label_writer, store_feedback
 from router.request_ids import RequestIds
@@ -173,19 +172,59 @@ def test_a_conflict_anywhere_in_a_batch_stores_none_of_it(
 @pytest.mark.parametrize(
     ("body", "error_type", "code", "fragment"),
     [
-        ([{"request_id": "x", "label": 1}] * 6, PayloadTooLarge, "too_many_labels", "at most 5 (ROLLOUT_LABEL_MAX_ITEMS)"),
-        ({"request_id": "ID", "label": "x" * 100}, PayloadTooLarge, "label_too_large", "body: the label is 102 bytes of JSON; at most 64"),
-        ({"request_id": "ID", "label": {"a": 1}}, MalformedRequest, "invalid_feedback", "body: 'label' must be a number, string or boolean"),
-        ({"request_id": "ID", "label": [[1]]}, MalformedRequest, "invalid_feedback", "'label' must be"),
-        ({"request_id": "ID", "label": None}, MalformedRequest, "invalid_feedback", "'label' must be"),
-        (b'{"request_id": "ID", "label": NaN}', MalformedRequest, "malformed_json", "NaN is not a number JSON allows"),
-        (b'{"request_id": "ID", "label": Infinity}', MalformedRequest, "malformed_json", "Infinity"),
+        (
+            [{"request_id": "x", "label": 1}] * 6,
+            PayloadTooLarge,
+            "too_many_labels",
+            "at most 5 (ROLLOUT_LABEL_MAX_ITEMS)",
+        ),
+        (
+            {"request_id": "ID", "label": "x" * 100},
+            PayloadTooLarge,
+            "label_too_large",
+            "body: the label is 102 bytes of JSON; at most 64",
+        ),
+        (
+            {"request_id": "ID", "label": {"a": 1}},
+            MalformedRequest,
+            "invalid_feedback",
+            "body: 'label' must be a number, string or boolean",
+        ),
+        (
+            {"request_id": "ID", "label": [[1]]},
+            MalformedRequest,
+            "invalid_feedback",
+            "'label' must be",
+        ),
+        (
+            {"request_id": "ID", "label": None},
+            MalformedRequest,
+            "invalid_feedback",
+            "'label' must be",
+        ),
+        (
+            b'{"request_id": "ID", "label": NaN}',
+            MalformedRequest,
+            "malformed_json",
+            "NaN is not a number JSON allows",
+        ),
+        (
+            b'{"request_id": "ID", "label": Infinity}',
+            MalformedRequest,
+            "malformed_json",
+            "Infinity",
+        ),
         (b"[" * 100_000, MalformedRequest, "malformed_json", "nested too deeply"),
         (b"\xff\xfe", MalformedRequest, "malformed_json", "not valid JSON"),
-        ([{"request_id": "ID", "label": 1}, {"request_id": "ID", "label": 0}], MalformedRequest, "invalid_feedback", "item 1: request_id"),
+        (
+            [{"request_id": "ID", "label": 1}, {"request_id": "ID", "label": 0}],
+            MalformedRequest,
+            "invalid_feedback",
+            "item 1: request_id",
+        ),
         ([{"label": 1}], MalformedRequest, "invalid_feedback", "item 0: 'request_id'"),
     ],
-)  # fmt: skip
+)
 def test_bad_bodies_are_4xx_naming_the_item_and_the_limit(
     ids: RequestIds,
     clock: ManualClock,
