@@ -2,13 +2,16 @@
 
 An id is 64 lowercase hex characters (the prediction log's column width)::
 
-    IIIIIIII RRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR TTTTTTTTTTTTTTTTTTTTTTTT
-    issued   128 random bits                  HMAC-SHA256 tag, 96 bits
+    IIIIIIII PPPPPPPP RRRRRRRRRRRRRRRRRRRRRRRR TTTTTTTTTTTTTTTTTTTTTTTT
+    issued   process  96 random bits           HMAC-SHA256 tag, 96 bits
     (epoch s, hex)
 
-The tag is ``HMAC-SHA256(key, issued + random)`` truncated to 96 bits, with a key only the
-routers hold (``ROLLOUT_REQUEST_ID_KEY`` or ``ROLLOUT_REQUEST_ID_KEY_FILE``). So the next id
-cannot be guessed (128 random bits), and a label for an id no router with this key issued is
+``process`` is 32 random bits drawn once per router process (again in a forked child): it
+tells which process served a request, and with the 96 bits drawn per request makes 128 random
+bits. The tag is ``HMAC-SHA256(key, everything before it)`` truncated to 96 bits, with a key only
+the routers hold (``ROLLOUT_REQUEST_ID_KEY`` or ``ROLLOUT_REQUEST_ID_KEY_FILE``). So the next id
+cannot be guessed (96 bits drawn per request, and a tag no one without the key can compute),
+and a label for an id no router with this key issued is
 refused at once by :meth:`RequestIds.check` (:class:`~router.errors.UnknownRequest`, 404) without
 asking the store and without waiting for the batched prediction-log writer. The issue time in
 the id lets a label for a request older than ``label_max_age_s`` be refused the same way
@@ -39,6 +42,17 @@ CLOCK_SKEW_S: Final = 300.0  # an id issued up to this far in the future (anothe
 _ID = re.compile(r"[0-9a-f]{64}")
 
 
+_PROCESS = os.urandom(4).hex()
+
+
+def _new_process() -> None:
+    global _PROCESS
+    _PROCESS = os.urandom(4).hex()
+
+
+os.register_at_fork(after_in_child=_new_process)  # a forked worker is another process
+
+
 class RequestIds:
     """Issue and check signed request ids with ``key``."""
 
@@ -51,8 +65,8 @@ class RequestIds:
         self._clock = clock
 
     def issue(self) -> str:
-        """A new id: the issue time, 128 random bits and their tag."""
-        body = f"{int(self._clock.time()) & 0xFFFFFFFF:08x}{os.urandom(16).hex()}"
+        """A new id: the issue time, the process, 96 random bits and their tag."""
+        body = f"{int(self._clock.time()) & 0xFFFFFFFF:08x}{_PROCESS}{os.urandom(12).hex()}"
         return body + self._tag(body)
 
     def _tag(self, body: str) -> str:

@@ -34,9 +34,24 @@ def test_ids_are_unique_and_their_random_part_varies_in_every_position() -> None
     ids = RequestIds(KEY, ManualClock())
     issued = [ids.issue() for _ in range(20_000)]
     assert len(set(issued)) == len(issued)
-    randoms = [i[8:40] for i in issued]
-    # 128 random bits: every hex position takes all 16 values over 20,000 draws.
-    assert all(len({r[p] for r in randoms}) == 16 for p in range(32))
+    assert len({i[8:16] for i in issued}) == 1  # this process
+    randoms = [i[16:40] for i in issued]
+    # 96 random bits per id: every hex position takes all 16 values over 20,000 draws.
+    assert all(len({r[p] for r in randoms}) == 16 for p in range(24))
+
+
+def test_a_forked_process_draws_its_own_process_bits() -> None:
+    ids = RequestIds(KEY, ManualClock())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its id's process part, then exit at once
+        os.write(write, ids.issue()[8:16].encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 8).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 8 and child != ids.issue()[8:16]
 
 
 @pytest.mark.parametrize("position", [0, 7, 8, 20, 39, 40, 63])
