@@ -5,12 +5,15 @@ labels through a :class:`FeedbackSink`; the manager reads both back from the sto
 step. :class:`InMemoryPredictionLog` is the twin of the SQL implementations
 (:mod:`contract.sql.predictions`): one contract suite runs over all of them.
 
-A label is joined to its request by ``request_id``; a second label for the same request
-replaces the first (a correction).
+A label is joined to its request by ``request_id``. The first label of a request wins: a
+second one is refused (:class:`LabelConflict`) unless it comes from the same ``writer``, and
+then it replaces the first, which is kept in the label's history (a correction). The same label
+again from its writer changes nothing (a retried call). A batch is stored whole or not at all.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,17 @@ class Feedback:
     request_id: str
     label: object  # a scalar, or one label per row of the request
     ts: float  # when the label arrived, epoch seconds
+    writer: str | None = None  # which label writer stored it (a digest of its token)
+
+
+class LabelConflict(Exception):
+    """Some requests already have a label from another writer; nothing was stored."""
+
+    def __init__(self, request_ids: Sequence[str]) -> None:
+        self.request_ids = tuple(request_ids)
+        shown = ", ".join(repr(r) for r in self.request_ids[:3])
+        more = f" and {len(self.request_ids) - 3} more" if len(self.request_ids) > 3 else ""
+        super().__init__(f"already labelled by another writer: {shown}{more}")
 
 
 class PredictionSink(Protocol):
@@ -53,7 +67,8 @@ class FeedbackSink(Protocol):
     """Where delayed labels go."""
 
     def add_feedback(self, labels: Sequence[Feedback]) -> None:
-        """Store the labels; a label for a request that has one replaces it."""
+        """Store every label or none: :class:`LabelConflict` if a request has a label from
+        another writer; a label from the same writer replaces the old one (kept in history)."""
         ...
 
 
@@ -63,6 +78,7 @@ class InMemoryPredictionLog:
     def __init__(self) -> None:
         self.records: list[PredictionRecord] = []
         self._labels: dict[str, Feedback] = {}
+        self.history: list[tuple[Feedback, float]] = []  # (replaced label, replaced at)
         self._lock = threading.Lock()
 
     def write(self, records: Sequence[PredictionRecord]) -> None:
@@ -71,7 +87,19 @@ class InMemoryPredictionLog:
 
     def add_feedback(self, labels: Sequence[Feedback]) -> None:
         with self._lock:
+            conflicts = [
+                f.request_id
+                for f in labels
+                if f.request_id in self._labels and self._labels[f.request_id].writer != f.writer
+            ]
+            if conflicts:
+                raise LabelConflict(conflicts)
             for label in labels:
+                old = self._labels.get(label.request_id)
+                if old is not None:
+                    if json.dumps(old.label) == json.dumps(label.label):
+                        continue  # the same label again: a retried call
+                    self.history.append((old, label.ts))
                 self._labels[label.request_id] = label
 
     @property

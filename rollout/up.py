@@ -4,7 +4,8 @@ Processes (the same roles as the compose services, see :data:`ROLES`):
 
 - ``registry`` (only with ``--mlflow-server``): ``mlflow server`` on the SQLite registry file, so
   clients talk HTTP to it as they would in production; otherwise the registry is embedded;
-- ``router``: ``rollout router`` serving inference on ``--port``;
+- ``router``: ``rollout router`` serving inference on ``--port``, with the home's request id
+  key and label writer token (:mod:`rollout.router_keys`, ``<home>/secrets/``);
 - ``manager``: ``rollout manager`` advancing rollouts.
 
 On the embedded default's first start an admin token for the API is made and written to
@@ -30,6 +31,7 @@ from types import FrameType
 
 import httpx
 
+from rollout.router_keys import router_secrets
 from rollout.settings import Settings
 
 # The compose services that run our code or MLflow; "postgres" is infrastructure.
@@ -91,6 +93,7 @@ def process_specs(
                 "--host", host, "--port", str(router_port), "--environment", environment,
             ],
             health_url=f"http://{host}:{router_port}/healthz",
+            env=router_secrets(settings.home).env(),  # request id key, label writer's digest
         )
     )  # fmt: skip
     specs.append(
@@ -228,7 +231,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"router:   http://{args.host}:{args.port}  (POST /v1/models/<model>/invocations)\n"
             f"registry: {settings.registry_uri}\nstore:    {settings.store_url}\n"
-            f"logs:     {supervisor.log_dir}\nCtrl-C stops everything.",
+            f"logs:     {supervisor.log_dir}\n"
+            f"labels:   POST /v1/feedback with 'Authorization: Bearer <token>', the token in "
+            f"{router_secrets(settings.home).token_file}\nCtrl-C stops everything.",
             flush=True,
         )
         while not stopping:

@@ -10,9 +10,10 @@ protocol, and logs one prediction record per request.
 - :mod:`router.inference`  the request path: plan, pin, arm, predict, failover, record
 - :mod:`router.pinning`    who may pin a version (``x-model-version``, bearer token)
 - :mod:`router.shadow`     mirrored predictions of the shadow version, after the reply
-- :mod:`router.feedback`   delayed labels into the feedback store
+- :mod:`router.feedback`   delayed labels from label writers (bearer token), first write wins
+- :mod:`router.request_ids`  request ids: random, dated, HMAC-signed, checked without the store
 - :mod:`router.views`      the ``GET /v1/models`` and ``GET /readyz`` bodies
-- :mod:`router.reply`      ``Reply``, error replies, request ids
+- :mod:`router.reply`      ``Reply``, error replies, the caller's own ``x-request-id``
 - :mod:`router.payload`    the scoring request body, parsed once
 - :mod:`router.schema`     a version's signature, checked without pandas
 - :mod:`router.predictor`  one loaded version: check, predict, serialize as MLflow does

@@ -3,7 +3,8 @@
 =====================================  =======================================================
 ``POST /v1/models/{model}/invocations``  MLflow scoring protocol for ``model``
 ``POST /invocations``                    the same for the default model (``mlflow models serve``)
-``POST /v1/feedback``                    delayed labels, one or a list → 202
+``POST /v1/feedback``                    a label writer's delayed labels → 202
+                                         (:mod:`router.feedback`)
 ``GET /v1/models``                       models, versions, weights, generations, readiness
 ``GET /healthz``                         the process is up
 ``GET /readyz``                          every version of every plan loaded and warmed, or 503
@@ -46,13 +47,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from contract.names import MAX_REQUEST_ID, REQUEST_ID_HEADER
+from contract.names import REQUEST_ID_HEADER
 from router.config import RouterConfig
 from router.errors import MalformedRequest, PayloadTooLarge, RouterError
 from router.incidents import reply_json, unexpected
 from router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from router.openapi import document
-from router.reply import Reply, request_id_from
+from router.reply import CLIENT_REQUEST_ID_HEADER, Reply, client_request_id
 from router.service import Router
 
 _log = logging.getLogger(__name__)
@@ -103,8 +104,12 @@ def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
 
     @app.post("/v1/feedback", status_code=202)
     async def feedback(request: Request) -> Response:
-        body = await read_body(request, limit)
-        n = await run_in_threadpool(core.feedback, body, request.headers.get("content-type"))
+        writer = core.label_writer(request.headers)  # 401/403 before the body is read
+        body = await read_body(
+            request, core.label_policy.max_body_bytes, "ROLLOUT_LABEL_MAX_BODY_BYTES"
+        )
+        content_type = request.headers.get("content-type")
+        n = await run_in_threadpool(core.feedback, body, content_type, writer)
         return JSONResponse({"accepted": n}, status_code=202)
 
     @app.get("/v1/models")
@@ -138,13 +143,12 @@ def create_app(config: RouterConfig, router: Router | None = None) -> FastAPI:
     return app
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, setting: str = "ROLLOUT_MAX_BODY_BYTES") -> bytes:
     """The request body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
-            f"the body is {int(declared)} bytes; this router accepts at most {limit} "
-            "(ROLLOUT_MAX_BODY_BYTES)"
+            f"the body is {int(declared)} bytes; this router accepts at most {limit} ({setting})"
         )
     chunks: list[bytes] = []
     size = 0
@@ -152,8 +156,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(
-                f"the body exceeds {limit} bytes, the most this router accepts "
-                "(ROLLOUT_MAX_BODY_BYTES)"
+                f"the body exceeds {limit} bytes, the most this router accepts ({setting})"
             )
         chunks.append(chunk)
     return b"".join(chunks)
@@ -223,14 +226,14 @@ class Invocations:
         started = time.perf_counter()
         core = self.core
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = core.request_ids.issue()
+        client_id: str | None = None
         try:
-            request_id = request_id_from(headers)
+            client_id = client_request_id(headers)
             body = await self.read_body(headers, receive)
         except RouterError as exc:
             core.metrics.observe("", "", "", exc.status_code, time.perf_counter() - started)
-            reply_headers = {}
-            if headers.get(REQUEST_ID_HEADER):
-                reply_headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER][:MAX_REQUEST_ID]
+            reply_headers = {REQUEST_ID_HEADER: request_id}
             reply = Reply(exc.status_code, json.dumps(reply_json(exc)).encode(), reply_headers)
         else:
             try:
@@ -245,7 +248,7 @@ class Invocations:
             except Exception as exc:  # a bug in the router: still a JSON error
                 body_out = unexpected(exc, scope["path"])
                 reply = Reply(500, json.dumps(body_out).encode(), {REQUEST_ID_HEADER: request_id})
-        await _send(send, reply)
+        await _send(send, reply, client_id)
         if reply.after is not None:
             core.shadow.launch(reply.after)
 
@@ -278,12 +281,14 @@ class Invocations:
         return b"".join(chunks)
 
 
-async def _send(send: Send, reply: Reply) -> None:
+async def _send(send: Send, reply: Reply, client_id: str | None = None) -> None:
     raw = [
         (b"content-type", reply.media_type.encode()),
         (b"content-length", str(len(reply.body)).encode()),
     ]
     raw.extend((k.encode("latin-1"), _header_value(v)) for k, v in reply.headers.items())
+    if client_id is not None:
+        raw.append((CLIENT_REQUEST_ID_HEADER.encode(), _header_value(client_id)))
     await send({"type": "http.response.start", "status": reply.status_code, "headers": raw})
     await send({"type": "http.response.body", "body": reply.body})
 

@@ -22,17 +22,32 @@ variable                        field                meaning
 ``ROLLOUT_MIGRATE_STORE``       ``migrate_store``    migrate the store on start (``1``); ``0``
                                                      with a least-privilege login (``rollout_
                                                      router``): the manager migrates it
+``ROLLOUT_LABEL_TOKEN_SHA256``  ``label_token_sha256``  sha256 hex of bearer tokens that may
+                                                     post labels to ``/v1/feedback``
+``ROLLOUT_ALLOW_ANONYMOUS_LABELS``  ``allow_anonymous_labels``  ``1``: anyone may post labels
+                                                     (development only; off by default)
+``ROLLOUT_REQUEST_ID_KEY``      ``request_id_key``   the key that signs request ids (shared by
+                                                     every router behind one balancer)
+``ROLLOUT_REQUEST_ID_KEY_FILE``  ``request_id_key_file``  a file holding that key instead
+``ROLLOUT_LABEL_MAX_AGE_S``     ``label_max_age_s``  oldest request a label is accepted for
+                                                     (14 days)
+``ROLLOUT_LABEL_MAX_ITEMS``     ``label_max_items``  labels per ``/v1/feedback`` call (1000)
+``ROLLOUT_LABEL_MAX_BYTES``     ``label_max_bytes``  one label's JSON size (4096 bytes)
+``ROLLOUT_LABEL_MAX_BODY_BYTES``  ``label_max_body_bytes``  a ``/v1/feedback`` body (512 KiB)
 ==============================  ===================  ==========================================
 
 ``pin_token_sha256`` is comma-separated in the environment. A request may pin a version with
 ``x-model-version`` only with ``Authorization: Bearer TOKEN`` where ``sha256(TOKEN)`` is listed.
+``label_token_sha256`` is the same for ``POST /v1/feedback`` (:mod:`router.feedback`); with
+none listed, labels are refused (403) unless ``allow_anonymous_labels``. Without a request id
+key the router draws a random one per process (:mod:`router.request_ids`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from contract.places import Places
@@ -59,6 +74,14 @@ class RouterConfig:
     batch_max_size: int = 1  # 1: every request predicted alone
     batch_max_wait_s: float = 0.0  # 0: batch only what arrived in the same event-loop turn
     migrate_store: bool = True  # False: a least-privilege store login; the manager migrates
+    label_token_sha256: tuple[str, ...] = ()
+    allow_anonymous_labels: bool = False  # development only: labels without a token
+    request_id_key: str | None = field(default=None, repr=False)
+    request_id_key_file: str | None = None
+    label_max_age_s: float = 14 * 86_400.0
+    label_max_items: int = 1000
+    label_max_bytes: int = 4096
+    label_max_body_bytes: int = 512 * 1024
 
     def __post_init__(self) -> None:
         if not self.environment:
@@ -81,11 +104,17 @@ class RouterConfig:
             raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
         if self.batch_max_wait_s < 0:
             raise ValueError(f"batch_max_wait_s must be >= 0, got {self.batch_max_wait_s}")
-        for digest in self.pin_token_sha256:
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(
-                    f"pin_token_sha256: {digest[:12]!r}... is not a lowercase sha256 hex digest"
-                )
+        for name in ("pin_token_sha256", "label_token_sha256"):
+            for digest in getattr(self, name):
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ValueError(
+                        f"{name}: {digest[:12]!r}... is not a lowercase sha256 hex digest"
+                    )
+        for name in ("label_max_age_s", "label_max_items", "label_max_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.label_max_body_bytes <= 0:
+            raise ValueError(f"label_max_body_bytes must be > 0, got {self.label_max_body_bytes}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RouterConfig:
@@ -168,4 +197,12 @@ _ENV_FIELDS: dict[str, Callable[[str], Any]] = {
     "batch_max_size": int,
     "batch_max_wait_s": float,
     "migrate_store": _bool,
+    "label_token_sha256": _digests,
+    "allow_anonymous_labels": _bool,
+    "request_id_key": _str,
+    "request_id_key_file": _str,
+    "label_max_age_s": float,
+    "label_max_items": int,
+    "label_max_bytes": int,
+    "label_max_body_bytes": int,
 }

@@ -10,8 +10,12 @@ with an incident id, and the full ``message`` is logged under that id
 RouterError                         status  error_code
  ├── MalformedRequest                400     malformed_request (or a more precise code)
  ├── Unauthorized                    401     unauthorized (no or malformed bearer token)
+ ├── Forbidden                       403     forbidden (labels_not_configured, ...)
  ├── PinningNotAllowed               403     pinning_not_allowed
  ├── UnknownModel                    404     unknown_model / unknown_version
+ ├── UnknownRequest                  404     unknown_request_id (a label's id not issued here)
+ ├── LabelConflict                   409     label_conflict (labelled by another writer)
+ ├── LabelExpired                    410     label_expired (the request is too old to label)
  ├── PayloadTooLarge                 413     payload_too_large
  ├── UnsupportedContentType          415     unsupported_content_type
  ├── SignatureMismatch               422     signature_mismatch
@@ -58,6 +62,11 @@ class Unauthorized(RouterError):
     default_code = "unauthorized"
 
 
+class Forbidden(RouterError):
+    status_code = 403
+    default_code = "forbidden"
+
+
 class PinningNotAllowed(RouterError):
     status_code = 403
     default_code = "pinning_not_allowed"
@@ -66,6 +75,21 @@ class PinningNotAllowed(RouterError):
 class UnknownModel(RouterError):
     status_code = 404
     default_code = "unknown_model"
+
+
+class UnknownRequest(RouterError):
+    status_code = 404
+    default_code = "unknown_request_id"
+
+
+class LabelConflict(RouterError):
+    status_code = 409
+    default_code = "label_conflict"
+
+
+class LabelExpired(RouterError):
+    status_code = 410
+    default_code = "label_expired"
 
 
 class PayloadTooLarge(RouterError):

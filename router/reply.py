@@ -5,16 +5,14 @@
 - :func:`error_reply` turns a :class:`~router.errors.RouterError` into its JSON reply
   (``{"error_code": ..., "message": ...}`` with the error's HTTP status; a 5xx shows only
   its public message and an incident id, :mod:`router.incidents`).
-- :func:`request_id_from` is the caller's ``x-request-id`` (400 if longer than the prediction
-  log keeps), else a new id: 64 random bits per process, then a counter, so no syscall per
-  request; a forked worker draws new random bits and never repeats its parent's ids.
+- :func:`client_request_id` is the caller's own ``x-request-id`` (400 if longer than 64
+  characters), echoed back as ``x-client-request-id``. The id the router records and answers
+  in ``x-request-id`` is always its own, signed (:mod:`router.request_ids`): a label names it.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,18 +20,7 @@ from contract.names import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from router.errors import MalformedRequest, RouterError
 from router.incidents import reply_json
 
-# Request ids: 64 random bits per process, then a counter (unique without a syscall per request).
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
-
-
-def _new_id_source() -> None:
-    global _ID_PREFIX, _ID_COUNTER
-    _ID_PREFIX = os.urandom(8).hex()
-    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
-
-
-os.register_at_fork(after_in_child=_new_id_source)  # a forked worker must not repeat ids
+CLIENT_REQUEST_ID_HEADER = "x-client-request-id"  # the caller's own x-request-id, echoed
 
 
 @dataclass(frozen=True)
@@ -49,11 +36,15 @@ def error_reply(error: RouterError, headers: dict[str, str]) -> Reply:
     return Reply(error.status_code, json.dumps(reply_json(error)).encode(), headers)
 
 
-def request_id_from(headers: Mapping[str, str]) -> str:
-    """The caller's ``x-request-id`` (400 if longer than the log keeps), else a new one."""
+def client_request_id(headers: Mapping[str, str]) -> str | None:
+    """The caller's own ``x-request-id``, if any (400 if longer than 64 characters).
+
+    It is only echoed back as ``x-client-request-id``: the router always issues its own signed
+    id (:mod:`router.request_ids`), so a caller cannot choose the id a label will name.
+    """
     given = headers.get(REQUEST_ID_HEADER)
     if not given:
-        return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+        return None
     if len(given) > MAX_REQUEST_ID:
         raise MalformedRequest(
             f"x-request-id is {len(given)} characters long; at most {MAX_REQUEST_ID} are kept",

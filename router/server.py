@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from router.app import create_app
 from router.config import RouterConfig
 from router.metrics import MULTIPROC_ENV
+from router.request_ids import new_key
 
 _log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.001
@@ -44,7 +45,10 @@ def serve(
         tune_interpreter()
         uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)
         return
-    # Worker processes rebuild the configuration from the environment they inherit.
+    # Worker processes rebuild the configuration from the environment they inherit; they must
+    # share one request id key, or a label could reach a worker that cannot check its id.
+    if config.request_id_key is None and config.request_id_key_file is None:
+        config = config.with_changes(request_id_key=new_key())
     os.environ.update(config.env())
     with multiprocess_dir():
         uvicorn.run(

@@ -10,26 +10,31 @@ headers in and out of :meth:`Router.invoke` (on the event loop), :meth:`Router.f
   failover to the baseline, one prediction record per answer (``Router`` is an ``Inference``)
 - :mod:`router.pinning`    who may pin a version with ``x-model-version``
 - :mod:`router.shadow`     mirrored predictions of the shadow version, after the reply
-- :mod:`router.feedback`   delayed labels into the feedback store
+- :mod:`router.feedback`   delayed labels from label writers into the feedback store
+- :mod:`router.request_ids`  signed request ids, checked when a label names one
 - :mod:`router.views`      the ``GET /v1/models`` and ``GET /readyz`` bodies
 - :mod:`router.reply`      ``Reply``, error replies, request ids
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from contract.clock import SYSTEM_CLOCK, Clock
 from contract.plans import PlanSource
 from contract.records import FeedbackSink, PredictionSink
 from router.config import RouterConfig
-from router.feedback import store_feedback
+from router.feedback import LabelPolicy, label_writer, store_feedback
 from router.inference import Inference
 from router.metrics import RouterMetrics
 from router.plans import PlanPoller, PredictorLoader, RegistryLoader
 from router.predlog import PredictionLogWriter
+from router.request_ids import RequestIds, load_key, new_key
 from router.views import models_view, readiness_view
+
+_log = logging.getLogger(__name__)
 
 
 class Router(Inference):
@@ -64,6 +69,22 @@ class Router(Inference):
             clock=clock,
         )
         self.feedback_sink = feedback
+        self.label_policy = LabelPolicy(
+            token_digests=config.label_token_sha256,
+            allow_anonymous=config.allow_anonymous_labels,
+            max_age_s=config.label_max_age_s,
+            max_items=config.label_max_items,
+            max_label_bytes=config.label_max_bytes,
+            max_body_bytes=config.label_max_body_bytes,
+        )
+        key = load_key(config.request_id_key, config.request_id_key_file)
+        if key is None:
+            _log.warning(
+                "no ROLLOUT_REQUEST_ID_KEY(_FILE): request ids are signed with a random key of "
+                "this process; labels for them are accepted only here, until it restarts"
+            )
+            key = new_key().encode()
+        self.request_ids = RequestIds(key, clock)
         self.metrics.watch_plans(self.poller.status)
 
     @classmethod
@@ -107,9 +128,21 @@ class Router(Inference):
         return self.shadow.launch(work)
 
     # -- feedback --
-    def feedback(self, body: bytes, content_type: str | None) -> int:
-        """Store delayed labels; returns how many. 400 on a malformed body."""
-        return store_feedback(self.feedback_sink, body, content_type, self.clock)
+    def label_writer(self, headers: Mapping[str, str]) -> str:
+        """Who posts labels (401/403), checked before the body is read."""
+        return label_writer(headers, self.label_policy)
+
+    def feedback(self, body: bytes, content_type: str | None, writer: str) -> int:
+        """Store ``writer``'s delayed labels, all or none; returns how many."""
+        return store_feedback(
+            self.feedback_sink,
+            body,
+            content_type,
+            self.clock,
+            writer=writer,
+            ids=self.request_ids,
+            policy=self.label_policy,
+        )
 
     # -- status --
     def models(self) -> dict[str, Any]:

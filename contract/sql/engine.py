@@ -32,6 +32,9 @@ ROUTER_GRANTS = (
     "GRANT INSERT, SELECT (id) ON predictions",  # SELECT (id): INSERT ... RETURNING id
     "GRANT USAGE ON SEQUENCE predictions_id_seq",
     "GRANT SELECT, INSERT, UPDATE (label, ts) ON feedback",  # an upsert reads the row it updates
+    # migration 0009: a label replaced by its writer keeps its old value here
+    "GRANT INSERT, SELECT (id) ON feedback_history",
+    "GRANT USAGE ON SEQUENCE feedback_history_id_seq",
 )
 
 

@@ -65,13 +65,29 @@ predictions = Table(
     Index("ix_predictions_model_ts", "environment", "model", "ts"),
 )
 
-# Delayed labels, joined to predictions by request id.
+# Delayed labels, joined to predictions by request id. The first label of a request wins;
+# ``writer`` (which label writer's token stored it; NULL before migration 0009) may replace
+# it, and each replaced label is kept in ``feedback_history``.
 feedback = Table(
     "feedback",
     metadata,
     Column("request_id", String(64), primary_key=True),
     Column("label", Text, nullable=False),
     Column("ts", Float, nullable=False),
+    Column("writer", String(64)),
+)
+
+# Labels replaced by their own writer: the old value, when it was stored and when replaced.
+feedback_history = Table(
+    "feedback_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("writer", String(64)),
+    Column("replaced_at", Float, nullable=False),
+    Index("ix_feedback_history_request_id", "request_id"),
 )
 
 _ACTIVE_ROLLOUT = "state NOT IN ('succeeded', 'rolled_back', 'aborted')"

@@ -27,6 +27,7 @@ from rollout.demo.models import load_data, register_versions
 from rollout.demo.traffic import TrafficDriver
 from rollout.manager import Manager
 from rollout.registry import MlflowRegistry
+from rollout.router_keys import router_secrets
 from rollout.settings import Settings
 from rollout.spec import RolloutSpec, load_spec
 from rollout.store.records import RolloutRecord
@@ -107,6 +108,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             data.serve_X,
             data.serve_y,
             concurrency=args.concurrency,
+            label_token=router_secrets(demo.home).label_token,
         )
         driver.start()
         spec = load_spec(DEMO_SPEC)
@@ -120,7 +122,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             driver.stop()
         say.line(
             f"traffic: {driver.stats.sent} requests ({driver.stats.failed} failed), "
-            f"{driver.stats.labels_sent} labels fed back, {driver.stats.rate():.0f} req/s"
+            f"{driver.stats.labels_sent} labels fed back ({driver.stats.labels_refused} "
+            f"refused), {driver.stats.rate():.0f} req/s"
         )
     finally:
         supervisor.stop()

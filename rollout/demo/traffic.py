@@ -3,7 +3,8 @@
 :class:`TrafficDriver` replays the demo's serving rows against the router with a few concurrent
 clients (each request carries a sticky ``x-rollout-key`` for its user), remembers each
 ``x-request-id`` with the row's true label, and posts the labels to ``/v1/feedback`` in batches a
-little later, as a labelling pipeline would.
+little later, as a labelling pipeline would, with the label writer's bearer token
+(``<home>/secrets/label-writer.token``, :mod:`rollout.router_keys`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class TrafficStats:
     sent: int = 0
     failed: int = 0
     labels_sent: int = 0
+    labels_refused: int = 0  # refused by the router (a wrong token, an expired request)
     by_arm: Counter[str] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.monotonic)
 
@@ -45,9 +47,11 @@ class TrafficDriver:
         users: int = 5000,
         label_delay_s: float = 0.5,
         seed: int = 0,
+        label_token: str | None = None,
     ) -> None:
         self.url = f"{base_url}/v1/models/{model}/invocations"
         self.feedback_url = f"{base_url}/v1/feedback"
+        self.label_headers = {"authorization": f"Bearer {label_token}"} if label_token else {}
         self.columns = list(rows.columns)
         self.rows = rows.to_numpy().tolist()
         self.labels = [int(v) for v in labels]
@@ -112,8 +116,10 @@ class TrafficDriver:
         self._pending = [item for item in self._pending if item[0] > cutoff]
         body = [{"request_id": request_id, "label": label} for _, request_id, label in due]
         try:
-            reply = await client.post(self.feedback_url, json=body)
+            reply = await client.post(self.feedback_url, json=body, headers=self.label_headers)
         except httpx.HTTPError:
             return
         if reply.status_code == 202:
             self.stats.labels_sent += len(body)
+        else:
+            self.stats.labels_refused += len(body)

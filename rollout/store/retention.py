@@ -1,9 +1,10 @@
 """Retention of the prediction log: old rows pruned in batches, never a window still judged.
 
 Every request the router serves is a row of ``predictions`` (with its features), and a label
-a row of ``feedback``. An environment's ``retention`` (``environments.yaml``:
-``retention: {days: 14, max_rows: 5000000}``) bounds both: a row older than ``days``, or beyond
-the newest ``max_rows`` of its environment, is deleted with its label. Rows of an active
+a row of ``feedback`` (each label its writer replaced, one of ``feedback_history``). An
+environment's ``retention`` (``environments.yaml``: ``retention: {days: 14, max_rows:
+5000000}``) bounds both: a row older than ``days``, or beyond the newest ``max_rows`` of its
+environment, is deleted with its labels. Rows of an active
 rollout (any state from ``pending`` to ``watching``) are kept whatever their age: their window
 is still being judged. ``max_rows`` counts them, so an environment may stay above it while a
 long rollout runs.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, or_, select
 
-from contract.sql.schema import feedback, predictions
+from contract.sql.schema import feedback, feedback_history, predictions
 
 DAY_S = 86_400.0
 DEFAULT_BATCH = 5_000
@@ -132,5 +133,8 @@ class Retention:
             unlabelled = conn.execute(
                 delete(feedback).where(feedback.c.request_id.in_(request_ids))
             ).rowcount
+            conn.execute(  # the labels their writers replaced go too
+                delete(feedback_history).where(feedback_history.c.request_id.in_(request_ids))
+            )
             conn.execute(delete(predictions).where(predictions.c.id.in_(ids)))
         return len(ids), int(unlabelled or 0)

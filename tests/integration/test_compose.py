@@ -115,3 +115,12 @@ def test_dockerfile_copies_what_exists_and_drops_root() -> None:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
     assert any(line.startswith("USER ") and "root" not in line for line in lines)
     assert 'ENTRYPOINT ["rollout"]' in lines
+
+
+def test_the_router_needs_a_label_writer_and_a_request_id_key(compose: dict[str, Any]) -> None:
+    """Compose refuses to start the router without them (``${VAR:?message}``), rather than
+    start one that refuses every label or signs ids with a key of its own."""
+    env = _env(compose["services"]["router"])
+    for variable in ("ROLLOUT_LABEL_TOKEN_SHA256", "ROLLOUT_REQUEST_ID_KEY"):
+        assert re.fullmatch(r"\$\{" + variable + r":\?[^}]+\}", env[variable]), env[variable]
+    assert "ROLLOUT_ALLOW_ANONYMOUS_LABELS" not in env

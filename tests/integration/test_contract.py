@@ -36,6 +36,7 @@ from contract.records import (
     Feedback,
     FeedbackSink,
     InMemoryPredictionLog,
+    LabelConflict,
     PredictionRecord,
     PredictionSink,
 )
@@ -43,7 +44,7 @@ from contract.registry import InMemoryRegistry, RegistryReader
 from contract.sql.engine import normalize_url, open_engine
 from contract.sql.plans import SqlPlanStore
 from contract.sql.predictions import SqlFeedbackSink, SqlPredictionSink
-from contract.sql.schema import feedback, predictions
+from contract.sql.schema import feedback, feedback_history, predictions
 from monitors.names import ARMS as GATE_ARMS
 from rollout.notify import WebhookNotifier
 from rollout.registry import MlflowRegistry
@@ -121,6 +122,7 @@ class Log:
     labels: FeedbackSink
     read_records: Callable[[], list[PredictionRecord]]
     read_labels: Callable[[], dict[str, tuple[object, float]]]
+    read_history: Callable[[], list[tuple[str, object, float, str | None, float]]]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -133,6 +135,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
             memory,
             lambda: list(memory.records),
             lambda: {f.request_id: (f.label, f.ts) for f in memory.labels},
+            lambda: [(f.request_id, f.label, f.ts, f.writer, at) for f, at in memory.history],
         )
         return
     engine = open_engine(url)
@@ -150,7 +153,17 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
             rows = conn.execute(select(feedback.c.request_id, feedback.c.label, feedback.c.ts))
             return {rid: (json.loads(label), ts) for rid, label, ts in rows}
 
-    yield Log(SqlPredictionSink(engine), SqlFeedbackSink(engine), read_records, read_labels)
+    def read_history() -> list[tuple[str, object, float, str | None, float]]:
+        h = feedback_history.c
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(h.request_id, h.label, h.ts, h.writer, h.replaced_at).order_by(h.id)
+            )
+            return [(r, json.loads(label), ts, w, at) for r, label, ts, w, at in rows]
+
+    yield Log(
+        SqlPredictionSink(engine), SqlFeedbackSink(engine), read_records, read_labels, read_history
+    )
     engine.dispose()
 
 
@@ -191,11 +204,54 @@ def test_a_batch_larger_than_one_statement_is_written_whole(log: Log) -> None:
     assert [r.latency_ms for r in log.read_records()] == [float(i) for i in range(450)]
 
 
-def test_a_later_label_replaces_the_earlier_one(log: Log) -> None:
-    log.labels.add_feedback([Feedback("a", 1, 10.0), Feedback("b", [0, 1], 11.0)])
-    log.labels.add_feedback([Feedback("a", 0, 12.0)])
+def test_the_first_label_wins_and_only_its_writer_replaces_it(log: Log) -> None:
+    log.labels.add_feedback([Feedback("a", 1, 10.0, "w1"), Feedback("b", [0, 1], 11.0, "w1")])
     log.labels.add_feedback([])
-    assert log.read_labels() == {"a": (0, 12.0), "b": ([0, 1], 11.0)}
+    with pytest.raises(LabelConflict) as info:
+        log.labels.add_feedback([Feedback("a", 0, 12.0, "w2")])
+    assert info.value.request_ids == ("a",)
+    # A batch with one conflict stores nothing, not even its new labels.
+    with pytest.raises(LabelConflict):
+        log.labels.add_feedback([Feedback("c", 1, 12.0, "w2"), Feedback("b", 1, 12.0, "w2")])
+    assert log.read_labels() == {"a": (1, 10.0), "b": ([0, 1], 11.0)}
+    # The same label again from its writer (a retried call) changes nothing.
+    log.labels.add_feedback([Feedback("a", 1, 13.0, "w1")])
+    assert log.read_labels()["a"] == (1, 10.0) and log.read_history() == []
+    # Its writer corrects it: the new label counts, the old one is kept.
+    log.labels.add_feedback([Feedback("a", 0, 14.0, "w1"), Feedback("c", 1, 14.0, "w2")])
+    assert log.read_labels() == {"a": (0, 14.0), "b": ([0, 1], 11.0), "c": (1, 14.0)}
+    assert log.read_history() == [("a", 1, 10.0, "w1", 14.0)]
+
+
+def test_a_label_without_a_writer_cannot_be_taken_over(log: Log) -> None:
+    log.labels.add_feedback([Feedback("old", 1, 10.0)])  # stored before writers were recorded
+    with pytest.raises(LabelConflict):
+        log.labels.add_feedback([Feedback("old", 0, 11.0, "w1")])
+    assert log.read_labels() == {"old": (1, 10.0)}
+
+
+def test_two_writers_racing_for_the_first_label_one_wins(log: Log) -> None:
+    outcomes: list[str] = []
+    for n in range(10):
+        barrier = threading.Barrier(2)
+
+        def write(writer: str, label: int, rid: str = f"race-{n}", barrier: Any = barrier) -> None:
+            barrier.wait()
+            try:
+                log.labels.add_feedback([Feedback(rid, label, 1.0, writer)])
+                outcomes.append(writer)
+            except LabelConflict:
+                outcomes.append("conflict")
+
+        threads = [threading.Thread(target=write, args=(w, i)) for i, w in enumerate(("w1", "w2"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert outcomes.count("conflict") == 10 and len(outcomes) == 20
+    labels = log.read_labels()
+    assert len(labels) == 10
+    assert log.read_history() == []
 
 
 def test_the_gates_samples_are_two_of_the_logged_arms() -> None:

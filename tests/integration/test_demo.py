@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,9 @@ def test_demo_promotes_the_better_version_and_rolls_back_the_broken_one(tmp_path
     for progress in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert progress in out
     assert "demo OK" in out
+    # Its labels come from the home's label writer, for ids the router signed: none refused.
+    fed = re.search(r"(\d+) labels fed back \((\d+) refused\)", out)
+    assert fed is not None and int(fed[1]) > 0 and fed[2] == "0", out[-2000:]
     # Evidence tables name each gate with its verdict; the broken canary fails on evidence.
     assert "quality       aipw_difference" in out
     assert "progressing → rolling_back" in out

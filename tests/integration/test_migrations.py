@@ -112,3 +112,17 @@ def test_concurrent_openers_migrate_once(store_url: str) -> None:
     engine = open_engine(store_url)
     assert set(inspect(engine).get_table_names()) == {*metadata.tables, "alembic_version"}
     engine.dispose()
+
+
+def test_0009_keeps_existing_labels_unattributed_and_adds_their_history(store_url: str) -> None:
+    engine = create_engine(normalize_url(store_url))
+    upgrade(engine, "0008")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO feedback (request_id, label, ts) VALUES ('old', '1', 5.0)"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT request_id, label, ts, writer FROM feedback")).all() == [
+            ("old", "1", 5.0, None)
+        ]
+        assert conn.execute(text("SELECT count(*) FROM feedback_history")).scalar_one() == 0
+    engine.dispose()

@@ -7,6 +7,7 @@ the manager and a router in another process interact.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -39,6 +40,8 @@ from router.split import bucket, choose_arm
 ENV = "prod"
 ROLLOUT = "r-http"
 WEIGHT = 30
+LABEL_TOKEN = "http-label-writer"
+LABELS = {"authorization": f"Bearer {LABEL_TOKEN}"}
 
 
 @dataclass
@@ -103,6 +106,8 @@ def served(demo_home: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Ite
         artifact_root=demo_home.settings.artifact_root,
         environment=ENV,
         log_flush_s=0.1,
+        label_token_sha256=(hashlib.sha256(LABEL_TOKEN.encode()).hexdigest(),),
+        request_id_key="http-test-request-id-key",
     )
     app = create_app(config)
     rows = demo_home.data.serve_X.head(5)
@@ -180,9 +185,11 @@ def test_reply_headers(served: Served, plan: TrafficPlan) -> None:
         {"dataframe_records": served.rows.head(1).to_dict(orient="records")},
         **{"x-request-id": "client-chosen-id"},
     )
-    assert given.headers["x-request-id"] == "client-chosen-id"
+    # The router's own signed id; the caller's id comes back beside it.
+    assert given.headers["x-client-request-id"] == "client-chosen-id"
+    assert served.router.request_ids.issued_at(given.headers["x-request-id"]) > 0
     fresh = served.post({"dataframe_records": served.rows.head(1).to_dict(orient="records")})
-    assert len(fresh.headers["x-request-id"]) == 32
+    assert len(fresh.headers["x-request-id"]) == 64 and "x-client-request-id" not in fresh.headers
     for reply in (given, fresh):
         assert reply.headers["x-model-name"] == MODEL
         assert reply.headers["x-model-version"] in ("1", "2")
@@ -212,16 +219,19 @@ def test_records_and_feedback_land_in_the_store(served: Served) -> None:
     rollout_id = f"r-{uuid.uuid4().hex[:8]}"
     served.put(rollout_id=rollout_id)
     records = served.rows.to_dict(orient="records")
-    ids = [f"rec-{uuid.uuid4().hex[:12]}" for _ in range(8)]
-    replies = {
-        rid: served.post({"dataframe_records": records[:2]}, **{"x-request-id": rid}) for rid in ids
-    }
+    sent = [served.post({"dataframe_records": records[:2]}) for _ in range(8)]
+    replies = {reply.headers["x-request-id"]: reply for reply in sent}
+    ids = list(replies)
     broken = [{k: v for k, v in r.items() if k != "mean radius"} for r in records[:1]]
-    bad = served.post({"dataframe_records": broken}, **{"x-request-id": "rec-bad-" + rollout_id})
+    bad = served.post({"dataframe_records": broken})
     assert bad.status_code == 422
-    one = served.client.post("/v1/feedback", json={"request_id": ids[0], "label": [1, 0]})
+    one = served.client.post(
+        "/v1/feedback", json={"request_id": ids[0], "label": [1, 0]}, headers=LABELS
+    )
     many = served.client.post(
-        "/v1/feedback", json=[{"request_id": rid, "label": [0, 1]} for rid in ids[1:4]]
+        "/v1/feedback",
+        json=[{"request_id": rid, "label": [0, 1]} for rid in ids[1:4]],
+        headers=LABELS,
     )
     assert (one.status_code, many.status_code) == (202, 202)
     assert served.router.flush(10)
@@ -240,7 +250,7 @@ def test_records_and_feedback_land_in_the_store(served: Served) -> None:
         assert record.latency_ms > 0
     # Input both versions refuse is the client's error: answered 422, recorded for no arm.
     assert "'mean radius'" in bad.json()["message"]
-    assert "rec-bad-" + rollout_id not in stored
+    assert bad.headers["x-request-id"] not in stored
 
     summary = served.log.fold(rollout_id, since_ts=0.0)
     assert sum(c.n_requests for c in summary.arms.values()) == 8
@@ -268,10 +278,10 @@ def test_a_store_that_refuses_records_costs_records_not_requests(
     finally:
         with served.log.engine.begin() as conn:
             conn.execute(text("ALTER TABLE predictions_away RENAME TO predictions"))
-    served.post(body, **{"x-request-id": "after-the-outage"})
+    after = served.post(body).headers["x-request-id"]
     assert served.router.flush(10)
     assert dropped() == before + 3
-    assert any(r.request_id == "after-the-outage" for r in served.log.recent(ENV, MODEL, 50))
+    assert any(r.request_id == after for r in served.log.recent(ENV, MODEL, 50))
 
 
 def test_a_plan_change_is_served_whole_from_the_poll_that_applies_it(served: Served) -> None:

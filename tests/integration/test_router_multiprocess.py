@@ -35,7 +35,7 @@ from contract.sql.plans import SqlPlanStore
 ENV = "prod"
 ROLLOUT = "r-multi"
 PROCESSES = 3  # ``--workers 2`` on one port, a single process on the other
-PROCESS_ID_CHARS = 16  # a router process's request ids start with its own 64 random bits
+PROCESS_ID_CHARS = slice(8, 16)  # a request id's process part (router.request_ids)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _drive(
             except httpx.TransportError:
                 out.append(Sent(port, client_id, "", 0, 0, ""))
                 continue
-            process = reply.headers.get("x-request-id", "")[:PROCESS_ID_CHARS]
+            process = reply.headers.get("x-request-id", "")[PROCESS_ID_CHARS]
             generation = int(reply.headers.get("x-plan-generation", "0"))
             version = reply.headers.get("x-model-version", "")
             out.append(Sent(port, client_id, process, reply.status_code, generation, version))

@@ -144,7 +144,6 @@ def test_router_process_serves_records_and_shuts_down_cleanly(
     bc = client.post(
         "/v1/models/bc/invocations",
         json={"dataframe_split": rows.to_dict(orient="split")},
-        headers={"x-request-id": "proc-bc"},
     )
     assert bc.status_code == 200
     version = bc.headers["x-model-version"]
@@ -154,13 +153,11 @@ def test_router_process_serves_records_and_shuts_down_cleanly(
     ok = client.post(
         "/v1/models/boom/invocations",
         json={"inputs": {"x": [2.0, 3.5]}},
-        headers={"x-request-id": "proc-ok"},
     )
     assert ok.json() == {"predictions": [{"x": 4.0}, {"x": 7.0}]}
     failed = client.post(
         "/v1/models/boom/invocations",
         json={"inputs": {"x": [-1.0]}},
-        headers={"x-request-id": "proc-failed"},
     )
     assert failed.status_code == 500
     assert failed.json()["error_code"] == "model_error"
@@ -175,10 +172,14 @@ def test_router_process_serves_records_and_shuts_down_cleanly(
     # -SIGTERM), and the lifespan flushes the prediction log before the process ends.
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) in (0, -signal.SIGTERM), log_path.read_text()
-    records = {
+    by_id = {
         r.request_id: r
         for model in (MODEL, "boom")
         for r in PredictionLog(open_engine(home.settings.store_url)).recent(ENV, model)
+    }
+    records = {
+        name: by_id[reply.headers["x-request-id"]]
+        for name, reply in (("proc-bc", bc), ("proc-ok", ok), ("proc-failed", failed))
     }
     assert records["proc-bc"].version == version and records["proc-bc"].status_code == 200
     assert records["proc-ok"].output == '[{"x": 4.0}, {"x": 7.0}]'
@@ -208,7 +209,6 @@ def test_a_failing_canary_process_is_answered_by_the_baseline(
     reply = client.post(
         "/v1/models/boom/invocations",
         json={"inputs": {"x": [-1.5]}},
-        headers={"x-request-id": "proc-failover"},
     )
     assert reply.status_code == 200
     assert reply.json() == {"predictions": [{"x": -3.0}]}
@@ -220,7 +220,7 @@ def test_a_failing_canary_process_is_answered_by_the_baseline(
     records = [
         r
         for r in PredictionLog(open_engine(home.settings.store_url)).recent(ENV, "boom")
-        if r.request_id == "proc-failover"
+        if r.request_id == reply.headers["x-request-id"]
     ]
     by_arm = {r.arm: r for r in records}
     assert set(by_arm) == {"canary", "failover"}

@@ -62,13 +62,14 @@ def test_the_router_role_reads_plans_and_writes_records_and_labels(
         SqlPredictionSink(engine).write([record("a"), record("b")])  # the router's own writers
         labels = SqlFeedbackSink(engine)
         labels.add_feedback([Feedback("a", 1, time.time())])
-        labels.add_feedback([Feedback("a", 0, time.time())])  # a correction: an upsert
+        labels.add_feedback([Feedback("a", 0, time.time())])  # its writer's correction
     finally:
         engine.dispose()
     owner = open_engine(postgres_url, create=False)
     with owner.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 2
         assert conn.execute(text("SELECT label FROM feedback")).scalar_one() == "0"
+        assert conn.execute(text("SELECT label FROM feedback_history")).scalar_one() == "1"
     owner.dispose()
 
 

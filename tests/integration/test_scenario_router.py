@@ -28,11 +28,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from conftest import MODEL, DemoHome, wait_until
 from rollout.cli.formatting import format_status
 from rollout.machine import Decision
 from rollout.manager import Manager
+from rollout.router_keys import router_secrets
 from rollout.smoke import SmokeRunner
 from rollout.spec import load_spec
 from rollout.store.predictions import PredictionLog
@@ -40,6 +42,7 @@ from rollout.store.records import RolloutRecord
 from rollout.up import ProcessSpec, Supervisor, free_port
 
 TOKEN = "manager-pin-token"
+MALLORY = "a-leaked-label-writer-token"
 
 
 @pytest.fixture
@@ -57,6 +60,12 @@ def router_url(home: DemoHome, tmp_path: Path) -> Iterator[str]:
         env={
             "ROLLOUT_LOG_FLUSH_S": "0.1",
             "ROLLOUT_PIN_TOKEN_SHA256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+            **router_secrets(home.settings.home).env({}),
+            # a second label writer, whose token an attacker holds (test_forged_labels...)
+            "ROLLOUT_LABEL_TOKEN_SHA256": ",".join(
+                hashlib.sha256(t.encode()).hexdigest()
+                for t in (router_secrets(home.settings.home).label_token, MALLORY)
+            ),
         },
     )  # fmt: skip
     try:
@@ -470,7 +479,8 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
                 )
                 assert reply.status_code == 200, reply.text
                 feedback.append({"request_id": reply.headers["x-request-id"], "label": labels[i]})
-            assert client.post("/v1/feedback", json=feedback).status_code == 202
+            writer = {"authorization": f"Bearer {router_secrets(home.settings.home).label_token}"}
+            assert client.post("/v1/feedback", json=feedback, headers=writer).status_code == 202
             wait_until(  # the router writes its prediction log in batches
                 lambda: sum(manager.requests(rollout_id).values()),
                 f"the router to log {index} requests",
@@ -516,6 +526,107 @@ def test_linear_promotes_the_better_version_and_rolls_back_the_broken_one(
         release = manager.history(MODEL, "prod")[0]
         assert (release.version, release.outcome) == (v3, "rolled_back")
         assert release.evidence is not None and release.evidence["final"]["verdict"] == "fail"
+    finally:
+        manager.close()
+
+
+def _next_id(request_id: str) -> str:
+    """The id after ``request_id`` if ids were a prefix and a counter (as they were)."""
+    return f"{int(request_id, 16) + 1:064x}"[-64:]
+
+
+def test_forged_labels_change_no_verdict(home: DemoHome, router_url: str) -> None:
+    """The attack of issue 11: an anonymous caller guesses request ids and posts labels that
+    make the broken v3 look right (its canary answers "correct", the baseline's "wrong"); a
+    holder of another label writer's token tries to overwrite the honest labels. Every forged
+    label is refused (401, 404, 409), none is stored, and v3 is still rolled back."""
+    v1, v3 = home.versions["baseline"], home.versions["broken"]
+    manager = Manager(home.settings)
+    rows, labels = home.data.serve_X, home.data.serve_y.tolist()
+    honest = {"authorization": f"Bearer {router_secrets(home.settings.home).label_token}"}
+    mallory = {"authorization": f"Bearer {MALLORY}"}
+    spec = load_spec(
+        {
+            "strategy": {"linear": {"steps": 2, "min_requests": 60}},
+            "analysis": {
+                "gates": [{"quality": {"max_decrease": 0.02, "min_labels": 40}}],
+                "correction": "none",
+                "on_inconclusive": "extend",
+            },
+        }
+    )
+    refused: dict[int, int] = {}
+
+    def attempt(client: httpx.Client, body: list[dict[str, Any]], **headers: str) -> None:
+        status = client.post("/v1/feedback", json=body, headers=headers).status_code
+        refused[status] = refused.get(status, 0) + 1
+
+    def drive(rollout_id: str, client: httpx.Client) -> None:
+        index = 0
+
+        def serve_attack_label_then_tick() -> RolloutRecord:
+            nonlocal index
+            wait_plan(manager, client)
+            truth, forged, guessed = [], [], []
+            for _ in range(40):
+                i = index % len(rows)
+                index += 1
+                reply = client.post(
+                    f"/v1/models/{MODEL}/invocations",
+                    json=split(rows.iloc[[i]]),
+                    headers={"x-rollout-key": f"user-{index}"},
+                )
+                assert reply.status_code == 200, reply.text
+                rid, (predicted,) = reply.headers["x-request-id"], reply.json()["predictions"]
+                lie = predicted if reply.headers["x-arm"] == "canary" else 1 - predicted
+                truth.append({"request_id": rid, "label": labels[i]})
+                forged.append({"request_id": rid, "label": lie})
+                guessed.append({"request_id": _next_id(rid), "label": lie})
+            attempt(client, forged)  # anonymous, before the honest labels: 401
+            attempt(client, guessed)  # anonymous, guessed ids: 401
+            attempt(client, guessed, **mallory)  # a label writer, guessed ids: 404
+            assert client.post("/v1/feedback", json=truth, headers=honest).status_code == 202
+            attempt(client, forged, **mallory)  # overwriting the honest labels: 409
+            wait_until(
+                lambda: sum(manager.requests(rollout_id).values()),
+                f"the router to log {index} requests",
+                until=lambda logged: logged >= index,
+            )
+            manager.tick()
+            return manager.rollout(rollout_id)
+
+        wait_until(
+            serve_attack_label_then_tick,
+            f"rollout {rollout_id} to finish",
+            90,
+            until=lambda record: not record.active,
+            interval_s=0,
+        )
+
+    try:
+        manager.start(MODEL, v1, "prod", actor="alice")
+        wait_ready(router_url)
+        with httpx.Client(base_url=router_url, timeout=30) as client:
+            wait_plan(manager, client)
+            bad = manager.start(MODEL, v3, "prod", spec, actor="alice")
+            drive(bad, client)
+        record = manager.rollout(bad)
+        assert (record.state, record.step_index) == ("rolled_back", 0), record.reason
+        failed = next(e for e in manager.events(bad) if e.to_state == "rolling_back")
+        assert failed.evidence is not None
+        assert [(g["gate"], g["verdict"]) for g in failed.evidence["gates"]] == [
+            ("quality", "fail")
+        ]
+        assert manager.registry.alias_version(MODEL, "prod") == v1
+        rounds = refused[401] // 2
+        assert rounds >= 1 and refused == {401: 2 * rounds, 404: rounds, 409: rounds}
+        with manager.engine.connect() as conn:
+            writers = conn.execute(
+                text("SELECT writer, count(*) FROM feedback GROUP BY writer")
+            ).all()
+            history = conn.execute(text("SELECT count(*) FROM feedback_history")).scalar_one()
+        digest = hashlib.sha256(honest["authorization"][7:].encode()).hexdigest()
+        assert writers == [("sha256:" + digest[:16], 40 * rounds)] and history == 0
     finally:
         manager.close()
 

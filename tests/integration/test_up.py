@@ -7,6 +7,7 @@ the CLI drives a release, a canary and a rollback through them.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from conftest import MODEL, DemoHome, wait_until
 from rollout.cli import main as cli
 from rollout.manager import Manager
+from rollout.router_keys import router_secrets
 from rollout.settings import Settings
 from rollout.store.predictions import PredictionLog
 from rollout.up import Supervisor, free_port, process_specs
@@ -111,6 +113,19 @@ def test_release_canary_and_rollback_across_processes(
         interval_s=0.1,
     )
     assert counts["baseline"] >= 100
+
+    # Labels: the router takes them from the home's label writer only (rollout.router_keys).
+    secrets = router_secrets(settings.home)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (secrets.key_file, secrets.token_file)} == {
+        0o600
+    }
+    rid = _predict(base_url, home, "labelled").headers["x-request-id"]
+    body = {"request_id": rid, "label": 1}
+    anonymous = httpx.post(f"{base_url}/v1/feedback", json=body, timeout=10)
+    assert anonymous.status_code == 401, anonymous.text
+    writer = {"authorization": f"Bearer {secrets.label_token}"}
+    stored = httpx.post(f"{base_url}/v1/feedback", json=body, headers=writer, timeout=10)
+    assert (stored.status_code, stored.json()) == (202, {"accepted": 1})
 
     # Rollback through the CLI: once the router applies the rolled-back plan, every request is
     # on v1 again (how soon after the rollback is a benchmark figure: bench/timings.py).

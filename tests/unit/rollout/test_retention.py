@@ -13,7 +13,7 @@ from conftest import LogWriter, wait_until
 from contract.clock import ManualClock
 from contract.records import Feedback, PredictionRecord
 from contract.sql.engine import open_engine
-from contract.sql.schema import feedback, predictions
+from contract.sql.schema import feedback, feedback_history, predictions
 from rollout.environments import Environment, load_environments
 from rollout.errors import SpecError
 from rollout.manager import Manager
@@ -74,6 +74,8 @@ def test_rows_older_than_days_go_with_their_labels_in_batches(store_url: str) ->
     old, young = rows(20, age_days=15), rows(10, age_days=13)
     writer.write(old + young + rows(5, age_days=30, environment="dev"))
     writer.add_feedback([Feedback(r.request_id, 1, ts=NOW - DAY_S) for r in old[:8] + young[:3]])
+    # Corrections by their writer: the replaced labels go with their requests' rows.
+    writer.add_feedback([Feedback(r.request_id, 0, ts=NOW) for r in (old[0], young[0])])
     pruned = retention(engine, {"prod": RetentionPolicy(days=14)}).prune(NOW)
     assert (pruned.rows, pruned.labels, pruned.done) == (20, 8, True)
     assert pruned.batches == 3  # 7 + 7 + 6
@@ -81,6 +83,8 @@ def test_rows_older_than_days_go_with_their_labels_in_batches(store_url: str) ->
     assert len(kept(engine, environment="dev")) == 5  # dev has no retention
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(feedback)).scalar_one() == 3
+        history = conn.execute(select(feedback_history.c.request_id)).scalars().all()
+        assert history == [young[0].request_id]
     again = retention(engine, {"prod": RetentionPolicy(days=14)}).prune(NOW)
     assert (again.rows, again.batches, again.done) == (0, 0, True)
     engine.dispose()

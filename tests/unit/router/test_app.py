@@ -8,7 +8,9 @@ versions are real MLflow models loaded from directories; the app runs under uvic
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +20,27 @@ import httpx
 import mlflow
 import pytest
 
+from contract.clock import ManualClock
 from contract.plans import InMemoryPlanStore, TrafficPlan
 from contract.records import InMemoryPredictionLog
 from rollout.errors import RegistryError
 from router.app import create_app
 from router.config import RouterConfig
 from router.predictor import Predictor
+from router.request_ids import RequestIds
 from router.service import Router
 from router.split import choose_arm
 
 ENV = "prod"
 RECORD = {"radius": 11.0, "count": 3, "site": "b"}
 BODY = {"dataframe_records": [RECORD]}
+LABEL_TOKEN = "label-writer-token"
+OTHER_LABEL_TOKEN = "another-label-writer"
+LABEL_DIGESTS = tuple(
+    hashlib.sha256(t.encode()).hexdigest() for t in (LABEL_TOKEN, OTHER_LABEL_TOKEN)
+)
+ID_KEY = "k" * 32
+WRITER = {"authorization": f"Bearer {LABEL_TOKEN}"}
 
 
 class DirLoader:
@@ -85,6 +96,7 @@ def _harness(
         }
     )
     sink = InMemoryPredictionLog()
+    config = {"label_token_sha256": LABEL_DIGESTS, "request_id_key": ID_KEY, **config}
     settings = RouterConfig(
         store_url="sqlite://", registry_uri="unused", plan_poll_s=0.05, seed=3, **config
     )
@@ -109,6 +121,8 @@ def shared_app(serve: Any, pipelines: dict[str, Path], failing_dir: Path) -> Ite
 def _post(app: Harness, path: str, body: object, **headers: str) -> Any:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers.setdefault("content-type", "application/json")
+    if path == "/v1/feedback":
+        headers.setdefault("authorization", WRITER["authorization"])
     return app.client.post(path, content=content, headers=headers)
 
 
@@ -209,7 +223,11 @@ def test_a_reply_carries_the_routing_headers_and_one_record(app: Harness) -> Non
     reply = _post(app, "/v1/models/bc/invocations", BODY, **{"x-request-id": "req-1"})
     assert reply.status_code == 200
     version = reply.headers["x-model-version"]
-    assert reply.headers["x-request-id"] == "req-1"
+    # The router issues its own signed id; the caller's comes back as x-client-request-id.
+    request_id = reply.headers["x-request-id"]
+    assert len(request_id) == 64 and request_id != "req-1"
+    assert app.router.request_ids.issued_at(request_id) > 0
+    assert reply.headers["x-client-request-id"] == "req-1"
     assert reply.headers["x-model-name"] == "bc"
     assert reply.headers["x-arm"] == {"1": "baseline", "2": "canary"}[version]
     assert reply.headers["x-rollout-id"] == "r1"
@@ -217,7 +235,7 @@ def test_a_reply_carries_the_routing_headers_and_one_record(app: Harness) -> Non
     assert app.router.flush()
     (record,) = app.sink.records
     assert (record.request_id, record.model, record.version, record.arm) == (
-        "req-1",
+        request_id,
         "bc",
         version,
         reply.headers["x-arm"],
@@ -269,11 +287,18 @@ def test_field_sticky_rule_routes_by_the_first_row(app: Harness) -> None:
 
 
 def test_feedback_is_accepted_one_or_many(app: Harness) -> None:
-    one = _post(app, "/v1/feedback", {"request_id": "req-1", "label": 1})
-    many = _post(app, "/v1/feedback", [{"request_id": "req-2", "label": [0, 1]}])
+    rid1, rid2 = (
+        _post(app, "/v1/models/bc/invocations", BODY).headers["x-request-id"] for _ in "ab"
+    )
+    one = _post(app, "/v1/feedback", {"request_id": rid1, "label": 1})
+    many = _post(app, "/v1/feedback", [{"request_id": rid2, "label": [0, 1]}])
     assert (one.status_code, one.json()) == (202, {"accepted": 1})
     assert (many.status_code, many.json()) == (202, {"accepted": 1})
-    assert [(f.request_id, f.label) for f in app.sink.labels] == [("req-1", 1), ("req-2", [0, 1])]
+    writer = "sha256:" + LABEL_DIGESTS[0][:16]
+    assert [(f.request_id, f.label, f.writer) for f in app.sink.labels] == [
+        (rid1, 1, writer),
+        (rid2, [0, 1], writer),
+    ]
 
 
 def test_models_and_readiness_follow_the_plans(app: Harness) -> None:
@@ -335,3 +360,47 @@ def test_metrics_count_requests_and_export_the_plan(app: Harness) -> None:
     assert "rollout_router_prediction_log_written_total 3.0" in text
     assert "rollout_router_prediction_log_dropped_total 0.0" in text
     assert "rollout_router_request_duration_seconds_bucket" in text
+
+
+def test_feedback_checks_the_writer_before_reading_the_body(app: Harness) -> None:
+    rid = _post(app, "/v1/models/bc/invocations", BODY).headers["x-request-id"]
+    huge = json.dumps([{"request_id": rid, "label": 1}] * 50_000).encode()  # ~3.5 MB
+    for headers in ({"authorization": ""}, {"authorization": "Bearer guessed"}):
+        reply = _post(app, "/v1/feedback", huge, **headers)
+        assert (reply.status_code, reply.json()["error_code"]) == (401, "unauthorized")
+    reply = _post(app, "/v1/feedback", huge)
+    assert (reply.status_code, reply.json()["error_code"]) == (413, "payload_too_large")
+    assert "at most 524288 (ROLLOUT_LABEL_MAX_BODY_BYTES)" in reply.json()["message"]
+    assert app.sink.labels == []
+
+
+def test_feedback_over_http_refuses_forged_expired_and_overwriting_labels(app: Harness) -> None:
+    rid = _post(app, "/v1/models/bc/invocations", BODY).headers["x-request-id"]
+    other = {"authorization": f"Bearer {OTHER_LABEL_TOKEN}"}
+    old = RequestIds(ID_KEY.encode(), ManualClock(time.time() - 15 * 86_400)).issue()
+    forged = rid[:-1] + ("0" if rid[-1] != "0" else "1")
+    cases = [
+        ({"request_id": forged, "label": 0}, {}, 404, "unknown_request_id"),
+        ({"request_id": "req-1", "label": 0}, {}, 404, "unknown_request_id"),
+        ({"request_id": old, "label": 0}, {}, 410, "label_expired"),
+        ({"request_id": rid, "label": 1}, {}, 202, None),
+        ({"request_id": rid, "label": 0}, other, 409, "label_conflict"),
+        ({"request_id": rid, "label": 0}, {}, 202, None),
+    ]  # fmt: skip
+    for body, headers, status, code in cases:
+        reply = _post(app, "/v1/feedback", body, **headers)
+        assert reply.status_code == status, (body, reply.text)
+        if code is not None:
+            assert reply.json()["error_code"] == code
+    assert [(f.request_id, f.label) for f in app.sink.labels] == [(rid, 0)]
+    assert [f.label for f, _ in app.sink.history] == [1]
+
+
+def test_a_router_with_no_label_writers_refuses_labels(
+    serve: Any, pipelines: dict[str, Path], failing_dir: Path
+) -> None:
+    for harness in _harness(serve, pipelines, failing_dir, label_token_sha256=()):
+        rid = _post(harness, "/v1/models/bc/invocations", BODY).headers["x-request-id"]
+        reply = _post(harness, "/v1/feedback", {"request_id": rid, "label": 1})
+        assert (reply.status_code, reply.json()["error_code"]) == (403, "labels_not_configured")
+        assert harness.sink.labels == []

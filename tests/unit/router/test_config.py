@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,4 +93,44 @@ def test_bad_serving_settings_name_the_problem(
     tmp_path: Path, variable: str, value: str, fragment: str
 ) -> None:
     with pytest.raises(ValueError, match=fragment):
+        RouterConfig.from_env({"ROLLOUT_HOME": str(tmp_path), variable: value})
+
+
+def test_label_settings_round_trip_and_the_key_stays_out_of_repr(tmp_path: Path) -> None:
+    digest = "ab" * 32
+    env = {
+        "ROLLOUT_HOME": str(tmp_path),
+        "ROLLOUT_LABEL_TOKEN_SHA256": f" {digest.upper()} ,",
+        "ROLLOUT_ALLOW_ANONYMOUS_LABELS": "no",
+        "ROLLOUT_REQUEST_ID_KEY": "the-shared-request-id-key",
+        "ROLLOUT_LABEL_MAX_AGE_S": "3600",
+        "ROLLOUT_LABEL_MAX_ITEMS": "10",
+        "ROLLOUT_LABEL_MAX_BYTES": "100",
+        "ROLLOUT_LABEL_MAX_BODY_BYTES": "2048",
+    }
+    config = RouterConfig.from_env(env)
+    assert config.label_token_sha256 == (digest,)
+    assert (config.allow_anonymous_labels, config.request_id_key) == (
+        False,
+        "the-shared-request-id-key",
+    )
+    assert (config.label_max_age_s, config.label_max_items) == (3600.0, 10)
+    assert (config.label_max_bytes, config.label_max_body_bytes) == (100, 2048)
+    assert "the-shared-request-id-key" not in repr(config)
+    assert RouterConfig.from_env(config.env()) == config
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("ROLLOUT_LABEL_TOKEN_SHA256", "not-a-digest", "label_token_sha256: 'not-a-digest'"),
+        ("ROLLOUT_LABEL_MAX_ITEMS", "0", "label_max_items must be > 0, got 0"),
+        ("ROLLOUT_LABEL_MAX_AGE_S", "-1", "label_max_age_s must be > 0"),
+        ("ROLLOUT_ALLOW_ANONYMOUS_LABELS", "maybe", "ROLLOUT_ALLOW_ANONYMOUS_LABELS='maybe'"),
+    ],
+)
+def test_bad_label_settings_name_the_problem(
+    tmp_path: Path, variable: str, value: str, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
         RouterConfig.from_env({"ROLLOUT_HOME": str(tmp_path), variable: value})

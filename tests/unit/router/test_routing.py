@@ -153,13 +153,14 @@ def test_a_pinned_request_is_served_by_that_version(app: App) -> None:
 
 # -- shadow --
 def test_shadow_mirrors_after_the_reply_and_records_the_pair(app: App) -> None:
-    reply = app.post("num", {"dataframe_records": [NUM_ROW]}, **{"x-request-id": "sh-1"})
+    reply = app.post("num", {"dataframe_records": [NUM_ROW]})
     assert reply.status_code == 200
+    request_id = reply.headers["x-request-id"]
     assert reply.headers["x-arm"] in ("baseline", "canary")
     pair: list[Any] = []
     deadline = time.monotonic() + 10
     while len(pair) < 2 and time.monotonic() < deadline:  # the mirror runs after the reply
-        pair = [r for r in app.records() if r.request_id == "sh-1"]
+        pair = [r for r in app.records() if r.request_id == request_id]
         time.sleep(0.01)
     served, shadow = sorted(pair, key=lambda r: r.arm == "shadow")
     assert (shadow.arm, shadow.version, shadow.status_code) == ("shadow", "3", 200)
@@ -178,12 +179,13 @@ def test_shadow_mirrors_after_the_reply_and_records_the_pair(app: App) -> None:
     ],
 )
 def test_a_failing_canary_is_answered_by_the_baseline(app: App, x: float, error: str) -> None:
-    reply = app.post("boom", {"inputs": {"x": [x]}}, **{"x-request-id": f"fo-{x}"})
+    reply = app.post("boom", {"inputs": {"x": [x]}})
     assert reply.status_code == 200
     assert reply.json() == {"predictions": [{"x": 2 * x}]}
     assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("failover", "1")
     assert reply.headers["x-release-id"] == "7"  # the baseline's release, not the canary's
-    records = {r.arm: r for r in app.records() if r.request_id == f"fo-{x}"}
+    request_id = reply.headers["x-request-id"]
+    records = {r.arm: r for r in app.records() if r.request_id == request_id}
     assert set(records) == {"canary", "failover"}  # the gates leave the failover out
     assert (records["canary"].error or "").startswith(error)
     assert records["canary"].status_code in (500, 504)
@@ -290,7 +292,8 @@ def test_a_streamed_body_over_the_limit_is_413(app: App) -> None:
     )
     assert (reply.status_code, reply.json()["error_code"]) == (413, "payload_too_large")
     assert "exceeds 1048576 bytes" in reply.json()["message"]
-    assert reply.headers["x-request-id"] == "big-1"
+    assert reply.headers["x-client-request-id"] == "big-1"  # echoed; the router issues its own
+    assert len(reply.headers["x-request-id"]) == 64
 
 
 def test_predicted_values_are_a_histogram_per_version(app: App) -> None:

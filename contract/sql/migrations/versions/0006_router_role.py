@@ -14,12 +14,20 @@ from collections.abc import Iterable
 
 from alembic import op
 
-from contract.sql.engine import ROUTER_GRANTS, ROUTER_ROLE
+from contract.sql.engine import ROUTER_ROLE
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
+
+# The grants as of this revision (later revisions grant what their tables need).
+ROUTER_GRANTS = (
+    "GRANT SELECT ON traffic_plans, alembic_version",
+    "GRANT INSERT, SELECT (id) ON predictions",
+    "GRANT USAGE ON SEQUENCE predictions_id_seq",
+    "GRANT SELECT, INSERT, UPDATE (label, ts) ON feedback",
+)
 
 
 def upgrade() -> None:

@@ -1,0 +1,142 @@
+"""Request ids the router issues: random, signed, dated, and checked without the store.
+
+An id is 64 lowercase hex characters (the prediction log's column width)::
+
+    IIIIIIII PPPPPPPP RRRRRRRRRRRRRRRRRRRRRRRR TTTTTTTTTTTTTTTTTTTTTTTT
+    issued   process  96 random bits           HMAC-SHA256 tag, 96 bits
+    (epoch s, hex)
+
+``process`` is 32 random bits drawn once per router process (again in a forked child): it
+tells which process served a request, and with the 96 bits drawn per request makes 128 random
+bits. The tag is ``HMAC-SHA256(key, everything before it)`` truncated to 96 bits, with a key only
+the routers hold (``ROLLOUT_REQUEST_ID_KEY`` or ``ROLLOUT_REQUEST_ID_KEY_FILE``). So the next id
+cannot be guessed (96 bits drawn per request, and a tag no one without the key can compute),
+and a label for an id no router with this key issued is
+refused at once by :meth:`RequestIds.check` (:class:`~router.errors.UnknownRequest`, 404) without
+asking the store and without waiting for the batched prediction-log writer. The issue time in
+the id lets a label for a request older than ``label_max_age_s`` be refused the same way
+(:class:`~router.errors.LabelExpired`, 410).
+
+Several routers behind one balancer must share the key: a label may reach any of them. A router
+started without a key draws one at random (and says so in its log): its ids verify only on that
+process, until it restarts.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Final
+
+from contract.clock import Clock
+from router.errors import LabelExpired, UnknownRequest
+
+ID_CHARS: Final = 64
+TAG_BYTES: Final = 12
+MIN_KEY_BYTES: Final = 16
+MAX_KEY_FILE_BYTES: Final = 4096
+CLOCK_SKEW_S: Final = 300.0  # an id issued up to this far in the future (another router's clock)
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+_PROCESS = os.urandom(4).hex()
+
+
+def _new_process() -> None:
+    global _PROCESS
+    _PROCESS = os.urandom(4).hex()
+
+
+os.register_at_fork(after_in_child=_new_process)  # a forked worker is another process
+
+
+class RequestIds:
+    """Issue and check signed request ids with ``key``."""
+
+    def __init__(self, key: bytes, clock: Clock) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"the request id key has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
+            )
+        self._key = key
+        self._clock = clock
+
+    def issue(self) -> str:
+        """A new id: the issue time, the process, 96 random bits and their tag."""
+        body = f"{int(self._clock.time()) & 0xFFFFFFFF:08x}{_PROCESS}{os.urandom(12).hex()}"
+        return body + self._tag(body)
+
+    def _tag(self, body: str) -> str:
+        return hmac.digest(self._key, body.encode("ascii"), "sha256")[:TAG_BYTES].hex()
+
+    def issued_at(self, request_id: str) -> float:
+        """When ``request_id`` was issued (epoch seconds); 404 if no router with this key
+        issued it."""
+        if len(request_id) != ID_CHARS or _ID.fullmatch(request_id) is None:
+            raise UnknownRequest(
+                f"request_id {request_id[:20]!r}{'...' if len(request_id) > 20 else ''} is not "
+                f"an id this router issued (expected the {ID_CHARS} hex characters of the "
+                "reply's 'x-request-id')"
+            )
+        body, tag = request_id[:-24], request_id[-24:]
+        if not hmac.compare_digest(tag, self._tag(body)):
+            raise UnknownRequest(
+                f"request_id {request_id[:20]!r}... was not issued by a router with this key "
+                "(its signature does not match)"
+            )
+        return float(int(body[:8], 16))
+
+    def check(self, request_id: str, max_age_s: float) -> float:
+        """The issue time of ``request_id`` if it is genuine (404) and young enough (410)."""
+        issued = self.issued_at(request_id)
+        age = self._clock.time() - issued
+        if age > max_age_s:
+            raise LabelExpired(
+                f"request_id {request_id[:20]!r}... was issued {age:.0f} s ago; labels are "
+                f"accepted for {max_age_s:.0f} s (ROLLOUT_LABEL_MAX_AGE_S)"
+            )
+        if age < -CLOCK_SKEW_S:
+            raise UnknownRequest(
+                f"request_id {request_id[:20]!r}... claims to be issued in the future"
+            )
+        return issued
+
+
+def load_key(key: str | None, key_file: str | None) -> bytes | None:
+    """The key ``ROLLOUT_REQUEST_ID_KEY`` or the file ``ROLLOUT_REQUEST_ID_KEY_FILE`` holds.
+
+    ``None`` when neither is set. Raises ``ValueError`` naming the variable when the key is
+    too short, or the file cannot be read, is not a regular file, or is larger than 4 KiB.
+    """
+    if key:
+        raw = key.strip().encode()
+        source = "ROLLOUT_REQUEST_ID_KEY"
+    elif key_file:
+        path = Path(key_file)
+        source = f"ROLLOUT_REQUEST_ID_KEY_FILE={key_file!r}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise ValueError(f"{source}: cannot open: {exc.strerror}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{source}: not a regular file")
+            data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(data) > MAX_KEY_FILE_BYTES:
+            raise ValueError(f"{source}: larger than {MAX_KEY_FILE_BYTES} bytes")
+        raw = data.strip()
+    else:
+        return None
+    if len(raw) < MIN_KEY_BYTES:
+        raise ValueError(f"{source}: the key has {len(raw)} bytes; at least {MIN_KEY_BYTES}")
+    return raw
+
+
+def new_key() -> str:
+    """A fresh random key (64 hex characters) for ``ROLLOUT_REQUEST_ID_KEY``."""
+    return os.urandom(32).hex()
