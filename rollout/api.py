@@ -31,6 +31,17 @@ identity, the verb, the environment and the roles that would do), 404 ``not_foun
 ``state_conflict`` (not allowed in this state, or someone else acted first), 422
 ``invalid_spec`` / ``registry_error`` / ``invalid_request``, 503 ``unavailable``.
 
+Limits (README, "Security"): a request body larger than ``ROLLOUT_API_MAX_BODY_BYTES``
+(1 MiB by default) is refused with 413 ``body_too_large`` before it is read (by its
+Content-Length, or once a chunked body passes the limit; :class:`BodyLimit`, outside everything
+else). A body is parsed only after the token is known (401) and one of its roles may do the
+verb in at least one of its environments (403); the environment named in the body is checked
+after parsing. A body nested more than a few dozen levels deep is refused (422), and errors
+quote at most a short excerpt of what was sent. A watch stream's ``interval_s`` must be in
+0.1..30 (422 outside), lasts at most ``ROLLOUT_API_WATCH_MAX_S`` and runs on the event loop
+(no thread sleeps for it); one identity may hold ``ROLLOUT_API_WATCH_STREAMS`` open at once
+(429 ``too_many_streams`` beyond).
+
 Serve with ``rollout api --port 8090`` (the manager loop runs separately: ``rollout manager``).
 """
 
@@ -41,25 +52,33 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rollout.audited import Call, http_outcome, record
-from rollout.auth import Token, authorize, non_production, parse_tokens
+from rollout.auth import GRANTS, ROLES, Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
 from rollout.errors import Forbidden, RolloutError, Unauthenticated, http_status
 from rollout.manager import Manager
 from rollout.spec import load_spec
+from rollout.spec.document import MAX_DEPTH, depth_of, excerpt
 from rollout.store.records import json_safe
-from rollout.watch import changes, rollout_active
+from rollout.watch import (
+    STREAM_MAX_INTERVAL_S,
+    STREAM_MIN_INTERVAL_S,
+    rollout_active,
+    stream_changes,
+)
 
 Verb = Literal["pause", "resume", "promote", "approve", "abort"]
+VERBS: tuple[str, ...] = (*get_args(Verb), "start", "apply", "plan", "rollback")
 
 
 class _Body(BaseModel):
@@ -84,6 +103,136 @@ class CommandBody(_Body):
 class RollbackBody(_Body):
     to_release: int | None = Field(default=None, description="release id to return to")
     reason: str | None = None
+
+
+Body = TypeVar("Body", bound=_Body)
+
+
+class BodyTooLarge(Exception):
+    """A request body passed the limit while it was being received."""
+
+
+def _too_large(max_bytes: int) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error_code": "body_too_large",
+            "message": f"the request body may be at most {max_bytes} bytes",
+        },
+        413,
+    )
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse a body over ``max_bytes`` before anything reads it.
+
+    A Content-Length over the limit is answered at once (the body is never received); a body
+    without one (chunked) is counted as it arrives and refused once it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                declared = int(value) if value.strip().isdigit() else -1
+                if declared < 0:
+                    response = JSONResponse(
+                        {
+                            "error_code": "invalid_request",
+                            "message": "Content-Length: expected a number of bytes",
+                        },
+                        400,
+                    )
+                    await response(scope, receive, send)
+                    return
+                if declared > self.max_bytes:
+                    await _too_large(self.max_bytes)(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if not started:
+                await _too_large(self.max_bytes)(scope, receive, send)
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that calls ``release`` once it is over, however it ended."""
+
+    def __init__(self, content: Any, release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="application/x-ndjson")
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _body_schema(model: type[_Body], required: bool) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a body the handler parses itself (after the token)."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+async def _parse_body(request: Request, model: type[Body], required: bool) -> Body | None:
+    """The JSON body as ``model``; 422 ``invalid_request`` naming the field otherwise."""
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise RequestValidationError([{"loc": ("body",), "msg": "a JSON body is required"}])
+        return None
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        data = None
+        problem = f"nested more than {MAX_DEPTH} levels deep"
+    except (ValueError, UnicodeDecodeError) as exc:
+        data = None
+        problem = f"expected a JSON object: {excerpt(str(exc))[1:-1]}"
+    else:
+        problem = (
+            f"nested more than {MAX_DEPTH} levels deep"
+            if depth_of(data, MAX_DEPTH + 2) > MAX_DEPTH + 2
+            else ""
+        )
+    if problem:
+        raise RequestValidationError([{"loc": ("body",), "msg": problem}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", *error["loc"]), "msg": error["msg"], "input": error.get("input")}
+                for error in exc.errors()
+            ]
+        ) from None
 
 
 _ENV_VERB = re.compile(
@@ -156,6 +305,8 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         description="Start, watch, approve and roll back model rollouts (same verbs as the CLI).",
     )
     app.state.tokens = known
+    settings = manager.settings
+    open_streams: dict[str, int] = {}  # identity → open watch streams
 
     def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
         """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
@@ -166,6 +317,41 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         if denial is not None:
             _note(request, needs=list(denial.needs), roles=list(token.roles))
             raise Forbidden(denial.message)
+
+    def allow_somewhere(request: Request, token: Token, verb: str) -> None:
+        """403 before the body is read unless ``token`` may do ``verb`` in at least one
+        environment it holds (the environment the body names is checked after parsing)."""
+        places = token.environments or manager.environment_names
+        production = non_production(manager.environment_names)
+        if any(authorize(token, verb, env, production) is None for env in places):
+            return
+        needs = [role for role in ROLES if verb in GRANTS[role]]
+        _note(request, needs=needs, roles=list(token.roles))
+        raise Forbidden(
+            f"{token.identity} may not {verb} in any of its environments: needs role "
+            f"{' or '.join(needs)}, has {'+'.join(token.roles)}"
+        )
+
+    def body_of(
+        model: type[Body], verb: str | None, required: bool, *, in_path: bool = False
+    ) -> Callable[..., Awaitable[Body | None]]:
+        """A dependency: the token first, then the role (``verb`` in some environment, or, with
+        ``in_path``, in the path's environment; verb None: the path's verb), then the body."""
+
+        async def parse(request: Request, token: Caller) -> Body | None:
+            params = request.path_params
+            name = verb if verb is not None else params.get("verb", "")
+            if name not in VERBS:
+                raise RequestValidationError(
+                    [{"loc": ("path", "verb"), "msg": f"expected one of {', '.join(VERBS)}"}]
+                )
+            if in_path:
+                allow(request, token, name, params["environment"])
+            else:
+                allow_somewhere(request, token, name)
+            return await _parse_body(request, model, required)
+
+        return parse
 
     @app.middleware("http")
     async def _audited(
@@ -191,9 +377,14 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+            f"{'.'.join(str(p) for p in error['loc'])}: {excerpt(error['msg'], 300)[1:-1]}"
+            for error in exc.errors()[:20]
         )
         return _error(request, 422, "invalid_request", problems)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _too_large(settings.api_max_body_bytes)
 
     @app.exception_handler(RolloutError)
     async def _rollout_error(request: Request, exc: RolloutError) -> JSONResponse:
@@ -204,8 +395,17 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/rollouts", status_code=201)
-    def start(request: Request, body: StartBody, token: Caller) -> dict[str, Any]:
+    start_body = body_of(StartBody, "start", required=True)
+    spec_body = body_of(SpecBody, "apply", required=True)
+    plan_body = body_of(SpecBody, "plan", required=True)
+    command_body = body_of(CommandBody, None, required=False, in_path=True)
+    rollback_body = body_of(RollbackBody, "rollback", required=False, in_path=True)
+
+    @app.post("/v1/rollouts", status_code=201, openapi_extra=_body_schema(StartBody, True))
+    def start(
+        request: Request, parsed: Annotated[StartBody, Depends(start_body)], token: Caller
+    ) -> dict[str, Any]:
+        body = parsed
         call = _call(request)
         if call is not None:
             call.model = body.model
@@ -219,8 +419,10 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         _note(request, rollout_id=rollout_id, state=record.state)
         return _out(record.to_dict())
 
-    @app.post("/v1/apply")
-    def apply_spec(request: Request, body: SpecBody, token: Caller) -> dict[str, Any]:
+    @app.post("/v1/apply", openapi_extra=_body_schema(SpecBody, True))
+    def apply_spec(
+        request: Request, body: Annotated[SpecBody, Depends(spec_body)], token: Caller
+    ) -> dict[str, Any]:
         spec = load_spec(body.spec)
         call = _call(request)
         if call is not None:
@@ -231,43 +433,70 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         _note(request, action=result.action, rollout_id=result.rollout_id)
         return _out(result.to_dict())
 
-    @app.post("/v1/plan")
-    def plan_spec(request: Request, body: SpecBody, token: Caller) -> dict[str, Any]:
+    @app.post("/v1/plan", openapi_extra=_body_schema(SpecBody, True))
+    def plan_spec(
+        request: Request, body: Annotated[SpecBody, Depends(plan_body)], token: Caller
+    ) -> dict[str, Any]:
         spec = load_spec(body.spec)
         allow(request, token, "plan", spec.environment)
         return _out(plan(manager, spec).to_dict())
 
     @app.get("/v1/models/{model}/environments/{environment}/status", response_model=None)
-    def status(
+    async def status(
         request: Request,
         model: str,
         environment: str,
         token: Caller,
         watch: bool = False,
-        interval_s: float = 0.5,
-    ) -> dict[str, Any] | StreamingResponse:
+        interval_s: Annotated[
+            float,
+            Query(ge=STREAM_MIN_INTERVAL_S, le=STREAM_MAX_INTERVAL_S, allow_inf_nan=False),
+        ] = 0.5,
+    ) -> dict[str, Any] | Response:
         allow(request, token, "status", environment)
         if not watch:
-            return _out(manager.status(model, environment).to_dict())
-        lines = changes(
-            lambda: manager.status(model, environment),
+            current = await run_in_threadpool(manager.status, model, environment)
+            return _out(current.to_dict())
+        identity = token.identity
+        if open_streams.get(identity, 0) >= settings.api_watch_streams:
+            return _error(
+                request,
+                429,
+                "too_many_streams",
+                f"{identity} already has {settings.api_watch_streams} watch stream(s) open "
+                "(ROLLOUT_API_WATCH_STREAMS); close one first",
+            )
+        open_streams[identity] = open_streams.get(identity, 0) + 1
+
+        def release() -> None:
+            left = open_streams.get(identity, 1) - 1
+            if left > 0:
+                open_streams[identity] = left
+            else:
+                open_streams.pop(identity, None)
+
+        lines = stream_changes(
+            lambda: run_in_threadpool(manager.status, model, environment),
             lambda status: _line(status.to_dict()),
             rollout_active,
             interval_s,
+            settings.api_watch_max_s,
         )
-        return StreamingResponse(lines, media_type="application/x-ndjson")
+        return _Stream(lines, release)
 
-    @app.post("/v1/models/{model}/environments/{environment}/rollback")
+    @app.post(
+        "/v1/models/{model}/environments/{environment}/rollback",
+        openapi_extra=_body_schema(RollbackBody, False),
+    )
     def rollback(
         request: Request,
         model: str,
         environment: str,
         token: Caller,
-        body: RollbackBody | None = None,
+        body: Annotated[RollbackBody | None, Depends(rollback_body)],
     ) -> dict[str, Any]:
         given = body or RollbackBody()
         _note(request, to_release=given.to_release, reason=given.reason)
-        allow(request, token, "rollback", environment)
         release = manager.rollback(
             model, environment, token.identity, given.to_release, given.reason
         )
@@ -275,18 +504,20 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         return _out(release.to_dict())
 
     # After the fixed paths (rollback) so those are not taken for a verb.
-    @app.post("/v1/models/{model}/environments/{environment}/{verb}")
+    @app.post(
+        "/v1/models/{model}/environments/{environment}/{verb}",
+        openapi_extra=_body_schema(CommandBody, False),
+    )
     def command(
         request: Request,
         model: str,
         environment: str,
         verb: Verb,
         token: Caller,
-        body: CommandBody | None = None,
+        body: Annotated[CommandBody | None, Depends(command_body)],
     ) -> dict[str, Any]:
         reason = body.reason if body is not None else None
         _note(request, reason=reason)
-        allow(request, token, verb, environment)
         if verb == "abort":
             record = manager.abort(model, environment, token.identity, reason)
         else:
@@ -339,6 +570,8 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         allow(request, token, "audit", None)
         return _out(manager.audit.verify().to_dict())
 
+    # Outside everything else (added last): nothing reads a body over the limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app
 
 

@@ -19,6 +19,13 @@ variable                           meaning
 ``ROLLOUT_PIN_TOKEN``              the bearer token smoke tests pin the candidate with
 ``ROLLOUT_API_TOKENS``             the API's tokens (:mod:`rollout.auth`)
 ``ROLLOUT_ACTOR``                  who the CLI acts as (default: the OS user)
+``ROLLOUT_API_MAX_BODY_BYTES``     the largest request body the API reads (default 1 MiB):
+                                   a larger one is refused (413) before it is read
+``ROLLOUT_API_WATCH_STREAMS``      open ``status?watch=true`` streams one identity may hold
+                                   (default 4; one more is refused, 429)
+``ROLLOUT_API_WATCH_MAX_S``        how long one watch stream lasts at most (default 3600 s)
+``ROLLOUT_SMOKE_PAYLOAD_DIR``      the only directory ``smoke_tests[].payload_file`` may name
+                                   files in (default ``$ROLLOUT_HOME/payloads``)
 =================================  ============================================================
 """
 
@@ -30,6 +37,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.places import Places
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_WATCH_STREAMS = 4
+DEFAULT_WATCH_MAX_S = 3600.0
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from ``environ[name]`` (the default when unset); ValueError names it."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}: expected a positive number, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,15 @@ class Settings:
     pin_token: str | None = None
     api_tokens: str = ""  # identity[:roles][@envs]=sha256,... (rollout.auth.parse_tokens)
     actor: str | None = None
+    api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    api_watch_streams: int = DEFAULT_WATCH_STREAMS  # per identity
+    api_watch_max_s: float = DEFAULT_WATCH_MAX_S
+    smoke_payload_dir: Path | None = None  # None: $ROLLOUT_HOME/payloads
+
+    @property
+    def payload_dir(self) -> Path:
+        """Where ``smoke_tests[].payload_file`` may name files (:mod:`rollout.smoke`)."""
+        return self.smoke_payload_dir or self.home / "payloads"
 
     @classmethod
     def from_env(
@@ -79,6 +113,18 @@ class Settings:
             pin_token=environ.get("ROLLOUT_PIN_TOKEN") or None,
             api_tokens=environ.get("ROLLOUT_API_TOKENS", ""),
             actor=environ.get("ROLLOUT_ACTOR") or None,
+            api_max_body_bytes=int(
+                _positive(environ, "ROLLOUT_API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+            ),
+            api_watch_streams=int(
+                _positive(environ, "ROLLOUT_API_WATCH_STREAMS", DEFAULT_WATCH_STREAMS)
+            ),
+            api_watch_max_s=_positive(environ, "ROLLOUT_API_WATCH_MAX_S", DEFAULT_WATCH_MAX_S),
+            smoke_payload_dir=(
+                Path(environ["ROLLOUT_SMOKE_PAYLOAD_DIR"])
+                if environ.get("ROLLOUT_SMOKE_PAYLOAD_DIR")
+                else None
+            ),
         )
 
     @classmethod
@@ -103,4 +149,6 @@ class Settings:
         out = self.places.env()
         if self.environments_file is not None:
             out["ROLLOUT_ENVIRONMENTS_FILE"] = str(self.environments_file)
+        if self.smoke_payload_dir is not None:
+            out["ROLLOUT_SMOKE_PAYLOAD_DIR"] = str(self.smoke_payload_dir)
         return out
