@@ -22,7 +22,11 @@ of ``ROLLOUT_API_TOKENS`` (``identity[:role+role][@env+env]=sha256hex,...``, see
 :mod:`rollout.auth`: roles default to ``viewer``, environments to all). The identity is the
 actor recorded for the call, so "approved by someone other than who started it" holds through
 the API. A call the token's roles or environments do not allow is refused (403) before it
-changes anything. Every mutating call (start, apply, and the verbs on an environment), allowed
+changes anything. Separation of duties: where the environment requires an approval (prod by
+default) only ``approver`` or ``admin`` may force a ``promote``, which skips the remaining
+steps but still waits for an ``approve`` by someone other than who started the rollout
+(:mod:`rollout.machine`).
+Every mutating call (start, apply, and the verbs on an environment), allowed
 or not, appends a row to the audit log (:mod:`rollout.store.audit`) with its outcome:
 ``allowed``, ``denied`` (401/403) or ``failed`` (any other error).
 Errors are JSON ``{"error_code", "message"}``, the status chosen by the error's type
@@ -106,6 +110,7 @@ class RollbackBody(_Body):
 
 
 Body = TypeVar("Body", bound=_Body)
+APPROVERS = ("approver", "admin")  # who may force a promotion where an approval is required
 
 
 class BodyTooLarge(Exception):
@@ -290,6 +295,66 @@ def _token(
 Caller = Annotated[Token, Depends(_token)]
 
 
+async def _checked_body(
+    request: Request,
+    token: Token,
+    model: type[Body],
+    verb: str | None,
+    *,
+    required: bool,
+    in_path: bool,
+) -> Body | None:
+    """The token first (the dependency), then the role (``verb`` in some environment of the
+    token, or with ``in_path`` in the path's environment; verb None: the path's verb), and
+    only then the body."""
+    params = request.path_params
+    name = verb if verb is not None else params.get("verb", "")
+    if name not in VERBS:
+        raise RequestValidationError(
+            [{"loc": ("path", "verb"), "msg": f"expected one of {', '.join(get_args(Verb))}"}]
+        )
+    if in_path:
+        request.app.state.allow(request, token, name, params["environment"])
+    else:
+        request.app.state.allow_somewhere(request, token, name)
+    return await _parse_body(request, model, required)
+
+
+async def _start_body(request: Request, token: Caller) -> StartBody:
+    body = await _checked_body(request, token, StartBody, "start", required=True, in_path=False)
+    assert body is not None
+    return body
+
+
+async def _apply_body(request: Request, token: Caller) -> SpecBody:
+    body = await _checked_body(request, token, SpecBody, "apply", required=True, in_path=False)
+    assert body is not None
+    return body
+
+
+async def _plan_body(request: Request, token: Caller) -> SpecBody:
+    body = await _checked_body(request, token, SpecBody, "plan", required=True, in_path=False)
+    assert body is not None
+    return body
+
+
+async def _command_body(request: Request, token: Caller) -> CommandBody | None:
+    return await _checked_body(request, token, CommandBody, None, required=False, in_path=True)
+
+
+async def _rollback_body(request: Request, token: Caller) -> RollbackBody | None:
+    return await _checked_body(
+        request, token, RollbackBody, "rollback", required=False, in_path=True
+    )
+
+
+StartParsed = Annotated[StartBody, Depends(_start_body)]
+ApplyParsed = Annotated[SpecBody, Depends(_apply_body)]
+PlanParsed = Annotated[SpecBody, Depends(_plan_body)]
+CommandParsed = Annotated[CommandBody | None, Depends(_command_body)]
+RollbackParsed = Annotated[RollbackBody | None, Depends(_rollback_body)]
+
+
 def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None) -> FastAPI:
     """The API over ``manager``; ``tokens`` maps sha256 hex → :class:`~rollout.auth.Token`
     (or an identity, which gets the default role ``viewer``), else the settings'
@@ -313,6 +378,22 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         call = _call(request)
         if call is not None:
             call.environment = environment if environment is not None else call.environment
+        if (
+            verb == "promote"
+            and environment is not None
+            and token.may_see(environment)
+            and manager.environments.get(environment).approval_required
+        ):
+            # separation of duties: a forced promotion where an approval is required is the
+            # approver's (or an admin's) to force; it still waits for the approval
+            if any(role in APPROVERS for role in token.roles):
+                return
+            _note(request, needs=list(APPROVERS), roles=list(token.roles))
+            raise Forbidden(
+                f"{token.identity} may not promote in {environment}: it requires an approval, "
+                f"so only role {' or '.join(APPROVERS)} may force a promotion there; has "
+                f"{'+'.join(token.roles)}"
+            )
         denial = authorize(token, verb, environment, non_production(manager.environment_names))
         if denial is not None:
             _note(request, needs=list(denial.needs), roles=list(token.roles))
@@ -332,26 +413,8 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
             f"{' or '.join(needs)}, has {'+'.join(token.roles)}"
         )
 
-    def body_of(
-        model: type[Body], verb: str | None, required: bool, *, in_path: bool = False
-    ) -> Callable[..., Awaitable[Body | None]]:
-        """A dependency: the token first, then the role (``verb`` in some environment, or, with
-        ``in_path``, in the path's environment; verb None: the path's verb), then the body."""
-
-        async def parse(request: Request, token: Caller) -> Body | None:
-            params = request.path_params
-            name = verb if verb is not None else params.get("verb", "")
-            if name not in VERBS:
-                raise RequestValidationError(
-                    [{"loc": ("path", "verb"), "msg": f"expected one of {', '.join(VERBS)}"}]
-                )
-            if in_path:
-                allow(request, token, name, params["environment"])
-            else:
-                allow_somewhere(request, token, name)
-            return await _parse_body(request, model, required)
-
-        return parse
+    app.state.allow = allow
+    app.state.allow_somewhere = allow_somewhere
 
     @app.middleware("http")
     async def _audited(
@@ -395,16 +458,8 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    start_body = body_of(StartBody, "start", required=True)
-    spec_body = body_of(SpecBody, "apply", required=True)
-    plan_body = body_of(SpecBody, "plan", required=True)
-    command_body = body_of(CommandBody, None, required=False, in_path=True)
-    rollback_body = body_of(RollbackBody, "rollback", required=False, in_path=True)
-
     @app.post("/v1/rollouts", status_code=201, openapi_extra=_body_schema(StartBody, True))
-    def start(
-        request: Request, parsed: Annotated[StartBody, Depends(start_body)], token: Caller
-    ) -> dict[str, Any]:
+    def start(request: Request, parsed: StartParsed, token: Caller) -> dict[str, Any]:
         body = parsed
         call = _call(request)
         if call is not None:
@@ -420,9 +475,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         return _out(record.to_dict())
 
     @app.post("/v1/apply", openapi_extra=_body_schema(SpecBody, True))
-    def apply_spec(
-        request: Request, body: Annotated[SpecBody, Depends(spec_body)], token: Caller
-    ) -> dict[str, Any]:
+    def apply_spec(request: Request, body: ApplyParsed, token: Caller) -> dict[str, Any]:
         spec = load_spec(body.spec)
         call = _call(request)
         if call is not None:
@@ -434,9 +487,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         return _out(result.to_dict())
 
     @app.post("/v1/plan", openapi_extra=_body_schema(SpecBody, True))
-    def plan_spec(
-        request: Request, body: Annotated[SpecBody, Depends(plan_body)], token: Caller
-    ) -> dict[str, Any]:
+    def plan_spec(request: Request, body: PlanParsed, token: Caller) -> dict[str, Any]:
         spec = load_spec(body.spec)
         allow(request, token, "plan", spec.environment)
         return _out(plan(manager, spec).to_dict())
@@ -493,7 +544,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         model: str,
         environment: str,
         token: Caller,
-        body: Annotated[RollbackBody | None, Depends(rollback_body)],
+        body: RollbackParsed,
     ) -> dict[str, Any]:
         given = body or RollbackBody()
         _note(request, to_release=given.to_release, reason=given.reason)
@@ -514,7 +565,7 @@ def create_app(manager: Manager, tokens: Mapping[str, Token | str] | None = None
         environment: str,
         verb: Verb,
         token: Caller,
-        body: Annotated[CommandBody | None, Depends(command_body)],
+        body: CommandParsed,
     ) -> dict[str, Any]:
         reason = body.reason if body is not None else None
         _note(request, reason=reason)
