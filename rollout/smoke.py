@@ -189,10 +189,11 @@ def read_payload(name: str, directory: Path | None, max_bytes: int = MAX_PAYLOAD
         fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except (OSError, ValueError):
         raise refused from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise refused
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise refused
         if info.st_size > max_bytes:
             raise SpecError(f"{excerpt(name)} has {info.st_size} bytes; at most {max_bytes}")
         data = handle.read(max_bytes + 1)

@@ -100,10 +100,11 @@ def read_spec_file(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise SpecError(f"cannot read spec file {path}: not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise SpecError(f"cannot read spec file {path}: not a regular file")
         if info.st_size > MAX_SPEC_BYTES:
             raise SpecError(
                 f"{path}: a spec may be at most {MAX_SPEC_BYTES} bytes, the file has {info.st_size}"
