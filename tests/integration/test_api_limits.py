@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import time
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -19,6 +20,7 @@ import pytest
 from conftest import MODEL, DemoHome, serving, wait_until
 from rollout.api import create_app
 from rollout.auth import parse_tokens
+from rollout.cli import main as cli
 from rollout.manager import Manager
 from rollout.settings import DEFAULT_MAX_BODY_BYTES
 
@@ -399,3 +401,33 @@ def test_a_second_deployer_cannot_force_a_prod_promotion_and_no_force_is_an_appr
             ) in reasons
     finally:
         manager.close()
+
+
+# -- the CLI's -f --
+
+
+def test_a_50_mb_spec_file_given_to_the_cli_is_refused_by_its_size(
+    home: DemoHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 50 MB YAML file took 2.1 GB; now its size is checked before it is read."""
+    path = tmp_path / "huge.yaml"
+    with path.open("w") as handle:
+        handle.write("strategy: {canary: {steps: [{weight: 10}]}}\nx: [")
+        handle.write("1," * (26 * 1024 * 1024) + "1]\n")
+    settings = home.settings
+    common = ["--home", str(settings.home), "--registry-uri", settings.registry_uri]
+    common += ["--store-url", settings.store_url]
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        code = cli([*common, "plan", "-f", str(path)])
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code != 0
+    assert f"a spec may be at most 262144 bytes, the file has {path.stat().st_size}" in (
+        capsys.readouterr().err
+    )
+    assert seconds < 10.0
+    assert peak < 50_000_000  # far from the file's 50 MB, let alone 2.1 GB
