@@ -431,3 +431,33 @@ def test_a_50_mb_spec_file_given_to_the_cli_is_refused_by_its_size(
     )
     assert seconds < 10.0
     assert peak < 50_000_000  # far from the file's 50 MB, let alone 2.1 GB
+
+
+def test_the_openapi_document_still_describes_every_body(
+    api: tuple[Manager, httpx.Client],
+) -> None:
+    """The bodies are parsed by dependencies (after the token), so the OpenAPI document names
+    them explicitly: fuzzers and clients still see each one."""
+    _manager, client = api
+    paths = client.get("/openapi.json").json()["paths"]
+    bodies = {
+        path: paths[path]["post"]["requestBody"]
+        for path in (
+            "/v1/rollouts",
+            "/v1/apply",
+            "/v1/plan",
+            "/v1/models/{model}/environments/{environment}/rollback",
+            "/v1/models/{model}/environments/{environment}/{verb}",
+        )
+    }
+    schema = {path: body["content"]["application/json"]["schema"] for path, body in bodies.items()}
+    assert sorted(schema["/v1/rollouts"]["required"]) == ["candidate", "environment", "model"]
+    assert schema["/v1/apply"]["required"] == ["spec"]
+    assert set(schema["/v1/models/{model}/environments/{environment}/rollback"]["properties"]) == {
+        "to_release",
+        "reason",
+    }
+    assert [body["required"] for body in bodies.values()] == [True, True, True, False, False]
+    status = paths["/v1/models/{model}/environments/{environment}/status"]["get"]
+    (interval,) = [p for p in status["parameters"] if p["name"] == "interval_s"]
+    assert (interval["schema"]["minimum"], interval["schema"]["maximum"]) == (0.1, 30.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rollout.errors import SpecError
-from rollout.smoke import check_payload_files, read_payload
+from rollout.smoke import SmokeRunner, check_payload_files, read_payload
 from rollout.spec import SmokeTest
 
 PAYLOAD = {"dataframe_split": {"columns": ["a"], "data": [[1.0]]}}
@@ -109,3 +109,16 @@ def test_check_names_the_smoke_test(payloads: Path) -> None:
     with pytest.raises(SpecError) as caught:
         check_payload_files(bad, payloads)
     assert str(caught.value) == "smoke_tests[2].payload_file: " + refusal("/etc/shadow", payloads)
+
+
+def test_the_runner_reads_a_payload_that_became_a_fifo_without_blocking(payloads: Path) -> None:
+    """The manager loop reads payload_file when it runs the smoke tests: a file swapped for a
+    FIFO after the start fails that smoke test at once instead of stalling the loop."""
+    os.mkfifo(payloads / "swapped.json")
+    runner = SmokeRunner({"*": "http://127.0.0.1:9"}, "pin", payloads)
+    started = time.perf_counter()
+    evidence = runner.run("bc", "prod", "2", [SmokeTest(payload_file="swapped.json")], None, 0.0)
+    assert time.perf_counter() - started < 1.0
+    assert evidence is not None and evidence.verdict == "fail"
+    (result,) = evidence.gates
+    assert result.reason == "cannot read the payload: " + refusal("swapped.json", payloads)
