@@ -89,10 +89,14 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NAME_CHARS = 200  # model, candidate and environment names (they go into audit rows)
+REASON_CHARS = 1000
+
+
 class StartBody(_Body):
-    model: str
-    candidate: str = Field(description="a version number or '@alias'")
-    environment: str
+    model: str = Field(max_length=NAME_CHARS)
+    candidate: str = Field(description="a version number or '@alias'", max_length=NAME_CHARS)
+    environment: str = Field(max_length=NAME_CHARS)
     spec: dict[str, Any] | None = Field(default=None, description="rollout spec (as YAML maps)")
 
 
@@ -101,12 +105,12 @@ class SpecBody(_Body):
 
 
 class CommandBody(_Body):
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=REASON_CHARS)
 
 
 class RollbackBody(_Body):
     to_release: int | None = Field(default=None, description="release id to return to")
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=REASON_CHARS)
 
 
 Body = TypeVar("Body", bound=_Body)

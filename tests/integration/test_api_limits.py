@@ -172,6 +172,21 @@ def test_the_token_and_the_role_are_checked_before_the_body_is_parsed(
     assert all(len(json.dumps(row)) < 2000 for row in audit_rows(client))
 
 
+def test_names_and_reasons_are_bounded_before_they_reach_the_audit_log(
+    api: tuple[Manager, httpx.Client],
+) -> None:
+    _manager, client = api
+    huge = "m" * 500_000
+    start = {"model": huge, "candidate": "1", "environment": "dev"}
+    reply = client.post("/v1/rollouts", json=start, headers=auth("dee"))
+    assert reply.status_code == 422
+    assert reply.json()["message"].startswith("body.model: String should have at most 200 ")
+    reply = client.post(f"{PROD}/abort", json={"reason": huge}, headers=auth("dee"))
+    assert reply.status_code == 422
+    assert reply.json()["message"].startswith("body.reason: String should have at most 1000 ")
+    assert all(len(json.dumps(row)) < 2000 for row in audit_rows(client))
+
+
 def test_a_huge_invalid_spec_is_quoted_in_a_short_excerpt(
     api: tuple[Manager, httpx.Client],
 ) -> None:
