@@ -107,6 +107,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="rollback-bench-"))
     registry_uri = f"sqlite:///{work / 'mlflow.db'}"
+    # prod requires an approval by default; this benchmark's v2 is promoted without one
+    (work / "home").mkdir()
+    (work / "home" / "environments.yaml").write_text(
+        "environments: [dev, staging, {name: prod, approval: {required: false}}]\n"
+    )
     settings = Settings.resolve(
         home=work / "home", registry_uri=registry_uri, store_url=f"sqlite:///{work / 'store.db'}"
     )

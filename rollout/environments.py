@@ -1,8 +1,9 @@
 """Environments: their order and their approval policy (README, "Environments, approvals").
 
 ``dev → staging → prod`` by default. Each :class:`Environment` says whether a promotion there
-needs an approval (``approval_required``), whether the approver must be someone other than who
-started the rollout (``distinct_approver``: on for ``prod``), and how long a rollout may wait
+needs an approval (``approval_required``: on for ``prod`` unless its ``approval`` says
+``required: false``), whether the approver must be someone other than who started the rollout
+(``distinct_approver``: on for ``prod``), and how long a rollout may wait
 for the approval before ``on_approval_timeout`` (``rollback`` or ``abort``) applies.
 
 The order rule (enforced by the manager): once a model has releases in an environment, a
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -52,6 +52,7 @@ from pydantic import (
 from rollout.errors import SpecError
 from rollout.lifecycle import OnApprovalTimeout
 from rollout.spec import OptionalDuration, SloSpec, format_errors
+from rollout.spec.document import parse_yaml, read_spec_file
 from rollout.spec.fields import Duration, WatchDuration
 from rollout.store.retention import RetentionPolicy
 
@@ -77,7 +78,7 @@ class Environment:
 DEFAULT_ENVIRONMENTS: tuple[Environment, ...] = (
     Environment("dev"),
     Environment("staging"),
-    Environment("prod", distinct_approver=True),
+    Environment("prod", approval_required=True, distinct_approver=True),
 )
 
 
@@ -118,7 +119,7 @@ class Environments:
 
 class _ApprovalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    required: bool = False
+    required: bool | None = None  # None: required in prod only
     distinct_approver: bool | None = None
     timeout_s: OptionalDuration = Field(default=None, alias="timeout")
     on_timeout: OnApprovalTimeout = "rollback"
@@ -187,7 +188,11 @@ def parse_environments(data: Mapping[str, Any], where: str = "") -> Environments
         tuple(
             Environment(
                 name=env.name,
-                approval_required=env.approval.required,
+                approval_required=(
+                    env.approval.required
+                    if env.approval.required is not None
+                    else env.name == "prod"
+                ),
                 distinct_approver=(
                     env.approval.distinct_approver
                     if env.approval.distinct_approver is not None
@@ -210,12 +215,7 @@ def load_environments(path: Path | None) -> Environments:
     """The environments of ``path`` (YAML); the defaults when ``path`` is None."""
     if path is None:
         return Environments()
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"cannot read environments file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    data = parse_yaml(read_spec_file(path), f"{path}: ")
     if not isinstance(data, Mapping):
         raise SpecError(f"{path}: expected a mapping with 'environments', got {data!r}")
     return parse_environments(data, f"{path}: ")

@@ -62,6 +62,7 @@ Event = Literal[
     "approval_expired_abort",
     "reverted",
     "promote",
+    "promote_needs_approval",  # a forced promote of a rollout still waiting for its approval
     "rollback",
     "abort",
     "pause",

@@ -40,10 +40,15 @@ Rules of ``decide`` (without a command):
   → ``rolling_back``, ``abort`` → ``aborted`` (traffic back on the baseline).
 
 Commands (``promote`` forces promotion, ``rollback``, ``abort``, ``pause``, ``resume``,
-``approve``) are events too; where ``distinct_approver`` is set (prod by default) an approval
-(or a forced promotion of a rollout that needs one) must come from someone other than the
-person who started the rollout. How the spec's and the environment's approval settings
-combine is :meth:`~rollout.lifecycle.ApprovalPolicy.combine`.
+``approve``) are events too. Separation of duties: only ``approve`` records an approval. A
+forced ``promote`` skips the remaining steps but is never an approval: a rollout that needs
+one (and has none) goes to ``awaiting_approval`` (event ``promote_needs_approval``, reason
+"promotion forced by ...") and waits for the ``approve`` like any other, and ``promote`` while
+``awaiting_approval`` is refused. Where ``distinct_approver`` is set (prod by default) the
+approval, and a forced promotion of a rollout that needs one, must come from someone other
+than the person who started the rollout. (Which roles may approve or force is the API's
+rule: approver or admin where the environment requires an approval.) How the spec's and the
+environment's approval settings combine is :meth:`~rollout.lifecycle.ApprovalPolicy.combine`.
 """
 
 from __future__ import annotations
@@ -104,9 +109,11 @@ TRANSITIONS: dict[tuple[State, Event], Rule] = {
     ("progressing", "pause"): _rule("paused"),
     ("paused", "resume"): _rule("progressing", "restart_step"),
     ("awaiting_approval", "approve"): _rule("promoting", "record_approval"),
-    ("progressing", "promote"): _rule("promoting", "record_approval"),
-    ("paused", "promote"): _rule("promoting", "record_approval"),
-    ("awaiting_approval", "promote"): _rule("promoting", "record_approval"),
+    ("progressing", "promote"): _rule("promoting"),  # no approval needed: forced through
+    ("paused", "promote"): _rule("promoting"),
+    # a forced promotion of a rollout that needs an approval skips the steps, not the approval
+    ("progressing", "promote_needs_approval"): _rule("awaiting_approval"),
+    ("paused", "promote_needs_approval"): _rule("awaiting_approval"),
     ("progressing", "rollback"): _rule("rolling_back", "restore_baseline"),
     ("paused", "rollback"): _rule("rolling_back", "restore_baseline"),
     ("awaiting_approval", "rollback"): _rule("rolling_back", "restore_baseline"),
@@ -395,7 +402,21 @@ def _command(rollout: RolloutState, command: Command, now: float) -> Decision:
     reason = f"{default_reasons[kind]} by {command.actor}"
     if command.reason:
         reason += f": {command.reason}"
-    return _apply(rollout, kind, now, reason, actor=command.actor)
+    event: Event = kind
+    if (
+        kind == "promote"
+        and rollout.state in ("progressing", "paused")
+        and rollout.approval.required
+        and rollout.approved_by is None
+    ):
+        event = "promote_needs_approval"
+        who = (
+            f"someone other than {rollout.started_by}"
+            if rollout.approval.distinct_approver
+            else "an approver"
+        )
+        reason += f"; remaining steps skipped, waiting for approval by {who}"
+    return _apply(rollout, event, now, reason, actor=command.actor)
 
 
 def _wait(rollout: RolloutState, reason: str, evidence: StepEvidence | None = None) -> Decision:

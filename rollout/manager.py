@@ -176,7 +176,9 @@ class Manager:
         if self._smoke is None:
             from rollout.smoke import SmokeRunner
 
-            self._smoke = SmokeRunner(self.settings.router_urls, self.settings.pin_token)
+            self._smoke = SmokeRunner(
+                self.settings.router_urls, self.settings.pin_token, self.settings.payload_dir
+            )
         return self._smoke
 
     @smoke.setter
@@ -204,8 +206,13 @@ class Manager:
         """Start a rollout of ``candidate`` (a version or ``@alias``); returns its id.
 
         With no version serving in ``environment`` yet this is an initial release: the candidate
-        gets all traffic and the alias at once, and the rollout is ``succeeded``.
+        gets all traffic and the alias at once, and the rollout is ``succeeded``. A smoke
+        test's ``payload_file`` is checked first (:func:`rollout.smoke.check_payload_files`).
         """
+        if spec is not None and spec.smoke_tests:
+            from rollout.smoke import check_payload_files
+
+            check_payload_files(spec.smoke_tests, self.settings.payload_dir)
         return self.commands.start(model, candidate, environment, spec, actor)
 
     def promote(self, model: str, environment: str, actor: str) -> RolloutRecord:

@@ -28,6 +28,13 @@ variable                           meaning
 ``ROLLOUT_AUDIT_HEAD_FILE``        where the manager loop appends the chain's head (JSON lines;
                                    default ``$ROLLOUT_HOME/audit-head.jsonl``)
 ``ROLLOUT_AUDIT_HEAD_EVERY_S``     how often it does (default 60 s)
+``ROLLOUT_API_MAX_BODY_BYTES``     the largest request body the API reads (default 1 MiB):
+                                   a larger one is refused (413) before it is read
+``ROLLOUT_API_WATCH_STREAMS``      open ``status?watch=true`` streams one identity may hold
+                                   (default 4; one more is refused, 429)
+``ROLLOUT_API_WATCH_MAX_S``        how long one watch stream lasts at most (default 3600 s)
+``ROLLOUT_SMOKE_PAYLOAD_DIR``      the only directory ``smoke_tests[].payload_file`` may name
+                                   files in (default ``$ROLLOUT_HOME/payloads``)
 =================================  ============================================================
 """
 
@@ -39,6 +46,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.places import Places
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_WATCH_STREAMS = 4
+DEFAULT_WATCH_MAX_S = 3600.0
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from ``environ[name]`` (the default when unset); ValueError names it."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}: expected a positive number, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,15 @@ class Settings:
     audit_key_required: bool = False  # refuse to make one up (a server store, from_env)
     audit_head_file: Path | None = None  # where the loop exports the head (None: the home's)
     audit_head_every_s: float = 60.0
+    api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    api_watch_streams: int = DEFAULT_WATCH_STREAMS  # per identity
+    api_watch_max_s: float = DEFAULT_WATCH_MAX_S
+    smoke_payload_dir: Path | None = None  # None: $ROLLOUT_HOME/payloads
+
+    @property
+    def payload_dir(self) -> Path:
+        """Where ``smoke_tests[].payload_file`` may name files (:mod:`rollout.smoke`)."""
+        return self.smoke_payload_dir or self.home / "payloads"
 
     @classmethod
     def from_env(
@@ -101,7 +135,19 @@ class Settings:
             audit_key_file=_path(environ.get("ROLLOUT_AUDIT_KEY_FILE")),
             audit_key_required=not places.store_url.startswith("sqlite"),
             audit_head_file=_path(environ.get("ROLLOUT_AUDIT_HEAD_FILE")),
-            audit_head_every_s=_positive(environ, "ROLLOUT_AUDIT_HEAD_EVERY_S", 60.0),
+            audit_head_every_s=_seconds(environ, "ROLLOUT_AUDIT_HEAD_EVERY_S", 60.0),
+            api_max_body_bytes=int(
+                _positive(environ, "ROLLOUT_API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+            ),
+            api_watch_streams=int(
+                _positive(environ, "ROLLOUT_API_WATCH_STREAMS", DEFAULT_WATCH_STREAMS)
+            ),
+            api_watch_max_s=_positive(environ, "ROLLOUT_API_WATCH_MAX_S", DEFAULT_WATCH_MAX_S),
+            smoke_payload_dir=(
+                Path(environ["ROLLOUT_SMOKE_PAYLOAD_DIR"])
+                if environ.get("ROLLOUT_SMOKE_PAYLOAD_DIR")
+                else None
+            ),
         )
 
     @classmethod
@@ -143,6 +189,8 @@ class Settings:
         out = self.places.env()
         if self.environments_file is not None:
             out["ROLLOUT_ENVIRONMENTS_FILE"] = str(self.environments_file)
+        if self.smoke_payload_dir is not None:
+            out["ROLLOUT_SMOKE_PAYLOAD_DIR"] = str(self.smoke_payload_dir)
         return out
 
 
@@ -150,7 +198,7 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(name)
     if not raw:
         return default

@@ -15,11 +15,22 @@ While the router has not loaded the staged candidate yet (404 ``unknown_version`
 Configuration (environment variables of the manager): ``ROLLOUT_ROUTER_URL_<ENV>`` (e.g.
 ``ROLLOUT_ROUTER_URL_PROD``), else ``ROLLOUT_ROUTER_URL``; ``ROLLOUT_PIN_TOKEN`` (a token whose
 sha256 is in the routers' ``ROLLOUT_PIN_TOKEN_SHA256``).
+
+``payload_file`` (:func:`read_payload`): a JSON file inside the payload directory
+(``ROLLOUT_SMOKE_PAYLOAD_DIR``, default ``$ROLLOUT_HOME/payloads``), named relative to it. The
+resolved path (symlinks and ``..`` followed) must stay inside that directory, the file must be
+a regular file (a FIFO, a device or a directory is refused without being read: it is opened
+non-blocking and checked with ``fstat``) of at most :data:`MAX_PAYLOAD_BYTES`. A name that is
+missing, outside the directory or not a regular file gets one and the same error, so the
+check is no oracle for files elsewhere. :func:`check_payload_files` runs it when a rollout is
+started (the error is immediate); the runner reads the file the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +39,12 @@ from typing import Any
 import httpx
 
 from monitors import GateResult
+from rollout.errors import SpecError
 from rollout.lifecycle import StepEvidence
 from rollout.spec import SmokeTest
+from rollout.spec.document import excerpt
+
+MAX_PAYLOAD_BYTES = 1 << 20
 
 NOT_LOADED = {"unknown_version", "not_ready", "no_plan", "unknown_model"}
 _NUMERIC = {"integer", "long", "float", "double"}
@@ -80,6 +95,7 @@ def type_ok(value: Any, kind: str) -> bool:
 class SmokeRunner:
     router_urls: Mapping[str, str]  # environment → base URL; "*" for every environment
     pin_token: str | None = None
+    payload_dir: Path | None = None  # where payload_file may name files (None: nowhere)
     timeout_s: float = 10.0
     load_timeout_s: float = 60.0
 
@@ -115,8 +131,8 @@ class SmokeRunner:
             for index, test in enumerate(tests):
                 name = test.name or f"smoke[{index}]"
                 try:
-                    payload = _payload(test)
-                except (OSError, ValueError) as exc:
+                    payload = _payload(test, self.payload_dir)
+                except SpecError as exc:
                     results.append(_result(name, "fail", f"cannot read the payload: {exc}"))
                     continue
                 try:
@@ -139,11 +155,54 @@ class SmokeRunner:
         return _evidence(results)
 
 
-def _payload(test: SmokeTest) -> Any:
+def _payload(test: SmokeTest, directory: Path | None) -> Any:
     if test.payload is not None:
         return test.payload
     assert test.payload_file is not None
-    return json.loads(Path(test.payload_file).read_text())
+    return read_payload(test.payload_file, directory)
+
+
+def check_payload_files(tests: Sequence[SmokeTest], directory: Path | None) -> None:
+    """SpecError naming the first ``smoke_tests[i].payload_file`` that cannot be used."""
+    for index, test in enumerate(tests):
+        if test.payload is None and test.payload_file is not None:
+            try:
+                read_payload(test.payload_file, directory)
+            except SpecError as exc:
+                raise SpecError(f"smoke_tests[{index}].payload_file: {exc}") from None
+
+
+def read_payload(name: str, directory: Path | None, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """The JSON in ``directory / name``, within the rules above; SpecError otherwise."""
+    refused = SpecError(
+        f"{excerpt(name)} is not a readable regular file in the payload directory "
+        f"{directory} (ROLLOUT_SMOKE_PAYLOAD_DIR; name files relative to it)"
+    )
+    if directory is None:
+        raise refused
+    try:
+        root = os.path.realpath(directory)
+        target = os.path.realpath(os.path.join(root, name))
+        inside = target != root and os.path.commonpath([root, target]) == root
+        if not inside:
+            raise refused
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (OSError, ValueError):
+        raise refused from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise refused
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > max_bytes:
+            raise SpecError(f"{excerpt(name)} has {info.st_size} bytes; at most {max_bytes}")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise SpecError(f"{excerpt(name)} has more than {max_bytes} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise SpecError(f"{excerpt(name)} is not valid JSON: {excerpt(str(exc))[1:-1]}") from None
 
 
 def _error_code(reply: httpx.Response) -> str | None:

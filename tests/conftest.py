@@ -146,6 +146,11 @@ class LogWriter:
         self._labels.add_feedback(labels)
 
 
+NO_APPROVAL_ENVIRONMENTS = (
+    "environments: [dev, staging, {name: prod, approval: {required: false}}]\n"
+)
+
+
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
     root = tmp_path_factory.mktemp("demo-home")
@@ -163,11 +168,16 @@ def home(demo_home: DemoHome, tmp_path: Path) -> DemoHome:
     target = tmp_path / "home"
     target.mkdir()
     shutil.copy(demo_home.settings.home / "mlflow.db", target / "mlflow.db")
+    # prod requires an approval by default; these tests walk rollouts to their end without
+    # one unless they say otherwise (the approval tests configure their own environments)
+    environments = target / "environments.yaml"
+    environments.write_text(NO_APPROVAL_ENVIRONMENTS)
     settings = Settings(
         home=target,
         registry_uri=f"sqlite:///{target / 'mlflow.db'}",
         store_url=f"sqlite:///{target / 'rollout.db'}",
         artifact_root=demo_home.settings.artifact_root,
+        environments_file=environments,
     )
     return DemoHome(settings=settings, versions=demo_home.versions, data=demo_home.data)
 

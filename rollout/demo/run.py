@@ -5,7 +5,9 @@
 2. start a router and a manager as processes on loopback (:class:`rollout.up.Supervisor`);
 3. release v1 to ``prod`` (initial release), then drive concurrent HTTP traffic through the
    router with the true labels fed back a little later;
-4. canary v2 → expected **promoted**; canary v3 → expected **rolled back** on evidence;
+4. canary v2 → expected **promoted**: ``prod`` requires an approval from someone other than
+   who started the rollout, so once v2 passed its steps a second identity
+   (:data:`APPROVER`) approves it; canary v3 → expected **rolled back** on evidence;
 5. print a table per analysed step (weights, requests per arm, each gate's test, statistic,
    p-value, effect and verdict) and the release history.
 
@@ -36,6 +38,8 @@ from rollout.up import Supervisor, free_port, process_specs
 MODEL = "breast-cancer"
 ENVIRONMENT = "prod"
 ROLLOUT_TIMEOUT_S = 200.0
+STARTER = "demo"
+APPROVER = "bob"  # a second identity: prod's approval must not come from the starter
 
 DEMO_SPEC: dict[str, Any] = {
     "strategy": {
@@ -180,7 +184,7 @@ def _wait_ready(base_url: str, model: str, version: str, timeout_s: float = 60.0
 def _run_rollout(
     manager: Manager, spec: RolloutSpec, version: str, driver: TrafficDriver, say: _Printer
 ) -> str:
-    rollout_id = manager.start(MODEL, version, ENVIRONMENT, spec=spec, actor="demo")
+    rollout_id = manager.start(MODEL, version, ENVIRONMENT, spec=spec, actor=STARTER)
     record = manager.rollout(rollout_id)
     steps = spec.strategy.canary.steps if spec.strategy.canary is not None else ()
     say.line(
@@ -200,6 +204,13 @@ def _run_rollout(
             say.line(f"rollout {rollout_id} ended: {record.state}")
             _plot(manager, record, say)
             return record.state
+        if record.state == "awaiting_approval":
+            say.line(
+                f"{ENVIRONMENT} requires an approval by someone other than {STARTER}: "
+                f"{APPROVER} approves v{version}"
+            )
+            manager.approve(MODEL, ENVIRONMENT, APPROVER)
+            continue
         if time.monotonic() - last_progress >= 2.0:
             last_progress = time.monotonic()
             counts = manager.requests(rollout_id, record.step_started_at or 0.0)

@@ -45,6 +45,8 @@ def test_demo_promotes_the_better_version_and_rolls_back_the_broken_one(tmp_path
     # Evidence tables name each gate with its verdict; the broken canary fails on evidence.
     assert "quality       aipw_difference" in out
     assert "progressing → rolling_back" in out
+    # prod requires an approval by someone other than the starter: a second identity gives it
+    assert "prod requires an approval by someone other than demo: bob approves v2" in out
 
     # The store agrees with what was printed.
     manager = Manager(Settings.resolve(home=tmp_path / "demo"))
@@ -52,6 +54,7 @@ def test_demo_promotes_the_better_version_and_rolls_back_the_broken_one(tmp_path
         releases = {r.version: r for r in manager.history("breast-cancer", "prod")}
         assert releases["1"].kind == "initial"
         assert releases["2"].outcome == "succeeded" and releases["2"].previous_version == "1"
+        assert (releases["2"].started_by, releases["2"].approved_by) == ("demo", "bob")
         assert releases["3"].outcome == "rolled_back"
         assert releases["3"].evidence is not None
         for release in releases.values():

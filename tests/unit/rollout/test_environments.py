@@ -21,8 +21,27 @@ def test_default_order_and_policies() -> None:
         "staging",
         None,
     ]
-    assert envs.get("prod") == Environment("prod", distinct_approver=True)
+    assert envs.get("prod") == Environment(
+        "prod", approval_required=True, distinct_approver=True
+    )  # prod requires an approval by default (issue 11, separation of duties)
     assert envs.get("sandbox") == Environment("sandbox")
+
+
+def test_prod_requires_an_approval_unless_its_file_says_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "environments.yaml"
+    path.write_text("environments: [dev, prod, {name: qa}]\n")
+    envs = load_environments(path)
+    assert [envs.get(n).approval_required for n in ("dev", "prod", "qa")] == [False, True, False]
+    path.write_text("environments: [dev, {name: prod, approval: {required: false}}]\n")
+    assert not load_environments(path).get("prod").approval_required
+    assert load_environments(path).get("prod").distinct_approver
+
+
+def test_environments_file_refuses_aliases(tmp_path: Path) -> None:
+    path = tmp_path / "environments.yaml"
+    path.write_text("a: &x [dev]\nenvironments: *x\n")
+    with pytest.raises(SpecError, match="aliases are not allowed"):
+        load_environments(path)
 
 
 def test_names_keep_the_default_policy_of_known_environments() -> None:

@@ -159,7 +159,18 @@ CASES: dict[tuple[str, str], tuple[RolloutState, StepEvidence | None, float, Com
     ("awaiting_approval", "approve"): (rollout("awaiting_approval"), None, T0, cmd("approve")),
     ("progressing", "promote"): (rollout("progressing"), None, T0, cmd("promote")),
     ("paused", "promote"): (rollout("paused"), None, T0, cmd("promote")),
-    ("awaiting_approval", "promote"): (rollout("awaiting_approval"), None, T0, cmd("promote")),
+    ("progressing", "promote_needs_approval"): (
+        rollout("progressing", approval_required=True),
+        None,
+        T0,
+        cmd("promote", actor="bob"),
+    ),
+    ("paused", "promote_needs_approval"): (
+        rollout("paused", approval_required=True),
+        None,
+        T0,
+        cmd("promote", actor="bob"),
+    ),
     ("progressing", "rollback"): (rollout("progressing"), None, T0, cmd("rollback")),
     ("paused", "rollback"): (rollout("paused"), None, T0, cmd("rollback")),
     ("awaiting_approval", "rollback"): (rollout("awaiting_approval"), None, T0, cmd("rollback")),
@@ -203,7 +214,8 @@ def test_illegal_command_raises_state_error(state: State, kind: CommandKind) -> 
 
 
 def test_illegal_event_names_the_allowed_ones() -> None:
-    with pytest.raises(StateError, match=r"\(allowed: abort, promote, resume, rollback\)"):
+    allowed = r"\(allowed: abort, promote, promote_needs_approval, resume, rollback\)"
+    with pytest.raises(StateError, match=allowed):
         transition("paused", "approve")
     with pytest.raises(StateError, match="it has finished"):
         transition("succeeded", "rollback")
@@ -471,7 +483,40 @@ def test_forced_promotion_needing_approval_is_refused_for_the_starter() -> None:
     state = rollout("progressing", approval_required=True)
     with pytest.raises(StateError, match="someone other than alice"):
         decide(state, None, T0, cmd("promote", actor="alice"))
-    assert decide(state, None, T0, cmd("promote", actor="bob")).approved_by == "bob"
+
+
+def test_forced_promotion_is_not_an_approval() -> None:
+    """Attack 4: a second deployer's forced promote in prod counted as the approval and
+    skipped the remaining steps straight to promoting. Now it skips the steps, not the
+    approval: the rollout waits for an approve, and a promote while waiting is refused."""
+    state = rollout("progressing", approval_required=True, distinct_approver=True)
+    forced = decide(state, None, T0, cmd("promote", actor="bob"))
+    assert (forced.event, forced.to_state, forced.approved_by) == (
+        "promote_needs_approval",
+        "awaiting_approval",
+        None,
+    )
+    assert forced.reason == (
+        "promotion forced by bob; remaining steps skipped, waiting for approval by someone "
+        "other than alice"
+    )
+    waiting = replace(state, state="awaiting_approval")
+    with pytest.raises(StateError, match=r"'promote' is not allowed .* awaiting_approval"):
+        decide(waiting, None, T0, cmd("promote", actor="bob"))
+    with pytest.raises(StateError, match="someone other than alice"):
+        decide(waiting, None, T0, cmd("approve", actor="alice"))
+    approved = decide(waiting, None, T0, cmd("approve", actor="carol"))
+    assert (approved.to_state, approved.approved_by) == ("promoting", "carol")
+
+
+def test_forced_promotion_where_no_approval_is_needed_records_no_approver() -> None:
+    decision = decide(rollout("paused"), None, T0, cmd("promote", actor="bob"))
+    assert (decision.event, decision.to_state, decision.approved_by) == (
+        "promote",
+        "promoting",
+        None,
+    )
+    assert decision.reason == "promotion forced by bob"
 
 
 def test_forced_promotion_without_approval_rule_is_allowed_for_the_starter() -> None:

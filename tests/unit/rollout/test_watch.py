@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 
@@ -9,7 +10,14 @@ import pytest
 
 from rollout.manager import Status
 from rollout.store.records import RolloutRecord
-from rollout.watch import MAX_INTERVAL_S, MIN_INTERVAL_S, changes, clamp_interval, rollout_active
+from rollout.watch import (
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    changes,
+    clamp_interval,
+    rollout_active,
+    stream_changes,
+)
 
 
 class Script:
@@ -100,3 +108,51 @@ def test_a_status_watch_goes_on_while_its_rollout_is_active(state: str, expected
 
 def test_a_status_without_a_rollout_ends_the_watch() -> None:
     assert rollout_active(Status("bc", "prod", None, None, None)) is False
+
+
+class Clock:
+    """A clock that the recorded async waits move forward."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def test_stream_changes_awaits_reads_and_ends_at_its_deadline() -> None:
+    clock = Clock()
+    reads: list[float] = []
+
+    async def read() -> str:
+        reads.append(clock.now)
+        return f"v{len(reads) // 3}"  # changes every third read
+
+    async def collect() -> list[str]:
+        stream = stream_changes(read, str, lambda _: True, 2.0, 9.0, clock.time, clock.sleep)
+        return [line async for line in stream]
+
+    shown = asyncio.run(collect())
+    assert shown == ["v0", "v1", "v2"]
+    assert clock.waits == [2.0, 2.0, 2.0, 2.0, 1.0]  # the last wait stops at the deadline
+    assert reads == [100.0, 102.0, 104.0, 106.0, 108.0, 109.0]
+
+
+def test_stream_changes_stops_after_the_first_inactive_read() -> None:
+    clock = Clock()
+    values = iter(["a", "done"])
+
+    async def read() -> str:
+        return next(values)
+
+    async def collect() -> list[str]:
+        stream = stream_changes(read, str, _active, 0.5, 60.0, clock.time, clock.sleep)
+        return [line async for line in stream]
+
+    assert asyncio.run(collect()) == ["a", "done"]
+    assert clock.waits == [0.5]
