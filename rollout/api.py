@@ -574,7 +574,19 @@ def create_app(
         allow(request, token, "plan", spec.environment)
         return _out(plan(manager, spec).to_dict())
 
-    @app.get("/v1/models/{model}/environments/{environment}/status", response_model=None)
+    @app.get(
+        "/v1/models/{model}/environments/{environment}/status",
+        response_model=None,
+        responses={
+            200: {
+                "description": "the status; with watch=true an NDJSON stream, one status a line",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
     async def status(
         request: Request,
         model: str,

@@ -96,6 +96,8 @@ def parse_yaml(text: str, where: str = "") -> object:
 
 def read_spec_file(path: Path) -> str:
     """The text of a spec file: a regular file of at most MAX_SPEC_BYTES (checked first)."""
+    if "\x00" in str(path):
+        raise SpecError(f"cannot read spec file {excerpt(str(path))}: a file name has no NUL byte")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:

@@ -126,11 +126,6 @@ def test_without_a_token_nothing_is_done(fuzzed: tuple[str | None, Findings]) ->
     assert findings.statuses[401] >= 100, report(findings)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="GET .../status?watch=true answers application/x-ndjson, which the OpenAPI does "
-    "not document (it says application/json); fixed with the watch streams of item 6",
-)
 def test_replies_conform_to_the_schema(fuzzed: tuple[str | None, Findings]) -> None:
     _caller, findings = fuzzed
     assert sorted(set(findings.nonconforming)) == [], report(findings)

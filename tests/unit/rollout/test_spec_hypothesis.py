@@ -124,10 +124,6 @@ def test_arbitrary_yaml_text_is_a_spec_or_a_spec_error(text: str) -> None:
 # -- hostile documents that escape today (they belong to item 6 of issue 11) ----------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="deep nesting escapes load_spec as RecursionError (no depth limit); fixed by item 6",
-)
 @pytest.mark.parametrize("opening", ["[", "{a: "])
 def test_deeply_nested_yaml_is_a_spec_error(opening: str) -> None:
     closing = "]" if opening == "[" else "}"
@@ -137,19 +133,11 @@ def test_deeply_nested_yaml_is_a_spec_error(opening: str) -> None:
     assert len(str(raised.value)) < 1_000  # says what is wrong without echoing the document
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a spec file name with a NUL byte escapes load_spec as ValueError; fixed by item 6",
-)
 def test_a_file_name_with_a_nul_byte_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="spec file"):
         load_spec("spec\x00.yaml")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a SpecError echoes the whole invalid value (100,063 characters); fixed by item 6",
-)
 def test_a_long_invalid_value_is_not_echoed_whole() -> None:
     """Errors name the field and show a short excerpt of a bad value, never all of it."""
     big = "x" * 100_000

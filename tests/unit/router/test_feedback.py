@@ -205,17 +205,17 @@ def test_a_conflict_anywhere_in_a_batch_stores_none_of_it(
         (
             b'{"request_id": "ID", "label": NaN}',
             MalformedRequest,
-            "malformed_json",
-            "NaN is not a number JSON allows",
+            "non_finite_number",
+            "label: NaN is not a finite number",
         ),
         (
             b'{"request_id": "ID", "label": Infinity}',
             MalformedRequest,
-            "malformed_json",
+            "non_finite_number",
             "Infinity",
         ),
-        (b"[" * 100_000, MalformedRequest, "malformed_json", "nested too deeply"),
-        (b"\xff\xfe", MalformedRequest, "malformed_json", "not valid JSON"),
+        (b"[" * 100_000, MalformedRequest, "too_deep", "levels deep"),
+        (b"\xff\xfe", MalformedRequest, "malformed_json", "not UTF-8"),
         (
             [{"request_id": "ID", "label": 1}, {"request_id": "ID", "label": 0}],
             MalformedRequest,
