@@ -17,7 +17,8 @@ In one run, as processes on loopback (:class:`rollout.up.Supervisor`, as ``rollo
    for is given by the approver's token (never the deployer's);
 4. a **label writer** posts each answered request's true label to ``/v1/feedback`` of the
    router that answered, a little later, in batches, with ``Authorization: Bearer
-   $ROLLOUT_LABEL_TOKEN`` when that variable is set;
+   $ROLLOUT_LABEL_TOKEN`` (a fresh token when unset; the routers accept its sha256 and share
+   one request id key);
 5. after ``--seconds`` (and once the canary has ended, at most ``--grace`` seconds more) it
    stops the traffic, posts the last labels, stops the routers (which flush their prediction
    logs) and counts what the store holds.
@@ -222,14 +223,13 @@ class Driver:
                     self.traffic.errors[f"feedback http {reply.status_code}"] += 1
 
 
-def router_env(label_token: str | None) -> dict[str, str]:
-    """What a router needs in its environment to accept the label writer's token.
-
-    Today ``/v1/feedback`` takes labels without a token, so nothing; once routers check a
-    label writer's token (issue 11, item 1), this names the router-side setting (the token's
-    sha256, like the pin tokens).
-    """
-    return {}
+def router_env(label_token: str, request_id_key: str) -> dict[str, str]:
+    """What both routers need: the label writer's token (its sha256) and one shared key for the
+    request ids they sign, so a label reaching either router is accepted."""
+    return {
+        "ROLLOUT_LABEL_TOKEN_SHA256": hashlib.sha256(label_token.encode()).hexdigest(),
+        "ROLLOUT_REQUEST_ID_KEY": request_id_key,
+    }
 
 
 def _token_entry(identity: str, role: str, token: str) -> str:
@@ -307,7 +307,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         supervisor.settings = settings
     deployer, approver = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    label_token = os.environ.get("ROLLOUT_LABEL_TOKEN") or None
+    label_token = os.environ.get("ROLLOUT_LABEL_TOKEN") or secrets.token_urlsafe(32)
+    request_id_key = secrets.token_hex(32)
     api_env = {
         "ROLLOUT_API_TOKENS": ",".join(
             (
@@ -326,7 +327,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             url = f"http://127.0.0.1:{port}"
             supervisor.start(
                 ProcessSpec(
-                    f"router-{number + 1}", argv, f"{url}/healthz", env=router_env(label_token)
+                    f"router-{number + 1}",
+                    argv,
+                    f"{url}/healthz",
+                    env=router_env(label_token, request_id_key),
                 ),
                 timeout_s=120,
             )
