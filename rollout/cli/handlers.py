@@ -538,8 +538,15 @@ def _delegate(module_name: str, prog: str, args: argparse.Namespace) -> int:
 
 
 def _router(args: argparse.Namespace) -> int:
+    """``python -m router`` with the settings' store and registry; on a SQLite store (the
+    embedded default) also the home's request id key and label writer (as ``rollout up``
+    gives its routers), so its ids can be labelled with ``<home>/secrets/label-writer.token``."""
     settings = settings_of(args)
     os.environ.update(settings.env())
+    if settings.store_url.startswith("sqlite"):
+        from rollout.router_keys import router_secrets
+
+        os.environ.update(router_secrets(settings.home).env())
     argv = list(args.argv)
     if "--store-url" not in argv:
         argv += ["--store-url", settings.store_url]

@@ -29,6 +29,7 @@ from contract.plans import TrafficPlan
 from contract.sql.engine import open_engine
 from contract.sql.plans import SqlPlanStore
 from rollout.registry import MlflowRegistry
+from rollout.router_keys import router_secrets
 from rollout.store.predictions import PredictionLog
 
 ENV = "prod"
@@ -98,7 +99,8 @@ def router_process(
             [
                 sys.executable,
                 "-m",
-                "router",
+                "rollout",
+                "router",  # as a user starts it: the home's store, registry and secrets
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -188,6 +190,31 @@ def test_router_process_serves_records_and_shuts_down_cleanly(
         "model_error: boom v1 failed: RuntimeError: negative x is not supported"
     )
     assert records["proc-failed"].output is None
+
+
+def test_the_homes_label_writer_labels_what_rollout_router_served(
+    home: DemoHome, router_process: tuple[httpx.Client, subprocess.Popen[bytes], Path]
+) -> None:
+    """``rollout router`` on the embedded default signs ids with the home's key and takes
+    labels from the home's label writer (``<home>/secrets/label-writer.token``) only."""
+    client, _process, _log = router_process
+    rows = home.data.serve_X.head(1)
+    served = client.post(
+        "/v1/models/bc/invocations", json={"dataframe_split": rows.to_dict("split")}
+    )
+    request_id = served.headers["x-request-id"]
+    label = {"request_id": request_id, "label": 1}
+    anonymous = client.post("/v1/feedback", json=label)
+    assert (anonymous.status_code, anonymous.json()["error_code"]) == (401, "unauthorized")
+    token = router_secrets(home.settings.home).label_token
+    writer = {"authorization": f"Bearer {token}"}
+    last = "1" if request_id.endswith("0") else "0"  # one hex digit of the tag changed
+    forged = client.post(
+        "/v1/feedback", json={**label, "request_id": request_id[:-1] + last}, headers=writer
+    )
+    assert (forged.status_code, forged.json()["error_code"]) == (404, "unknown_request_id")
+    accepted = client.post("/v1/feedback", json=label, headers=writer)
+    assert (accepted.status_code, accepted.json()) == (202, {"accepted": 1})
 
 
 def test_a_failing_canary_process_is_answered_by_the_baseline(
