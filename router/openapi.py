@@ -18,7 +18,8 @@ from fastapi.openapi.utils import get_openapi
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _errors(*statuses: int, here: dict[int, str] | None = None) -> dict[str, Any]:
+    """Error replies of ``statuses``; ``here`` says what a status means on this route."""
     why = {
         400: "the body or a header is malformed (not JSON/CSV, too deep, a non-finite number, "
         "a bad shape); the message names the field",
@@ -33,6 +34,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         503: "not ready, no plan, or the store is unavailable",
         504: "the version did not answer in time",
     }
+    why.update(here or {})
     return {
         str(status): {
             "description": why[status],
@@ -128,10 +130,33 @@ def _invocation(summary: str, with_model: bool) -> dict[str, Any]:
     }
 
 
+_LABEL_VALUE: Final = {"type": ["string", "number", "integer", "boolean"]}
 _FEEDBACK_ITEM: Final = {
     "type": "object",
-    "properties": {"request_id": {"type": "string", "minLength": 1}, "label": {}},
+    "properties": {
+        "request_id": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the x-request-id the router answered the request with",
+        },
+        "label": {
+            "description": "a number, string or boolean, or a list of them (one per row); "
+            "at most ROLLOUT_LABEL_MAX_BYTES of JSON",
+            "oneOf": [_LABEL_VALUE, {"type": "array", "items": _LABEL_VALUE}],
+        },
+    },
     "required": ["request_id", "label"],
+}
+_FEEDBACK_ERRORS: Final = {
+    400: "malformed: not JSON, too deep, a non-finite number, a label that is no value, one "
+    "request id twice; the message names the item",
+    401: "no label writer's bearer token, or one whose sha256 is not in ROLLOUT_LABEL_TOKEN_SHA256",
+    403: "labels_not_configured: this router accepts labels from no one",
+    404: "unknown_request_id: no router with this key issued the id",
+    409: "label_conflict: another writer labelled the request first",
+    410: "label_expired: the request is older than ROLLOUT_LABEL_MAX_AGE_S",
+    413: "over ROLLOUT_LABEL_MAX_BODY_BYTES, ROLLOUT_LABEL_MAX_ITEMS or ROLLOUT_LABEL_MAX_BYTES",
+    503: "store_unavailable (an incident id; the cause is in the router's log only)",
 }
 
 
@@ -170,8 +195,9 @@ def document(app: FastAPI) -> dict[str, Any]:
                     }
                 },
             },
-            **_errors(400, 413, 415, 503),
+            **_errors(400, 401, 403, 404, 409, 410, 413, 415, 503, here=_FEEDBACK_ERRORS),
         }
+        feedback["security"] = [{"labelWriter": []}]
     probes = {
         "/readyz": ("200", "503"),
         "/ping": ("200", "404"),
@@ -182,6 +208,11 @@ def document(app: FastAPI) -> dict[str, Any]:
         if get is not None:
             for status in statuses:
                 get["responses"].setdefault(status, {"description": "not ready"})
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["labelWriter"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a label writer's token (its sha256 is in ROLLOUT_LABEL_TOKEN_SHA256)",
+    }
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = {
         "type": "object",
         "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},

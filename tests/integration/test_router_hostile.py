@@ -19,6 +19,7 @@ from integration.test_router_process import ENV, router_process
 
 from conftest import MODEL, DemoHome
 from contract.sql.engine import open_engine
+from rollout.router_keys import router_secrets
 from rollout.store.predictions import PredictionLog
 from router.split import choose_arm
 
@@ -81,7 +82,7 @@ def test_non_finite_numbers_are_a_400_before_any_version_is_called(
             assert reply.json()["error_code"] == "non_finite_number"
             assert reply.json()["message"].startswith(f"dataframe_records[0].{column}: {literal}")
             assert "x-arm" not in reply.headers  # refused before an arm was chosen
-            sent.append(request_id)
+            sent.append(reply.headers["x-request-id"])  # the router's own id, not the caller's
     csv_body = ",".join(record) + "\n" + ",".join(["inf"] * len(record)) + "\n"
     reply = client.post(
         f"/v1/models/{MODEL}/invocations",
@@ -99,13 +100,15 @@ def test_non_finite_numbers_are_a_400_before_any_version_is_called(
         headers={"x-request-id": "after-the-attack"},
     )
     assert good.status_code == 200
+    assert good.headers["x-client-request-id"] == "after-the-attack"
     recorded = _records(home, process, log_path)
-    assert "after-the-attack" in recorded
+    assert good.headers["x-request-id"] in recorded
     assert recorded.isdisjoint(sent)
 
 
-def test_deep_json_is_a_400_on_every_route(router_process: Process) -> None:
+def test_deep_json_is_a_400_on_every_route(home: DemoHome, router_process: Process) -> None:
     client = router_process[0]
+    writer = f"Bearer {router_secrets(home.settings.home).label_token}"  # feedback's first check
     for depth, path, body in (
         (depth, path, head + b"[" * depth + b"]" * depth + b"}")
         for depth in (3000, 100_000)
@@ -115,7 +118,11 @@ def test_deep_json_is_a_400_on_every_route(router_process: Process) -> None:
             ("/v1/feedback", b'{"request_id": "r", "label": '),
         )
     ):
-        reply = client.post(path, content=body, headers={"content-type": "application/json"})
+        reply = client.post(
+            path,
+            content=body,
+            headers={"content-type": "application/json", "authorization": writer},
+        )
         assert reply.status_code == 400, (path, reply.text)
         assert reply.json() == {
             "error_code": "too_deep",
