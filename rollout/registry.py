@@ -139,7 +139,7 @@ class MlflowRegistry(MlflowRegistryReader):
         try:
             yield
         except RegistryUnavailable as exc:
-            self._failed(now, str(exc))
+            self._failed(str(exc))
             raise
         except RegistryError:
             self._answered()
@@ -147,13 +147,16 @@ class MlflowRegistry(MlflowRegistryReader):
         except NO_ANSWER as exc:
             error = registry_error(exc, what)
             if isinstance(error, RegistryUnavailable):
-                self._failed(now, str(error))
+                self._failed(str(error))
             else:
                 self._answered()
             raise error from exc
         self._answered()
 
-    def _failed(self, now: float, reason: str) -> None:
+    def _failed(self, reason: str) -> None:
+        """The registry did not answer: calls fail at once until ``probe_every_s`` from now
+        (after the failed call's own wait)."""
+        now = self._clock.time()
         with self._lock:
             since = self._down[0] if self._down is not None else now
             self._down = (since, now, reason)
