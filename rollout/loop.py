@@ -151,9 +151,11 @@ class Loop:
     ) -> None:
         """``record`` waits for the registry: its reason and an event, once per kind of wait."""
         reason = self.holds.hold(record.id, now, error)
+        if reason is None:  # already said
+            log.debug("rollout %s (%s) still waits: %s", record.id, record.state, error)
+            return
         log.warning("rollout %s (%s) waits: %s", record.id, record.state, error)
-        if reason is not None:
-            self._note(record, now, reason, fence)
+        self._note(record, now, reason, fence)
 
     def _note(self, record: RolloutRecord, now: float, reason: str, fence: Lease | None) -> None:
         """An event in the rollout's current state (no transition) and its reason."""

@@ -14,10 +14,11 @@ The contract:
 - Once the registry answers, an event ``registry answers again after 42 s; resuming`` is
   recorded and the rollout moves on by its usual rules in the same tick.
 - "Not found" is believed only when the registry *answered* it ``NOT_FOUND_ANSWERS`` (3) times
-  in a row over at least ``NOT_FOUND_OVER_S`` (10 s): a registry restored from a backup, or a
-  replica that lags, may not know the version yet. Until then the rollout waits as for an
-  outage (``the registry says … not found (answer 1 of 3); asking again before believing it``);
-  then the check fails as it always did (``verifying``: aborted; ``promoting``: rolled back).
+  in a row, at least 5 s apart (over ``NOT_FOUND_OVER_S``, 10 s): a registry restored from a
+  backup, or a replica that lags, may not know the version yet. Until then the rollout waits as
+  for an outage (``the registry says … not found (answer 1 of 3, one every 5 s); asking again
+  before believing it``, an event per counted answer); then the check fails as it always did
+  (``verifying``: aborted; ``promoting``: rolled back, the release recorded without lineage).
 - Clocks: a state that does not need the registry is judged as usual during an outage. A
   ``progressing`` step's evidence is the prediction log and the canary keeps serving from the
   routers' loaded models, so its ``min_duration``/``max_duration`` count as usual (the outage
@@ -46,24 +47,32 @@ def _utc(ts: float) -> str:
 
 @dataclass
 class NotFoundAnswers:
-    """Per key (a rollout): the "not found" answers in a row, until they are believed."""
+    """Per key (a rollout): the "not found" answers in a row, until they are believed. Answers
+    count at most one per ``over_s / (answers - 1)`` seconds, so ``answers`` of them span at
+    least ``over_s``, and the wait's reason changes (and is recorded) once per counted answer."""
 
     answers: int = NOT_FOUND_ANSWERS
     over_s: float = NOT_FOUND_OVER_S
     _seen: dict[str, list[float]] = field(default_factory=dict)
 
+    @property
+    def every_s(self) -> float:
+        """The least time between two counted answers."""
+        return self.over_s / max(1, self.answers - 1)
+
     def confirm(self, key: str, now: float, error: VersionNotFound) -> str:
         """Count ``error`` (an answer at ``now``); once it is believed, say how often it was
-        answered (``answered 3 times over 12 s``); raise
+        answered (``answered 3 times over 10 s``); raise
         :class:`~rollout.errors.NotFoundUnconfirmed` until then."""
         seen = self._seen.setdefault(key, [])
-        seen.append(now)
-        if len(seen) >= self.answers and seen[-1] - seen[0] >= self.over_s:
+        if not seen or now - seen[-1] >= self.every_s:
+            seen.append(now)
+        if len(seen) >= self.answers:
             del self._seen[key]
             return f"answered {len(seen)} times over {seen[-1] - seen[0]:.0f} s"
         raise NotFoundUnconfirmed(
-            f"the registry says {error} (answer {len(seen)} of {self.answers} over "
-            f"{self.over_s:g} s); asking again before believing it"
+            f"the registry says {error} (answer {len(seen)} of {self.answers}, one every "
+            f"{self.every_s:g} s); asking again before believing it"
         )
 
     def forget(self, key: str) -> None:
@@ -93,9 +102,10 @@ class Holds:
         return None if kind == recorded else reason
 
     def resume(self, rollout_id: str, now: float) -> str | None:
-        """The reason to record when a held rollout's look went through; None if not held."""
+        """The reason to record when a held rollout's look went through: None if it was not
+        held, or held for a "not found" (the decision that follows tells what came of it)."""
         held = self._held.pop(rollout_id, None)
-        if held is None:
+        if held is None or held[1] != "unavailable":
             return None
         return f"registry answers again after {max(0.0, now - held[0]):.0f} s; resuming"
 
