@@ -93,9 +93,7 @@ def _answers(url: str) -> bool:
 @pytest.fixture
 def registry(home: DemoHome, tmp_path: Path) -> Iterator[Registry]:
     port = free_port()
-    (spec,) = [
-        s for s in process_specs(home.settings, mlflow_port=port) if s.role == "registry"
-    ]
+    (spec,) = [s for s in process_specs(home.settings, mlflow_port=port) if s.role == "registry"]
     supervisor = Supervisor(home.settings, log_dir=tmp_path / "logs")
     server = Registry(supervisor, spec, f"http://127.0.0.1:{port}")
     server.start()
