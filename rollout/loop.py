@@ -193,6 +193,7 @@ class Loop:
         active = self.records.list_active()
         for gone in set(self._kept) - {record.id for record in active}:
             del self._kept[gone]
+        self.holds.keep_only({record.id for record in active})
         for record in active:
             try:
                 at = now if now is not None else self.clock.time()

@@ -112,5 +112,10 @@ class Holds:
     def forget(self, rollout_id: str) -> None:
         self._held.pop(rollout_id, None)
 
+    def keep_only(self, active: set[str]) -> None:
+        """Forget the rollouts that ended while they waited (a command aborted them)."""
+        for gone in set(self._held) - active:
+            del self._held[gone]
+
     def __contains__(self, rollout_id: object) -> bool:
         return rollout_id in self._held

@@ -60,6 +60,10 @@ def test_a_hold_is_said_once_with_its_start_and_resumes_with_its_length() -> Non
     assert holds.resume("r-1", T0 + 42) == "registry answers again after 42 s; resuming"
     assert "r-1" not in holds
     assert holds.resume("r-1", T0 + 43) is None
+    holds.hold("r-1", T0 + 50, DOWN)
+    holds.hold("r-2", T0 + 50, DOWN)
+    holds.keep_only({"r-2"})  # r-1 was aborted while it waited
+    assert "r-1" not in holds and "r-2" in holds
 
 
 def test_each_counted_not_found_answer_is_said_and_ends_without_a_resume_note() -> None:
