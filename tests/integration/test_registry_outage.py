@@ -188,6 +188,7 @@ def test_registry_killed_at_step_2_is_waited_out_and_v2_is_promoted(
         ("promoting", "succeeded"),
     ]
     resumed = events[-2]
+    print(f"outage: {held.reason!r} -> {resumed.reason!r}")  # the figures, with -s
     assert resumed.reason.startswith("registry answers again after ")
     assert resumed.reason.endswith(" s; resuming")
     assert manager.registry.down_since is None
@@ -289,6 +290,7 @@ def test_a_registry_that_hangs_costs_one_bounded_wait_per_probe(home: DemoHome) 
         with pytest.raises(RegistryUnavailable):
             client.alias_version(MODEL, "prod")
         second_s = time.monotonic() - began
+    print(f"hung registry: first call {first_s:.2f} s, the next {second_s:.3f} s")
     assert 3.5 <= first_s <= 10.0, first_s
     assert second_s < 0.5, second_s
     assert client.down_since is not None
