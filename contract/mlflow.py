@@ -14,6 +14,7 @@ behind a database-backed registry) raises :class:`~contract.errors.RegistryUnava
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import mlflow
@@ -30,6 +31,8 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 # MLflow error codes by which a registry that answered says "there is no such thing".
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
 MAX_REASON_CHARS = 200  # how much of a registry's error a message quotes
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_HOST_PORT = re.compile(r"host='[^']*', port=\d+")
 
 
 def answered_not_found(exc: BaseException) -> bool:
@@ -38,9 +41,19 @@ def answered_not_found(exc: BaseException) -> bool:
 
 
 def short_reason(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, at most ``MAX_REASON_CHARS`` characters."""
+    """What went wrong, in a few words and without the registry's address (a status is read by
+    every viewer): ``connection refused``, ``timed out``, or the first line of the message with
+    URLs and host/port pairs left out, at most ``MAX_REASON_CHARS`` characters."""
     text = exc.message if isinstance(exc, MlflowException) else str(exc)
+    lowered = "" if answered_not_found(exc) else text.lower()
+    if "connection refused" in lowered or "failed to establish a new connection" in lowered:
+        return "connection refused"
+    if "timed out" in lowered or "timeout" in lowered:
+        return "timed out"
+    if "too many 5" in lowered or "responseerror" in lowered:
+        return "the registry keeps answering with server errors (5xx)"
     line = (text.strip().splitlines() or [type(exc).__name__])[0]
+    line = _URL.sub("<url>", _HOST_PORT.sub("<host>", line))
     return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 1] + "…"
 
 

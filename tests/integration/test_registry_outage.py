@@ -156,7 +156,9 @@ def test_registry_killed_at_step_2_is_waited_out_and_v2_is_promoted(
     assert record.reason is not None
     assert record.reason.startswith("registry unavailable since ")
     assert record.reason.endswith("; waiting")
-    assert "did not answer" in record.reason and "not found" not in record.reason
+    assert "did not answer for model 'bc' version '2': connection refused" in record.reason
+    assert "not found" not in record.reason
+    assert registry.url.removeprefix("http://") not in record.reason  # no internal address
     status = manager.status(MODEL, "prod")  # status needs no registry
     assert status.rollout is not None and status.rollout.reason == record.reason
     held = manager.events(rollout_id)[-1]

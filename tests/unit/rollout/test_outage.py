@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    PERMISSION_DENIED,
+    RESOURCE_DOES_NOT_EXIST,
+    TEMPORARILY_UNAVAILABLE,
+)
 
 from contract.errors import RegistryUnavailable, VersionNotFound, http_status
+from contract.mlflow import registry_error
 from rollout.errors import NotFoundUnconfirmed
 from rollout.outage import Holds, NotFoundAnswers
 
@@ -75,3 +83,28 @@ def test_each_counted_not_found_answer_is_said_and_ends_without_a_resume_note() 
     assert holds.hold("r-1", T0 + 5, two) == f"{two}; waiting"
     assert holds.resume("r-1", T0 + 10) is None  # what came of it is the next decision
     assert "r-1" not in holds
+
+
+def test_registry_errors_are_told_apart_and_never_show_the_registry_address() -> None:
+    refused = MlflowException(
+        "API request to http://10.0.0.7:5000/api/2.0/mlflow/model-versions/get failed with "
+        "exception HTTPConnectionPool(host='10.0.0.7', port=5000): Max retries exceeded with "
+        "url: /x (Caused by NewConnectionError(...): Failed to establish a new connection: "
+        "[Errno 111] Connection refused'))"
+    )  # error code INTERNAL_ERROR, as MLflow's HTTP client raises it
+    down = registry_error(refused, "model 'bc' version '2'")
+    assert isinstance(down, RegistryUnavailable)
+    assert str(down) == "the registry did not answer for model 'bc' version '2': connection refused"
+    slow = MlflowException("API request to http://10.0.0.7:5000/x failed with timeout exception")
+    assert str(registry_error(slow, "v2")) == "the registry did not answer for v2: timed out"
+    busy = MlflowException("try later: see https://10.0.0.7/status", TEMPORARILY_UNAVAILABLE)
+    assert str(registry_error(busy, "v2")) == (
+        "the registry did not answer for v2: try later: see <url>"
+    )
+    gone = MlflowException("Model Version (name=bc, version=2) not found", RESOURCE_DOES_NOT_EXIST)
+    assert isinstance(registry_error(gone, "v2"), VersionNotFound)
+    no_alias = MlflowException("Registered model alias x not found.", INVALID_PARAMETER_VALUE)
+    assert isinstance(registry_error(no_alias, "@x"), VersionNotFound)
+    denied = MlflowException("no", PERMISSION_DENIED)  # an answer, but not "no such version"
+    assert isinstance(registry_error(denied, "v2"), RegistryUnavailable)
+    assert isinstance(registry_error(ConnectionResetError("reset"), "v2"), RegistryUnavailable)
