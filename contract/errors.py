@@ -14,7 +14,9 @@ HTTP layer answers with the kind's status (:func:`http_status`), never by readin
      ├── VersionNotFound   NotFound   the registry has no such model, version or alias
      ├── InvalidReference  Invalid    not a version number or '@alias', or another model's
      ├── ArtifactChanged   Invalid    the artifact's digest differs from the recorded one
-     └── ModelLoadFailed   Invalid    the version's artifact cannot be loaded
+     ├── ModelLoadFailed   Invalid    the version's artifact cannot be loaded
+     └── RegistryUnavailable  Unavailable  the registry did not answer (refused, timed out,
+                                           a 5xx, a transient MLflow error): not a "no"
 
 Each class may name its own ``code`` (the ``error_code`` of a JSON error reply); the
 manager's own errors (:mod:`rollout.errors`) subclass these kinds.
@@ -76,6 +78,12 @@ class ArtifactChanged(RegistryError, Invalid):
 
 class ModelLoadFailed(RegistryError, Invalid):
     pass
+
+
+class RegistryUnavailable(RegistryError, Unavailable):
+    """The registry gave no answer: a rollout waits for it, a request gets a 503."""
+
+    code = "unavailable"
 
 
 HTTP_STATUS: dict[type[RolloutError], int] = {

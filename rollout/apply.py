@@ -31,11 +31,13 @@ from sqlalchemy import Connection, Engine
 
 from contract.plans import TrafficPlan
 from contract.sql.plans import SqlPlanStore
+from rollout.errors import VersionNotFound
 from rollout.lease import Lease
 from rollout.lifecycle import Action, Decision, MoveAlias, RecordRelease, SetPlan
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 
 if TYPE_CHECKING:
+    from contract.registry import ModelVersionInfo
     from rollout.notify import Webhooks
     from rollout.registry import MlflowRegistry
     from rollout.store.audit import AuditLog
@@ -266,8 +268,14 @@ class Applier:
         self, record: RolloutRecord, action: RecordRelease, decision: Decision, now: float
     ) -> Release:
         """The release record of ``action``: lineage from the registry, and the evidence of
-        every judged step (for a rollback, the evidence that started it)."""
-        info = self._registry().resolve(record.model, action.version)
+        every judged step (for a rollback, the evidence that started it). A registry that does
+        not answer raises RegistryUnavailable (nothing is saved; the rollout waits); a version
+        the registry no longer has (a rollback after it was deleted) is recorded without
+        lineage."""
+        try:
+            info: ModelVersionInfo | None = self._registry().resolve(record.model, action.version)
+        except VersionNotFound:
+            info = None
         events = self.records.events(record.id)
         steps = [
             event.evidence
@@ -297,9 +305,9 @@ class Applier:
             version=action.version,
             previous_version=action.previous_version,
             kind=action.kind,
-            artifact_digest=info.digest,
-            run_id=info.run_id,
-            git_commit=info.git_commit,
+            artifact_digest=info.digest if info is not None else None,
+            run_id=info.run_id if info is not None else None,
+            git_commit=info.git_commit if info is not None else None,
             config_hash=record.config_hash,
             rollout_id=record.id,
             started_by=record.started_by,

@@ -7,7 +7,8 @@
      ├── Forbidden      403   Unauthenticated (401)
      ├── Conflict       409   StateError (not allowed now), ConflictError (someone acted first)
      ├── Invalid        422   SpecError, InvalidReference, ArtifactChanged, ModelLoadFailed
-     └── Unavailable    503
+     └── Unavailable    503   RegistryUnavailable (the registry gave no answer),
+                              NotFoundUnconfirmed (its "not found" is not believed yet)
 
 :func:`~contract.errors.http_status` maps any of them to its HTTP status and error code, by
 type; nothing matches on a message.
@@ -24,6 +25,7 @@ from contract.errors import (
     ModelLoadFailed,
     NotFound,
     RegistryError,
+    RegistryUnavailable,
     RolloutError,
     Unauthenticated,
     Unavailable,
@@ -42,7 +44,9 @@ __all__ = [
     "NoActiveRollout",
     "NoSuchRollout",
     "NotFound",
+    "NotFoundUnconfirmed",
     "RegistryError",
+    "RegistryUnavailable",
     "RolloutError",
     "SpecError",
     "StateError",
@@ -73,3 +77,8 @@ class NoSuchRollout(NotFound):
 
 class NoActiveRollout(NotFound):
     """The model has no active rollout in the environment."""
+
+
+class NotFoundUnconfirmed(Unavailable):
+    """The registry answered "not found" too few times yet to be believed
+    (:mod:`rollout.outage`): a rollout waits and asks again."""

@@ -4,7 +4,10 @@
 :func:`rollout.machine.decide` needs now, or None when the state needs none:
 
 - ``pending`` with nothing serving yet (an initial release) and ``promoting``: the artifact
-  digest, recomputed and compared with the one recorded at registration;
+  digest, recomputed and compared with the one recorded at registration (a registry that does
+  not answer raises :class:`~rollout.errors.RegistryUnavailable`, and its "not found" raises
+  :class:`~rollout.errors.NotFoundUnconfirmed` until it is believed: the rollout waits,
+  :mod:`rollout.outage`);
 - ``verifying``: the digest, then the spec's smoke tests through the environment's router to
   the staged candidate (:mod:`rollout.smoke`; None while the router has not loaded it);
 - ``progressing`` at a shadow step: the paired outputs of the baseline and the mirrored
@@ -35,10 +38,11 @@ from monitors import GateResult
 from monitors.features import FeatureCounts
 from rollout.analysis import analyse, analyse_alone, write_drift_report
 from rollout.environments import Environment
-from rollout.errors import RegistryError
+from rollout.errors import RegistryError, RegistryUnavailable, VersionNotFound
 from rollout.inputs import ServedInputs
 from rollout.judge import Inputs
 from rollout.lifecycle import RolloutState, Step, StepEvidence
+from rollout.outage import NotFoundAnswers
 from rollout.shadow import shadow_evidence
 from rollout.spec import AnalysisSpec
 from rollout.store.predictions import ArmSample, PredictionLog
@@ -74,14 +78,15 @@ class Evidence:
         self._windows: dict[str, tuple[tuple[float, str | None], WindowSummary]] = {}
         self._starts: dict[tuple[str, int], float] = {}  # (rollout, step index) -> first start
         self._inputs = ServedInputs(predictions, registry)  # the input_drift gate's features
+        self._not_found = NotFoundAnswers()  # per rollout: "not found" answers not believed yet
 
     def look(self, record: RolloutRecord, state: RolloutState, now: float) -> StepEvidence | None:
         if state.state == "pending" and state.baseline_version is None:
-            return self.digest(record, "verify")
+            return self.digest(record, "verify", now)
         if state.state == "verifying":
             return self._verify(record, now)
         if state.state == "promoting":
-            return self.digest(record, "promote")
+            return self.digest(record, "promote", now)
         if state.state == "watching":
             return self._watch(record, state, now)
         if state.state != "progressing":
@@ -213,22 +218,39 @@ class Evidence:
             self._starts[key] = min(started)
         return self._starts[key]
 
-    def digest(self, record: RolloutRecord, kind: Literal["verify", "promote"]) -> StepEvidence:
-        """Does the candidate's artifact still have the digest recorded at registration?"""
+    def digest(
+        self, record: RolloutRecord, kind: Literal["verify", "promote"], now: float
+    ) -> StepEvidence:
+        """Does the candidate's artifact still have the digest recorded at registration?
+
+        A registry that does not answer raises RegistryUnavailable; its "not found" raises
+        NotFoundUnconfirmed until it has said so often enough to be believed (then: a fail)."""
         model, version = record.model, record.candidate_version
         try:
             digest = self._registry().verify_digest(model, version)
+        except RegistryUnavailable:
+            raise
+        except VersionNotFound as exc:
+            reason = f"{exc} ({self._not_found.confirm(record.id, now, exc)})"
+            return StepEvidence(
+                verdict="fail",
+                gates=(_check("artifact_digest", "fail", reason),),
+                reason=reason,
+                kind=kind,
+            )
         except RegistryError as exc:
+            self._not_found.forget(record.id)
             return StepEvidence(
                 verdict="fail",
                 gates=(_check("artifact_digest", "fail", str(exc)),),
                 reason=str(exc),
                 kind=kind,
             )
+        self._not_found.forget(record.id)
         return digest_matches(version, digest, kind)
 
     def _verify(self, record: RolloutRecord, now: float) -> StepEvidence | None:
-        evidence = self.digest(record, "verify")
+        evidence = self.digest(record, "verify", now)
         tests = parse_spec(record.spec).smoke_tests
         if not tests or evidence.verdict != "pass":
             return evidence

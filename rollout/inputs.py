@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from monitors.features import FeatureCounts, FeatureReference
-from rollout.errors import RegistryError
+from rollout.errors import RegistryError, RegistryUnavailable
 from rollout.judge import Inputs
 from rollout.spec import InputDriftGate
 from rollout.store.predictions import PredictionLog
@@ -51,6 +51,7 @@ class _State:
     baseline: FeatureCounts | None = None
     last: dict[str, int] = field(default_factory=dict)  # arm -> the last id read
     stand_in: list[dict[str, object]] = field(default_factory=list)
+    outage: bool = False  # the registry did not answer: ask again until a stand-in is frozen
 
 
 @dataclass
@@ -75,7 +76,7 @@ class ServedInputs:
         candidate's pinned requests stand for the canary arm)."""
         key = (start, preview)
         state = self._states.get(record.id)
-        if state is None or state.key != key:
+        if state is None or state.key != key or (state.outage and state.reference is None):
             state = self._states[record.id] = self._begin(record, key)
         canary_arm = "pinned" if preview is not None else "canary"
         if state.reference is None and state.frame is not None:
@@ -165,13 +166,18 @@ class ServedInputs:
     def _begin(self, record: RolloutRecord, key: tuple[float, str | None]) -> _State:
         from mlflow.exceptions import MlflowException
 
+        from contract.mlflow import answered_not_found
         from rollout.registry import find_reference
 
         version = record.candidate_version
         try:
             found = find_reference(self._registry(), record.model, version)
         except (RegistryError, MlflowException, OSError, ValueError) as exc:
-            return _State(key, None, "", why=f"no training reference for v{version}: {exc}")
+            outage = isinstance(exc, RegistryUnavailable | OSError) or (
+                isinstance(exc, MlflowException) and not answered_not_found(exc)
+            )
+            why = f"no training reference for v{version}: {exc}"
+            return _State(key, None, "", why=why, outage=outage)
         if found.frame is None or found.frame.empty:
             why = found.why or f"the training reference of v{version} has no rows"
             return _State(key, None, "", why=why)

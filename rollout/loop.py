@@ -11,7 +11,10 @@ exactly one acts. Webhooks are delivered by a thread beside the ticks, so a slow
 delays a decision; the release monitor (:mod:`rollout.degradation`) runs in a thread beside them
 too, and the retention (:mod:`rollout.store.retention`) after each tick, within its budget.
 Optimistic concurrency (``row_version``) makes a second manager, or a command racing a tick,
-lose cleanly with :class:`~rollout.errors.ConflictError` instead of acting twice.
+lose cleanly with :class:`~rollout.errors.ConflictError` instead of acting twice. A look or a
+save that finds the registry down (:class:`~rollout.errors.Unavailable`) holds the rollout
+where it is, with the reason recorded once, and it resumes by itself when the registry answers
+(:mod:`rollout.outage`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from contract.clock import Clock
 from rollout.apply import Applier
 from rollout.degradation import MONITOR_EVERY_S, Degradation
 from rollout.environments import Environments
-from rollout.errors import ConflictError, NoSuchRollout, RolloutError
+from rollout.errors import ConflictError, NoSuchRollout, RolloutError, Unavailable
 from rollout.evidence import Evidence
 from rollout.lease import DEFAULT_TTL_S, Lease
-from rollout.lifecycle import TERMINAL_STATES, Command, Decision, StepEvidence
+from rollout.lifecycle import TERMINAL_STATES, Command, Decision, State, StepEvidence
 from rollout.machine import decide
+from rollout.outage import Holds
 from rollout.store.looks import LookStore
 from rollout.store.records import RecordStore, RolloutRecord
 from rollout.store.retention import Pruned
@@ -79,6 +83,7 @@ class Loop:
         self._webhooks = webhooks
         self.clock = clock
         self.lease: Lease | None = None  # set while run() holds the lease; fences every save
+        self.holds = Holds()  # the rollouts waiting for the registry
 
     def get(self, rollout_id: str) -> RolloutRecord:
         record = self.records.get(rollout_id)
@@ -100,12 +105,23 @@ class Loop:
         manager still holds the lease (when it runs with one).
         """
         made: list[Decision] = []
+        fence = self.lease if fenced else None
         for _ in range(MAX_MOVES_PER_TICK):
             record = self.get(rollout_id)
             if command is None and record.state in TERMINAL_STATES:
+                self.holds.forget(record.id)
                 break
             state = machine_state(record, self.environments.get(record.environment))
-            evidence = self.evidence.look(record, state, now) if command is None else None
+            try:
+                evidence = self.evidence.look(record, state, now) if command is None else None
+            except Unavailable as exc:  # the registry: wait, and say so once
+                self._hold(record, now, exc, fence)
+                break
+            if command is None and record.id in self.holds:
+                reason = self.holds.resume(record.id, now)
+                if reason is not None:
+                    self._note(record, now, reason, fence)
+                    record = self.get(rollout_id)
             if evidence is not None:
                 self._keep(record.id, evidence, now)
             decision = decide(state, evidence, now, command)
@@ -117,11 +133,16 @@ class Loop:
                     decision, evidence=replace(decision.evidence, report=str(report))
                 )
             try:
-                self.applier.save(record, decision, now, fence=self.lease if fenced else None)
+                self.applier.save(record, decision, now, fence=fence)
             except ConflictError:
                 if made:  # our earlier move (a command's) took effect; another manager goes on
                     break
                 raise
+            except Unavailable as exc:  # a release's lineage or the alias: nothing was saved
+                if command is not None:
+                    raise
+                self._hold(record, now, exc, fence)
+                break
             if report is not None and decision.evidence is not None:
                 self.evidence.write_report(
                     record, decision.evidence, report
@@ -129,6 +150,31 @@ class Loop:
             made.append(decision)
             command = None
         return made
+
+    def _hold(
+        self, record: RolloutRecord, now: float, error: Unavailable, fence: Lease | None
+    ) -> None:
+        """``record`` waits for the registry: its reason and an event, once per kind of wait."""
+        reason = self.holds.hold(record.id, now, error)
+        if reason is None:  # already said
+            log.debug("rollout %s (%s) still waits: %s", record.id, record.state, error)
+            return
+        log.warning("rollout %s (%s) waits: %s", record.id, record.state, error)
+        self._note(record, now, reason, fence)
+
+    def _note(self, record: RolloutRecord, now: float, reason: str, fence: Lease | None) -> None:
+        """An event in the rollout's current state (no transition) and its reason."""
+        state: State = record.state  # type: ignore[assignment]
+        note = Decision(
+            from_state=state,
+            to_state=state,
+            event=None,
+            reason=reason,
+            step_index=record.step_index,
+            step_started_at=record.step_started_at,
+            approved_by=record.approved_by,
+        )
+        self.applier.save(record, note, now, fence=fence)
 
     def _keep(self, rollout_id: str, evidence: StepEvidence, now: float) -> None:
         """Keep the look's bounds for plots when its window grew since the last one kept."""
@@ -152,6 +198,7 @@ class Loop:
         active = self.records.list_active()
         for gone in set(self._kept) - {record.id for record in active}:
             del self._kept[gone]
+        self.holds.keep_only({record.id for record in active})
         for record in active:
             try:
                 at = now if now is not None else self.clock.time()

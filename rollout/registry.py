@@ -9,13 +9,31 @@ manager needs to:
 - move the ``@<environment>`` aliases;
 - create the experiment that holds the models registered on the embedded default
   (:class:`rollout.settings.Settings`), so nothing but Python is needed.
+
+Outages (the contract): every call of the manager's registry is bounded. Over HTTP one
+attempt waits at most ``timeout_s`` (4 s by default) and is not retried by MLflow
+(``retries``: 0 by default; MLflow's own default retries for about four minutes, which would
+block the manager loop and lose its 5 s lease); the manager's next tick is the retry. The
+operator's own ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` /
+``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` win. A registry that gives no answer raises
+:class:`~contract.errors.RegistryUnavailable` (503 ``unavailable``), never
+:class:`~contract.errors.VersionNotFound`, which means the registry answered "no such
+version" (:func:`contract.mlflow.registry_error`). After a call found the registry down, calls
+in the next ``probe_every_s`` (2 s) fail at once with the same reason instead of each waiting
+for its own timeout, so one tick over many rollouts waits for at most one timeout; the first
+call after that asks the registry again. What a rollout does meanwhile is
+:mod:`rollout.outage`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +41,16 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
-from contract.errors import ArtifactChanged
-from contract.mlflow import DIGEST_TAG, GIT_COMMIT_TAG, MlflowRegistryReader
+from contract.clock import SYSTEM_CLOCK, Clock
+from contract.errors import ArtifactChanged, RegistryError, RegistryUnavailable
+from contract.mlflow import (
+    DIGEST_TAG,
+    GIT_COMMIT_TAG,
+    MlflowRegistryReader,
+    registry_error,
+)
 from contract.registry import ModelVersionInfo, parse_ref
 
 if TYPE_CHECKING:
@@ -41,6 +66,12 @@ __all__ = [
     "parse_ref",
     "sha256_dir",
 ]
+
+DEFAULT_TIMEOUT_S = 4  # one HTTP attempt to the registry waits at most this long
+DEFAULT_RETRIES = 0  # MLflow's own retries of a failed attempt (the next tick retries)
+PROBE_EVERY_S = 2.0  # while the registry is down, how often a call asks it again
+# Failures of a registry call that mean "no answer" (requests' errors are OSErrors).
+NO_ANSWER = (MlflowException, OSError, SQLAlchemyError)
 
 # Written by MLflow into a model directory when it is registered or downloaded through the
 # registry: metadata about the registration, not part of the artifact.
@@ -66,26 +97,109 @@ def sha256_dir(path: Path) -> str:
 
 
 class MlflowRegistry(MlflowRegistryReader):
+    def __init__(
+        self,
+        registry_uri: str,
+        artifact_root: str | None = None,
+        *,
+        timeout_s: int = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        probe_every_s: float = PROBE_EVERY_S,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        # MLflow reads these at each request; an operator's own settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        super().__init__(registry_uri, artifact_root)
+        self.probe_every_s = probe_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down: tuple[float, float, str] | None = None  # (since, last asked, reason)
+
+    # -- outages --
+    @property
+    def down_since(self) -> float | None:
+        """Since when calls have found the registry not answering; None while it answers."""
+        down = self._down
+        return None if down is None else down[0]
+
+    @contextmanager
+    def _asking(self, what: str) -> Iterator[None]:
+        """One call to the registry about ``what``: its failure as the error it means
+        (:func:`contract.mlflow.registry_error`); while the registry is down, fail at once
+        until ``probe_every_s`` has passed since it was last asked."""
+        now = self._clock.time()
+        with self._lock:
+            down = self._down
+            if down is not None and now - down[1] < self.probe_every_s:
+                raise RegistryUnavailable(down[2])
+            if down is not None:
+                self._down = (down[0], now, down[2])  # this call is the probe
+        try:
+            yield
+        except RegistryUnavailable as exc:
+            self._failed(str(exc))
+            raise
+        except RegistryError:
+            self._answered()
+            raise
+        except NO_ANSWER as exc:
+            error = registry_error(exc, what)
+            if isinstance(error, RegistryUnavailable):
+                self._failed(str(error))
+            else:
+                self._answered()
+            raise error from exc
+        self._answered()
+
+    def _failed(self, reason: str) -> None:
+        """The registry did not answer: calls fail at once until ``probe_every_s`` from now
+        (after the failed call's own wait)."""
+        now = self._clock.time()
+        with self._lock:
+            since = self._down[0] if self._down is not None else now
+            self._down = (since, now, reason)
+
+    def _answered(self) -> None:
+        with self._lock:
+            self._down = None
+
+    # -- reads --
+    def resolve(self, model: str, ref: str | int) -> ModelVersionInfo:
+        with self._asking(f"model {model!r} version {ref!r}"):
+            return super().resolve(model, ref)
+
+    def alias_version(self, model: str, alias: str) -> str | None:
+        with self._asking(f"alias {model}@{alias}"):
+            return super().alias_version(model, alias)
+
     # -- experiments (only needed to register models on the embedded default) --
     def ensure_experiment(self, name: str) -> str:
         """The experiment id for ``name``, created with the local artifact root if new."""
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        location = self.artifact_root if not self.registry_uri.startswith("http") else None
-        return str(self.client.create_experiment(name, artifact_location=location))
+        with self._asking(f"experiment {name!r}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+            location = self.artifact_root if not self.registry_uri.startswith("http") else None
+            return str(self.client.create_experiment(name, artifact_location=location))
 
     def latest_version(self, model: str) -> str | None:
+        """The highest version number of ``model``; None when it has none (or no answer)."""
         try:
-            versions = self.client.search_model_versions(f"name = '{model}'")
-        except MlflowException:
+            with self._asking(f"the versions of {model!r}"):
+                versions = self.client.search_model_versions(f"name = '{model}'")
+        except RegistryError:
             return None
         numbers = [int(v.version) for v in versions]
         return str(max(numbers)) if numbers else None
 
     # -- digests --
     def compute_digest(self, model: str, version: str) -> str:
-        with tempfile.TemporaryDirectory(prefix="rollout-digest-") as tmp:
+        with (
+            self._asking(f"the artifact of {model} v{version}"),
+            tempfile.TemporaryDirectory(prefix="rollout-digest-") as tmp,
+        ):
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{model}/{version}", dst_path=tmp
             )
@@ -97,7 +211,8 @@ class MlflowRegistry(MlflowRegistryReader):
         if info.digest:
             return info.digest
         digest = self.compute_digest(model, version)
-        self.client.set_model_version_tag(model, version, DIGEST_TAG, digest)
+        with self._asking(f"the digest tag of {model} v{version}"):
+            self.client.set_model_version_tag(model, version, DIGEST_TAG, digest)
         return digest
 
     def verify_digest(self, model: str, version: str) -> str:
@@ -113,12 +228,17 @@ class MlflowRegistry(MlflowRegistryReader):
 
     # -- aliases --
     def set_alias(self, model: str, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(model, alias, version)
+        with self._asking(f"alias {model}@{alias}"):
+            self.client.set_registered_model_alias(model, alias, version)
 
     def delete_alias(self, model: str, alias: str) -> None:
+        """Remove ``@alias``; nothing when the registry says there is none."""
         try:
-            self.client.delete_registered_model_alias(model, alias)
-        except MlflowException:
+            with self._asking(f"alias {model}@{alias}"):
+                self.client.delete_registered_model_alias(model, alias)
+        except RegistryUnavailable:
+            raise
+        except RegistryError:
             return
 
 
