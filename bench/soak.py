@@ -309,6 +309,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     deployer, approver = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     label_token = os.environ.get("ROLLOUT_LABEL_TOKEN") or secrets.token_urlsafe(32)
     request_id_key = secrets.token_hex(32)
+    # the manager and the API append to one audit chain: on a PostgreSQL store they must be
+    # given its key (a SQLite store's home makes one)
+    os.environ.setdefault("ROLLOUT_AUDIT_KEY", secrets.token_hex(32))
     api_env = {
         "ROLLOUT_API_TOKENS": ",".join(
             (
