@@ -19,8 +19,12 @@ environments default to all. A token may act when one of its roles grants the ve
 
 "Production" is the last environment of the configured order (``prod`` by default); a
 scientist acts only in the environments before it (``dev``, ``staging``), never in one outside
-the order. :func:`authorize` is a pure function: it returns ``None`` or a :class:`Denial`
-whose message names the identity, the verb, the environment and the roles that would do.
+the order. One rule more is the API's (``allow`` in :mod:`rollout.api`), because it depends on
+the environment's approval policy: where an environment requires an approval (``prod`` by
+default) a forced ``promote`` is the ``approver``'s or ``admin``'s, not the ``deployer``'s, and
+it still waits for an ``approve``. :func:`authorize` is a pure function: it returns ``None``
+or a :class:`Denial` whose message names the identity, the verb, the environment and the roles
+that would do.
 """
 
 from __future__ import annotations
