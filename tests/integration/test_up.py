@@ -35,7 +35,11 @@ analysis:
 
 
 @pytest.fixture
-def layout(home: DemoHome, postgres_url: str, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+def layout(
+    home: DemoHome, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Settings, str]]:
+    # every process of a PostgreSQL store (the manager, this test's CLI) shares the audit key
+    monkeypatch.setenv("ROLLOUT_AUDIT_KEY", "7a" * 32)
     mlflow_port, router_port = free_port(), free_port()
     settings = Settings(
         home=home.settings.home,

@@ -231,21 +231,24 @@ def test_a_failing_baseline_is_a_clear_5xx(app: App) -> None:
 def test_input_every_version_refuses_is_the_clients_and_records_nothing(
     app: App, model: str, body: Any, status: int, code: str
 ) -> None:
-    reply = app.post(model, body, **{"x-request-id": f"refused-{model}"})
+    reply = app.post(model, body)
     assert (reply.status_code, reply.json()["error_code"]) == (status, code), reply.text
     if status == 422:  # the version the split chose refused it, and says so
         assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("canary", "2")
-    assert [r for r in app.records() if r.request_id == f"refused-{model}"] == []
+    request_id = reply.headers["x-request-id"]  # the router's own id, signed
+    assert len(request_id) == 64
+    assert [r for r in app.records() if r.request_id == request_id] == []
     metrics = app.client.get("/metrics").text
     assert "rollout_router_canary_failovers_total{" not in metrics
 
 
 def test_input_only_the_canary_refuses_is_the_canarys_failure(app: App) -> None:
-    reply = app.post("mixed", {"inputs": {"x": [2.0]}}, **{"x-request-id": "canary-refuses"})
+    reply = app.post("mixed", {"inputs": {"x": [2.0]}})
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"predictions": [{"x": 4.0}]}
     assert (reply.headers["x-arm"], reply.headers["x-model-version"]) == ("failover", "1")
-    by_arm = {r.arm: r for r in app.records() if r.request_id == "canary-refuses"}
+    request_id = reply.headers["x-request-id"]
+    by_arm = {r.arm: r for r in app.records() if r.request_id == request_id}
     assert set(by_arm) == {"canary", "failover"}
     assert (by_arm["canary"].version, by_arm["canary"].status_code) == ("2", 422)
     assert (by_arm["canary"].error or "").startswith("signature_mismatch: the input is missing")
