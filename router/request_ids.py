@@ -1,17 +1,20 @@
-"""Request ids the router issues: random, signed, dated, and checked without the store.
+"""Request ids the router issues: unguessable, signed, dated, and checked without the store.
 
 An id is 64 lowercase hex characters (the prediction log's column width)::
 
-    IIIIIIII PPPPPPPP RRRRRRRRRRRRRRRRRRRRRRRR TTTTTTTTTTTTTTTTTTTTTTTT
-    issued   process  96 random bits           HMAC-SHA256 tag, 96 bits
+    IIIIIIII PPPPPPPP CCCCCCCC RRRRRRRRRRRRRRRR TTTTTTTTTTTTTTTTTTTTTTTT
+    issued   process  counter  64 random bits   HMAC-SHA256 tag, 96 bits
     (epoch s, hex)
 
 ``process`` is 32 random bits drawn once per router process (again in a forked child): it
-tells which process served a request, and with the 96 bits drawn per request makes 128 random
-bits. The tag is ``HMAC-SHA256(key, everything before it)`` truncated to 96 bits, with a key only
-the routers hold (``ROLLOUT_REQUEST_ID_KEY`` or ``ROLLOUT_REQUEST_ID_KEY_FILE``). So the next id
-cannot be guessed (96 bits drawn per request, and a tag no one without the key can compute),
-and a label for an id no router with this key issued is
+tells which process served a request. ``counter`` counts the process's ids from a random start,
+so one process's ids of one second are in increasing order: the prediction log's primary key
+takes them as appends, not as inserts at random places in its index (measured on SQLite, 60,000
+rows in batches of 200: 0.36 s for these ids, 1.06 s for ids random after the first 16
+characters). The tag is ``HMAC-SHA256(key, everything before it)`` truncated to 96 bits, with a
+key only the routers hold (``ROLLOUT_REQUEST_ID_KEY`` or ``ROLLOUT_REQUEST_ID_KEY_FILE``). So
+an id cannot be guessed (64 bits drawn per request, and a tag no one without the key can
+compute), and a label for an id no router with this key issued is
 refused at once by :meth:`RequestIds.check` (:class:`~router.errors.UnknownRequest`, 404) without
 asking the store and without waiting for the batched prediction-log writer. The issue time in
 the id lets a label for a request older than ``label_max_age_s`` be refused the same way
@@ -25,6 +28,7 @@ process, until it restarts.
 from __future__ import annotations
 
 import hmac
+import itertools
 import os
 import re
 import stat
@@ -43,11 +47,13 @@ _ID = re.compile(r"[0-9a-f]{64}")
 
 
 _PROCESS = os.urandom(4).hex()
+_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
 def _new_process() -> None:
-    global _PROCESS
+    global _PROCESS, _COUNTER
     _PROCESS = os.urandom(4).hex()
+    _COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
 os.register_at_fork(after_in_child=_new_process)  # a forked worker is another process
@@ -65,8 +71,10 @@ class RequestIds:
         self._clock = clock
 
     def issue(self) -> str:
-        """A new id: the issue time, the process, 96 random bits and their tag."""
-        body = f"{int(self._clock.time()) & 0xFFFFFFFF:08x}{_PROCESS}{os.urandom(12).hex()}"
+        """A new id: the issue time, the process, its counter, 64 random bits and their tag."""
+        issued = int(self._clock.time()) & 0xFFFFFFFF
+        count = next(_COUNTER) & 0xFFFFFFFF
+        body = f"{issued:08x}{_PROCESS}{count:08x}{os.urandom(8).hex()}"
         return body + self._tag(body)
 
     def _tag(self, body: str) -> str:

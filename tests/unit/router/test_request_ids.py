@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -30,14 +31,19 @@ def test_an_id_is_64_hex_characters_dated_and_verifiable() -> None:
     assert ids.check(request_id, max_age_s=DAY_S) == 1_700_000_000.0
 
 
-def test_ids_are_unique_and_their_random_part_varies_in_every_position() -> None:
+def test_ids_are_unique_increasing_in_a_process_and_their_random_part_varies() -> None:
     ids = RequestIds(KEY, ManualClock())
     issued = [ids.issue() for _ in range(20_000)]
     assert len(set(issued)) == len(issued)
     assert len({i[8:16] for i in issued}) == 1  # this process
-    randoms = [i[16:40] for i in issued]
-    # 96 random bits per id: every hex position takes all 16 values over 20,000 draws.
-    assert all(len({r[p] for r in randoms}) == 16 for p in range(24))
+    counters = [int(i[16:24], 16) for i in issued]
+    # one process's ids of one second follow each other (appends to the log's primary key)
+    assert all((b - a) % 2**32 == 1 for a, b in itertools.pairwise(counters))
+    randoms = [i[24:40] for i in issued]
+    # 64 random bits per id: every hex position takes all 16 values over 20,000 draws.
+    assert all(len({r[p] for r in randoms}) == 16 for p in range(16))
+    tags = [i[40:] for i in issued]
+    assert all(len({t[p] for t in tags}) == 16 for p in range(24))
 
 
 def test_a_forked_process_draws_its_own_process_bits() -> None:
