@@ -72,7 +72,7 @@ def opened(args: argparse.Namespace) -> Iterator[Manager]:
 
 @contextmanager
 def audited(
-    manager: Manager,
+    log: AuditLog,
     args: argparse.Namespace,
     verb: str,
     model: str | None,
@@ -102,9 +102,9 @@ def audited(
         yield call.detail
     except BaseException as exc:  # Ctrl-C too: whatever it left behind did not succeed
         call.detail["error"] = str(exc) or type(exc).__name__
-        record(manager.audit, call, "failed", 2, _warn)
+        record(log, call, "failed", 2, _warn)
         raise
-    record(manager.audit, call, "allowed", 0, _warn)
+    record(log, call, "allowed", 0, _warn)
 
 
 NO_GATES_WARNING = (
@@ -149,7 +149,7 @@ def _start(args: argparse.Namespace) -> int:
     if spec is not None and spec.analysis.no_gates:
         _warn(NO_GATES_WARNING)
     with opened(args) as manager:
-        with audited(manager, args, "start", args.model, environment) as note:
+        with audited(manager.audit, args, "start", args.model, environment) as note:
             rollout_id = manager.start(args.model, candidate, environment, spec, args.actor)
             note["rollout_id"] = rollout_id
         started = manager.rollout(rollout_id)
@@ -172,7 +172,7 @@ def _apply(args: argparse.Namespace) -> int:
         _warn(NO_GATES_WARNING)
     with (
         opened(args) as manager,
-        audited(manager, args, "apply", spec.model, spec.environment) as note,
+        audited(manager.audit, args, "apply", spec.model, spec.environment) as note,
     ):
         result = apply(manager, spec, args.actor)
         note["result"] = result.message
@@ -221,7 +221,7 @@ def _once(_status: Status) -> bool:
 def _lifecycle(args: argparse.Namespace) -> int:
     with (
         opened(args) as manager,
-        audited(manager, args, args.command, args.model, args.env) as note,
+        audited(manager.audit, args, args.command, args.model, args.env) as note,
     ):
         if args.command == "abort":
             changed = manager.abort(args.model, args.env, args.actor, args.reason)
@@ -233,7 +233,10 @@ def _lifecycle(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    with opened(args) as manager, audited(manager, args, "rollback", args.model, args.env) as note:
+    with (
+        opened(args) as manager,
+        audited(manager.audit, args, "rollback", args.model, args.env) as note,
+    ):
         release = manager.rollback(args.model, args.env, args.actor, args.to, args.reason)
         note |= {"release_id": release.id, "version": release.version}
     reason = (release.evidence or {}).get("reason", "")
@@ -449,38 +452,23 @@ def _token(args: argparse.Namespace) -> int:
             print(to_json(listed) if args.json else format_tokens(listed))
             return 0
         verb = "token_create" if args.token_command == "create" else "token_revoke"
-        user = os_user()
-        call = Call(
-            verb,
-            None,
-            None,
-            args.actor,
-            {"via": "store", "os_user": user},
-            address=socket.gethostname()[:64],
-            user_agent=f"rollout-cli (os user {user})",
-        )
-        audit = AuditLog(engine, settings.audit_key_bytes())
-        try:
+        log = AuditLog(engine, settings.audit_key_bytes())
+        with audited(log, args, verb, None, None) as note:
             if args.token_command == "create":
-                call.detail |= {
+                note |= {
                     "token_identity": args.identity,
                     "token_roles": args.role,
                     "token_environments": args.env,
                 }
                 issued = issue(store, args.identity, args.role, args.env, args.expires, args.actor)
-                call.detail["created_token_id"] = issued.stored.id
+                note["created_token_id"] = issued.stored.id
                 created = {**issued.stored.to_dict(store.clock.time()), "token": issued.token}
             else:
-                call.detail["target"] = args.target
+                note["target"] = args.target
                 revoked = [
                     s.to_dict(store.clock.time()) for s in revoke(store, args.target, args.actor)
                 ]
-                call.detail["revoked"] = [item["id"] for item in revoked]
-        except BaseException as exc:
-            call.detail["error"] = str(exc) or type(exc).__name__
-            record(audit, call, "failed", 2, _warn)
-            raise
-        record(audit, call, "allowed", 0, _warn)
+                note["revoked"] = [item["id"] for item in revoked]
     finally:
         engine.dispose()
     if args.token_command == "create":
