@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint up bench clean
+.PHONY: setup tools demo test lint up bench clean
 
 setup: $(VENV)/.installed
 
@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
+
+tools:               ## Debian's chromium, chromedriver and prometheus for the browser and Prometheus tests (root)
+	deploy/install-tools.sh
 
 demo: setup          ## train, register and roll out three versions on the embedded default
 	$(BIN)/rollout demo

@@ -11,7 +11,7 @@ protocol, and logs one prediction record per request.
 - :mod:`router.pinning`    who may pin a version (``x-model-version``, bearer token)
 - :mod:`router.shadow`     mirrored predictions of the shadow version, after the reply
 - :mod:`router.feedback`   delayed labels from label writers (bearer token), first write wins
-- :mod:`router.request_ids`  request ids: random, dated, HMAC-signed, checked without the store
+- :mod:`router.request_ids`  request ids: random, dated, MAC-signed, checked without the store
 - :mod:`router.views`      the ``GET /v1/models`` and ``GET /readyz`` bodies
 - :mod:`router.reply`      ``Reply``, error replies, the caller's own ``x-request-id``
 - :mod:`router.payload`    the scoring request body, parsed once

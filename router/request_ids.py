@@ -3,7 +3,7 @@
 An id is 64 lowercase hex characters (the prediction log's column width)::
 
     IIIIIIII PPPPPPPP CCCCCCCC RRRRRRRRRRRRRRRR TTTTTTTTTTTTTTTTTTTTTTTT
-    issued   process  counter  64 random bits   HMAC-SHA256 tag, 96 bits
+    issued   process  counter  64 random bits   keyed BLAKE2b tag, 96 bits
     (epoch s, hex)
 
 ``process`` is 32 random bits drawn once per router process (again in a forked child): it
@@ -11,8 +11,9 @@ tells which process served a request. ``counter`` counts the process's ids from 
 so one process's ids of one second are in increasing order: the prediction log's primary key
 takes them as appends, not as inserts at random places in its index (measured on SQLite, 60,000
 rows in batches of 200: 0.36 s for these ids, 1.06 s for ids random after the first 16
-characters). The tag is ``HMAC-SHA256(key, everything before it)`` truncated to 96 bits, with a
-key only the routers hold (``ROLLOUT_REQUEST_ID_KEY`` or ``ROLLOUT_REQUEST_ID_KEY_FILE``). So
+characters). The tag is BLAKE2b in its keyed (MAC) mode over everything before it, 96 bits
+long, with a key only the routers hold (``ROLLOUT_REQUEST_ID_KEY`` or
+``ROLLOUT_REQUEST_ID_KEY_FILE``; a key longer than BLAKE2b's 64 bytes is hashed to 64 first). So
 an id cannot be guessed (64 bits drawn per request, and a tag no one without the key can
 compute), and a label for an id no router with this key issued is
 refused at once by :meth:`RequestIds.check` (:class:`~router.errors.UnknownRequest`, 404) without
@@ -23,10 +24,20 @@ the id lets a label for a request older than ``label_max_age_s`` be refused the 
 Several routers behind one balancer must share the key: a label may reach any of them. A router
 started without a key draws one at random (and says so in its log): its ids verify only on that
 process, until it restarts.
+
+Cost: issuing an id must never let go of the GIL, since the prediction-log writer thread is
+waiting for it and the event loop would then wait up to the switch interval to get it back.
+``hmac.digest`` and ``os.urandom`` both release it on every call (OpenSSL's one-shot HMAC and
+the ``getrandom`` system call): with them, an id cost about 70 µs of the event loop's time under
+load instead of 3 µs, and the router's throughput fell 10% (``bench/router.py``). So the tag is
+``hashlib.blake2b`` (CPython's own code, which keeps the GIL for inputs under 2 KiB) and the
+random bits come from a per-process pool of 4 KiB drawn from ``os.urandom`` (one system call
+per 512 ids).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import os
@@ -42,18 +53,31 @@ ID_CHARS: Final = 64
 TAG_BYTES: Final = 12
 MIN_KEY_BYTES: Final = 16
 MAX_KEY_FILE_BYTES: Final = 4096
+POOL_BYTES: Final = 4096  # random bytes drawn at once: 512 ids' worth
 CLOCK_SKEW_S: Final = 300.0  # an id issued up to this far in the future (another router's clock)
 _ID = re.compile(r"[0-9a-f]{64}")
 
 
 _PROCESS = os.urandom(4).hex()
 _COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_POOL: list[bytes] = []  # random bytes not yet used by this process, in 8-byte pieces
 
 
 def _new_process() -> None:
     global _PROCESS, _COUNTER
     _PROCESS = os.urandom(4).hex()
     _COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+    _POOL.clear()  # a forked child must not reuse its parent's random bytes
+
+
+def _random8() -> bytes:
+    """8 random bytes from the process's pool, refilled from ``os.urandom`` when empty."""
+    try:
+        return _POOL.pop()
+    except IndexError:
+        block = os.urandom(POOL_BYTES)
+        _POOL.extend(block[i : i + 8] for i in range(8, POOL_BYTES, 8))
+        return block[:8]
 
 
 os.register_at_fork(after_in_child=_new_process)  # a forked worker is another process
@@ -67,6 +91,8 @@ class RequestIds:
             raise ValueError(
                 f"the request id key has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
             )
+        if len(key) > hashlib.blake2b.MAX_KEY_SIZE:
+            key = hashlib.blake2b(key).digest()
         self._key = key
         self._clock = clock
 
@@ -74,11 +100,12 @@ class RequestIds:
         """A new id: the issue time, the process, its counter, 64 random bits and their tag."""
         issued = int(self._clock.time()) & 0xFFFFFFFF
         count = next(_COUNTER) & 0xFFFFFFFF
-        body = f"{issued:08x}{_PROCESS}{count:08x}{os.urandom(8).hex()}"
+        body = f"{issued:08x}{_PROCESS}{count:08x}{_random8().hex()}"
         return body + self._tag(body)
 
     def _tag(self, body: str) -> str:
-        return hmac.digest(self._key, body.encode("ascii"), "sha256")[:TAG_BYTES].hex()
+        mac = hashlib.blake2b(body.encode("ascii"), key=self._key, digest_size=TAG_BYTES)
+        return mac.hexdigest()
 
     def issued_at(self, request_id: str) -> float:
         """When ``request_id`` was issued (epoch seconds); 404 if no router with this key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -46,18 +47,43 @@ def test_ids_are_unique_increasing_in_a_process_and_their_random_part_varies() -
     assert all(len({t[p] for t in tags}) == 16 for p in range(24))
 
 
-def test_a_forked_process_draws_its_own_process_bits() -> None:
-    ids = RequestIds(KEY, ManualClock())
+def _id_in_forked_child(ids: RequestIds) -> str:
+    """The first id a forked child of this process issues."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its id's process part, then exit at once
-        os.write(write, ids.issue()[8:16].encode())
+    if pid == 0:  # the child: one id, then exit at once
+        os.write(write, ids.issue().encode())
         os._exit(0)
     os.close(write)
-    child = os.read(read, 8).decode()
+    child = os.read(read, ID_CHARS).decode()
     os.close(read)
     os.waitpid(pid, 0)
-    assert len(child) == 8 and child != ids.issue()[8:16]
+    assert len(child) == ID_CHARS
+    return child
+
+
+def test_a_forked_process_draws_its_own_process_bits() -> None:
+    ids = RequestIds(KEY, ManualClock())
+    assert _id_in_forked_child(ids)[8:16] != ids.issue()[8:16]
+
+
+def test_a_forked_process_does_not_reuse_its_parents_random_pool() -> None:
+    ids = RequestIds(KEY, ManualClock())
+    ids.issue()  # the pool now holds 511 unused pieces, copied into the child by fork
+    assert _id_in_forked_child(ids)[24:40] != ids.issue()[24:40]
+
+
+def test_the_tag_is_keyed_blake2b_of_the_rest_and_long_keys_are_hashed_first() -> None:
+    request_id = RequestIds(KEY, ManualClock()).issue()
+    body = request_id[:40].encode()
+    assert request_id[40:] == hashlib.blake2b(body, key=KEY, digest_size=12).hexdigest()
+    long_key = bytes(range(100))
+    long_id = RequestIds(long_key, ManualClock()).issue()
+    digest = hashlib.blake2b(long_key).digest()
+    tag = hashlib.blake2b(long_id[:40].encode(), key=digest, digest_size=12).hexdigest()
+    assert long_id[40:] == tag
+    with pytest.raises(UnknownRequest):  # the first 64 bytes alone are another key
+        RequestIds(long_key[:64], ManualClock()).issued_at(long_id)
 
 
 @pytest.mark.parametrize("position", [0, 7, 8, 20, 39, 40, 63])
