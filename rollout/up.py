@@ -31,6 +31,7 @@ from types import FrameType
 
 import httpx
 
+from rollout.child_env import child_environ
 from rollout.router_keys import router_secrets
 from rollout.settings import Settings
 
@@ -115,7 +116,7 @@ class Supervisor:
 
     def start(self, spec: ProcessSpec, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.env(), **venv_path_env(), **spec.env}
+        env = {**child_environ(), **self.settings.env(), **venv_path_env(), **spec.env}
         log = (self.log_dir / f"{spec.role}.log").open("ab")
         proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.children.append((spec, proc))
