@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rollout.cli.formatting import format_evidence, format_status, status_notes, to_json
 from rollout.watch import changes, rollout_active
@@ -66,6 +66,14 @@ def _step_line(steps: tuple[Step, ...], current: int, active: bool) -> str:
     return "  steps: " + "  ".join(parts) if parts else "  steps: -"
 
 
+def _step_requests(live: dict[str, Any] | None) -> int:
+    """The canary requests of the current step (``step_requests``, else ``n_canary``)."""
+    if live is None:
+        return 0
+    in_step = live.get("step_requests")
+    return int(in_step if in_step is not None else live.get("n_canary") or 0)
+
+
 def format_live(status: Status, now: float | None = None) -> str:
     """The live view of ``status``; ``now`` (epoch seconds) adds the step's elapsed time."""
     record = status.rollout
@@ -90,26 +98,27 @@ def format_live(status: Status, now: float | None = None) -> str:
             f"  traffic: baseline v{plan.baseline_version} {100 - plan.canary_weight_pct}%"
             f"{canary} (plan generation {plan.generation})"
         )
-    live = status.live
+    # the evidence as a mapping: the store's StepEvidence, or the API's JSON of it
+    live = status.live.to_dict() if status.live is not None else None
     step = steps[index] if 0 <= index < len(steps) else None
     if step is not None:
-        have = live.requests_in_step if live is not None else 0
-        baseline_n = live.n_baseline if live is not None else 0
+        canary_n = _step_requests(live)
+        baseline_n = live["n_baseline"] if live is not None else 0
         needs = f"at least {_duration(step.min_duration_s)}" if step.min_duration_s else "no wait"
         if step.max_duration_s is not None:
             needs += f", at most {_duration(step.max_duration_s)}"
         elapsed = ""
         if now is not None and record.step_started_at is not None:
             elapsed = f"{_duration(now - record.step_started_at)} in, "
+        share = min(canary_n / step.min_requests, 1.0) if step.min_requests else 1.0
         lines.append(
-            f"  requests in step {index + 1}: canary {have:,} of {step.min_requests:,} needed "
-            f"({min(have / step.min_requests, 1.0) if step.min_requests else 1.0:.0%}), "
-            f"baseline {baseline_n:,}; time: {elapsed}{needs}"
+            f"  requests in step {index + 1}: canary {canary_n:,} of {step.min_requests:,} "
+            f"needed ({share:.0%}), baseline {baseline_n:,}; time: {elapsed}{needs}"
         )
-    if live is not None and live.gates:
-        lines.append(format_evidence(live.to_dict(), indent="  "))
+    if live is not None and live.get("gates"):
+        lines.append(format_evidence(live, indent="  "))
     elif live is not None:
-        lines.append(f"  gates: {live.verdict}: {live.reason}")
+        lines.append(f"  gates: {live.get('verdict')}: {live.get('reason', '')}")
     return "\n".join([*lines, *status_notes(status, "  ")])
 
 
