@@ -751,6 +751,8 @@ def create_app(
             token_environments=body.environments,
         )
         allow(request, token, "token_create", None)
+        for index, name in enumerate(body.environments or ()):
+            manager.environments.check(name, f"environments[{index}]")  # 422, not a dead token
         issued = issue(
             store, body.identity, body.roles, body.environments, body.expires, token.identity
         )

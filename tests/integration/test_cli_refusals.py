@@ -184,7 +184,15 @@ def test_the_api_refuses_an_unknown_environment_and_serves_its_docs_offline(
                 .json()["message"]
                 .endswith("did you mean 'dev'?")
             )
+            body = {"identity": "ana", "roles": ["scientist"], "expires": "1d"}
+            refused = client.post("/v1/tokens", json={**body, "environments": ["dev", "stagin"]})
+            assert (refused.status_code, refused.json()["error_code"]) == (
+                422,
+                "unknown_environment",
+            )
+            assert refused.json()["message"].startswith("environments[1]: 'stagin' is not a")
             assert RecordStore(manager.engine).list_active() == []
+            assert client.get("/v1/tokens").json() == []  # nothing was made
     finally:
         manager.close()
 
