@@ -125,6 +125,9 @@ def test_plan_exits_1_when_it_would_do_nothing_because_of_a_problem(
 
 def test_the_api_refuses_an_unknown_environment_and_serves_its_docs_offline(
     home: DemoHome,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rollout.api import create_app
 
@@ -193,6 +196,23 @@ def test_the_api_refuses_an_unknown_environment_and_serves_its_docs_offline(
             assert refused.json()["message"].startswith("environments[1]: 'stagin' is not a")
             assert RecordStore(manager.engine).list_active() == []
             assert client.get("/v1/tokens").json() == []  # nothing was made
+
+            # the CLI through the API: the same refusal (exit 2), and plan's exit 1
+            monkeypatch.setenv("ROLLOUT_TOKEN", "root-secret")
+            api = ["--api", str(client.base_url)]
+            assert main([*api, "status", MODEL, "--env", "prd"]) == 2
+            assert capsys.readouterr().err.startswith(
+                "error: 422 unknown_environment: environment: 'prd' is not a configured"
+            )
+            v1 = home.versions["baseline"]
+            manager.start(MODEL, v1, "prod", None, "root")
+            spec = tmp_path / "spec.yaml"
+            spec.write_text(
+                f"model: {MODEL}\ncandidate: {v1}\nenvironment: prod\n"
+                "strategy: {canary: {steps: [{weight: 20}]}}\n"
+            )
+            assert main([*api, "plan", "-f", str(spec)]) == 1
+            assert f"problem: v{v1} already serves prod" in capsys.readouterr().out
     finally:
         manager.close()
 
