@@ -1,4 +1,5 @@
-"""The manager's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
+"""The manager's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``, offline:
+:mod:`rollout.swagger_ui`).
 
 The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
 
@@ -72,6 +73,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rollout import swagger_ui
 from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import GRANTS, ROLES, Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
@@ -432,7 +434,10 @@ def create_app(
         version="1",
         description="Start, watch, approve and roll back model rollouts (same verbs as the CLI).",
         lifespan=lifespan,
+        docs_url=None,  # /docs from this package, not a CDN (rollout.swagger_ui)
+        redoc_url=None,
     )
+    swagger_ui.install(app)
     app.state.tokens = known
     store = token_store if token_store is not None else TokenStore(manager.engine)
     app.state.authenticator = Authenticator(known, store)
@@ -441,10 +446,13 @@ def create_app(
     open_streams: dict[str, int] = {}  # identity → open watch streams
 
     def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
-        """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
+        """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``;
+        422 ``unknown_environment`` when it is not a configured one."""
         call = _call(request)
         if call is not None:
             call.environment = environment if environment is not None else call.environment
+        if environment is not None:
+            manager.environments.check(environment)
         if (
             verb == "promote"
             and environment is not None
@@ -743,6 +751,8 @@ def create_app(
             token_environments=body.environments,
         )
         allow(request, token, "token_create", None)
+        for index, name in enumerate(body.environments or ()):
+            manager.environments.check(name, f"environments[{index}]")  # 422, not a dead token
         issued = issue(
             store, body.identity, body.roles, body.environments, body.expires, token.identity
         )
