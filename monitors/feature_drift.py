@@ -222,9 +222,14 @@ def _numbers(values: pd.Series) -> npt.NDArray[np.float64] | None:
     present = values.dropna()
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in present):
         return None
-    return np.asarray(
-        [np.nan if v is None or pd.isna(v) else float(v) for v in values], dtype=np.float64
-    )
+    return np.asarray([np.nan if _missing(v) else float(v) for v in values], dtype=np.float64)
+
+
+def _missing(value: object) -> bool:
+    """None, NaN, pandas' NA or NaT (a list or a mapping is a value like any other)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float | np.floating) and math.isnan(value)
 
 
 def _codes(labels: npt.NDArray[np.generic]) -> npt.NDArray[np.intp]:
@@ -247,9 +252,9 @@ def _column(name: str, pooled: pd.Series) -> _Column:
             return _Column(name, "numeric", floats, floats, False)
         labels = np.asarray(["\x00missing" if math.isnan(x) else repr(x) for x in floats])
         return _Column(name, "categorical", _codes(labels), floats, False)
-    labels = np.asarray(["\x00missing" if pd.isna(v) else str(v) for v in pooled], dtype=str)
+    labels = np.asarray(["\x00missing" if _missing(v) else str(v) for v in pooled], dtype=str)
     _, everything = np.unique(labels, return_inverse=True)
-    present = np.asarray([not pd.isna(v) for v in pooled])
+    present = np.asarray([not _missing(v) for v in pooled])
     codes = np.where(present, everything, -1).astype(np.float64)
     codes[~present] = np.nan
     return _Column(name, "categorical", _codes(labels), codes, True)

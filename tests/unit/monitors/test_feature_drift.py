@@ -236,3 +236,24 @@ def test_pure_noise_long_run_flags_any_column_at_most_alpha_of_the_time() -> Non
     )
     print(f"\nany column flagged in {any_flag} of {runs} runs of pure noise")
     assert any_flag / runs <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / runs)
+
+
+def test_any_json_value_is_a_category_and_mixed_columns_are_categorical() -> None:
+    """Logged features are JSON: a list, a mapping, a bool or a mix of numbers and text is a
+    category (by its text); None and NaN are the missing category."""
+    baseline = pd.DataFrame(
+        {
+            "tags": [["a"], ["b"], None, {"k": 1}] * 30,
+            "mixed": [1, "one", 2.5, float("nan")] * 30,
+            "flag": [True, False, True, True] * 30,
+        }
+    )
+    canary = pd.DataFrame(
+        {"tags": [["a"]] * 40, "mixed": [1, "one", 2.5, None] * 10, "flag": [False] * 40}
+    )
+    table = compare_features(baseline, canary, permutations=5)
+    found = {f.name: f for f in table.features}
+    assert {f.kind for f in table.features} == {"categorical"}
+    assert found["mixed"].p_value == pytest.approx(1.0) and not found["mixed"].flagged
+    assert found["tags"].flagged and found["tags"].distance == pytest.approx(0.75)
+    assert found["flag"].flagged and found["flag"].distance == pytest.approx(0.75)
