@@ -36,11 +36,19 @@ HEAD = (
 )
 CELL = 'style="padding: 2px 10px; text-align: left; border-bottom: 1px solid #ddd"'
 TESTS = {"ks": "KS", "chi_square": "chi-square"}
-P_VALUE_TESTS = {"ks", "chi_square", "z", "anderson"}  # the rest of Evidently's are distances
+# tests whose score is a p-value (drifted at most the threshold), by monitors.twosample's name or
+# Evidently's (the report names Evidently's ``ks`` for the output column; its defaults name
+# themselves "... p_value"); the rest are distances (drifted at least the threshold)
+P_VALUE_TESTS = {"ks", "chi_square", "chisquare", "z", "anderson"}
 
 
-def feature_table_html(table: FeatureDriftTable, output_gate: GateResult | None = None) -> str:
-    """The table as an HTML section (see the module's docstring)."""
+def feature_table_html(
+    table: FeatureDriftTable,
+    output_gate: GateResult | None = None,
+    output_evidently: tuple[str, float, bool] | None = None,
+) -> str:
+    """The table as an HTML section (see the module's docstring); ``output_evidently``: how
+    Evidently's tables judged the output column (method, score, drifted), when known."""
     m = len(table.features) + (output_gate is not None)
     title = (
         f"Feature drift: {table.flagged} of {len(table.features)} features flagged "
@@ -60,7 +68,7 @@ def feature_table_html(table: FeatureDriftTable, output_gate: GateResult | None 
     parts += [f"<p>{html.escape(line)}</p>" for line in lines if line]
     parts += ['<table style="border-collapse: collapse">', _row(HEAD, "th")]
     if output_gate is not None:
-        parts.append(_row(_output_cells(output_gate), "td"))
+        parts.append(_row(_output_cells(output_gate, output_evidently), "td"))
     parts += [_row(_cells(f, table.alpha, m), "td") for f in table.features]
     parts += ["</table>", "</section>"]
     return "\n".join(parts)
@@ -76,9 +84,13 @@ def evidently_verdicts(snapshot: Mapping[str, Any]) -> dict[str, tuple[str, floa
         if "column" not in config or not isinstance(metric.get("value"), int | float):
             continue
         method, score, level = str(config["method"]), float(metric["value"]), config["threshold"]
-        drifted = score <= level if "p_value" in method else score >= level
+        drifted = score <= level if _p_value(method) else score >= level
         out[str(config["column"])] = (method, score, bool(drifted))
     return out
+
+
+def _p_value(method: str) -> bool:
+    return method in P_VALUE_TESTS or "p_value" in method
 
 
 def with_evidently(
@@ -148,7 +160,7 @@ def _note(feature: FeatureVerdict, alpha: float, m: int) -> str:
     method = feature.evidently_test
     if not feature.differs or method is None:
         return ""
-    if method in P_VALUE_TESTS or "p_value" in method:
+    if _p_value(method):
         rule = f"its {method} p-value {feature.evidently_score:.3g}, on this column alone"
     else:
         rule = f"its {method} {feature.evidently_score:.3g}, an estimate with no error bound"
@@ -163,8 +175,16 @@ def _note(feature: FeatureVerdict, alpha: float, m: int) -> str:
     )
 
 
-def _output_cells(gate: GateResult) -> tuple[str, ...]:
+def _output_cells(gate: GateResult, evidently: tuple[str, float, bool] | None) -> tuple[str, ...]:
     role = "blocking" if gate.blocking else "advisory"
+    method, score, flag, note = "the gate's distance", "", "see below", ""
+    if evidently is not None:
+        method, score, flag = evidently[0], f"{evidently[1]:.3g}", _flag(evidently[2])
+        if evidently[2] != (gate.verdict == "fail"):
+            note = (
+                f"Evidently reads the estimate alone against delta {gate.threshold:g}; the gate "
+                f"reads its anytime-valid bounds at alpha {gate.alpha:g}: {gate.verdict}. "
+            )
     return (
         "output",
         "gate",
@@ -173,8 +193,8 @@ def _output_cells(gate: GateResult) -> tuple[str, ...]:
         f"bounds {gate.ci_low:.3g} to {gate.ci_high:.3g}",
         f"delta {gate.threshold:g}",
         gate.verdict,
-        "the gate's distance",
-        "",
-        "see below",
-        "judged by the output-drift gate, not by a test of ours or Evidently's rule",
+        method,
+        score,
+        flag,
+        f"{note}Judged by the output-drift gate, not by a test of ours or Evidently's rule",
     )

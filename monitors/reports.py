@@ -90,7 +90,7 @@ def drift_report_html(
     block += html.escape(f"{shown}Other columns: Evidently's defaults.")
     page = _at_top(page, f"{block}</p></section>")
     if table is not None:
-        page = _at_top(page, feature_table_html(table, output_gate))
+        page = _at_top(page, feature_table_html(table, output_gate, verdicts.get(OUTPUT)))
     return with_gate_verdicts(page, gates)
 
 

@@ -99,11 +99,15 @@ def test_the_demos_report_is_headed_by_our_table_and_evidently_is_the_second_opi
             assert cells[10].endswith("is above alpha 0.05")
         else:
             assert cells[10] == ""
-    assert shown["output"] == [
+    # Evidently judges the output by the gate's KS, as a p-value: drifted, as the gate failed
+    assert shown["output"][:8] == [
         "output", "gate", "output_drift gate: ks_distance (blocking)", "0.31",
-        "bounds 0.12 to 0.5", "delta 0.1", "fail", "the gate's distance", "", "see below",
-        "judged by the output-drift gate, not by a test of ours or Evidently's rule",
+        "bounds 0.12 to 0.5", "delta 0.1", "fail", "ks",
     ]  # fmt: skip
+    assert shown["output"][9:] == [
+        "drifted",
+        "Judged by the output-drift gate, not by a test of ours or Evidently's rule",
+    ]
     assert list(shown)[1:4] == [f.name for f in expected.features[:3]]  # most drifted first
 
 
@@ -123,6 +127,28 @@ def test_a_column_ours_flags_and_evidently_does_not_gets_a_note_and_names_are_es
     )
     assert "by chance" not in page  # no permutations, no chance line
     assert "Evidently's rule flags 0" in text_of(page, "feature-drift")
+
+
+def test_the_output_row_says_why_evidently_and_an_undecided_gate_differ() -> None:
+    table = FeatureDriftTable((), 0.05, 900, 300, 900, 300, None)
+    gate = GateResult(
+        gate="output_drift", test="total_variation", statistic=0.345, p_value=None,
+        effect_size=0.345, threshold=0.2, n_baseline=900, n_canary=300, verdict="inconclusive",
+        reason="not decided yet", ci_low=0.137, ci_high=0.51, blocking=True, alpha=0.0125,
+    )  # fmt: skip
+    evidently = ("Total-variation distance", 0.345, True)
+    (row,) = rows_of(feature_table_html(table, gate, evidently)).values()
+    assert row[7:] == [
+        "Total-variation distance", "0.345", "drifted",
+        "Evidently reads the estimate alone against delta 0.2; the gate reads its anytime-valid "
+        "bounds at alpha 0.0125: inconclusive. Judged by the output-drift gate, not by a test "
+        "of ours or Evidently's rule",
+    ]  # fmt: skip
+    (row,) = rows_of(feature_table_html(table, gate)).values()
+    assert row[7:] == [
+        "the gate's distance", "", "see below",
+        "Judged by the output-drift gate, not by a test of ours or Evidently's rule",
+    ]  # fmt: skip
 
 
 def test_without_an_output_gate_the_output_is_one_of_our_columns() -> None:
