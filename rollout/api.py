@@ -12,6 +12,7 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     POST /v1/models/{m}/environments/{e}/rollback  {to_release?, reason?}
     GET  /v1/models/{m}/environments/{e}/history   release records, newest first
     GET  /v1/rollouts/{id}/report             the rollout, its events and its releases
+    GET  /v1/rollouts/{id}/drift-report       its latest drift report (HTML; ?step=N: of step N)
     GET  /v1/rollouts/{id}/looks              every kept look's gate bounds (?step=N, from 1)
     GET  /v1/audit                            audit rows, newest first (?model, environment,
                                               identity, limit)
@@ -68,7 +69,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,6 +78,7 @@ from rollout import swagger_ui
 from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import GRANTS, ROLES, Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
+from rollout.drift_report import stored_report
 from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
 from rollout.manager import Manager
 from rollout.spec import load_spec
@@ -687,6 +689,18 @@ def create_app(
     def report(request: Request, rollout_id: str, token: Caller) -> dict[str, Any]:
         allow(request, token, "report", manager.rollout(rollout_id).environment)
         return _out(manager.report(rollout_id))
+
+    @app.get("/v1/rollouts/{rollout_id}/drift-report", response_class=HTMLResponse)
+    def drift_report(
+        request: Request,
+        rollout_id: str,
+        token: Caller,
+        step: Annotated[int | None, Query(ge=1, le=1_000)] = None,
+    ) -> FileResponse:
+        record = manager.rollout(rollout_id)
+        allow(request, token, "report", record.environment)
+        path = stored_report(manager.evidence.reports, record.id, step)
+        return FileResponse(path, media_type="text/html; charset=utf-8")
 
     @app.get("/v1/rollouts/{rollout_id}/looks")
     def looks(

@@ -143,6 +143,8 @@ def cases(rollout_ids: dict[str, str]) -> list[Case]:
                  f"{on_env}/rollback", "rollback", {"to_release": 999999, "reason": "matrix"}),
             Case(("GET", "/v1/rollouts/{rollout_id}/report"), "read", env, "GET",
                  f"/v1/rollouts/{rollout_ids[env]}/report", None),
+            Case(("GET", "/v1/rollouts/{rollout_id}/drift-report"), "read", env, "GET",
+                 f"/v1/rollouts/{rollout_ids[env]}/drift-report", None),
             Case(("GET", "/v1/rollouts/{rollout_id}/looks"), "read", env, "GET",
                  f"/v1/rollouts/{rollout_ids[env]}/looks", None),
             Case(("GET", "/v1/audit"), "read", env, "GET", "/v1/audit", None,
