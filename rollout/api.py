@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -77,6 +78,7 @@ from rollout.auth import GRANTS, ROLES, Token, authorize, non_production, parse_
 from rollout.declarative import apply, plan
 from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
 from rollout.manager import Manager
+from rollout.metrics_api import add_metrics_route, scrape_token_digest
 from rollout.spec import load_spec
 from rollout.spec.document import MAX_DEPTH, depth_of, excerpt
 from rollout.store.audit import Head
@@ -764,6 +766,7 @@ def create_app(
         now = store.clock.time()
         return {"revoked": [_out(stored.to_dict(now)) for stored in revoked]}
 
+    add_metrics_route(app, manager, scrape_token_digest(os.environ))
     # Outside everything else (added last): nothing reads a body over the limit.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app
