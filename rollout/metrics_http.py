@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rollout.machine import TRANSITIONS
 from rollout.metrics import StoreCollector
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ def manager_registry(manager: Manager) -> CollectorRegistry:
     def count(decision: Decision) -> None:
         decisions.labels(decision.to_state, decision.event or "").inc()
 
+    for (_state, event), rule in TRANSITIONS.items():  # every series from 0: increase() works
+        decisions.labels(rule.to_state, event)
     manager.loop.observers.append(count)
     return registry
 
