@@ -331,28 +331,18 @@ def _looks(conn: Connection, active: list[tuple[str, list[str]]]) -> Iterator[Me
     verdict = _gauge("rollout_gate_verdict", "1 for the gate's verdict, else 0.", "gate", "verdict")
     table = look_bounds.c
     for rollout_id, pair in active:
-        last = conn.execute(
-            select(table.step_index, table.seq)
-            .where(table.rollout_id == rollout_id)
-            .order_by(table.step_index.desc(), table.seq.desc())
-            .limit(1)
-        ).first()
-        if last is None:
-            continue
-        rows = (
-            conn.execute(
-                select(look_bounds)
-                .where(
-                    table.rollout_id == rollout_id,
-                    table.step_index == last[0],
-                    table.seq == last[1],
-                )
-                .order_by(table.id)
-                .limit(MAX_GATES)
-            )
-            .mappings()
-            .all()
+        mine = table.rollout_id == rollout_id
+        step = select(func.max(table.step_index)).where(mine).scalar_subquery()
+        seq = select(func.max(table.seq)).where(mine, table.step_index == step).scalar_subquery()
+        query = (
+            select(look_bounds)
+            .where(mine, table.step_index == step, table.seq == seq)
+            .order_by(table.id)
+            .limit(MAX_GATES)
         )
+        rows = conn.execute(query).mappings().all()  # one indexed look-up per subquery
+        if not rows:
+            continue
         window.add_metric([*pair, "baseline"], float(rows[0]["n_baseline"]))
         window.add_metric([*pair, "canary"], float(rows[0]["n_canary"]))
         at.add_metric(pair, float(rows[0]["ts"]))
