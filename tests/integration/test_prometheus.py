@@ -72,7 +72,7 @@ def test_promtool_checks_the_config_and_the_rules(tmp_path: Path) -> None:
         shutil.copy(DEPLOY / "prometheus" / name, tmp_path / name)
     (tmp_path / "scrape-token").write_text(SCRAPE_TOKEN)  # the compose secret's place
     assert "SUCCESS" in run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
-    assert "SUCCESS: 6 rules found" in run(promtool, "check", "rules", str(tmp_path / "alerts.yml"))
+    assert "SUCCESS: 7 rules found" in run(promtool, "check", "rules", str(tmp_path / "alerts.yml"))
     assert "SUCCESS" in run(promtool, "test", "rules", str(tmp_path / "alerts_test.yml"))
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {
