@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from conftest import MODEL, DemoHome, LogWriter, logged, wait_until
+from rollout.degradation import SETTLE_S
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.up import ProcessSpec, Supervisor, free_port, process_specs
@@ -202,9 +203,10 @@ def test_every_dashboard_query_returns_data_during_a_canary(
     server: subprocess.Popen[bytes] | None = None
     manager = Manager(settings)
     try:
-        # a closed monitoring window of v1 from two hours ago, for the release monitor
+        # v1's requests in the newest closed monitoring window (hourly, read SETTLE_S after
+        # its end), for the release monitor
         manager.start(MODEL, "1", "prod")
-        past = time.time() - 7200
+        past = (time.time() - SETTLE_S) // 3600 * 3600 - 3600
         records = [logged("", "baseline", "1", output=1) for _ in range(30)]
         LogWriter(manager.engine).write(
             [replace(r, ts=past + i, rollout_id=None) for i, r in enumerate(records)]
@@ -231,6 +233,22 @@ def test_every_dashboard_query_returns_data_during_a_canary(
         assert [(s["metric"]["environment"], s["value"][1]) for s in samples] == [("prod", "50")]
         phase = query(prom_port, "max by (phase) (rollout_phase{environment='prod'}) == 1")
         assert [s["metric"]["phase"] for s in phase] == ["progressing"]
+        verdicts = query(prom_port, "max by (gate) (rollout_gate_verdict == 1)")
+        assert sorted(s["metric"]["gate"] for s in verdicts) == ["error_rate", "latency"]
+        window = query(prom_port, "max by (arm) (rollout_window_requests)")
+        assert {s["metric"]["arm"] for s in window if float(s["value"][1]) > 0} == {
+            "baseline",
+            "canary",
+        }
+        served = query(prom_port, 'sum by (arm, version) (rollout_router_requests_total{arm!=""})')
+        assert {(s["metric"]["arm"], s["metric"]["version"]) for s in served} == {
+            ("baseline", "1"),
+            ("canary", "2"),
+        }
+        (requests,) = query(prom_port, "max(rollout_monitor_window_requests)")
+        assert requests["value"][1] == "30"  # the 30 records written into it
+        (head,) = query(prom_port, "max(rollout_audit_head_count)")
+        assert float(head["value"][1]) >= 2  # the two starts, at least
         jobs = query(prom_port, "up")
         assert {s["metric"]["job"]: s["value"][1] for s in jobs} == {
             "manager": "1",
@@ -239,10 +257,12 @@ def test_every_dashboard_query_returns_data_during_a_canary(
         }
     finally:
         stop.set()
+        if sender.is_alive():
+            sender.join(timeout=10)
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
         supervisor.stop()
         manager.close()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
+        for log in [*sorted((tmp_path / "logs").glob("*.log")), tmp_path / "prometheus.log"]:
             print(f"--- {log.name}\n{log.read_text()[-3000:]}")
