@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -81,6 +82,7 @@ from rollout.declarative import apply, plan
 from rollout.drift_report import stored_report
 from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
 from rollout.manager import Manager
+from rollout.metrics_api import add_metrics_route, scrape_token_digest
 from rollout.spec import load_spec
 from rollout.spec.document import MAX_DEPTH, depth_of, excerpt
 from rollout.store.audit import Head
@@ -788,6 +790,7 @@ def create_app(
         now = store.clock.time()
         return {"revoked": [_out(stored.to_dict(now)) for stored in revoked]}
 
+    add_metrics_route(app, manager, scrape_token_digest(os.environ))
     # Outside everything else (added last): nothing reads a body over the limit.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app
