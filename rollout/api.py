@@ -80,13 +80,20 @@ from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import GRANTS, ROLES, Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
 from rollout.drift_report import stored_report
-from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
+from rollout.errors import (
+    Forbidden,
+    NoSuchRollout,
+    RolloutError,
+    Unauthenticated,
+    Unavailable,
+    http_status,
+)
 from rollout.manager import Manager
 from rollout.metrics_api import add_metrics_route, scrape_token_digest
 from rollout.spec import load_spec
 from rollout.spec.document import MAX_DEPTH, depth_of, excerpt
 from rollout.store.audit import Head
-from rollout.store.records import json_safe
+from rollout.store.records import RolloutRecord, json_safe
 from rollout.store.tokens import TokenStore
 from rollout.tokens import Authenticator, issue, revoke
 from rollout.watch import (
@@ -492,7 +499,18 @@ def create_app(
             f"{' or '.join(needs)}, has {'+'.join(token.roles)}"
         )
 
+    def readable_rollout(request: Request, token: Token, rollout_id: str) -> RolloutRecord:
+        """The rollout ``rollout_id`` if ``token`` may read its report. A rollout in an
+        environment the token is not limited to is answered as an unknown id (404, the same
+        message), so such a token cannot tell which ids exist elsewhere."""
+        record = manager.rollout(rollout_id)
+        if not token.may_see(record.environment):
+            raise NoSuchRollout(f"no rollout with id {rollout_id!r}")
+        allow(request, token, "report", record.environment)
+        return record
+
     app.state.allow = allow
+    app.state.readable_rollout = readable_rollout
     app.state.allow_somewhere = allow_somewhere
 
     @app.middleware("http")
@@ -689,7 +707,7 @@ def create_app(
 
     @app.get("/v1/rollouts/{rollout_id}/report")
     def report(request: Request, rollout_id: str, token: Caller) -> dict[str, Any]:
-        allow(request, token, "report", manager.rollout(rollout_id).environment)
+        readable_rollout(request, token, rollout_id)
         return _out(manager.report(rollout_id))
 
     @app.get("/v1/rollouts/{rollout_id}/drift-report", response_class=HTMLResponse)
@@ -699,8 +717,7 @@ def create_app(
         token: Caller,
         step: Annotated[int | None, Query(ge=1, le=1_000)] = None,
     ) -> FileResponse:
-        record = manager.rollout(rollout_id)
-        allow(request, token, "report", record.environment)
+        record = readable_rollout(request, token, rollout_id)
         path = stored_report(manager.evidence.reports, record.id, step)
         return FileResponse(path, media_type="text/html; charset=utf-8")
 
@@ -711,7 +728,7 @@ def create_app(
         token: Caller,
         step: Annotated[int | None, Query(ge=1, le=1_000)] = None,
     ) -> dict[str, Any]:
-        allow(request, token, "report", manager.rollout(rollout_id).environment)
+        readable_rollout(request, token, rollout_id)
         kept = manager.looks(rollout_id, step - 1 if step is not None else None)
         return _out({"rollout_id": rollout_id, "looks": [look.to_dict() for look in kept]})
 
