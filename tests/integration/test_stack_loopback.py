@@ -26,6 +26,7 @@ import re
 import runpy
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -50,7 +51,6 @@ from conftest import (
     serving,
     wait_until,
 )
-from contract.errors import RegistryUnavailable
 from contract.sql.engine import ROUTER_ROLE, open_engine
 from rollout.demo.models import load_data
 from rollout.registry import MlflowRegistry
@@ -161,12 +161,7 @@ def copy_version(source: MlflowRegistry, target: MlflowRegistry, version: str) -
     local = Path(
         source.client.get_model_version_download_uri(MODEL, version).removeprefix("file://")
     )
-    experiment = wait_until(  # its first answers may take longer than the registry's timeout
-        lambda: target.ensure_experiment("stack-loopback"),
-        "the mlflow server to answer",
-        ignoring=(RegistryUnavailable,),
-        interval_s=0.5,
-    )
+    experiment = target.ensure_experiment("stack-loopback")
     run = target.client.create_run(experiment)
     target.client.log_artifacts(run.info.run_id, str(local), "model")
     target.client.set_terminated(run.info.run_id)
@@ -204,6 +199,7 @@ class Stack:
 
 @pytest.fixture
 def stack(demo_home: DemoHome, tmp_path: Path) -> Iterator[Stack]:
+    began = time.monotonic()  # the phases' times are printed (pytest shows them on a failure)
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     secrets: dict[str, str] = runpy.run_path(str(ROOT / "deploy/make_env.py"))["make_env"]()
     ensure_router_role()
@@ -253,6 +249,7 @@ def stack(demo_home: DemoHome, tmp_path: Path) -> Iterator[Stack]:
         wait_until(  # compose: the API and the routers wait for the manager's migration
             lambda: _migrated(settings.store_url), "the manager to migrate the store", 120
         )
+        print(f"[{time.monotonic() - began:5.1f} s] registry healthy, store migrated")
         prometheus = prometheus_spec(routers, tmp_path)
         start_all(
             supervisor,
@@ -260,6 +257,7 @@ def stack(demo_home: DemoHome, tmp_path: Path) -> Iterator[Stack]:
             [prometheus] if prometheus is not None else [],
             meanwhile=lambda: copy_versions(demo_home, settings.registry_uri),
         )
+        print(f"[{time.monotonic() - began:5.1f} s] v1, v2 registered; API, routers healthy")
         api = stack.enter_context(
             httpx.Client(
                 base_url=f"http://127.0.0.1:{ports['api']}",
@@ -308,11 +306,15 @@ def start_all(
 
 
 def copy_versions(demo_home: DemoHome, registry_uri: str) -> None:
-    """The session's trained v1 and v2 registered in the mlflow server, as a CI would."""
+    """The session's trained v1 and v2 registered in the mlflow server, as a CI would (with
+    MLflow's own request timeout, not the services' short one: the processes are starting)."""
     source = MlflowRegistry(demo_home.settings.registry_uri, demo_home.settings.artifact_root)
     target = MlflowRegistry(registry_uri)
-    for role in ("baseline", "better"):
-        assert copy_version(source, target, demo_home.versions[role]) == demo_home.versions[role]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+        for role in ("baseline", "better"):
+            version = demo_home.versions[role]
+            assert copy_version(source, target, version) == version
 
 
 def _migrated(store_url: str) -> bool:
@@ -392,6 +394,7 @@ def test_a_canary_through_the_compose_layout_on_loopback(stack: Stack) -> None:
 
     wait_until(serves_v1_everywhere, "both routers to serve v1 through the balancer")
 
+    began = time.monotonic()
     canary = _start(api, "2", canary_spec(rows))
     label_writer = {"authorization": f"Bearer {stack.secrets['ROLLOUT_LABEL_TOKEN']}"}
     arms: dict[str, int] = {}
@@ -416,7 +419,11 @@ def test_a_canary_through_the_compose_layout_on_loopback(stack: Stack) -> None:
         arms[reply.headers["x-arm"]] = arms.get(reply.headers["x-arm"], 0) + 1
         labelled.append({"request_id": reply.headers["x-request-id"], "label": labels[index]})
 
+    print(f"[{time.monotonic() - began:5.1f} s] canary decided after {sum(arms.values())} requests")
     report = api.get(f"/v1/rollouts/{canary}/report").json()
+    for event in report["events"]:
+        print(f"  {event['ts'] - report['events'][0]['ts']:6.1f} s {event['from_state']} -> "
+              f"{event['to_state']}: {event['reason'][:150]}")  # fmt: skip
     assert report["rollout"]["state"] == "succeeded", report["rollout"]
     assert [r["version"] for r in report["releases"]] == ["2"]
     gates = {
