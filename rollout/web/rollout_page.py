@@ -11,6 +11,9 @@ draws nothing. After retention pruned those rows, the page says so and the rest 
 
 from __future__ import annotations
 
+import html
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rollout.store.records import RolloutRecord
@@ -21,6 +24,8 @@ from rollout.web.sample import arm_stats, numeric, rank_features, sample
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
+
+log = logging.getLogger(__name__)
 
 MAX_EVENTS = 500
 TOP_FEATURES = 3
@@ -58,10 +63,10 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
     svgs = _drawn.get(drawn)
     if svgs is None:
         svgs = (
-            charts.gates_svg(looks, title) if looks else None,
-            charts.traffic_svg(looks, step_weights) if looks else None,
-            charts.arms_svg(arms) if arms else None,
-            charts.distributions_svg(panels) if panels else None,
+            _drawn_or_note(lambda: charts.gates_svg(looks, title)) if looks else None,
+            _drawn_or_note(lambda: charts.traffic_svg(looks, step_weights)) if looks else None,
+            _drawn_or_note(lambda: charts.arms_svg(arms)) if arms else None,
+            _drawn_or_note(lambda: charts.distributions_svg(panels)) if panels else None,
         )
         _drawn[drawn] = svgs
         while len(_drawn) > DRAWN_KEPT:
@@ -83,6 +88,15 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
         "since": since,
         "age_s": max(0.0, now - rollout.created_at),
     }
+
+
+def _drawn_or_note(draw: Callable[[], str]) -> str:
+    """A picture, or (should drawing fail) a note saying why: the page still renders."""
+    try:
+        return draw()
+    except Exception as exc:
+        log.exception("could not draw a picture of the rollout page")
+        return f"<p class='error'>could not draw this picture: {html.escape(str(exc)[:200])}</p>"
 
 
 def _window_start(rollout: RolloutRecord, evidence: Any) -> float:

@@ -118,9 +118,9 @@ def quantile_interval(values: list[float], q: float) -> Interval:
     estimate = float(np.quantile(ordered, q))
     low_rank = int(stats.binom.ppf(0.025, n, q))
     high_rank = int(stats.binom.ppf(0.975, n, q))
-    return Interval(
-        estimate, float(ordered[max(0, low_rank - 1)]), float(ordered[min(n - 1, high_rank)])
-    )
+    low = float(ordered[max(0, low_rank - 1)])
+    high = float(ordered[min(n - 1, high_rank)])
+    return Interval(estimate, min(low, estimate), max(high, estimate))
 
 
 def arm_stats(taken: ArmSample) -> ArmStats:
