@@ -3,8 +3,9 @@
 Reads only, every query bounded: at most :data:`MAX_PAIRS` (model, environment) pairs, found in
 the traffic plans, the rollouts and the releases; for each the serving version (the newest
 release that succeeded), the active rollout (else the latest), its phase, the canary weight of
-the plan, its age, the last verdict of its stored evidence and the alpha its blocking gates
-spent (each gate's share is committed at the start, so it is the sum of their alphas).
+the plan, its age, the last verdict (an active rollout's newest kept look, else its last
+decision's stored evidence) and the alpha its blocking gates spent (each gate's share is
+committed at the start, so it is the sum of their alphas: the spec's ``analysis.alpha``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, select, union
 
 from contract.sql.schema import releases, rollouts, traffic_plans
+from rollout.store.looks import LookRecord
 from rollout.store.records import EventRecord, RolloutRecord
+from rollout.stored import parse_spec
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
@@ -86,16 +89,34 @@ def last_evidence(events: Sequence[EventRecord]) -> Mapping[str, Any] | None:
     return None
 
 
-def alpha_spent(evidence: Mapping[str, Any] | None) -> float | None:
-    """The sum of the blocking gates' alphas (committed at the start: looks spend no more)."""
-    if evidence is None:
-        return None
+def alpha_spent(evidence: Mapping[str, Any] | None, rollout: RolloutRecord) -> float:
+    """The sum of the blocking gates' alphas in the stored evidence, else the spec's alpha:
+    each blocking gate's share is committed when the rollout starts, looks spend no more."""
     shares = [
         float(gate["alpha"])
-        for gate in evidence.get("gates", ())
+        for gate in (evidence or {}).get("gates", ())
         if gate.get("blocking", True) and isinstance(gate.get("alpha"), int | float)
     ]
-    return sum(shares) if shares else None
+    return sum(shares) if shares else parse_spec(rollout.spec).analysis.alpha
+
+
+def look_verdict(look: LookRecord) -> str:
+    """A look's verdict over its blocking gates: fail if one fails, pass if all pass."""
+    verdicts = {gate.verdict for gate in look.gates if gate.blocking}
+    if "fail" in verdicts:
+        return "fail"
+    return "pass" if verdicts == {"pass"} else "inconclusive"
+
+
+def last_verdict(
+    manager: Manager, record: RolloutRecord, evidence: Mapping[str, Any] | None
+) -> str | None:
+    """An active rollout's newest look, else its last decision's evidence."""
+    if record.active:
+        looks = manager.looks(record.id, record.step_index)
+        if looks:
+            return look_verdict(looks[-1])
+    return None if evidence is None else str(evidence.get("verdict"))
 
 
 def rows(manager: Manager, visible: Callable[[str], bool], now: float) -> list[Row]:
@@ -115,8 +136,8 @@ def rows(manager: Manager, visible: Callable[[str], bool], now: float) -> list[R
                 rollout=record,
                 weight_pct=plan_weights.get((model, environment)),
                 age_s=None if record is None else max(0.0, now - record.created_at),
-                verdict=None if evidence is None else str(evidence.get("verdict")),
-                alpha_spent=alpha_spent(evidence),
+                verdict=None if record is None else last_verdict(manager, record, evidence),
+                alpha_spent=None if record is None else alpha_spent(evidence, record),
             )
         )
     return out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rollout.store.records import RolloutRecord
 from rollout.stored import parse_spec
 from rollout.web import charts
-from rollout.web.overview import alpha_spent, last_evidence
+from rollout.web.overview import alpha_spent, last_evidence, look_verdict
 from rollout.web.sample import arm_stats, numeric, rank_features, sample
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
         "rollout": rollout,
         "events": events,
         "evidence": evidence,
-        "alpha_spent": alpha_spent(evidence),
+        "alpha_spent": alpha_spent(evidence, rollout),
+        "newest_look": looks[-1] if looks else None,
+        "newest_verdict": look_verdict(looks[-1]) if looks else None,
         "step_weights": step_weights,
         "looks_count": len(looks),
         "gates_svg": svgs[0],

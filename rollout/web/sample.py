@@ -108,7 +108,7 @@ def wilson(successes: int, n: int) -> Interval:
     p = successes / n
     centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+    return Interval(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def quantile_interval(values: list[float], q: float) -> Interval:

@@ -145,6 +145,12 @@ def test_login_sets_a_strict_httponly_cookie_and_pages_need_it(site: Site) -> No
     assert row is not None
     assert f'/ui/rollouts/{site.rollout_id}"' in row[0]
     assert "progressing" in row[0] and "10%" in row[0]
+    # the last verdict is the newest look's over its blocking gates; alpha the spec's default
+    newest = site.manager.looks(site.rollout_id)[-1]
+    blocking = {gate.verdict for gate in newest.gates if gate.blocking}
+    verdict = "fail" if "fail" in blocking else "pass" if blocking == {"pass"} else "inconclusive"
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row[0])
+    assert cells[-2:] == [verdict, "0.05"]
     assert '<meta http-equiv="refresh" content="5">' in overview.text  # a rollout is running
 
 
