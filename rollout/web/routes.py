@@ -13,9 +13,10 @@ Who may see and do what is the API's own check (``app.state.allow``, :mod:`rollo
 table): a button is shown only when that check passes, and the POST checks again. A page needs
 a session (:mod:`rollout.web.sessions`) whose token the authenticator still accepts; otherwise
 it redirects to the login. A POST without the session's CSRF token is refused (403) before
-anything else. Every verb done here is appended to the audit log like the API's (its detail
-says ``via: dashboard``). Errors are HTML pages with the status of the error's type; a form body
-over :data:`MAX_FORM_BYTES` is refused (413).
+anything else. Pages forbid scripts, frames and every fetch (``Content-Security-Policy``):
+the buttons cannot be clicked from another site's frame. Every verb done here is appended to
+the audit log like the API's (its detail says ``via: dashboard``). Errors are HTML pages with
+the status of the error's type; a form body over :data:`MAX_FORM_BYTES` is refused (413).
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ MAX_FORM_BYTES = 16_384
 REFRESH_S = 5  # how often a page reloads while a rollout it shows is active
 ROLLOUT_VERBS = ("pause", "resume", "promote", "approve", "abort")
 VERBS = (*ROLLOUT_VERBS, "rollback")
+# No script, no frame, nothing fetched: the pages are self-contained (inline CSS and SVG).
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 BAD_CSRF = "csrf: the form's CSRF token is missing or wrong; reload the page and try again"
 
 templates = Environment(
@@ -77,7 +86,7 @@ def dashboard(manager: Manager) -> APIRouter:
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(request=request, **context)
-        return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, status, headers=HEADERS)
 
     def login_page(request: Request, message: str = "", status: int = 200) -> HTMLResponse:
         return page(request, "login.html", status, message=message, viewer=None)

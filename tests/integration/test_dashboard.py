@@ -152,6 +152,8 @@ def test_login_sets_a_strict_httponly_cookie_and_pages_need_it(site: Site) -> No
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", row[0])
     assert cells[-2:] == [verdict, "0.05"]
     assert '<meta http-equiv="refresh" content="5">' in overview.text  # a rollout is running
+    policy = overview.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
 
 
 def test_buttons_are_those_the_roles_may_use(site: Site) -> None:
@@ -226,6 +228,11 @@ def test_bad_input_is_named_never_a_500(site: Site) -> None:
     assert client.post("/ui/login", data={"token": "x" * 600}).status_code == 422
     unknown = client.post("/ui/login", data={"token": "rlt_nope"})
     assert unknown.status_code == 401 and "unknown, expired or revoked token" in unknown.text
+    elsewhere = issue(site.store, "dev-viewer", ["viewer"], ["dev"], "1d", "test").token
+    login(client, elsewhere)
+    hidden = client.get(f"/ui/rollouts/{site.rollout_id}")
+    assert hidden.status_code == 403 and "limited to environments dev" in hidden.text
+    assert "<td>prod</td>" not in client.get("/ui/").text
     login(client, site.tokens["admin"])
     missing = client.get("/ui/rollouts/no-such-rollout")
     assert missing.status_code == 404 and "no-such-rollout" in missing.text
