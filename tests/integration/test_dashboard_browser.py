@@ -150,13 +150,25 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def _login(driver: object, api_url: str, token: str) -> None:
+def _wait_text(driver: object, how: str, what: str, text: str) -> None:
+    """Wait for the element to show ``text``: a click returns before the next page loads."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(
+        expected_conditions.text_to_be_present_in_element((how, what), text)
+    )
+
+
+def _login(driver: object, api_url: str, token: str, identity: str) -> None:
+    """Log in and wait for the overview to name ``identity``."""
     from selenium.webdriver.common.by import By
 
     driver.delete_all_cookies()  # type: ignore[attr-defined]
     driver.get(f"{api_url}/ui/login")  # type: ignore[attr-defined]
     driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
     driver.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+    _wait_text(driver, By.ID, "who", identity)
 
 
 def _shoot(driver: object, scratch: Path, name: str, height: int) -> None:
@@ -179,12 +191,13 @@ def test_viewer_deployer_and_release_links_in_a_real_browser(
     find = driver.find_element  # type: ignore[attr-defined]
     finds = driver.find_elements  # type: ignore[attr-defined]
     # a viewer: the overview, then the rollout page with its plots and no buttons
-    _login(driver, stack.api_url, stack.tokens["viewer"])
+    _login(driver, stack.api_url, stack.tokens["viewer"], "viewer-1")
     assert find(By.ID, "who").text == "viewer-1 (viewer)"
     row = find(By.XPATH, "//table[@id='overview']//tr[td[text()='prod']]")
     assert "progressing" in row.text and "30%" in row.text
     _shoot(driver, tmp_path, "overview", 700)
     row.find_element(By.CLASS_NAME, "rollout-link").click()
+    _wait_text(driver, By.TAG_NAME, "h1", "Rollout")
     assert driver.current_url.endswith(f"/ui/rollouts/{stack.rollout_id}")  # type: ignore[attr-defined]
     for figure in ("plot-gates", "plot-traffic"):
         assert finds(By.CSS_SELECTOR, f"#{figure} svg"), figure
@@ -193,11 +206,12 @@ def test_viewer_deployer_and_release_links_in_a_real_browser(
     assert finds(By.CSS_SELECTOR, "#buttons button") == []
     _shoot(driver, tmp_path, "rollout", 3000)
     # a deployer: the pause button works
-    _login(driver, stack.api_url, stack.tokens["deployer"])
+    _login(driver, stack.api_url, stack.tokens["deployer"], "deployer-1")
     driver.get(f"{stack.api_url}/ui/rollouts/{stack.rollout_id}")  # type: ignore[attr-defined]
     shown = {button.text for button in finds(By.CSS_SELECTOR, "#buttons button")}
     assert shown == {"pause", "resume", "promote", "abort", "rollback"}
     find(By.ID, "btn-pause").click()
+    _wait_text(driver, By.ID, "state", "paused")
     assert find(By.ID, "state").text == "paused"
     manager = Manager(home.settings)
     try:
@@ -214,4 +228,5 @@ def test_viewer_deployer_and_release_links_in_a_real_browser(
     links = finds(By.CSS_SELECTOR, "#releases-prod a.release-rollout")
     assert [link.text for link in links] == [stack.initial_rollout_id]
     links[0].click()
+    _wait_text(driver, By.TAG_NAME, "h1", "Rollout")
     assert find(By.TAG_NAME, "h1").text == f"Rollout {stack.initial_rollout_id}"
