@@ -12,6 +12,7 @@ draws nothing. After retention pruned those rows, the page says so and the rest 
 from __future__ import annotations
 
 import html
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
             _drawn.pop(next(iter(_drawn)))
     return {
         "rollout": rollout,
+        "spec_text": json.dumps(json.loads(rollout.spec), indent=2, sort_keys=True),
         "events": events,
         "evidence": evidence,
         "alpha_spent": alpha_spent(evidence, rollout),

@@ -8,6 +8,7 @@ retention pruned its prediction rows.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 
 from conftest import MODEL, DemoHome, LogWriter, serving
 from contract.records import PredictionRecord
-from contract.sql.schema import predictions
+from contract.sql.schema import audit_log, predictions
 from rollout.api import create_app
 from rollout.manager import Manager
 from rollout.spec import load_spec
@@ -276,3 +277,23 @@ def test_the_audit_page_verifies_the_chain(site: Site) -> None:
     page = site.client.get("/ui/audit")
     assert page.status_code == 200
     assert "The chain verifies" in page.text
+    # a row changed behind the log's back: the next view of the page says where
+    rows = site.manager.audit.list(limit=1_000)
+    assert rows, "the rollouts' transitions are audited"
+    oldest = rows[-1]
+    with site.manager.engine.begin() as conn:
+        conn.execute(
+            audit_log.update().where(audit_log.c.id == oldest.id).values(identity="mallory")
+        )
+    broken = site.client.get("/ui/audit").text
+    assert f"The chain is BROKEN at row {oldest.id}" in broken
+
+
+def test_the_rollout_page_shows_its_spec(site: Site) -> None:
+    login(site.client, site.tokens["viewer"])
+    page = site.client.get(f"/ui/rollouts/{site.rollout_id}").text
+    spec = re.search(r'<pre id="spec">(.*?)</pre>', page, re.S)
+    assert spec is not None
+    shown = json.loads(html.unescape(spec[1]))
+    assert shown == json.loads(site.manager.rollout(site.rollout_id).spec)
+    assert shown["strategy"]["canary"]["steps"][0]["weight"] == 10
