@@ -196,8 +196,8 @@ def dashboard(manager: Manager) -> APIRouter:
     @router.get("/ui/rollouts/{rollout_id}")
     def rollout_view(request: Request, rollout_id: str) -> Response:
         def render(session: Session, token: Token) -> HTMLResponse:
-            rollout = manager.rollout(rollout_id)
-            request.app.state.allow(request, token, "report", rollout.environment)
+            # the API's own read check: outside the token's environments, an unknown id (404)
+            rollout = request.app.state.readable_rollout(request, token, rollout_id)
             context = rollout_context(manager, rollout, clock.time())
             buttons = [
                 verb

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from rollout.manager import Manager
 from rollout.store.looks import LookStore
 from rollout.store.tokens import TokenStore
 from rollout.tokens import issue
-from rollout.up import ProcessSpec, Supervisor, free_port, process_specs
+from rollout.up import Supervisor, api_spec, free_port, process_specs
 
 pytestmark = pytest.mark.slow
 
@@ -84,11 +83,7 @@ def stack(home: DemoHome, tmp_path: Path) -> Iterator[Stack]:
         for role in ("viewer", "deployer", "admin")
     }
     router_port, api_port = free_port(), free_port()
-    api = ProcessSpec(
-        role="api",
-        argv=[sys.executable, "-m", "rollout", "api", "--port", str(api_port)],
-        health_url=f"http://127.0.0.1:{api_port}/healthz",
-    )
+    api = api_spec("127.0.0.1", api_port)  # as `rollout up` starts it
     supervisor = Supervisor(settings, log_dir=tmp_path / "logs")
     try:
         for spec in [
