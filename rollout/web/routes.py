@@ -4,6 +4,7 @@
     POST /ui/logout {csrf}
     GET  /ui/                                   overview: every model x environment
     GET  /ui/rollouts/{id}                      a rollout: timeline, gates, traffic, arms
+    GET  /ui/rollouts/{id}/drift-report         its latest drift report (as /v1 serves it)
     GET  /ui/models/{model}                     releases per environment, each to its rollout
     GET  /ui/audit                              the audit log and the chain's verification
     POST /ui/models/{m}/environments/{e}/{verb} {csrf, reason?}: pause resume promote approve
@@ -30,12 +31,13 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from rollout.audited import Call, http_outcome, record
 from rollout.auth import Token
+from rollout.drift_report import stored_report
 from rollout.errors import Forbidden, RolloutError, http_status
 from rollout.store.audit import Head
 from rollout.web import overview
@@ -57,6 +59,8 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# A drift report is Evidently's HTML with its scripts: a sandbox keeps them off the session.
+REPORT = {"Cache-Control": "no-store", "Content-Security-Policy": "sandbox allow-scripts"}
 BAD_CSRF = "csrf: the form's CSRF token is missing or wrong; reload the page and try again"
 
 templates = Environment(
@@ -119,7 +123,7 @@ def dashboard(manager: Manager) -> APIRouter:
         status, code = http_status(exc)
         return refuse(request, status, code, str(exc), viewer)
 
-    def guarded(request: Request, render: Callable[[Session, Token], HTMLResponse]) -> Response:
+    def guarded(request: Request, render: Callable[[Session, Token], Response]) -> Response:
         found = signed_in(request)
         if found is None:
             return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", 303)
@@ -209,6 +213,18 @@ def dashboard(manager: Manager) -> APIRouter:
                 request, "rollout.html", viewer=token, session=session, buttons=buttons,
                 refresh_s=REFRESH_S if rollout.active else None, **context,
             )  # fmt: skip
+
+        return guarded(request, render)
+
+    @router.get("/ui/rollouts/{rollout_id}/drift-report")
+    def drift_report(request: Request, rollout_id: str) -> Response:
+        """The rollout's latest drift report (the file ``GET /v1/.../drift-report`` serves),
+        for a browser's session; sandboxed: its scripts run in an origin of their own."""
+
+        def render(session: Session, token: Token) -> Response:
+            record = request.app.state.readable_rollout(request, token, rollout_id)
+            path = stored_report(manager.evidence.reports, record.id)
+            return FileResponse(path, media_type="text/html; charset=utf-8", headers=REPORT)
 
         return guarded(request, render)
 

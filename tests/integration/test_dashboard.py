@@ -186,7 +186,24 @@ def test_the_rollout_page_draws_its_evidence(site: Site) -> None:
     assert [name for name, _ in shown] == ["x", "y"]
     for (name, distance), (_, text) in zip(expected, shown, strict=True):
         assert float(text) == pytest.approx(distance, abs=5e-4), name
-    assert f'href="/v1/rollouts/{site.rollout_id}/drift-report"' in page
+    assert f'href="/ui/rollouts/{site.rollout_id}/drift-report"' in page
+
+
+def test_the_drift_report_is_served_sandboxed_to_a_session(site: Site) -> None:
+    client, path = site.client, f"/ui/rollouts/{site.rollout_id}/drift-report"
+    assert client.get(path).status_code == 303  # no session: log in first
+    login(client, site.tokens["viewer"])
+    folder = site.manager.evidence.reports / site.rollout_id
+    for stale in folder.glob("*.html") if folder.is_dir() else ():
+        stale.unlink()  # the manager may have written one already: start from none
+    none = client.get(path)
+    assert none.status_code == 404 and "has no drift report" in none.text
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "step-1-100.html").write_text("<p>older</p>")
+    (folder / "step-1-200.html").write_text("<p>newest</p>")
+    report = client.get(path)
+    assert report.status_code == 200 and report.text == "<p>newest</p>"
+    assert report.headers["content-security-policy"] == "sandbox allow-scripts"
 
 
 def test_a_post_needs_the_sessions_csrf_token_and_a_role_that_may(site: Site) -> None:
