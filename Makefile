@@ -41,6 +41,9 @@ bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decis
 	$(BIN)/python bench/timings.py
 	$(BIN)/python bench/soak.py
 
+screenshots: setup  ## refresh docs/img/dashboard-overview.png and dashboard-rollout.png (Chromium; make tools)
+	ROLLOUT_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_dashboard_browser.py
+
 up: setup            ## registry + store + manager + router on loopback
 	$(BIN)/rollout up
 

@@ -23,6 +23,7 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     GET    /v1/tokens                         every token's id, identity, roles, state (admin)
     DELETE /v1/tokens/{id or identity}        revoke it, or all of that identity's (admin)
     GET  /healthz
+    GET  /ui/ ...                             the web dashboard (:mod:`rollout.web`)
 
 Every ``/v1`` call needs ``Authorization: Bearer <token>``; the token's sha256 (hex) must be one
 of ``ROLLOUT_API_TOKENS`` (``identity[:role+role][@env+env]=sha256hex,...``, see
@@ -102,6 +103,7 @@ from rollout.watch import (
     rollout_active,
     stream_changes,
 )
+from rollout.web import dashboard
 
 log = logging.getLogger(__name__)
 
@@ -808,6 +810,7 @@ def create_app(
         return {"revoked": [_out(stored.to_dict(now)) for stored in revoked]}
 
     add_metrics_route(app, manager, scrape_token_digest(os.environ))
+    app.include_router(dashboard(manager))  # the web dashboard: /ui/..., / redirects there
     # Outside everything else (added last): nothing reads a body over the limit.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app

@@ -1,0 +1,110 @@
+"""What the rollout page shows, gathered from stored evidence and one bounded sample.
+
+The timeline is the rollout's events (each transition with its actor, reason and evidence);
+the gates' picture and the traffic over time come from the kept looks (:mod:`rollout.store.
+looks`, bounded per step); the last verdict's gates from the newest event with evidence. Only
+the distributions and the per-arm error rate and latency read prediction rows: at most
+:data:`~rollout.web.sample.SAMPLE_PER_ARM` of each arm (:mod:`rollout.web.sample`). The
+pictures of the last few page states are kept in memory, so a reload with nothing new logged
+draws nothing. After retention pruned those rows, the page says so and the rest renders.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rollout.store.records import RolloutRecord
+from rollout.stored import parse_spec
+from rollout.web import charts
+from rollout.web.overview import alpha_spent, last_evidence, look_verdict
+from rollout.web.sample import arm_stats, numeric, rank_features, sample
+
+if TYPE_CHECKING:
+    from rollout.manager import Manager
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 500
+TOP_FEATURES = 3
+DRAWN_KEPT = 32  # pictures of this many page states are kept (a reload of the same state
+# while nothing new was logged costs no drawing)
+_drawn: dict[tuple[object, ...], tuple[str | None, ...]] = {}
+
+
+def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dict[str, Any]:
+    events = manager.events(rollout.id)[-MAX_EVENTS:]
+    looks = manager.looks(rollout.id)
+    evidence = last_evidence(events)
+    step_weights = [step.weight_pct for step in parse_spec(rollout.spec).steps()]
+    since = _window_start(rollout, evidence)
+    taken = sample(manager.engine, rollout.id, since)
+    arms = [arm_stats(taken[arm]) for arm in ("baseline", "canary") if taken[arm].n]
+    baseline, canary = taken["baseline"], taken["canary"]
+    drifted = rank_features(baseline.features, canary.features, TOP_FEATURES)
+    panels: list[tuple[str, list[float], list[float]]] = []
+    if baseline.outputs or canary.outputs:
+        panels.append(("output", baseline.outputs, canary.outputs))
+    for name, distance in drifted:
+        panels.append(
+            (f"{name} (KS {distance:.2f})", numeric(baseline.features, name),
+             numeric(canary.features, name))
+        )  # fmt: skip
+    title = f"{rollout.model} v{rollout.candidate_version} in {rollout.environment}"
+    drawn = (
+        rollout.id,
+        rollout.row_version,
+        tuple((look.step_index, look.seq) for look in looks[-1:]),
+        tuple((taken[arm].n, taken[arm].errors, len(taken[arm].outputs)) for arm in taken),
+        tuple(latest.latencies_ms[0] for latest in taken.values() if latest.n),
+    )
+    svgs = _drawn.get(drawn)
+    if svgs is None:
+        svgs = (
+            _drawn_or_note(lambda: charts.gates_svg(looks, title)) if looks else None,
+            _drawn_or_note(lambda: charts.traffic_svg(looks, step_weights)) if looks else None,
+            _drawn_or_note(lambda: charts.arms_svg(arms)) if arms else None,
+            _drawn_or_note(lambda: charts.distributions_svg(panels)) if panels else None,
+        )
+        _drawn[drawn] = svgs
+        while len(_drawn) > DRAWN_KEPT:
+            _drawn.pop(next(iter(_drawn)))
+    return {
+        "rollout": rollout,
+        "spec_text": json.dumps(json.loads(rollout.spec), indent=2, sort_keys=True),
+        "events": events,
+        "evidence": evidence,
+        "alpha_spent": alpha_spent(evidence, rollout),
+        "newest_look": looks[-1] if looks else None,
+        "newest_verdict": look_verdict(looks[-1]) if looks else None,
+        "step_weights": step_weights,
+        "looks_count": len(looks),
+        "gates_svg": svgs[0],
+        "traffic_svg": svgs[1],
+        "arms": arms,
+        "arms_svg": svgs[2],
+        "drifted": drifted,
+        "distributions_svg": svgs[3],
+        "sampled": {arm: taken[arm].n for arm in taken},
+        "since": since,
+        "age_s": max(0.0, now - rollout.created_at),
+    }
+
+
+def _drawn_or_note(draw: Callable[[], str]) -> str:
+    """A picture, or (should drawing fail) a note saying why: the page still renders."""
+    try:
+        return draw()
+    except Exception as exc:
+        log.exception("could not draw a picture of the rollout page")
+        return f"<p class='error'>could not draw this picture: {html.escape(str(exc)[:200])}</p>"
+
+
+def _window_start(rollout: RolloutRecord, evidence: Any) -> float:
+    """Where the judged window began: the last verdict's window, else the current step's."""
+    if not rollout.active and evidence is not None and evidence.get("window_start"):
+        return float(evidence["window_start"])
+    return float(rollout.step_started_at or rollout.created_at)

@@ -1,0 +1,147 @@
+"""A bounded sample of a rollout's judged window, per arm, for the rollout page's pictures.
+
+:func:`sample` reads at most ``limit`` of the newest requests of each arm since the window's
+start (never the whole prediction log): their latency, whether they failed, the first output
+and the first feature row. From it the page draws the outputs' distributions, error rate and
+latency quantiles per arm with intervals (:func:`arm_stats`), and the most drifted features
+(:func:`rank_features`, a plain two-sample KS distance per numeric feature; the
+multiple-testing-controlled feature drift of :mod:`monitors` may replace it: keep the ranking
+in that one function). Once retention has pruned the rows the sample is empty and the page
+says so; the stored evidence (events and looks) still renders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+from sqlalchemy import Engine, select
+
+from contract.sql.schema import predictions
+from rollout.summary import is_number, parse_rows
+
+SAMPLE_PER_ARM = 2_000
+ARMS = ("baseline", "canary")
+QUANTILES = (0.5, 0.9, 0.99)
+Z95 = 1.959963984540054
+
+
+@dataclass
+class ArmSample:
+    arm: str
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    outputs: list[float] = field(default_factory=list)  # numeric outputs only
+    features: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.latencies_ms)
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    arm: str
+    n: int
+    error_rate: Interval
+    latency_ms: dict[float, Interval]  # quantile → estimate and 95% interval
+
+
+def sample(
+    engine: Engine, rollout_id: str, since_ts: float, limit: int = SAMPLE_PER_ARM
+) -> dict[str, ArmSample]:
+    """The newest ``limit`` requests of each arm of ``rollout_id`` since ``since_ts``."""
+    out: dict[str, ArmSample] = {}
+    with engine.connect() as conn:
+        for arm in ARMS:
+            query = (
+                select(
+                    predictions.c.latency_ms,
+                    predictions.c.error,
+                    predictions.c.output,
+                    predictions.c.features,
+                )
+                .where(
+                    predictions.c.rollout_id == rollout_id,
+                    predictions.c.arm == arm,
+                    predictions.c.ts >= since_ts,
+                )
+                .order_by(predictions.c.id.desc())
+                .limit(limit)
+            )
+            taken = out[arm] = ArmSample(arm)
+            for latency_ms, error, output, features in conn.execute(query):
+                taken.latencies_ms.append(float(latency_ms))
+                if error is not None:
+                    taken.errors += 1
+                    continue
+                _add_first(taken, output, features)
+    return out
+
+
+def _add_first(taken: ArmSample, output: str | None, features: str | None) -> None:
+    """The first predicted row's output (when numeric) and feature row of a request."""
+    try:
+        values = parse_rows(output)
+        rows = parse_rows(features)
+    except ValueError:
+        return
+    if values and is_number(values[0]) and math.isfinite(float(values[0])):  # type: ignore[arg-type]
+        taken.outputs.append(float(values[0]))  # type: ignore[arg-type]
+    if rows and isinstance(rows[0], dict):
+        taken.features.append(rows[0])
+
+
+def wilson(successes: int, n: int) -> Interval:
+    """A proportion with its 95% Wilson interval (0 of 0: an interval of [0, 1])."""
+    if n == 0:
+        return Interval(0.0, 0.0, 1.0)
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return Interval(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
+
+
+def quantile_interval(values: list[float], q: float) -> Interval:
+    """The ``q`` quantile with a distribution-free 95% interval from order statistics."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = len(ordered)
+    estimate = float(np.quantile(ordered, q))
+    low_rank = int(stats.binom.ppf(0.025, n, q))
+    high_rank = int(stats.binom.ppf(0.975, n, q))
+    low = float(ordered[max(0, low_rank - 1)])
+    high = float(ordered[min(n - 1, high_rank)])
+    return Interval(estimate, min(low, estimate), max(high, estimate))
+
+
+def arm_stats(taken: ArmSample) -> ArmStats:
+    latency = {q: quantile_interval(taken.latencies_ms, q) for q in QUANTILES} if taken.n else {}
+    return ArmStats(taken.arm, taken.n, wilson(taken.errors, taken.n), latency)
+
+
+def rank_features(
+    baseline: list[dict[str, object]], canary: list[dict[str, object]], top: int = 3
+) -> list[tuple[str, float]]:
+    """The ``top`` numeric features by two-sample KS distance, largest first."""
+    names = sorted({name for row in baseline[:50] + canary[:50] for name in row})
+    ranked: list[tuple[str, float]] = []
+    for name in names:
+        base = numeric(baseline, name)
+        cand = numeric(canary, name)
+        if len(base) >= 2 and len(cand) >= 2:
+            ranked.append((name, float(stats.ks_2samp(base, cand).statistic)))
+    ranked.sort(key=lambda item: (-item[1], item[0]))
+    return ranked[:top]
+
+
+def numeric(rows: list[dict[str, object]], name: str) -> list[float]:
+    return [float(row[name]) for row in rows if is_number(row.get(name))]  # type: ignore[arg-type]

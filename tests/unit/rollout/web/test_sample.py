@@ -1,0 +1,56 @@
+"""The rollout page's statistics, each checked against scipy, and the session table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rollout.web.sample import quantile_interval, rank_features, wilson
+from rollout.web.sessions import IDLE_S, Sessions, csrf_matches
+
+
+@pytest.mark.parametrize(("errors", "n"), [(0, 50), (3, 50), (17, 400), (50, 50)])
+def test_wilson_interval_is_scipys(errors: int, n: int) -> None:
+    got = wilson(errors, n)
+    want = stats.binomtest(errors, n).proportion_ci(method="wilson")
+    assert got.estimate == pytest.approx(errors / n)
+    assert (got.low, got.high) == pytest.approx((want.low, want.high), abs=1e-9)
+    assert got.low <= got.estimate <= got.high
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
+def test_quantile_interval_holds_the_estimate_and_covers_the_truth(q: float) -> None:
+    rng = np.random.default_rng(7)
+    truth = float(stats.expon.ppf(q, scale=10))
+    covered = 0
+    for _ in range(200):
+        values = rng.exponential(10, 800).tolist()
+        got = quantile_interval(values, q)
+        assert got.low <= got.estimate <= got.high
+        assert got.estimate == pytest.approx(float(np.quantile(values, q)))
+        covered += got.low <= truth <= got.high
+    assert covered >= 180  # a 95% interval: about 190 of 200
+
+
+def test_features_are_ranked_by_scipys_ks_distance() -> None:
+    rng = np.random.default_rng(3)
+    baseline = [{"a": float(v), "b": float(w), "t": "x"} for v, w in rng.normal(0, 1, (300, 2))]
+    canary = [
+        {"a": float(v) + 1, "b": float(w) + 0.2, "t": "y"} for v, w in rng.normal(0, 1, (200, 2))
+    ]
+    ranked = rank_features(baseline, canary, top=2)
+    assert [name for name, _ in ranked] == ["a", "b"]  # "t" is not numeric: not ranked
+    a = stats.ks_2samp([r["a"] for r in baseline], [r["a"] for r in canary]).statistic
+    assert ranked[0][1] == pytest.approx(a)
+
+
+def test_sessions_expire_when_idle_and_keep_at_most_their_bound() -> None:
+    sessions = Sessions(max_sessions=2)
+    first, session = sessions.create("tok-1", now=0.0)
+    assert sessions.get(first, now=IDLE_S - 1) is session
+    assert sessions.get(first, now=2 * IDLE_S) is None  # idle too long
+    ids = [sessions.create(f"tok-{i}", now=0.0)[0] for i in range(3)]
+    assert len(sessions) == 2 and sessions.get(ids[0], now=1.0) is None
+    assert csrf_matches(session, session.csrf) and not csrf_matches(session, "forged")
+    assert not csrf_matches(session, None)
