@@ -34,6 +34,7 @@ bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decis
 	$(BIN)/pytest -m long_coverage
 	$(BIN)/python bench/window.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/feature_drift.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/cli.py

@@ -7,7 +7,11 @@ bounds, the delta and alpha it is held to, its verdict. So that the tables do no
 gate by another measure, Evidently judges the ``output`` column by the gate's distance: numbers
 by its KS test, categories by their total-variation distance (``tv_distance``, registered here:
 Evidently's own "TVD" is a p-value of 1,000 permutations, 37 s on 20,000 rows per arm). Feature
-columns keep Evidently's defaults. Evidently is imported lazily: importing `monitors` stays cheap.
+columns keep Evidently's defaults. Below the gates, the feature-drift table
+(:mod:`monitors.feature_report`): per column our test with false alarms controlled across
+columns and Evidently's verdict, a note where they differ, and how many columns each flags by
+chance at these sizes; the ``output`` column there shows the gate's test. Evidently's own report
+follows as the second opinion. Evidently is imported lazily: importing `monitors` stays cheap.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from monitors.feature_drift import compare_features
+from monitors.feature_report import evidently_verdicts, feature_table_html, with_evidently
 from monitors.results import GateResult
 
 OUTPUT = "output"  # the column of predicted values
@@ -35,12 +41,16 @@ _STYLE = (
 _COLOURS = {"fail": "#c62828", "pass": "#2e7d32", "inconclusive": "#f9a825"}
 
 
-def drift_report_html(baseline: Any, canary: Any, gates: Sequence[GateResult] = ()) -> str:
+def drift_report_html(
+    baseline: Any, canary: Any, gates: Sequence[GateResult] = (), *, permutations: int = 50
+) -> str:
     """A self-contained HTML data-drift report of `canary` against `baseline` (DataFrames).
 
     Both frames need the same columns; at least one row each. `gates` (the step's results, or
     just the ``output_drift`` one) head the report; the output-drift gate's test also says how
-    Evidently reads the ``output`` column (categories or numbers).
+    Evidently reads the ``output`` column (categories or numbers). Below them, the feature-drift
+    table (:func:`monitors.feature_drift.compare_features`, ``permutations`` deals for its
+    chance counts); Evidently's own report below that, as a second opinion.
     """
     missing = sorted(set(baseline.columns) ^ set(canary.columns))
     if missing:
@@ -65,13 +75,23 @@ def drift_report_html(baseline: Any, canary: Any, gates: Sequence[GateResult] = 
             reference_data=Dataset.from_pandas(baseline, data_definition=definition),
         )
         page = str(snapshot.get_html_str(as_iframe=False))
+        verdicts = evidently_verdicts(snapshot.dict())
+    output_gate = _output_drift(gates) if OUTPUT in columns else None
+    judged = [c for c in columns if c != OUTPUT or output_gate is None]
+    table = None
+    if judged:
+        table = compare_features(baseline[judged], canary[judged], permutations=permutations)
+        table = with_evidently(table, verdicts)
     shown = (
         "The gates decide; Evidently's tables below are for reading. They compare "
         f"{len(baseline):,} baseline and {len(canary):,} canary rows. {note}"
     )
     block = f'<section id="evidently-methods" style="{_STYLE.format("#9e9e9e")}"><p>'
     block += html.escape(f"{shown}Other columns: Evidently's defaults.")
-    return with_gate_verdicts(_at_top(page, f"{block}</p></section>"), gates)
+    page = _at_top(page, f"{block}</p></section>")
+    if table is not None:
+        page = _at_top(page, feature_table_html(table, output_gate, verdicts.get(OUTPUT)))
+    return with_gate_verdicts(page, gates)
 
 
 def with_gate_verdicts(page: str, gates: Sequence[GateResult]) -> str:

@@ -1,4 +1,5 @@
-"""The manager's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
+"""The manager's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``, offline:
+:mod:`rollout.swagger_ui`).
 
 The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
 
@@ -11,6 +12,7 @@ The same verbs as the CLI, on one :class:`~rollout.manager.Manager`::
     POST /v1/models/{m}/environments/{e}/rollback  {to_release?, reason?}
     GET  /v1/models/{m}/environments/{e}/history   release records, newest first
     GET  /v1/rollouts/{id}/report             the rollout, its events and its releases
+    GET  /v1/rollouts/{id}/drift-report       its latest drift report (HTML; ?step=N: of step N)
     GET  /v1/rollouts/{id}/looks              every kept look's gate bounds (?step=N, from 1)
     GET  /v1/audit                            audit rows, newest first (?model, environment,
                                               identity, limit)
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -67,20 +70,30 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rollout import swagger_ui
 from rollout.audited import Call, Denials, http_outcome, record, summary_status
 from rollout.auth import GRANTS, ROLES, Token, authorize, non_production, parse_tokens
 from rollout.declarative import apply, plan
-from rollout.errors import Forbidden, RolloutError, Unauthenticated, Unavailable, http_status
+from rollout.drift_report import stored_report
+from rollout.errors import (
+    Forbidden,
+    NoSuchRollout,
+    RolloutError,
+    Unauthenticated,
+    Unavailable,
+    http_status,
+)
 from rollout.manager import Manager
+from rollout.metrics_api import add_metrics_route, scrape_token_digest
 from rollout.spec import load_spec
 from rollout.spec.document import MAX_DEPTH, depth_of, excerpt
 from rollout.store.audit import Head
-from rollout.store.records import json_safe
+from rollout.store.records import RolloutRecord, json_safe
 from rollout.store.tokens import TokenStore
 from rollout.tokens import Authenticator, issue, revoke
 from rollout.watch import (
@@ -432,7 +445,10 @@ def create_app(
         version="1",
         description="Start, watch, approve and roll back model rollouts (same verbs as the CLI).",
         lifespan=lifespan,
+        docs_url=None,  # /docs from this package, not a CDN (rollout.swagger_ui)
+        redoc_url=None,
     )
+    swagger_ui.install(app)
     app.state.tokens = known
     store = token_store if token_store is not None else TokenStore(manager.engine)
     app.state.authenticator = Authenticator(known, store)
@@ -441,10 +457,13 @@ def create_app(
     open_streams: dict[str, int] = {}  # identity → open watch streams
 
     def allow(request: Request, token: Token, verb: str, environment: str | None) -> None:
-        """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``."""
+        """403 (before anything changes) unless ``token`` may do ``verb`` in ``environment``;
+        422 ``unknown_environment`` when it is not a configured one."""
         call = _call(request)
         if call is not None:
             call.environment = environment if environment is not None else call.environment
+        if environment is not None:
+            manager.environments.check(environment)
         if (
             verb == "promote"
             and environment is not None
@@ -480,7 +499,18 @@ def create_app(
             f"{' or '.join(needs)}, has {'+'.join(token.roles)}"
         )
 
+    def readable_rollout(request: Request, token: Token, rollout_id: str) -> RolloutRecord:
+        """The rollout ``rollout_id`` if ``token`` may read its report. A rollout in an
+        environment the token is not limited to is answered as an unknown id (404, the same
+        message), so such a token cannot tell which ids exist elsewhere."""
+        record = manager.rollout(rollout_id)
+        if not token.may_see(record.environment):
+            raise NoSuchRollout(f"no rollout with id {rollout_id!r}")
+        allow(request, token, "report", record.environment)
+        return record
+
     app.state.allow = allow
+    app.state.readable_rollout = readable_rollout
     app.state.allow_somewhere = allow_somewhere
 
     @app.middleware("http")
@@ -677,8 +707,19 @@ def create_app(
 
     @app.get("/v1/rollouts/{rollout_id}/report")
     def report(request: Request, rollout_id: str, token: Caller) -> dict[str, Any]:
-        allow(request, token, "report", manager.rollout(rollout_id).environment)
+        readable_rollout(request, token, rollout_id)
         return _out(manager.report(rollout_id))
+
+    @app.get("/v1/rollouts/{rollout_id}/drift-report", response_class=HTMLResponse)
+    def drift_report(
+        request: Request,
+        rollout_id: str,
+        token: Caller,
+        step: Annotated[int | None, Query(ge=1, le=1_000)] = None,
+    ) -> FileResponse:
+        record = readable_rollout(request, token, rollout_id)
+        path = stored_report(manager.evidence.reports, record.id, step)
+        return FileResponse(path, media_type="text/html; charset=utf-8")
 
     @app.get("/v1/rollouts/{rollout_id}/looks")
     def looks(
@@ -687,7 +728,7 @@ def create_app(
         token: Caller,
         step: Annotated[int | None, Query(ge=1, le=1_000)] = None,
     ) -> dict[str, Any]:
-        allow(request, token, "report", manager.rollout(rollout_id).environment)
+        readable_rollout(request, token, rollout_id)
         kept = manager.looks(rollout_id, step - 1 if step is not None else None)
         return _out({"rollout_id": rollout_id, "looks": [look.to_dict() for look in kept]})
 
@@ -743,6 +784,8 @@ def create_app(
             token_environments=body.environments,
         )
         allow(request, token, "token_create", None)
+        for index, name in enumerate(body.environments or ()):
+            manager.environments.check(name, f"environments[{index}]")  # 422, not a dead token
         issued = issue(
             store, body.identity, body.roles, body.environments, body.expires, token.identity
         )
@@ -764,6 +807,7 @@ def create_app(
         now = store.clock.time()
         return {"revoked": [_out(stored.to_dict(now)) for stored in revoked]}
 
+    add_metrics_route(app, manager, scrape_token_digest(os.environ))
     # Outside everything else (added last): nothing reads a body over the limit.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app

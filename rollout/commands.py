@@ -80,6 +80,7 @@ class Commands:
         actor: str = "unknown",
     ) -> str:
         """Start a rollout of ``candidate`` (a version or ``@alias``); returns its id."""
+        self.environments.check(environment)  # a typo is refused, never released to
         spec = bind_spec(spec or default_spec(), model, candidate, environment)
         registry = self._registry()
         version = registry.resolve(model, str(candidate)).version

@@ -78,19 +78,22 @@ class RolloutPlan:
         return asdict(self)
 
 
-def _declared(spec: RolloutSpec) -> tuple[str, str, str]:
+def _declared(spec: RolloutSpec, manager: Manager) -> tuple[str, str, str]:
+    """The spec's model, candidate and environment; SpecError when one is missing,
+    UnknownEnvironment when the environment is not configured (refused, never planned)."""
     missing = [
         name for name in ("model", "candidate", "environment") if getattr(spec, name) is None
     ]
     if missing:
         raise SpecError(f"{missing[0]}: required in a spec given to apply or plan")
     assert spec.model is not None and spec.candidate is not None and spec.environment is not None
+    manager.environments.check(spec.environment, "environment")
     return spec.model, spec.candidate, spec.environment
 
 
 def apply(manager: Manager, spec: RolloutSpec, actor: str) -> ApplyResult:
     """Bring the store to the declared rollout; a second identical apply changes nothing."""
-    model, candidate, environment = _declared(spec)
+    model, candidate, environment = _declared(spec, manager)
     bound = bind_spec(spec, model, candidate, environment)
     digest_of_config = config_hash(bound)
     configs = manager.configs
@@ -145,7 +148,7 @@ def apply(manager: Manager, spec: RolloutSpec, actor: str) -> ApplyResult:
 
 def plan(manager: Manager, spec: RolloutSpec) -> RolloutPlan:
     """What :func:`apply` would do with ``spec``, and the rollout it declares. Changes nothing."""
-    model, candidate, environment = _declared(spec)
+    model, candidate, environment = _declared(spec, manager)
     bound = bind_spec(spec, model, candidate, environment)
     digest_of_config = config_hash(bound)
     problems: list[str] = []

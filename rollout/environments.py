@@ -6,6 +6,10 @@ needs an approval (``approval_required``: on for ``prod`` unless its ``approval`
 (``distinct_approver``: on for ``prod``), and how long a rollout may wait
 for the approval before ``on_approval_timeout`` (``rollback`` or ``abort``) applies.
 
+A name outside the configured order (a typo such as ``prd``) is refused wherever it is named
+(the CLI, the API with 422 ``unknown_environment``, a spec's ``environment``) by
+:meth:`Environments.check`, which lists the configured names and suggests the closest.
+
 The order rule (enforced by the manager): once a model has releases in an environment, a
 version enters the next one only after it succeeded there, as the same artifact (same digest).
 A model that never used the earlier environment is not held back by it (so a team without a
@@ -35,8 +39,9 @@ by default, at least a minute) and what a degradation found by the change detect
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,12 +54,19 @@ from pydantic import (
     field_validator,
 )
 
-from rollout.errors import SpecError
+from rollout.errors import Invalid, SpecError
 from rollout.lifecycle import OnApprovalTimeout
 from rollout.spec import OptionalDuration, SloSpec, format_errors
 from rollout.spec.document import parse_yaml, read_spec_file
 from rollout.spec.fields import Duration, WatchDuration
 from rollout.store.retention import RetentionPolicy
+
+
+class UnknownEnvironment(Invalid):
+    """An environment name that is not in the configured order (422 through the API)."""
+
+    code = "unknown_environment"
+
 
 KEEP_ALL = RetentionPolicy()  # no retention: the prediction log keeps every row
 OnDegradation = Literal["alert", "rollback"]
@@ -84,9 +96,12 @@ DEFAULT_ENVIRONMENTS: tuple[Environment, ...] = (
 
 @dataclass(frozen=True)
 class Environments:
-    """The ordered environments; names outside the order get a permissive default policy."""
+    """The ordered environments. :meth:`check` refuses a name outside the order (everything
+    a user names goes through it); :meth:`get` gives such a name a permissive default policy
+    (for rows written before the order changed)."""
 
     ordered: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
+    source: str = "the default order; configure it in $ROLLOUT_HOME/environments.yaml"
 
     @classmethod
     def of(cls, value: Environments | Sequence[str | Environment] | None) -> Environments:
@@ -96,7 +111,8 @@ class Environments:
             return value
         defaults = {env.name: env for env in DEFAULT_ENVIRONMENTS}
         return cls(
-            tuple(defaults.get(v, Environment(v)) if isinstance(v, str) else v for v in value)
+            tuple(defaults.get(v, Environment(v)) if isinstance(v, str) else v for v in value),
+            source="as given to the manager",
         )
 
     @property
@@ -108,6 +124,20 @@ class Environments:
             if env.name == name:
                 return env
         return Environment(name)
+
+    def check(self, name: str, field: str = "environment") -> Environment:
+        """The environment ``name``; :class:`UnknownEnvironment` naming ``field``, the
+        configured environments and the closest name when it is not one of them."""
+        for env in self.ordered:
+            if env.name == name:
+                return env
+        names = self.names
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownEnvironment(
+            f"{field}: {name!r} is not a configured environment: expected one of "
+            f"{', '.join(names)} ({self.source}){hint}"
+        )
 
     def previous(self, name: str) -> str | None:
         """The environment a version must have succeeded in before ``name``, if any."""
@@ -218,4 +248,4 @@ def load_environments(path: Path | None) -> Environments:
     data = parse_yaml(read_spec_file(path), f"{path}: ")
     if not isinstance(data, Mapping):
         raise SpecError(f"{path}: expected a mapping with 'environments', got {data!r}")
-    return parse_environments(data, f"{path}: ")
+    return replace(parse_environments(data, f"{path}: "), source=f"from {path}")

@@ -84,6 +84,7 @@ class Loop:
         self.clock = clock
         self.lease: Lease | None = None  # set while run() holds the lease; fences every save
         self.holds = Holds()  # the rollouts waiting for the registry
+        self.observers: list[Callable[[Decision], None]] = []  # told each tick's transitions
 
     def get(self, rollout_id: str) -> RolloutRecord:
         record = self.records.get(rollout_id)
@@ -249,6 +250,8 @@ class Loop:
                                 decision.to_state,
                                 decision.reason,
                             )
+                            for observe in self.observers:
+                                observe(decision)
                         self._export_audit_head()
                         self._housekeeping()
                     else:

@@ -22,8 +22,9 @@ neither MLflow nor an HTTP client.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -261,8 +262,15 @@ class Manager:
         interval_s: float = 0.5,
         stop_event: threading.Event | None = None,
         lease_ttl_s: float = DEFAULT_TTL_S,
+        environ: Mapping[str, str] = os.environ,
     ) -> None:
-        """Tick every ``interval_s`` while holding the store's lease, until ``stop_event``."""
+        """Tick every ``interval_s`` while holding the store's lease, until ``stop_event``;
+        with ``ROLLOUT_MANAGER_METRICS_PORT`` in ``environ``, serve ``/metrics`` meanwhile
+        (:mod:`rollout.metrics_http`)."""
+        from rollout.metrics_http import metrics_address, serve_manager_metrics
+
+        address = metrics_address(environ)
+        metrics = serve_manager_metrics(self, address) if address is not None else None
         lease = Lease(self.engine, ttl_s=max(lease_ttl_s, 2 * interval_s), clock=self.clock)
         log.info(
             "manager running every %.2fs on %s (lease holder id %s)",
@@ -270,7 +278,12 @@ class Manager:
             self.settings.store_url,
             lease.holder,
         )
-        self.loop.run(lease, interval_s, stop_event)
+        try:
+            self.loop.run(lease, interval_s, stop_event)
+        finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
 
     # -- reading --
 

@@ -15,7 +15,10 @@ attempt waits at most ``timeout_s`` (4 s by default) and is not retried by MLflo
 (``retries``: 0 by default; MLflow's own default retries for about four minutes, which would
 block the manager loop and lose its 5 s lease); the manager's next tick is the retry. The
 operator's own ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` /
-``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` win. A registry that gives no answer raises
+``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` win. MLflow reads them from the process's environment,
+so they are set there (:mod:`rollout.child_env`), and left out of the environment of the
+processes this one starts: a router loading a model keeps MLflow's own retries. A registry that
+gives no answer raises
 :class:`~contract.errors.RegistryUnavailable` (503 ``unavailable``), never
 :class:`~contract.errors.VersionNotFound`, which means the registry answered "no such
 version" (:func:`contract.mlflow.registry_error`). After a call found the registry down, calls
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -52,6 +54,7 @@ from contract.mlflow import (
     registry_error,
 )
 from contract.registry import ModelVersionInfo, parse_ref
+from rollout.child_env import default_env
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,9 +111,9 @@ class MlflowRegistry(MlflowRegistryReader):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         # MLflow reads these at each request; an operator's own settings win.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        default_env("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+        default_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+        default_env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         super().__init__(registry_uri, artifact_root)
         self.probe_every_s = probe_every_s
         self._clock = clock

@@ -6,7 +6,9 @@ Processes (the same roles as the compose services, see :data:`ROLES`):
   clients talk HTTP to it as they would in production; otherwise the registry is embedded;
 - ``router``: ``rollout router`` serving inference on ``--port``, with the home's request id
   key and label writer token (:mod:`rollout.router_keys`, ``<home>/secrets/``);
-- ``manager``: ``rollout manager`` advancing rollouts.
+- ``manager``: ``rollout manager`` advancing rollouts;
+- ``api``: ``rollout api`` on ``--api-port`` (8090): the HTTP API and the dashboard at ``/ui/``
+  (started by ``rollout up`` itself, after the others; :func:`api_spec`).
 
 On the embedded default's first start an admin token for the API is made and written to
 ``$ROLLOUT_HOME/admin-token`` (mode 0600; :mod:`rollout.tokens`).
@@ -31,11 +33,12 @@ from types import FrameType
 
 import httpx
 
+from rollout.child_env import child_environ
 from rollout.router_keys import router_secrets
 from rollout.settings import Settings
 
 # The compose services that run our code or MLflow; "postgres" is infrastructure.
-ROLES = ("registry", "router", "manager")
+ROLES = ("registry", "router", "manager", "api")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,15 @@ def process_specs(
     return specs
 
 
+def api_spec(host: str, port: int) -> ProcessSpec:
+    """``rollout api``: the API and the dashboard, healthy when ``/healthz`` answers."""
+    return ProcessSpec(
+        role="api",
+        argv=[sys.executable, "-m", "rollout", "api", "--host", host, "--port", str(port)],
+        health_url=f"http://{host}:{port}/healthz",
+    )
+
+
 class Supervisor:
     """Start child processes, wait until healthy, stop them all together."""
 
@@ -115,7 +127,7 @@ class Supervisor:
 
     def start(self, spec: ProcessSpec, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.env(), **venv_path_env(), **spec.env}
+        env = {**child_environ(), **self.settings.env(), **venv_path_env(), **spec.env}
         log = (self.log_dir / f"{spec.role}.log").open("ab")
         proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.children.append((spec, proc))
@@ -167,6 +179,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="router port")
     parser.add_argument("--environment", default="prod")
+    parser.add_argument(
+        "--api-port", type=int, default=8090, help="the API's and the dashboard's port"
+    )
     parser.add_argument(
         "--mlflow-server",
         type=int,
@@ -224,12 +239,15 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         mlflow_port=args.mlflow_server,
         environment=args.environment,
     )
+    specs.append(api_spec(args.host, args.api_port))
     try:
         for spec in specs:
             supervisor.start(spec)
             print(f"started {spec.role:<8} {' '.join(spec.argv[1:4])}", flush=True)
         print(
             f"router:   http://{args.host}:{args.port}  (POST /v1/models/<model>/invocations)\n"
+            f"api:      http://{args.host}:{args.api_port}  (OpenAPI at /docs)\n"
+            f"dashboard: http://{args.host}:{args.api_port}/ui/  (log in with a token)\n"
             f"registry: {settings.registry_uri}\nstore:    {settings.store_url}\n"
             f"logs:     {supervisor.log_dir}\n"
             f"labels:   POST /v1/feedback with 'Authorization: Bearer <token>', the token in "

@@ -6,12 +6,13 @@ token (``$ROLLOUT_TOKEN`` or ``--token-file``) the verbs go through the manager'
 token's identity (:mod:`rollout.cli.remote`; ``--actor`` is ignored); without, they use the
 store directly and are audited as such (``via: store`` and the OS user). Commands::
 
-    rollout start MODEL --candidate V|@alias --env ENV [-f spec.yaml] [--actor NAME]
+    rollout init [--json]                 # make the data directory (else refused when missing)
+    rollout start MODEL --candidate V|@alias --env ENV [-f spec.yaml] [--actor NAME] [--json]
     rollout apply -f spec.yaml [--actor NAME] [--json]   # idempotent
-    rollout plan -f spec.yaml [--json]                   # changes nothing
-    rollout status MODEL --env ENV [--json] [--watch [--interval S]]
-    rollout promote|approve|pause|resume|abort MODEL --env ENV [--actor NAME]
-    rollout rollback MODEL --env ENV [--to RELEASE_ID] [--actor NAME]
+    rollout plan -f spec.yaml [--json]        # changes nothing; exit 1 on a problem
+    rollout status MODEL --env ENV [--json] [--watch [--interval 0.5..60]]   # live view
+    rollout promote|approve|pause|resume|abort MODEL --env ENV [--actor NAME] [--json]
+    rollout rollback MODEL --env ENV [--to RELEASE_ID] [--actor NAME] [--json]
     rollout history MODEL --env ENV [--json]
     rollout events ROLLOUT_ID [--json]
     rollout report ROLLOUT_ID [--json]        # the rollout, its events and releases
@@ -23,12 +24,18 @@ store directly and are audited as such (``via: store`` and the OS user). Command
     rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
     rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server
 
-``main`` returns the exit code: 0 on success, 2 on a usage error or a :class:`RolloutError`
-(printed as one line on stderr).
+``main`` returns the exit code: 0 on success, 1 when ``plan`` finds a problem (or ``audit
+--verify`` a broken row, ``reference`` none), 2 on a usage error or a :class:`RolloutError`
+(printed as one line on stderr), 130 when Ctrl-C stops ``status --watch``. On the store
+directly (not through ``--api``) :mod:`rollout.cli.checks` refuses first (exit 2) a data
+directory that does not exist (only ``init``, ``up`` and ``demo`` make one) and an
+environment that is not configured.
 
-Three modules, each one job: :mod:`~rollout.cli.parser` (argparse only, so ``--help`` answers
+The modules, each one job: :mod:`~rollout.cli.parser` (argparse only, so ``--help`` answers
 at once), :mod:`~rollout.cli.handlers` (one function per command; the manager and anything
-heavy are imported when a command runs) and :mod:`~rollout.cli.formatting` (the text tables).
+heavy are imported when a command runs), :mod:`~rollout.cli.formatting` (the text tables),
+:mod:`~rollout.cli.live` (``status --watch``), :mod:`~rollout.cli.checks` (the refusals) and
+:mod:`~rollout.cli.remote` (the verbs through the API).
 """
 
 from __future__ import annotations
@@ -69,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             token = read_token_file(args.token_file) if args.token_file else None
             return run(args, api_url, token or args.settings.api_token)
+        from rollout.cli.checks import refusal
+
+        problem = refusal(args, args.settings)  # a missing home, an unknown environment
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         if hasattr(args, "actor") and args.actor is None:
             args.actor = args.settings.actor or os_user()
         return HANDLERS[args.command](args)

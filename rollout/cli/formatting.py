@@ -154,18 +154,24 @@ def format_status(status: Status) -> str:
         f"started by {record.started_by} at {when(record.created_at)}"
         + (f", approved by {record.approved_by}" if record.approved_by else "")
     )
-    if record.reason:
-        lines.append(f"    {record.reason}")
-    if status.next_move:
-        lines.append(f"    now: {status.next_move}")
-    if status.expected:
-        lines.append(f"    expected: {status.expected}")
+    lines += status_notes(status, "    ")
     if status.live is not None and status.live.gates:
         lines.append(format_evidence(status.live.to_dict()))
     if status.events:
         lines.append("  events:")
         lines.append(format_events(status.events).replace("\n", "\n  ").join(["  ", ""]))
     return "\n".join(lines)
+
+
+def status_notes(status: Status, indent: str) -> list[str]:
+    """The rollout's last reason, what the manager would do now and what the step needs."""
+    record = status.rollout
+    notes = [record.reason] if record is not None and record.reason else []
+    if status.next_move:
+        notes.append(f"now: {status.next_move}")
+    if status.expected:
+        notes.append(f"expected: {status.expected}")
+    return [indent + note for note in notes]
 
 
 def format_report(

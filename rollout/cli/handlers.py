@@ -39,7 +39,6 @@ from rollout.cli.formatting import (
 )
 from rollout.cli.parser import os_user
 from rollout.settings import Settings
-from rollout.watch import changes, rollout_active
 
 if TYPE_CHECKING:
     from rollout.manager import Manager, Status
@@ -136,6 +135,21 @@ def audit_log(args: argparse.Namespace, *, keyed: bool) -> Iterator[AuditLog]:
 # -- the commands --
 
 
+def _init(args: argparse.Namespace) -> int:
+    """Make the data directory when it is missing (the registry and store are made in it on
+    first use); say where it is either way."""
+    settings = settings_of(args)
+    made = not settings.home.exists()
+    settings.ensure_home()
+    if args.json:
+        shown = {"registry_uri": settings.registry_uri, "store_url": settings.store_url}
+        print(to_json({"home": str(settings.home), "made": made, **shown}))
+    else:
+        print(f"data directory {settings.home}: {'made' if made else 'already there'}")
+        print(f"  registry {settings.registry_uri}\n  store    {settings.store_url}")
+    return 0
+
+
 def _start(args: argparse.Namespace) -> int:
     from rollout.spec import load_spec
 
@@ -153,7 +167,9 @@ def _start(args: argparse.Namespace) -> int:
             rollout_id = manager.start(args.model, candidate, environment, spec, args.actor)
             note["rollout_id"] = rollout_id
         started = manager.rollout(rollout_id)
-    if started.baseline_version is None:
+    if args.json:
+        print(to_json(started.to_dict()))
+    elif started.baseline_version is None:
         print(
             f"{rollout_id}: initial release of {started.model} v{started.candidate_version} "
             f"in {environment} (100% of traffic, @{environment})"
@@ -188,34 +204,25 @@ def _plan(args: argparse.Namespace) -> int:
     with opened(args) as manager:
         result = plan(manager, spec)
     print(to_json(result.to_dict()) if args.json else format_plan(result))
-    return 0
+    return 1 if result.problems else 0  # it would do nothing because of a problem
 
 
 def _status(args: argparse.Namespace) -> int:
-    """Once, or with ``--watch`` again on every change until the rollout is no longer active."""
-
-    def render(status: Status) -> str:
-        if args.json:
-            return to_json(status.to_dict(), indent=None if args.watch else 2)
-        return format_status(status)
-
+    """Once, or with ``--watch`` the live view until the rollout is no longer active."""
     with opened(args) as manager:
-        lines = changes(
-            lambda: manager.status(args.model, args.env),
-            render,
-            rollout_active if args.watch else _once,
-            args.interval,
-        )
-        try:
-            for text in lines:
-                print(text, flush=True)
-        except KeyboardInterrupt:
-            pass
+        return show_status(lambda: manager.status(args.model, args.env), args)
+
+
+def show_status(read: Callable[[], Status], args: argparse.Namespace) -> int:
+    """``rollout status`` on a status ``read`` (the store's, or the API's): once, or
+    :func:`rollout.cli.live.watch` with ``--watch``."""
+    if args.watch:
+        from rollout.cli.live import watch
+
+        return watch(read, as_json=args.json, interval_s=args.interval)
+    status = read()
+    print(to_json(status.to_dict()) if args.json else format_status(status))
     return 0
-
-
-def _once(_status: Status) -> bool:
-    return False
 
 
 def _lifecycle(args: argparse.Namespace) -> int:
@@ -228,7 +235,8 @@ def _lifecycle(args: argparse.Namespace) -> int:
         else:
             changed = getattr(manager, args.command)(args.model, args.env, args.actor)
         note |= {"rollout_id": changed.id, "state": changed.state}
-    print(f"{changed.id}: {changed.state}: {changed.reason}")
+    text = f"{changed.id}: {changed.state}: {changed.reason}"
+    print(to_json(changed.to_dict()) if args.json else text)
     return 0
 
 
@@ -239,6 +247,9 @@ def _rollback(args: argparse.Namespace) -> int:
     ):
         release = manager.rollback(args.model, args.env, args.actor, args.to, args.reason)
         note |= {"release_id": release.id, "version": release.version}
+    if args.json:
+        print(to_json(release.to_dict()))
+        return 0
     reason = (release.evidence or {}).get("reason", "")
     print(f"release {release.id}: {release.model} v{release.version} serves {release.environment}")
     if reason:
@@ -545,6 +556,7 @@ def _router(args: argparse.Namespace) -> int:
 
 
 HANDLERS: dict[str, Handler] = {
+    "init": _init,
     "start": _start,
     "apply": _apply,
     "plan": _plan,

@@ -29,11 +29,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def watch_interval(text: str) -> float:
+    """An argparse type: seconds between looks of ``status --watch``, from 0.5 to 60."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.5 <= value <= 60.0:  # rollout.cli.live's bounds (NaN fails too)
+        raise argparse.ArgumentTypeError(f"expected seconds from 0.5 to 60, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollout", description="Safe rollouts of MLflow model versions."
     )
-    parser.add_argument("--home", help="data directory (ROLLOUT_HOME, default ./.rollout)")
+    parser.add_argument(
+        "--home",
+        help="data directory (ROLLOUT_HOME, default ./.rollout); refused when it does not exist "
+        "(make one with `rollout init`)",
+    )
     parser.add_argument("--registry-uri", help="MLflow registry URI (ROLLOUT_REGISTRY_URI)")
     parser.add_argument("--store-url", help="rollout store URL (ROLLOUT_STORE_URL)")
     parser.add_argument(
@@ -50,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_env(sub: argparse.ArgumentParser, *, actor: bool = False) -> None:
         sub.add_argument("model", help="registered model name")
-        sub.add_argument("--env", required=True, help="environment, e.g. prod")
+        sub.add_argument("--env", required=True, help="a configured environment, e.g. prod")
         if actor:
             sub.add_argument("--actor", help=ACTOR_HELP)
+
+    def json_flag(sub: argparse.ArgumentParser, what: str = "print JSON") -> None:
+        sub.add_argument("--json", action="store_true", help=what)
+
+    init = command("init", "make the data directory (ROLLOUT_HOME or --home) if it is missing")
+    json_flag(init)
 
     start = command("start", "start a rollout of a model version")
     start.add_argument("model", help="registered model name")
@@ -60,13 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--env", help="environment (else the spec's)")
     start.add_argument("-f", "--file", help="rollout spec (YAML); default: steps 10/50/100")
     start.add_argument("--actor", help=ACTOR_HELP)
+    json_flag(start, "print the rollout as JSON")
 
     apply = command("apply", "start the rollout a spec declares, unless it exists")
     apply.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
     apply.add_argument("--actor", help=ACTOR_HELP)
     apply.add_argument("--json", action="store_true", help="print JSON")
 
-    plan = command("plan", "show what a spec would do (steps, gates, time, approval)")
+    plan = command(
+        "plan",
+        "show what a spec would do (steps, gates, time, approval); exit 1 when it would do "
+        "nothing because of a problem",
+    )
     plan.add_argument("-f", "--file", required=True, help="rollout spec (YAML)")
     plan.add_argument("--json", action="store_true", help="print JSON")
 
@@ -74,9 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     model_env(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument(
-        "--watch", action="store_true", help="print again on every change until it finishes"
+        "--watch",
+        action="store_true",
+        help="a live view until the rollout finishes (Ctrl-C stops): redrawn in place on a "
+        "terminal, else a snapshot on every change",
     )
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between looks")
+    status.add_argument(
+        "--interval", type=watch_interval, default=1.0, help="seconds between looks (0.5 to 60)"
+    )
 
     for name, help_text in (
         ("promote", "promote the active rollout now (skip the remaining steps)"),
@@ -88,11 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, help_text)
         model_env(sub, actor=True)
         sub.add_argument("--reason", help="why (stored with the event)")
+        json_flag(sub, "print the rollout as JSON")
 
     rollback = command("rollback", "roll back the active rollout or the last release")
     model_env(rollback, actor=True)
     rollback.add_argument("--to", type=int, metavar="RELEASE_ID", help="an earlier release")
     rollback.add_argument("--reason", help="why (stored with the release)")
+    json_flag(rollback, "print the release as JSON")
 
     history = command("history", "release records, newest first")
     model_env(history)

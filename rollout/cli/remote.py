@@ -6,8 +6,10 @@ With ``--api URL`` (or ``$ROLLOUT_API_URL``) and a token (``$ROLLOUT_TOKEN``, or
 the API checks the token's roles and records the token's identity, so ``--actor`` means nothing
 here and is ignored with a warning. The output is the same as on the store: the API's JSON is
 turned back into the records :mod:`rollout.cli.formatting` prints. ``status --watch`` polls
-``GET .../status`` every ``--interval`` (each call bounded by :data:`TIMEOUT`) and prints on
-change, like the direct watch.
+``GET .../status`` every ``--interval`` (each call bounded by :data:`TIMEOUT`) and shows the
+same live view as the direct watch (:mod:`rollout.cli.live`). It polls rather than holding the
+API's ``status?watch=true`` stream open: that stream says nothing while nothing changes, so a
+bounded read time would cut a quiet step short. ``plan`` exits 1 on a problem, as on the store.
 
 Every call has a bounded connect and read time and a bounded response size. An API error is
 raised as :class:`ApiError` (a :class:`~contract.errors.RolloutError`), whose message is the
@@ -35,10 +37,8 @@ from rollout.cli.formatting import (
     format_events,
     format_history,
     format_report,
-    format_status,
     to_json,
 )
-from rollout.watch import changes, rollout_active
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -214,7 +214,9 @@ def _start(client: Client, args: argparse.Namespace) -> int:
         "spec": spec,
     }
     started = client.call("POST", "/v1/rollouts", body)
-    if started.get("baseline_version") is None:
+    if args.json:
+        print(to_json(started))
+    elif started.get("baseline_version") is None:
         print(
             f"{started['id']}: initial release of {started['model']} "
             f"v{started['candidate_version']} in {environment} (100% of traffic, @{environment})"
@@ -234,48 +236,37 @@ def _plan(client: Client, args: argparse.Namespace) -> int:
     from rollout.declarative import PlanStep, RolloutPlan, format_plan
 
     result = client.call("POST", "/v1/plan", {"spec": _spec_mapping(args.file)})
+    problems = tuple(result.get("problems") or ())
     if args.json:
         print(to_json(result))
-        return 0
-    steps = tuple(build(PlanStep, step) for step in result["steps"])
-    problems = tuple(result.get("problems") or ())
-    shown = build(RolloutPlan, result, steps=steps, gates=tuple(result["gates"]), problems=problems)
-    print(format_plan(shown))
-    return 0
+    else:
+        steps = tuple(build(PlanStep, step) for step in result["steps"])
+        gates = tuple(result["gates"])
+        print(format_plan(build(RolloutPlan, result, steps=steps, gates=gates, problems=problems)))
+    return 1 if problems else 0  # as on the store: it would do nothing because of a problem
 
 
 def _status_verb(client: Client, args: argparse.Namespace) -> int:
+    from rollout.cli.handlers import show_status
+
     path = env_path(args.model, args.env, "status")
-
-    def render(status: Any) -> str:
-        if args.json:
-            return to_json(status.to_dict(), indent=None if args.watch else 2)
-        return format_status(status)
-
-    lines = changes(
-        lambda: _status(client.call("GET", path)),
-        render,
-        rollout_active if args.watch else (lambda _status: False),
-        args.interval,
-    )
-    try:
-        for text in lines:
-            print(text, flush=True)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return show_status(lambda: _status(client.call("GET", path)), args)
 
 
 def _lifecycle(client: Client, args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else None
     changed = client.call("POST", env_path(args.model, args.env, args.command), body)
-    print(f"{changed['id']}: {changed['state']}: {changed['reason']}")
+    text = f"{changed['id']}: {changed['state']}: {changed['reason']}"
+    print(to_json(changed) if args.json else text)
     return 0
 
 
 def _rollback(client: Client, args: argparse.Namespace) -> int:
     body = {"to_release": args.to, "reason": args.reason}
     release = client.call("POST", env_path(args.model, args.env, "rollback"), body)
+    if args.json:
+        print(to_json(release))
+        return 0
     reason = (release.get("evidence") or {}).get("reason", "")
     print(
         f"release {release['id']}: {release['model']} v{release['version']} serves "

@@ -112,6 +112,16 @@ class Case:
     def allowed(self, caller: str) -> bool:
         return caller in ALLOWED[self.rule][self.environment]
 
+    def hidden_from(self, caller: str) -> bool:
+        """A call about one rollout by id, in an environment the caller's token is not
+        limited to: answered 404 like an unknown id."""
+        limited = TOKENS[caller].partition("@")[2]
+        return (
+            self.path.startswith("/v1/rollouts/")
+            and bool(limited)
+            and self.environment not in limited.split("+")
+        )
+
 
 def secret(identity: str) -> str:
     return f"{identity}-secret"
@@ -143,6 +153,8 @@ def cases(rollout_ids: dict[str, str]) -> list[Case]:
                  f"{on_env}/rollback", "rollback", {"to_release": 999999, "reason": "matrix"}),
             Case(("GET", "/v1/rollouts/{rollout_id}/report"), "read", env, "GET",
                  f"/v1/rollouts/{rollout_ids[env]}/report", None),
+            Case(("GET", "/v1/rollouts/{rollout_id}/drift-report"), "read", env, "GET",
+                 f"/v1/rollouts/{rollout_ids[env]}/drift-report", None),
             Case(("GET", "/v1/rollouts/{rollout_id}/looks"), "read", env, "GET",
                  f"/v1/rollouts/{rollout_ids[env]}/looks", None),
             Case(("GET", "/v1/audit"), "read", env, "GET", "/v1/audit", None,
@@ -262,6 +274,13 @@ def _run(manager: Manager, home: DemoHome) -> None:
                 elif case.allowed(caller):
                     expected = "allowed"
                     ok = status not in (401, 403) and status < 500
+                elif case.hidden_from(caller):
+                    # a rollout outside the token's environments is as unknown as a made-up id
+                    expected = "404 not_found"
+                    ok = status == 404 and reply.json() == {
+                        "error_code": "not_found",
+                        "message": f"no rollout with id {case.path.split('/')[3]!r}",
+                    }
                 else:
                     expected = "403 forbidden"
                     payload = reply.json() if status == 403 else {}

@@ -369,7 +369,7 @@ def test_the_output_through_the_api_is_the_stores(
     assert "aborted" in both("status", MODEL, "--env", "prod")
     code, out, err = cli(
         capsys, monkeypatch, api.url, ROOT,
-        "status", MODEL, "--env", "prod", "--watch", "--interval", "0.1",
+        "status", MODEL, "--env", "prod", "--watch", "--interval", "0.5",
     )  # fmt: skip
     assert code == 0 and out.count(f"{MODEL} in prod") == 1  # not active: printed once
 

@@ -157,6 +157,6 @@ def test_cli_apply_plan_and_watch(
     assert "initial" in out.splitlines()[-1]  # the release table
     assert main([*base, "apply", "-f", str(spec)]) == 0
     assert capsys.readouterr().out.startswith("unchanged: rollout r-")
-    assert main([*base, "status", MODEL, "--env", "prod", "--watch", "--interval", "0.1"]) == 0
+    assert main([*base, "status", MODEL, "--env", "prod", "--watch", "--interval", "0.5"]) == 0
     out = capsys.readouterr().out
     assert out.count(f"{MODEL} in prod") == 1  # finished: printed once, then it returns
