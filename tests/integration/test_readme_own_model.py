@@ -4,8 +4,9 @@ The test takes the section's one fenced ``bash`` block out of README.md and runs
 a fresh directory (so ``.rollout/`` and ``mlruns/`` are new), with this virtualenv's ``bin/``
 first on ``PATH`` and no ``ROLLOUT_*`` or ``MLFLOW_*`` variable set: real ``rollout up``
 processes, MLflow's own ``log_model`` with a signature, the CLI, HTTP to the router and labels
-with the label writer's token. The one change is the port: ``8080`` becomes a free one, so the
-test cannot collide with anything else on the machine. It passes when the block ends on its own
+with the label writer's token. The one change is the ports: ``8080`` becomes a free one, so the
+test cannot collide with anything else on the machine, and the API ``rollout up`` also starts
+gets a free ``--api-port`` instead of its default 8090. It passes when the block ends on its own
 (``rollout status --watch`` returns once the rollout is no longer active) with version 2
 promoted on evidence: the gates passed on labelled canary requests and ``@staging`` is v2.
 """
@@ -62,6 +63,8 @@ def test_block_is_about_ten_lines() -> None:
 def test_readme_own_model_reaches_a_decision(tmp_path: Path) -> None:
     port = free_port()
     block = own_model_block(README.read_text()).replace("8080", str(port))
+    block = block.replace(f"--port {port}", f"--port {port} --api-port {free_port()}", 1)
+    assert "--api-port" in block, block
     env = clean_env(tmp_path)
     log = (tmp_path / "block.log").open("w+")
     started = time.monotonic()
