@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from conftest import MODEL, DemoHome, LogWriter, logged
+from rollout.environments import UnknownEnvironment
 from rollout.errors import NoActiveRollout, RegistryError, SpecError, StateError
 from rollout.lifecycle import RolloutState
 from rollout.manager import Manager
@@ -93,9 +94,10 @@ def test_a_version_enters_prod_only_after_staging(manager: Manager, home: DemoHo
     assert manager.registry.alias_version(MODEL, "staging") == v2
     rollout_id = manager.start(MODEL, v2, "prod", load_spec(INSTANT), actor="alice")
     assert manager.rollout(rollout_id).state == "succeeded"
-    # Environments outside the order (and dev, the first) are not constrained.
-    manager.start(MODEL, v2, "sandbox", actor="alice")
+    # dev, the first, is not constrained; an environment outside the order is refused.
     manager.start(MODEL, v2, "dev", actor="alice")
+    with pytest.raises(UnknownEnvironment, match="'sandbox' is not a configured environment"):
+        manager.start(MODEL, v2, "sandbox", actor="alice")
 
 
 def test_candidate_alias_and_spec_binding(manager: Manager, home: DemoHome) -> None:
