@@ -17,11 +17,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from monitors.feature_drift import FeatureDriftTable
 from rollout.store.records import RolloutRecord
 from rollout.stored import parse_spec
 from rollout.web import charts
 from rollout.web.overview import alpha_spent, last_evidence, look_verdict
-from rollout.web.sample import arm_stats, numeric, rank_features, sample
+from rollout.web.sample import arm_stats, feature_drift, numeric, sample
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
@@ -32,7 +33,7 @@ MAX_EVENTS = 500
 TOP_FEATURES = 3
 DRAWN_KEPT = 32  # pictures of this many page states are kept (a reload of the same state
 # while nothing new was logged costs no drawing)
-_drawn: dict[tuple[object, ...], tuple[str | None, ...]] = {}
+_drawn: dict[tuple[object, ...], tuple[FeatureDriftTable | None, tuple[str | None, ...]]] = {}
 
 
 def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dict[str, Any]:
@@ -44,15 +45,6 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
     taken = sample(manager.engine, rollout.id, since)
     arms = [arm_stats(taken[arm]) for arm in ("baseline", "canary") if taken[arm].n]
     baseline, canary = taken["baseline"], taken["canary"]
-    drifted = rank_features(baseline.features, canary.features, TOP_FEATURES)
-    panels: list[tuple[str, list[float], list[float]]] = []
-    if baseline.outputs or canary.outputs:
-        panels.append(("output", baseline.outputs, canary.outputs))
-    for name, distance in drifted:
-        panels.append(
-            (f"{name} (KS {distance:.2f})", numeric(baseline.features, name),
-             numeric(canary.features, name))
-        )  # fmt: skip
     title = f"{rollout.model} v{rollout.candidate_version} in {rollout.environment}"
     drawn = (
         rollout.id,
@@ -61,17 +53,29 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
         tuple((taken[arm].n, taken[arm].errors, len(taken[arm].outputs)) for arm in taken),
         tuple(latest.latencies_ms[0] for latest in taken.values() if latest.n),
     )
-    svgs = _drawn.get(drawn)
-    if svgs is None:
+    cached = _drawn.get(drawn)
+    if cached is None:
+        drift = _drawn_or_none(lambda: feature_drift(baseline.features, canary.features))
+        panels: list[tuple[str, list[float], list[float]]] = []
+        if baseline.outputs or canary.outputs:
+            panels.append(("output", baseline.outputs, canary.outputs))
+        shown = [f for f in drift.features if f.kind == "numeric"] if drift is not None else []
+        for f in shown[:TOP_FEATURES]:
+            panels.append(
+                (f"{f.name} (KS {f.distance:.2f}, adj. p {f.q_value:.2g})",
+                 numeric(baseline.features, f.name), numeric(canary.features, f.name))
+            )  # fmt: skip
         svgs = (
             _drawn_or_note(lambda: charts.gates_svg(looks, title)) if looks else None,
             _drawn_or_note(lambda: charts.traffic_svg(looks, step_weights)) if looks else None,
             _drawn_or_note(lambda: charts.arms_svg(arms)) if arms else None,
             _drawn_or_note(lambda: charts.distributions_svg(panels)) if panels else None,
         )
-        _drawn[drawn] = svgs
+        cached = (drift, svgs)
+        _drawn[drawn] = cached
         while len(_drawn) > DRAWN_KEPT:
             _drawn.pop(next(iter(_drawn)))
+    drift, pictures = cached
     return {
         "rollout": rollout,
         "spec_text": json.dumps(json.loads(rollout.spec), indent=2, sort_keys=True),
@@ -82,12 +86,12 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
         "newest_verdict": look_verdict(looks[-1]) if looks else None,
         "step_weights": step_weights,
         "looks_count": len(looks),
-        "gates_svg": svgs[0],
-        "traffic_svg": svgs[1],
+        "gates_svg": pictures[0],
+        "traffic_svg": pictures[1],
         "arms": arms,
-        "arms_svg": svgs[2],
-        "drifted": drifted,
-        "distributions_svg": svgs[3],
+        "arms_svg": pictures[2],
+        "drift": drift,
+        "distributions_svg": pictures[3],
         "sampled": {arm: taken[arm].n for arm in taken},
         "since": since,
         "age_s": max(0.0, now - rollout.created_at),
@@ -101,6 +105,15 @@ def _drawn_or_note(draw: Callable[[], str]) -> str:
     except Exception as exc:
         log.exception("could not draw a picture of the rollout page")
         return f"<p class='error'>could not draw this picture: {html.escape(str(exc)[:200])}</p>"
+
+
+def _drawn_or_none(compute: Callable[[], FeatureDriftTable | None]) -> FeatureDriftTable | None:
+    """The feature-drift table, or None (logged) should it fail: the page still renders."""
+    try:
+        return compute()
+    except Exception:
+        log.exception("could not compare the features of the rollout page")
+        return None
 
 
 def _window_start(rollout: RolloutRecord, evidence: Any) -> float:

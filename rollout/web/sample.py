@@ -4,9 +4,10 @@
 start (never the whole prediction log): their latency, whether they failed, the first output
 and the first feature row. From it the page draws the outputs' distributions, error rate and
 latency quantiles per arm with intervals (:func:`arm_stats`), and the most drifted features
-(:func:`rank_features`, a plain two-sample KS distance per numeric feature; the
-multiple-testing-controlled feature drift of :mod:`monitors` may replace it: keep the ranking
-in that one function). Once retention has pruned the rows the sample is empty and the page
+(:func:`feature_drift`: :func:`monitors.feature_drift.compare_features`, a KS or chi-square test
+per feature with Benjamini-Yekutieli across features, and how many columns each rule would flag
+by chance at these sizes, the same table the drift report opens with). Once retention has
+pruned the rows the sample is empty and the page
 says so; the stored evidence (events and looks) still renders.
 """
 
@@ -16,16 +17,19 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from sqlalchemy import Engine, select
 
 from contract.sql.schema import predictions
+from monitors.feature_drift import FeatureDriftTable, compare_features
 from rollout.summary import is_number, parse_rows
 
 SAMPLE_PER_ARM = 2_000
 ARMS = ("baseline", "canary")
 QUANTILES = (0.5, 0.9, 0.99)
 Z95 = 1.959963984540054
+PERMUTATIONS = 20  # deals of the rows for the chance counts
 
 
 @dataclass
@@ -128,19 +132,16 @@ def arm_stats(taken: ArmSample) -> ArmStats:
     return ArmStats(taken.arm, taken.n, wilson(taken.errors, taken.n), latency)
 
 
-def rank_features(
-    baseline: list[dict[str, object]], canary: list[dict[str, object]], top: int = 3
-) -> list[tuple[str, float]]:
-    """The ``top`` numeric features by two-sample KS distance, largest first."""
-    names = sorted({name for row in baseline[:50] + canary[:50] for name in row})
-    ranked: list[tuple[str, float]] = []
-    for name in names:
-        base = numeric(baseline, name)
-        cand = numeric(canary, name)
-        if len(base) >= 2 and len(cand) >= 2:
-            ranked.append((name, float(stats.ks_2samp(base, cand).statistic)))
-    ranked.sort(key=lambda item: (-item[1], item[0]))
-    return ranked[:top]
+def feature_drift(
+    baseline: list[dict[str, object]], canary: list[dict[str, object]]
+) -> FeatureDriftTable | None:
+    """Every feature of the two arms' sampled rows, most drifted first, false alarms controlled
+    across features (``PERMUTATIONS`` deals for the chance counts); None without rows."""
+    if len(baseline) < 2 or len(canary) < 2:
+        return None
+    return compare_features(
+        pd.DataFrame(baseline), pd.DataFrame(canary), permutations=PERMUTATIONS, seed=0
+    )
 
 
 def numeric(rows: list[dict[str, object]], name: str) -> list[float]:

@@ -176,16 +176,25 @@ def test_the_rollout_page_draws_its_evidence(site: Site) -> None:
     assert arms is not None
     assert re.search(r"<td>canary</td><td>60</td><td>0\.1 \[", arms[1])
     assert re.search(r"<td>baseline</td><td>540</td><td>0 \[", arms[1])
-    # features ranked by KS distance on the same sample: x moved by 0.5, y did not move
+    # features compared on the same sample: x moved by 0.5 (KS as scipy computes it); y, a
+    # handful of values alike in both arms, by chi-square: no distance, not flagged
     base = [r for n in BASELINE_BATCHES for r in requests("r", "baseline", "1", n, 0.0)]
     cand = [r for n in CANARY_BATCHES for r in requests("r", "canary", "2", n, 0.5)]
-    expected = [
-        (name, ks_2samp(values(base, name), values(cand, name)).statistic) for name in ("x", "y")
+    x = ks_2samp(values(base, "x"), values(cand, "x"))
+    shown = re.findall(
+        r"<tr><td>(\w+)</td><td>(\w+)</td><td>([0-9.]+)</td><td>([^<]+)</td><td>[^<]+</td>"
+        r"<td>(drifted|-)</td>",
+        page,
+    )
+    assert [(name, test, flag) for name, test, _, _, flag in shown] == [
+        ("x", "ks", "drifted"),
+        ("y", "chi_square", "-"),
     ]
-    shown = re.findall(r"<tr><td>(\w+)</td><td>([0-9.]+)</td></tr>", page)
-    assert [name for name, _ in shown] == ["x", "y"]
-    for (name, distance), (_, text) in zip(expected, shown, strict=True):
-        assert float(text) == pytest.approx(distance, abs=5e-4), name
+    assert float(shown[0][2]) == pytest.approx(x.statistic, abs=5e-4)
+    assert float(shown[0][3]) == pytest.approx(x.pvalue, rel=0.05)  # shown to 2 digits
+    assert float(shown[1][2]) == 0.0
+    assert re.search(r"Feature drift: <strong>1 of 2</strong> features flagged", page)
+    assert "Flagged by chance at these sizes (20 deals of the same rows)" in page
     assert f'href="/ui/rollouts/{site.rollout_id}/drift-report"' in page
 
 

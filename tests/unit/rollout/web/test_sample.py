@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rollout.web.sample import quantile_interval, rank_features, wilson
+from rollout.web.sample import feature_drift, quantile_interval, wilson
 from rollout.web.sessions import IDLE_S, Sessions, csrf_matches
 
 
@@ -33,16 +33,21 @@ def test_quantile_interval_holds_the_estimate_and_covers_the_truth(q: float) -> 
     assert covered >= 180  # a 95% interval: about 190 of 200
 
 
-def test_features_are_ranked_by_scipys_ks_distance() -> None:
+def test_features_are_compared_by_scipys_ks_test_and_corrected_across_features() -> None:
     rng = np.random.default_rng(3)
     baseline = [{"a": float(v), "b": float(w), "t": "x"} for v, w in rng.normal(0, 1, (300, 2))]
     canary = [
-        {"a": float(v) + 1, "b": float(w) + 0.2, "t": "y"} for v, w in rng.normal(0, 1, (200, 2))
+        {"a": float(v) + 1, "b": float(w) + 0.6, "t": "x"} for v, w in rng.normal(0, 1, (200, 2))
     ]
-    ranked = rank_features(baseline, canary, top=2)
-    assert [name for name, _ in ranked] == ["a", "b"]  # "t" is not numeric: not ranked
-    a = stats.ks_2samp([r["a"] for r in baseline], [r["a"] for r in canary]).statistic
-    assert ranked[0][1] == pytest.approx(a)
+    table = feature_drift(baseline, canary)
+    assert table is not None
+    assert [f.name for f in table.features][:2] == ["a", "b"]
+    assert table.flagged == 2  # a shifted by 1 sd, b by 0.6: found; t the same in both arms
+    a = stats.ks_2samp([r["a"] for r in baseline], [r["a"] for r in canary])
+    assert table.features[0].distance == pytest.approx(a.statistic)
+    assert table.features[0].p_value == pytest.approx(a.pvalue, rel=1e-6)
+    assert table.chance is not None and table.chance.rounds == 20
+    assert feature_drift(baseline[:1], canary) is None
 
 
 def test_sessions_expire_when_idle_and_keep_at_most_their_bound() -> None:
