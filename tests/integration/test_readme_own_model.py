@@ -1,4 +1,4 @@
-"""The README's "Your own model in ten lines", run as it is written.
+"""The README's "Your own model, step by step", run as it is written.
 
 The test takes the section's one fenced ``bash`` block out of README.md and runs it with bash in
 a fresh directory (so ``.rollout/`` and ``mlruns/`` are new), with this virtualenv's ``bin/``
@@ -29,7 +29,7 @@ from rollout.up import free_port
 pytestmark = pytest.mark.slow
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-SECTION = "## Your own model in ten lines"
+SECTION = "## Your own model, step by step"
 BLOCK_TIMEOUT_S = 240.0  # a bound, not an expectation: the block takes about a minute
 
 
