@@ -8,7 +8,6 @@ and says how to turn it on. The store's answer is cached for a second
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import string
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 
 from rollout.metrics_http import CONTENT_TYPE, store_registry
+from rollout.tokens import digest as digest_of
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
@@ -47,7 +47,7 @@ def add_metrics_route(app: FastAPI, manager: Manager, digest: str | None) -> Non
             message = f"metrics are off: set {TOKEN_ENV} to the sha256 of a scrape token"
             return JSONResponse({"error_code": "not_found", "message": message}, 404)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = hashlib.sha256(token.strip().encode()).hexdigest()
+        given = digest_of(token.strip())
         if scheme.lower() != "bearer" or not hmac.compare_digest(given, digest):
             message = f"authorization: expected 'Bearer <scrape token>' (its sha256 in {TOKEN_ENV})"
             return JSONResponse(

@@ -28,7 +28,6 @@ from rollout.summary import is_number, parse_rows
 SAMPLE_PER_ARM = 2_000
 ARMS = ("baseline", "canary")
 QUANTILES = (0.5, 0.9, 0.99)
-Z95 = 1.959963984540054
 PERMUTATIONS = 20  # deals of the rows for the chance counts
 
 
@@ -106,13 +105,11 @@ def _add_first(taken: ArmSample, output: str | None, features: str | None) -> No
 
 
 def wilson(successes: int, n: int) -> Interval:
-    """A proportion with its 95% Wilson interval (0 of 0: an interval of [0, 1])."""
+    """A proportion with its 95% Wilson interval (scipy's; 0 of 0: an interval of [0, 1])."""
     if n == 0:
         return Interval(0.0, 0.0, 1.0)
-    p = successes / n
-    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
-    return Interval(p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return Interval(successes / n, float(ci.low), float(ci.high))
 
 
 def quantile_interval(values: list[float], q: float) -> Interval:
