@@ -28,8 +28,9 @@ lint: setup
 test: setup lint     ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
-bench: setup         ## router vs bare FastAPI vs mlflow serve; sequential decisions and the long coverage runs; bounded window; drift vs Evidently; retention's prune rate and the router's p99 while it runs; a failed watch's rollback across 3 routers; CLI start-up vs mlflow --help; timings the tests wait for; the full stack soaked while a canary runs
+bench: setup         ## router vs bare FastAPI vs mlflow serve, and in process; sequential decisions and the long coverage runs; bounded window; drift vs Evidently; retention's prune rate and the router's p99 while it runs; a failed watch's rollback across 3 routers; CLI start-up vs mlflow --help; timings the tests wait for; the full stack soaked while a canary runs
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/router_inproc.py
 	$(BIN)/python bench/decisions.py
 	$(BIN)/pytest -m long_coverage
 	$(BIN)/python bench/window.py
