@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rollout.demo.models import load_data, register_versions
     from rollout.registry import MlflowRegistry
     from rollout.settings import Settings
-    from rollout.up import ProcessSpec, Supervisor, free_port, venv_path_env
+    from rollout.up import MLFLOW_SERVER_ONLY_ENV, ProcessSpec, Supervisor, free_port, venv_path_env
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -299,7 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ]  # fmt: skip
         supervisor.start(
-            ProcessSpec("registry", argv, f"http://127.0.0.1:{port}/health"), timeout_s=120
+            ProcessSpec(
+                "registry", argv, f"http://127.0.0.1:{port}/health", dict(MLFLOW_SERVER_ONLY_ENV)
+            ),
+            timeout_s=120,
         )
         settings = Settings(
             home=settings.home, registry_uri=f"http://127.0.0.1:{port}",

@@ -20,6 +20,8 @@ store directly and are audited as such (``via: store`` and the OS user). Command
     rollout audit --verify [--head FILE_OR_HASH:COUNT] [--json]   # exit 1 at the first bad row
     rollout token create --identity NAME --role R [--role R2] [--env E ...] [--expires 30d]
     rollout token list | revoke ID|IDENTITY   # the API's tokens (rollout.tokens; admin)
+    rollout replay MODEL ROWS.csv [--label COLUMN] [--router URL] [--requests N] [--json]
+                                              # rows through the router, labels to /v1/feedback
     rollout api [--host 127.0.0.1] [--port 8090] [--insecure-dev]   # the HTTP API (rollout.api)
     rollout manager [--interval 0.5] [--lease-ttl 5]   # until SIGTERM / SIGINT
     rollout demo ... | up ... | router ...    # rollout.demo.run, rollout.up, router.server

@@ -24,6 +24,7 @@ from pathlib import Path
 from rollout.settings import Settings
 
 MAKES_HOME = ("init", "up", "demo")  # the commands that make the data directory
+NO_STORE = ("replay",)  # a client of the router: reads no registry or store
 
 
 def home_source(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
@@ -75,7 +76,7 @@ def unknown_environments(args: argparse.Namespace, settings: Settings) -> str | 
 
 def refusal(args: argparse.Namespace, settings: Settings) -> str | None:
     """The first reason to refuse ``args`` on the store directly, or None."""
-    if args.command not in MAKES_HOME:
+    if args.command not in MAKES_HOME + NO_STORE:
         missing = missing_home(settings, home_source(args, os.environ))
         if missing is not None:
             return missing

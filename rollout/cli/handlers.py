@@ -150,6 +150,43 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """Rows through the router and their labels (:mod:`rollout.replay`); progress each second."""
+    import asyncio
+
+    from rollout.replay import ReplayResult, label_token_from, read_rows, replay
+    from rollout.router_keys import TOKEN_FILE
+
+    frame, labels = read_rows(Path(args.rows), args.label)
+    token = None
+    if labels is not None:
+        token_file = args.label_token_file or settings_of(args).home / "secrets" / TOKEN_FILE
+        token = label_token_from(Path(token_file))
+
+    def progress(result: ReplayResult) -> None:
+        print(f"replay: {result.line()}", flush=True)
+
+    result = asyncio.run(
+        replay(
+            args.router,
+            args.model,
+            frame,
+            labels,
+            requests=args.requests or len(frame),
+            label_token=token,
+            concurrency=int(args.concurrency),
+            label_delay_s=args.label_delay,
+            wait_s=args.wait,
+            progress=None if args.json else progress,
+        )
+    )
+    if args.json:
+        print(to_json(result.as_json()))
+    elif result.first_error is not None:
+        print(f"replay: first failure: {result.first_error}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 def _start(args: argparse.Namespace) -> int:
     from rollout.spec import load_spec
 
@@ -574,6 +611,7 @@ HANDLERS: dict[str, Handler] = {
     "report": _report,
     "looks": _looks,
     "audit": _audit,
+    "replay": _replay,
     "api": _api,
     "token": _token,
     "manager": _manager,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+from collections.abc import Callable
 from typing import Any
 
 PASS_THROUGH = ("demo", "up", "router")
-LOCAL_ONLY = ("api", "manager", "demo", "up", "router")  # processes: never through --api
+LOCAL_ONLY = ("api", "manager", "demo", "up", "router", "replay")  # never through --api
 ACTOR_HELP = "who does this (default: $ROLLOUT_ACTOR, else the OS user)"
 
 
@@ -38,6 +39,40 @@ def watch_interval(text: str) -> float:
     if not 0.5 <= value <= 60.0:  # rollout.cli.live's bounds (NaN fails too)
         raise argparse.ArgumentTypeError(f"expected seconds from 0.5 to 60, got {text}")
     return value
+
+
+def bounded(low: float, high: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a number of ``what`` from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:  # NaN fails too
+            raise argparse.ArgumentTypeError(
+                f"expected {what} from {low:g} to {high:g}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def http_url(text: str) -> str:
+    """An argparse type: an http(s) URL with a host and a valid port, without a trailing /."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # ValueError when out of range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL, got {text!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"expected an http(s) URL such as http://127.0.0.1:8080, got {text!r}"
+        )
+    del port
+    return text.rstrip("/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +210,57 @@ def build_parser() -> argparse.ArgumentParser:
         "default $ROLLOUT_AUDIT_HEAD_FILE or $ROLLOUT_HOME/audit-head.jsonl when it exists",
     )
     audit.add_argument("--json", action="store_true", help="print JSON")
+
+    replay = command(
+        "replay",
+        "send a file of rows through the router, a request per row, and each row's label to "
+        "/v1/feedback for the reply's x-request-id (exit 1 when a request failed or a label "
+        "was refused)",
+    )
+    replay.add_argument("model", help="registered model name (the router's route)")
+    replay.add_argument(
+        "rows", help="a .csv, .jsonl or .parquet file (at most 256 MiB and 1,000,000 rows)"
+    )
+    replay.add_argument(
+        "--label",
+        metavar="COLUMN",
+        help="the column holding the true label: left out of the inputs, sent as the label",
+    )
+    replay.add_argument(
+        "--router",
+        type=http_url,
+        default="http://127.0.0.1:8080",
+        help="router URL (default: rollout up's)",
+    )
+    replay.add_argument(
+        "--requests",
+        type=positive_int,
+        help="how many to send (default: each row once; the rows repeat when there are more)",
+    )
+    replay.add_argument(
+        "--concurrency",
+        type=bounded(1, 64, "a number of clients"),
+        default=4.0,
+        help="concurrent clients (default 4)",
+    )
+    replay.add_argument(
+        "--label-delay",
+        type=bounded(0, 3600, "seconds"),
+        default=0.5,
+        help="seconds from a reply to its label (default 0.5)",
+    )
+    replay.add_argument(
+        "--label-token-file",
+        metavar="FILE",
+        help="the label writer's token (default: <home>/secrets/label-writer.token)",
+    )
+    replay.add_argument(
+        "--wait",
+        type=bounded(0, 600, "seconds"),
+        default=60.0,
+        help="seconds to wait for the router's /healthz first (default 60)",
+    )
+    json_flag(replay, "print the counts as JSON at the end instead of progress lines")
 
     api = command("api", "serve the manager's HTTP API (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1")

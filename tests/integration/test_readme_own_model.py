@@ -3,8 +3,9 @@
 The test takes the section's one fenced ``bash`` block out of README.md and runs it with bash in
 a fresh directory (so ``.rollout/`` and ``mlruns/`` are new), with this virtualenv's ``bin/``
 first on ``PATH`` and no ``ROLLOUT_*`` or ``MLFLOW_*`` variable set: real ``rollout up``
-processes, MLflow's own ``log_model`` with a signature, the CLI, HTTP to the router and labels
-with the label writer's token. The one change is the ports: ``8080`` becomes a free one, so the
+processes, MLflow's own ``log_model`` with a signature, the CLI, and ``rollout replay`` sending
+the rows over HTTP to the router and their labels with the label writer's token. The one
+change is the ports: ``8080`` becomes a free one, so the
 test cannot collide with anything else on the machine, and the API ``rollout up`` also starts
 gets a free ``--api-port`` instead of its default 8090. It passes when the block ends on its own
 (``rollout status --watch`` returns once the rollout is no longer active) with version 2
@@ -56,8 +57,10 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 def test_block_is_about_ten_lines() -> None:
     lines = own_model_block(README.read_text()).strip().splitlines()
-    assert 10 <= len(lines) <= 20, lines
-    assert "8080" in lines[0] and "log_model" in "".join(lines) and "signature=" in "".join(lines)
+    assert len(lines) <= 10, lines
+    text = "".join(lines)
+    assert "8080" in lines[0] and "log_model" in text and "signature=" in text
+    assert "rollout replay" in text and "--label" in text and "--watch" in lines[-1]
 
 
 def test_readme_own_model_reaches_a_decision(tmp_path: Path) -> None:
@@ -103,6 +106,8 @@ def test_readme_own_model_reaches_a_decision(tmp_path: Path) -> None:
     assert "all steps passed" in output
     assert re.search(r"quality: accuracy proven within what is allowed: .* on \d+ baseline", output)
     assert (tmp_path / "canary.yaml").exists() and (tmp_path / ".rollout" / "mlflow.db").exists()
+    replayed = (tmp_path / "replay.log").read_text()  # its counts, a line a second
+    assert re.search(r"replay: \d+/2000 requests .* [1-9]\d* labels accepted, 0 refused", replayed)
 
 
 def _stop_group(shell: subprocess.Popen[bytes]) -> None:

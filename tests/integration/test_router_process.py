@@ -8,6 +8,7 @@ The registry is the ``home`` fixture's copy of the demo registry, with one more 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,15 +18,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import httpx
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
+from sqlalchemy import select
 
 from conftest import MODEL, DemoHome
 from contract.plans import TrafficPlan
+from contract.sql import schema
 from contract.sql.engine import open_engine
 from contract.sql.plans import SqlPlanStore
 from rollout.registry import MlflowRegistry
@@ -256,3 +260,91 @@ def test_a_failing_canary_process_is_answered_by_the_baseline(
         "model_error: boom v1 failed: RuntimeError: negative x is not supported"
     )
     assert by_arm["failover"].version == safe and by_arm["failover"].status_code == 200
+
+
+def _replay(home: DemoHome, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rollout", "--home", str(home.settings.home), "replay", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **home.settings.env()},
+    )
+
+
+def test_rollout_replay_sends_rows_then_their_labels_and_counts_what_failed(
+    home: DemoHome,
+    tmp_path: Path,
+    router_process: tuple[httpx.Client, subprocess.Popen[bytes], Path],
+) -> None:
+    """``rollout replay`` on a real router: each row a request (both arms, no sticky key), the
+    label column left out of the inputs and stored as each reply's label by the home's label
+    writer; a model that fails on some rows makes it exit 1 with the count and the first
+    failure; a wrong label column is refused (exit 2) with the columns the file has."""
+    client, process, log_path = router_process
+    url = str(client.base_url)
+    rows = home.data.serve_X.head(40).assign(truth=home.data.serve_y.head(40).to_numpy())
+    rows.to_csv(tmp_path / "bc.csv", index=False)
+    done = _replay(
+        home,
+        "bc",
+        str(tmp_path / "bc.csv"),
+        "--label",
+        "truth",
+        "--router",
+        url,
+        "--requests",
+        "60",
+        "--label-delay",
+        "0",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert (counts["sent"], counts["failed"], counts["labels_sent"]) == (60, 0, 60), counts
+    by_version = counts["answered_by_version"]
+    assert set(by_version) == {"1 (baseline)", "2 (canary)"} and sum(by_version.values()) == 60
+
+    boom = pd.DataFrame({"x": [1.0, -1.0, 2.0, -3.0]})
+    boom.to_csv(tmp_path / "boom.csv", index=False)
+    failing = _replay(home, "boom", str(tmp_path / "boom.csv"), "--router", url, "--json")
+    assert failing.returncode == 1, failing.stderr
+    counts = json.loads(failing.stdout)
+    assert (counts["sent"], counts["failed"], counts["ok"]) == (4, 2, False), counts
+    assert "HTTP 500" in counts["first_error"] and "model_error" in counts["first_error"]
+
+    wrong = _replay(home, "bc", str(tmp_path / "bc.csv"), "--label", "target", "--router", url)
+    assert wrong.returncode == 2
+    assert "--label: no column 'target' in bc.csv; it has mean radius," in wrong.stderr
+    nobody = f"http://127.0.0.1:{_free_port()}"
+    gone = _replay(home, "bc", str(tmp_path / "bc.csv"), "--router", nobody, "--wait", "1")
+    assert gone.returncode == 2 and "did not answer 200 in 1 s" in gone.stderr
+    bad = _replay(home, "bc", str(tmp_path / "bc.csv"), "--router", url + "9")
+    assert bad.returncode == 2 and "--router: expected an http(s) URL" in bad.stderr
+
+    # the labels are the file's, stored for the router's own request ids
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) in (0, -signal.SIGTERM), log_path.read_text()
+    engine = open_engine(home.settings.store_url)
+    with engine.connect() as connection:
+        labelled = connection.execute(
+            select(schema.predictions.c.features, schema.feedback.c.label)
+            .join(
+                schema.feedback,
+                schema.feedback.c.request_id == schema.predictions.c.request_id,
+            )
+            .where(schema.predictions.c.model == "bc")
+        ).all()
+    assert len(labelled) == 60
+    features = list(home.data.serve_X.columns)
+
+    def key(row: Any) -> tuple[float, ...]:
+        return tuple(round(float(row[c]), 6) for c in features)
+
+    truth = {key(r): int(r["truth"]) for _, r in rows.iterrows()}
+    assert len(truth) == len(rows)
+    for sampled, label in labelled:
+        if sampled is not None:  # sampled rows: the label is that row's
+            row = json.loads(sampled)[0]
+            assert "truth" not in row
+            assert json.loads(label) == truth[key(row)]
