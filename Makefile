@@ -25,8 +25,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup lint     ## lint, type-check and run the whole test suite
-	$(BIN)/pytest
+test: setup lint     ## lint, type-check and run the whole test suite (two workers, a file at a time on each)
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: setup         ## router vs bare FastAPI vs mlflow serve, and in process; sequential decisions and the long coverage runs; bounded window; drift vs Evidently; retention's prune rate and the router's p99 while it runs; a failed watch's rollback across 3 routers; CLI start-up vs mlflow --help; timings the tests wait for; the full stack soaked while a canary runs
 	$(BIN)/python bench/router.py

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -90,7 +89,7 @@ from rollout.errors import (
     http_status,
 )
 from rollout.manager import Manager
-from rollout.metrics_api import add_metrics_route, scrape_token_digest
+from rollout.metrics_api import add_metrics_route
 from rollout.spec import load_spec
 from rollout.spec.document import MAX_DEPTH, depth_of, excerpt
 from rollout.store.audit import Head
@@ -809,7 +808,7 @@ def create_app(
         now = store.clock.time()
         return {"revoked": [_out(stored.to_dict(now)) for stored in revoked]}
 
-    add_metrics_route(app, manager, scrape_token_digest(os.environ))
+    add_metrics_route(app, manager, settings.metrics_token_sha256)
     app.include_router(dashboard(manager))  # the web dashboard: /ui/..., / redirects there
     # Outside everything else (added last): nothing reads a body over the limit.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

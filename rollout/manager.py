@@ -22,9 +22,8 @@ neither MLflow nor an HTTP client.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -262,14 +261,13 @@ class Manager:
         interval_s: float = 0.5,
         stop_event: threading.Event | None = None,
         lease_ttl_s: float = DEFAULT_TTL_S,
-        environ: Mapping[str, str] = os.environ,
     ) -> None:
         """Tick every ``interval_s`` while holding the store's lease, until ``stop_event``;
-        with ``ROLLOUT_MANAGER_METRICS_PORT`` in ``environ``, serve ``/metrics`` meanwhile
-        (:mod:`rollout.metrics_http`)."""
-        from rollout.metrics_http import metrics_address, serve_manager_metrics
+        with ``settings.manager_metrics`` (``ROLLOUT_MANAGER_METRICS_PORT``), serve
+        ``/metrics`` meanwhile (:mod:`rollout.metrics_http`)."""
+        from rollout.metrics_http import serve_manager_metrics
 
-        address = metrics_address(environ)
+        address = self.settings.manager_metrics
         metrics = serve_manager_metrics(self, address) if address is not None else None
         lease = Lease(self.engine, ttl_s=max(lease_ttl_s, 2 * interval_s), clock=self.clock)
         log.info(

@@ -9,9 +9,7 @@ and says how to turn it on. The store's answer is cached for a second
 from __future__ import annotations
 
 import hmac
-import string
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -19,22 +17,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 
 from rollout.metrics_http import CONTENT_TYPE, store_registry
+from rollout.settings import METRICS_TOKEN_ENV as TOKEN_ENV
+from rollout.settings import scrape_token_digest
 from rollout.tokens import digest as digest_of
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
-
-TOKEN_ENV: Final = "ROLLOUT_METRICS_TOKEN_SHA256"
-
-
-def scrape_token_digest(environ: Mapping[str, str]) -> str | None:
-    """``ROLLOUT_METRICS_TOKEN_SHA256`` (64 hex digits), None when unset; ValueError if bad."""
-    raw = environ.get(TOKEN_ENV, "").strip().lower()
-    if not raw:
-        return None
-    if len(raw) != 64 or any(c not in string.hexdigits for c in raw):
-        raise ValueError(f"{TOKEN_ENV}: expected the sha256 of the scrape token (64 hex digits)")
-    return raw
 
 
 def add_metrics_route(app: FastAPI, manager: Manager, digest: str | None) -> None:
@@ -51,7 +39,7 @@ def add_metrics_route(app: FastAPI, manager: Manager, digest: str | None) -> Non
         if scheme.lower() != "bearer" or not hmac.compare_digest(given, digest):
             message = f"authorization: expected 'Bearer <scrape token>' (its sha256 in {TOKEN_ENV})"
             return JSONResponse(
-                {"error_code": "unauthorized", "message": message},
+                {"error_code": "unauthenticated", "message": message},  # as the API's 401s
                 401,
                 headers={"www-authenticate": "Bearer"},
             )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from rollout.machine import TRANSITIONS
 from rollout.metrics import StoreCollector
+from rollout.settings import metrics_address
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 CACHE_S: Final = 1.0
-PORT_ENV: Final = "ROLLOUT_MANAGER_METRICS_PORT"
-HOST_ENV: Final = "ROLLOUT_MANAGER_METRICS_HOST"
 
 
 class Cached(Collector):
@@ -95,17 +94,6 @@ def manager_registry(manager: Manager) -> CollectorRegistry:
         decisions.labels(rule.to_state, event)
     manager.loop.observers.append(count)
     return registry
-
-
-def metrics_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
-    """(host, port) of the manager's metrics, None when ``ROLLOUT_MANAGER_METRICS_PORT`` is
-    unset; ValueError naming the variable for a bad one."""
-    raw = environ.get(PORT_ENV, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ValueError(f"{PORT_ENV}: expected a port number 1..65535, got {raw!r}")
-    return environ.get(HOST_ENV, "").strip() or "127.0.0.1", int(raw)
 
 
 def serve_manager_metrics(manager: Manager, address: tuple[str, int]) -> WSGIServer:

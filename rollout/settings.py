@@ -35,7 +35,15 @@ variable                           meaning
 ``ROLLOUT_API_WATCH_MAX_S``        how long one watch stream lasts at most (default 3600 s)
 ``ROLLOUT_SMOKE_PAYLOAD_DIR``      the only directory ``smoke_tests[].payload_file`` may name
                                    files in (default ``$ROLLOUT_HOME/payloads``)
+``ROLLOUT_MANAGER_METRICS_PORT``   the manager loop serves ``/metrics`` on this port (unset: no
+                                   metrics; :mod:`rollout.metrics_http`)
+``ROLLOUT_MANAGER_METRICS_HOST``   ... bound to this address (default ``127.0.0.1``)
+``ROLLOUT_METRICS_TOKEN_SHA256``   the API's ``/metrics`` answers a bearer token with this sha256
+                                   (unset: 404; :mod:`rollout.metrics_api`)
 =================================  ============================================================
+
+A value that cannot be used is a :class:`SettingsError` naming the variable and what was
+expected; the CLI prints it as one line and exits 2 before anything starts.
 """
 
 from __future__ import annotations
@@ -50,6 +58,36 @@ from contract.places import Places
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_WATCH_STREAMS = 4
 DEFAULT_WATCH_MAX_S = 3600.0
+METRICS_PORT_ENV = "ROLLOUT_MANAGER_METRICS_PORT"
+METRICS_HOST_ENV = "ROLLOUT_MANAGER_METRICS_HOST"
+METRICS_TOKEN_ENV = "ROLLOUT_METRICS_TOKEN_SHA256"
+
+
+class SettingsError(ValueError):
+    """A ``ROLLOUT_*`` variable whose value cannot be used; the message names it."""
+
+
+def metrics_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    """(host, port) of the manager's metrics, None when ``ROLLOUT_MANAGER_METRICS_PORT`` is
+    unset; SettingsError naming the variable for a bad one."""
+    raw = environ.get(METRICS_PORT_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise SettingsError(f"{METRICS_PORT_ENV}: expected a port number 1..65535, got {raw!r}")
+    return environ.get(METRICS_HOST_ENV, "").strip() or "127.0.0.1", int(raw)
+
+
+def scrape_token_digest(environ: Mapping[str, str]) -> str | None:
+    """``ROLLOUT_METRICS_TOKEN_SHA256`` (64 hex digits), None when unset; SettingsError if bad."""
+    raw = environ.get(METRICS_TOKEN_ENV, "").strip().lower()
+    if not raw:
+        return None
+    if len(raw) != 64 or any(c not in "0123456789abcdef" for c in raw):
+        raise SettingsError(
+            f"{METRICS_TOKEN_ENV}: expected the sha256 of the scrape token (64 hex digits)"
+        )
+    return raw
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -62,7 +100,7 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name}: expected a positive number, got {text!r}")
+        raise SettingsError(f"{name}: expected a positive number, got {text!r}")
     return value
 
 
@@ -90,6 +128,8 @@ class Settings:
     api_watch_streams: int = DEFAULT_WATCH_STREAMS  # per identity
     api_watch_max_s: float = DEFAULT_WATCH_MAX_S
     smoke_payload_dir: Path | None = None  # None: $ROLLOUT_HOME/payloads
+    manager_metrics: tuple[str, int] | None = None  # (host, port) of the loop's /metrics
+    metrics_token_sha256: str | None = None  # the API's /metrics scrape token's digest
 
     @property
     def payload_dir(self) -> Path:
@@ -148,6 +188,8 @@ class Settings:
                 if environ.get("ROLLOUT_SMOKE_PAYLOAD_DIR")
                 else None
             ),
+            manager_metrics=metrics_address(environ),
+            metrics_token_sha256=scrape_token_digest(environ),
         )
 
     @classmethod
@@ -207,5 +249,5 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = float("nan")
     if not 0 < value < 86_400:
-        raise ValueError(f"{name}: expected seconds between 0 and 86400, got {raw!r}")
+        raise SettingsError(f"{name}: expected seconds between 0 and 86400, got {raw!r}")
     return value

@@ -75,6 +75,7 @@ def process_specs(
     mlflow_port: int | None = None,
     environment: str = "prod",
     manager_interval_s: float = 0.5,
+    metrics_port: int | None = None,
 ) -> list[ProcessSpec]:
     """The processes of ``rollout up``; with ``mlflow_port`` an ``mlflow server`` comes first."""
     python = sys.executable
@@ -106,10 +107,17 @@ def process_specs(
             env=router_secrets(settings.home).env(),  # request id key, label writer's digest
         )
     )  # fmt: skip
+    metrics = (
+        {"ROLLOUT_MANAGER_METRICS_PORT": str(metrics_port), "ROLLOUT_MANAGER_METRICS_HOST": host}
+        if metrics_port
+        else {}
+    )
     specs.append(
         ProcessSpec(
             role="manager",
             argv=[python, "-m", "rollout", "manager", "--interval", str(manager_interval_s)],
+            health_url=f"http://{host}:{metrics_port}/metrics" if metrics_port else None,
+            env=metrics,
         )
     )
     return specs
@@ -190,6 +198,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-port", type=int, default=8090, help="the API's and the dashboard's port"
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9100,
+        help="the manager's /metrics port (default 9100; 0: none). The router's are on its port",
+    )
+    parser.add_argument(
         "--mlflow-server",
         type=int,
         metavar="PORT",
@@ -245,8 +259,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         router_port=args.port,
         mlflow_port=args.mlflow_server,
         environment=args.environment,
+        metrics_port=args.metrics_port,
     )
     specs.append(api_spec(args.host, args.api_port))
+    metrics = f"http://{args.host}:{args.port}/metrics (router)"
+    if args.metrics_port:
+        metrics += f", http://{args.host}:{args.metrics_port}/metrics (manager)"
     try:
         for spec in specs:
             supervisor.start(spec)
@@ -255,6 +273,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             f"router:   http://{args.host}:{args.port}  (POST /v1/models/<model>/invocations)\n"
             f"api:      http://{args.host}:{args.api_port}  (OpenAPI at /docs)\n"
             f"dashboard: http://{args.host}:{args.api_port}/ui/  (log in with a token)\n"
+            f"metrics:  {metrics}\n"
             f"registry: {settings.registry_uri}\nstore:    {settings.store_url}\n"
             f"logs:     {supervisor.log_dir}\n"
             f"labels:   POST /v1/feedback with 'Authorization: Bearer <token>', the token in "

@@ -65,12 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     from rollout.cli.handlers import HANDLERS  # after parsing: --help never loads a handler
-    from rollout.settings import Settings
+    from rollout.settings import Settings, SettingsError
 
     # The settings are read once, here, and passed down with the arguments.
-    args.settings = Settings.resolve(
-        home=args.home, registry_uri=args.registry_uri, store_url=args.store_url
-    )
+    try:
+        args.settings = Settings.resolve(
+            home=args.home, registry_uri=args.registry_uri, store_url=args.store_url
+        )
+    except SettingsError as exc:  # a ROLLOUT_* variable that cannot be used, named
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         api_url = args.api or args.settings.api_url
         if api_url and args.command not in LOCAL_ONLY:

@@ -293,3 +293,31 @@ def test_every_verb_prints_one_json_document_with_json(
     assert [t["identity"] for t in json_of("token list")] == ["ci"]
     assert json_of("token revoke", created["id"])[0]["state"] == "revoked"
     assert set(ran) == set(verbs) | {"audit"}  # every verb ran
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ROLLOUT_MANAGER_METRICS_PORT", "abc", "expected a port number 1..65535, got 'abc'"),
+        ("ROLLOUT_MANAGER_METRICS_PORT", "70000", "expected a port number 1..65535"),
+        ("ROLLOUT_METRICS_TOKEN_SHA256", "not-a-digest", "expected the sha256 of the scrape"),
+        ("ROLLOUT_API_WATCH_STREAMS", "x", "expected a positive number, got 'x'"),
+        ("ROLLOUT_AUDIT_HEAD_EVERY_S", "-1", "expected seconds between 0 and 86400"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_before_anything_starts(
+    home: DemoHome,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    """A ``ROLLOUT_*`` value that cannot be used: exit 2 with ``error: NAME: what was expected``
+    on one line, for the manager loop as for any verb (no traceback, nothing started)."""
+    monkeypatch.setenv(variable, value)
+    for argv in (["manager"], ["status", MODEL, "--env", "prod"]):
+        code, out, err = run(home, capsys, *argv)
+        assert (code, out) == (2, ""), err
+        assert err == f"error: {variable}: {message}" + err.split(message, 1)[1]
+        assert err.count("\n") == 1 and "Traceback" not in err

@@ -7,7 +7,8 @@ processes, MLflow's own ``log_model`` with a signature, the CLI, and ``rollout r
 the rows over HTTP to the router and their labels with the label writer's token. The one
 change is the ports: ``8080`` becomes a free one, so the
 test cannot collide with anything else on the machine, and the API ``rollout up`` also starts
-gets a free ``--api-port`` instead of its default 8090. It passes when the block ends on its own
+gets a free ``--api-port`` instead of its default 8090 (and the manager a free
+``--metrics-port`` instead of 9100). It passes when the block ends on its own
 (``rollout status --watch`` returns once the rollout is no longer active) with version 2
 promoted on evidence: the gates passed on labelled canary requests and ``@staging`` is v2.
 """
@@ -66,7 +67,8 @@ def test_block_is_about_ten_lines() -> None:
 def test_readme_own_model_reaches_a_decision(tmp_path: Path) -> None:
     port = free_port()
     block = own_model_block(README.read_text()).replace("8080", str(port))
-    block = block.replace(f"--port {port}", f"--port {port} --api-port {free_port()}", 1)
+    ports = f"--api-port {free_port()} --metrics-port {free_port()}"
+    block = block.replace(f"--port {port}", f"--port {port} {ports}", 1)
     assert "--api-port" in block, block
     env = clean_env(tmp_path)
     log = (tmp_path / "block.log").open("w+")
@@ -104,6 +106,9 @@ def test_readme_own_model_reaches_a_decision(tmp_path: Path) -> None:
     assert state["alias_version"] == "2"
     # promoted on evidence: the watch printed the step's gates passing on labelled requests
     assert "all steps passed" in output
+    assert re.search(
+        r"metrics: +http://\S+/metrics \(router\), http://\S+/metrics \(manager\)", output
+    )
     assert re.search(r"quality: accuracy proven within what is allowed: .* on \d+ baseline", output)
     assert (tmp_path / "canary.yaml").exists() and (tmp_path / ".rollout" / "mlflow.db").exists()
     replayed = (tmp_path / "replay.log").read_text()  # its counts, a line a second

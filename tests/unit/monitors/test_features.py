@@ -198,7 +198,7 @@ def test_the_false_discovery_rate_at_every_look_quick() -> None:
     assert power == 1.0  # 0.8 sd is KS 0.31: found by 2,000 rows
 
 
-@pytest.mark.slow
+@pytest.mark.long_coverage  # 40 s; the quick version above runs in the suite
 def test_the_false_discovery_rate_at_every_look() -> None:
     first, last, power = simulate(runs=200, looks=16, seed=8)
     assert first <= 0.05 and last <= 0.05

@@ -342,12 +342,16 @@ def test_the_api_serves_metrics_to_the_scrape_token_only(
         off = client.get("/metrics")
         assert off.status_code == 404
         assert "ROLLOUT_METRICS_TOKEN_SHA256" in off.json()["message"]
-    monkeypatch.setenv("ROLLOUT_METRICS_TOKEN_SHA256", hashlib.sha256(b"scrape-me").hexdigest())
+    digest = hashlib.sha256(b"scrape-me").hexdigest()
+    manager.settings = Settings.from_env(
+        {"ROLLOUT_METRICS_TOKEN_SHA256": digest.upper()}, home=tmp_path
+    )  # upper-case hex is the same digest
+    assert manager.settings.metrics_token_sha256 == digest
     with serving(create_app(manager, tokens={})) as client:
         for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "scrape-me"}):
             refused = client.get("/metrics", headers=headers)
             assert refused.status_code == 401, headers
-            assert refused.json()["error_code"] == "unauthorized"
+            assert refused.json()["error_code"] == "unauthenticated"  # as every API 401
         ok = client.get("/metrics", headers={"authorization": "Bearer scrape-me"})
         assert ok.status_code == 200
         assert ok.headers["content-type"].startswith("text/plain")
