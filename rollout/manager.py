@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from contract.clock import SYSTEM_CLOCK, Clock
 from contract.sql.engine import open_engine
@@ -130,7 +131,7 @@ class Manager:
             lambda: self.webhooks,
             clock,
             looks=self.looks_store,
-            prune=lambda now: self.retention.prune(now, PRUNE_BUDGET_S),
+            prune=lambda now: self.prune(now, PRUNE_BUDGET_S),
             monitor=lambda now: self.release_monitor.run(now, MONITOR_BUDGET_S),
             audit_head=lambda: self.audit.export_head(settings.audit_head_path),
             audit_head_every_s=settings.audit_head_every_s,
@@ -248,9 +249,19 @@ class Manager:
 
     def prune(self, now: float | None = None, budget_s: float = PRUNE_BUDGET_S) -> Pruned:
         """One pass of the retention (the loop runs one every 30 s while it holds the lease):
-        prediction-log rows beyond their environment's ``retention`` deleted, with their
-        labels, except an active rollout's."""
-        return self.retention.prune(self.clock.time() if now is None else now, budget_s)
+        first the dashboard's sample of each rollout finished since is kept
+        (:func:`rollout.web.sample.keep_finished_samples`), then prediction-log rows beyond
+        their environment's ``retention`` are deleted, with their labels, except an active
+        rollout's."""
+        from rollout.web.rollout_page import window_start_of
+        from rollout.web.sample import keep_finished_samples
+
+        now = self.clock.time() if now is None else now
+        try:
+            keep_finished_samples(self.engine, lambda rid: window_start_of(self, rid), now)
+        except (SQLAlchemyError, ValueError):  # never in the way of the retention
+            log.exception("keeping finished rollouts' samples failed; trying again later")
+        return self.retention.prune(now, budget_s)
 
     def tick(self, now: float | None = None) -> list[Decision]:
         """One pass over every active rollout; returns the transitions made."""

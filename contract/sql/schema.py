@@ -179,6 +179,18 @@ rollout_configs = Table(
     UniqueConstraint("environment", "model", "version", name="uq_rollout_configs_version"),
 )
 
+# A finished rollout's bounded sample of its judged window (per arm: latencies, errors, outputs
+# and some feature rows, JSON), taken by the manager before retention prunes the rows, so the
+# dashboard's page still draws its distributions (rollout.web.sample).
+rollout_samples = Table(
+    "rollout_samples",
+    metadata,
+    Column("rollout_id", String(64), primary_key=True),
+    Column("taken_at", Float, nullable=False),
+    Column("since_ts", Float, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
 # Who may drive rollouts now: one row per lease name, held until ``expires_at``.
 manager_leases = Table(
     "manager_leases",

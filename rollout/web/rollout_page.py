@@ -4,9 +4,10 @@ The timeline is the rollout's events (each transition with its actor, reason and
 the gates' picture and the traffic over time come from the kept looks (:mod:`rollout.store.
 looks`, bounded per step); the last verdict's gates from the newest event with evidence. Only
 the distributions and the per-arm error rate and latency read prediction rows: at most
-:data:`~rollout.web.sample.SAMPLE_PER_ARM` of each arm (:mod:`rollout.web.sample`). The
+:data:`~rollout.web.sample.SAMPLE_PER_ARM` of each arm (:mod:`rollout.web.sample`); for a
+finished rollout whose rows retention pruned, the sample the manager kept when it finished. The
 pictures of the last few page states are kept in memory, so a reload with nothing new logged
-draws nothing. After retention pruned those rows, the page says so and the rest renders.
+draws nothing. With neither rows nor a kept sample, the page says so and the rest renders.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rollout.store.records import RolloutRecord
 from rollout.stored import parse_spec
 from rollout.web import charts
 from rollout.web.overview import alpha_spent, last_evidence, look_verdict
-from rollout.web.sample import arm_stats, feature_drift, numeric, sample
+from rollout.web.sample import arm_stats, feature_drift, kept_sample, numeric, sample
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
@@ -43,6 +44,11 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
     step_weights = [step.weight_pct for step in parse_spec(rollout.spec).steps()]
     since = _window_start(rollout, evidence)
     taken = sample(manager.engine, rollout.id, since)
+    kept_at = None  # when the kept sample was taken, if the page draws from it
+    if not rollout.active and not any(taken[arm].n for arm in taken):
+        kept = kept_sample(manager.engine, rollout.id)
+        if kept is not None and any(got.n for got in kept[1].values()):
+            kept_at, taken = kept
     arms = [arm_stats(taken[arm]) for arm in ("baseline", "canary") if taken[arm].n]
     baseline, canary = taken["baseline"], taken["canary"]
     title = f"{rollout.model} v{rollout.candidate_version} in {rollout.environment}"
@@ -94,6 +100,7 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
         "distributions_svg": pictures[3],
         "sampled": {arm: taken[arm].n for arm in taken},
         "since": since,
+        "kept_at": kept_at,
         "age_s": max(0.0, now - rollout.created_at),
     }
 
@@ -114,6 +121,14 @@ def _drawn_or_none(compute: Callable[[], FeatureDriftTable | None]) -> FeatureDr
     except Exception:
         log.exception("could not compare the features of the rollout page")
         return None
+
+
+def window_start_of(manager: Manager, rollout_id: str) -> float:
+    """Where ``rollout_id``'s judged window began (what its page samples from)."""
+    rollout = manager.records.get(rollout_id)
+    if rollout is None:
+        return 0.0
+    return _window_start(rollout, last_evidence(manager.events(rollout_id)[-MAX_EVENTS:]))
 
 
 def _window_start(rollout: RolloutRecord, evidence: Any) -> float:

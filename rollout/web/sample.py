@@ -6,22 +6,31 @@ and the first feature row. From it the page draws the outputs' distributions, er
 latency quantiles per arm with intervals (:func:`arm_stats`), and the most drifted features
 (:func:`feature_drift`: :func:`monitors.feature_drift.compare_features`, a KS or chi-square test
 per feature with Benjamini-Yekutieli across features, and how many columns each rule would flag
-by chance at these sizes, the same table the drift report opens with). Once retention has
-pruned the rows the sample is empty and the page
-says so; the stored evidence (events and looks) still renders.
+by chance at these sizes, the same table the drift report opens with).
+
+Retention prunes prediction rows; a finished rollout's page must still draw. So the manager,
+before each retention pass, keeps the sample of every rollout that finished since
+(:func:`keep_finished_samples`, at most :data:`KEPT_PER_PASS` a pass): the same ``sample`` with
+its feature rows cut to :data:`KEPT_FEATURE_ROWS` per arm (and :data:`KEPT_COLUMNS` columns), as
+JSON in ``rollout_samples``. :func:`kept_sample` reads it back for the page when no row of the
+window remains. Without either, the page says so; the stored evidence (events and looks) still
+renders.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 
-from contract.sql.schema import predictions
+from contract.sql.schema import predictions, rollout_samples, rollouts
 from monitors.feature_drift import FeatureDriftTable, compare_features
 from rollout.summary import is_number, parse_rows
 
@@ -29,6 +38,9 @@ SAMPLE_PER_ARM = 2_000
 ARMS = ("baseline", "canary")
 QUANTILES = (0.5, 0.9, 0.99)
 PERMUTATIONS = 20  # deals of the rows for the chance counts
+KEPT_FEATURE_ROWS = 500  # feature rows per arm a finished rollout's kept sample holds
+KEPT_COLUMNS = 200  # ... and columns of each
+KEPT_PER_PASS = 20  # finished rollouts whose samples one pass keeps
 
 
 @dataclass
@@ -89,6 +101,90 @@ def sample(
                     continue
                 _add_first(taken, output, features)
     return out
+
+
+def sample_json(taken: dict[str, ArmSample]) -> str:
+    """``taken`` as the JSON kept for a finished rollout (feature rows and columns cut)."""
+    body = {}
+    for arm, got in taken.items():
+        rows = [dict(list(row.items())[:KEPT_COLUMNS]) for row in got.features[:KEPT_FEATURE_ROWS]]
+        body[arm] = {
+            "latencies_ms": got.latencies_ms,
+            "errors": got.errors,
+            "outputs": got.outputs,
+            "features": rows,
+        }
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def sample_from_json(text: str) -> dict[str, ArmSample]:
+    """The kept sample back (ValueError when it is not one)."""
+    body = json.loads(text)
+    out: dict[str, ArmSample] = {}
+    for arm in ARMS:
+        got = body.get(arm) or {}
+        out[arm] = ArmSample(
+            arm,
+            [float(v) for v in got.get("latencies_ms", [])],
+            int(got.get("errors", 0)),
+            [float(v) for v in got.get("outputs", [])],
+            [row for row in got.get("features", []) if isinstance(row, dict)],
+        )
+    return out
+
+
+def kept_sample(engine: Engine, rollout_id: str) -> tuple[float, dict[str, ArmSample]] | None:
+    """(when it was taken, the sample) kept for a finished rollout, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(rollout_samples.c.taken_at, rollout_samples.c.body).where(
+                rollout_samples.c.rollout_id == rollout_id
+            )
+        ).first()
+    if row is None:
+        return None
+    try:
+        return float(row.taken_at), sample_from_json(row.body)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def keep_finished_samples(
+    engine: Engine,
+    window_start: Callable[[str], float],
+    now: float,
+    limit: int = KEPT_PER_PASS,
+) -> int:
+    """Keep the sample of up to ``limit`` finished rollouts that have none yet, newest first
+    (``window_start(rollout_id)``: where its judged window began); how many were kept."""
+    from rollout.lifecycle import ACTIVE_STATES
+
+    with engine.connect() as conn:
+        due = conn.execute(
+            select(rollouts.c.id)
+            .where(
+                rollouts.c.state.not_in(ACTIVE_STATES),
+                rollouts.c.id.not_in(select(rollout_samples.c.rollout_id)),
+            )
+            .order_by(rollouts.c.updated_at.desc())
+            .limit(limit)
+        ).scalars()
+        due_ids = list(due)
+    kept = 0
+    for rollout_id in due_ids:
+        since = window_start(rollout_id)
+        body = sample_json(sample(engine, rollout_id, since))
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    rollout_samples.insert().values(
+                        rollout_id=rollout_id, taken_at=now, since_ts=since, body=body
+                    )
+                )
+        except IntegrityError:  # another manager kept it first
+            continue
+        kept += 1
+    return kept
 
 
 def _add_first(taken: ArmSample, output: str | None, features: str | None) -> None:

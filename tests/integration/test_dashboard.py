@@ -14,22 +14,24 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
 import yaml
 from scipy.stats import ks_2samp
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from conftest import MODEL, DemoHome, LogWriter, serving
 from contract.records import PredictionRecord
-from contract.sql.schema import audit_log, predictions
+from contract.sql.schema import audit_log, predictions, rollout_samples
 from rollout.api import create_app
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.store.tokens import TokenStore
 from rollout.tokens import issue, revoke
+from rollout.web import sample as sample_module
+from rollout.web.sample import keep_finished_samples, kept_sample, sample
 
 # A 10% step that waits (at most 5000 requests): the rollout stays active while we look.
 WAITING = load_spec(
@@ -285,13 +287,26 @@ def test_a_finished_rollouts_pages_render_after_its_rows_are_pruned(site: Site) 
     assert aborted.status_code == 303
     assert manager.rollout(site.rollout_id).state != "progressing"
     manager.tick()
+    before = site.client.get(f"/ui/rollouts/{site.rollout_id}").text  # drawn from the rows
     pruned = manager.prune(now=time.time() + 3 * 86_400, budget_s=5.0)
     assert pruned.rows == 600
     with manager.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(predictions)).scalar() == 0
+        kept = conn.execute(select(rollout_samples.c.rollout_id)).scalars().all()
+    assert site.rollout_id in kept  # the prune kept the finished rollouts' samples first
     page = site.client.get(f"/ui/rollouts/{site.rollout_id}")
     assert page.status_code == 200
     assert re.search(r'<figure id="plot-gates">\s*<svg', page.text)
+    # the distributions, the per-arm table and the drift table, from the kept sample
+    assert 'id="kept-sample"' in page.text and 'id="pruned"' not in page.text
+    assert re.search(r'<figure id="plot-distributions">\s*<svg', page.text)
+    table = re.compile(r'<table id="arms">.*?</table>', re.S)
+    assert table.search(page.text).group(0) == table.search(before).group(0)  # type: ignore[union-attr]
+    drifted = re.compile(r'<table id="drifted">.*?</table>', re.S)
+    assert drifted.search(page.text) is not None and drifted.search(before) is not None
+    with manager.engine.begin() as conn:  # without a kept sample: the page says so
+        conn.execute(delete(rollout_samples))
+    page = site.client.get(f"/ui/rollouts/{site.rollout_id}")
     assert 'id="pruned"' in page.text and "plot-distributions" not in page.text
     assert "<meta http-equiv" not in page.text  # finished: no refresh
     assert buttons(page.text) == {"rollback"}
@@ -325,3 +340,39 @@ def test_the_rollout_page_shows_its_spec(site: Site) -> None:
     shown = json.loads(html.unescape(spec[1]))
     assert shown == json.loads(site.manager.rollout(site.rollout_id).spec)
     assert shown["strategy"]["canary"]["steps"][0]["weight"] == 10
+
+
+def test_kept_samples_are_bounded_taken_once_and_read_back(
+    home: DemoHome, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """:func:`keep_finished_samples` on SQLite and PostgreSQL: only finished rollouts, each
+    once (a second pass keeps nothing), at most ``limit`` a pass, feature rows cut to
+    ``KEPT_FEATURE_ROWS`` per arm, and :func:`kept_sample` gives back what was sampled."""
+    settings = replace(home.settings, store_url=store_url)
+    manager = Manager(settings)
+    try:
+        v1, v2 = home.versions["baseline"], home.versions["better"]
+        manager.start(MODEL, v1, "prod", actor="alice")  # a first release: finished at once
+        rollout_id = manager.start(MODEL, v2, "prod", WAITING, actor="alice")
+        writer = LogWriter(manager.engine)
+        writer.write(requests(rollout_id, "canary", v2, 40, 0.5))
+        writer.write(requests(rollout_id, "baseline", v1, 30, 0.0))
+        since = lambda rid: 0.0  # noqa: E731 - every row
+        assert keep_finished_samples(manager.engine, since, 1.0) == 1  # not the active one
+        manager.abort(MODEL, "prod", "alice", "enough")
+        monkeypatch.setattr(sample_module, "KEPT_FEATURE_ROWS", 10)
+        assert keep_finished_samples(manager.engine, since, 2.0, limit=1) == 1
+        assert keep_finished_samples(manager.engine, since, 3.0) == 0  # each once
+        kept = kept_sample(manager.engine, rollout_id)
+        assert kept is not None
+        taken_at, taken = kept
+        live = sample(manager.engine, rollout_id, 0.0)
+        assert taken_at == 2.0
+        for arm in ("baseline", "canary"):
+            assert taken[arm].latencies_ms == live[arm].latencies_ms
+            assert (taken[arm].errors, taken[arm].outputs) == (live[arm].errors, live[arm].outputs)
+            assert taken[arm].features == live[arm].features[:10]
+        assert (taken["canary"].n, taken["canary"].errors) == (40, 4)
+        assert kept_sample(manager.engine, "r-none") is None
+    finally:
+        manager.close()
