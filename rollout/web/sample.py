@@ -19,8 +19,11 @@ renders.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,7 +41,7 @@ SAMPLE_PER_ARM = 2_000
 ARMS = ("baseline", "canary")
 QUANTILES = (0.5, 0.9, 0.99)
 PERMUTATIONS = 20  # deals of the rows for the chance counts
-KEPT_FEATURE_ROWS = 500  # feature rows per arm a finished rollout's kept sample holds
+KEPT_FEATURE_ROWS = 300  # feature rows per arm a finished rollout's kept sample holds
 KEPT_COLUMNS = 200  # ... and columns of each
 KEPT_PER_PASS = 20  # finished rollouts whose samples one pass keeps
 
@@ -104,31 +107,45 @@ def sample(
 
 
 def sample_json(taken: dict[str, ArmSample]) -> str:
-    """``taken`` as the JSON kept for a finished rollout (feature rows and columns cut)."""
+    """``taken`` as kept for a finished rollout: JSON, feature rows cut and stored by column,
+    floats to 7 significant digits, zlib-compressed and base64-encoded (:func:`sample_from_json`
+    reads it back)."""
     body = {}
     for arm, got in taken.items():
-        rows = [dict(list(row.items())[:KEPT_COLUMNS]) for row in got.features[:KEPT_FEATURE_ROWS]]
+        rows = got.features[:KEPT_FEATURE_ROWS]
+        columns = list(rows[0])[:KEPT_COLUMNS] if rows else []
         body[arm] = {
-            "latencies_ms": got.latencies_ms,
+            "latencies_ms": [round(v, 3) for v in got.latencies_ms],
             "errors": got.errors,
-            "outputs": got.outputs,
-            "features": rows,
+            "outputs": [_short(v) for v in got.outputs],
+            "columns": columns,
+            "rows": [[_short(row.get(c)) for c in columns] for row in rows],
         }
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+    packed = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
+    return base64.b64encode(packed).decode("ascii")
+
+
+def _short(value: object) -> object:
+    """A float to 7 significant digits (what a histogram or a KS test can tell apart)."""
+    return float(f"{value:.7g}") if isinstance(value, float) else value
 
 
 def sample_from_json(text: str) -> dict[str, ArmSample]:
     """The kept sample back (ValueError when it is not one)."""
-    body = json.loads(text)
+    try:
+        body = json.loads(zlib.decompress(base64.b64decode(text, validate=True)))
+    except (zlib.error, binascii.Error) as exc:
+        raise ValueError(f"not a kept sample: {exc}") from None
     out: dict[str, ArmSample] = {}
     for arm in ARMS:
         got = body.get(arm) or {}
+        columns = [str(c) for c in got.get("columns", [])]
         out[arm] = ArmSample(
             arm,
             [float(v) for v in got.get("latencies_ms", [])],
             int(got.get("errors", 0)),
             [float(v) for v in got.get("outputs", [])],
-            [row for row in got.get("features", []) if isinstance(row, dict)],
+            [dict(zip(columns, row, strict=False)) for row in got.get("rows", [])],
         )
     return out
 
