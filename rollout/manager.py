@@ -348,7 +348,18 @@ class Manager:
         return self.queries.events(rollout_id)
 
     def report(self, rollout_id: str) -> dict[str, Any]:
-        return self.queries.report(rollout_id)
+        """The rollout, its events and releases, and where its pictures are: the latest drift
+        report through the API (``url``, None before the first judged window) and its page."""
+        from rollout.drift_report import NoDriftReport, stored_report
+
+        report = self.queries.report(rollout_id)
+        try:
+            stored_report(self.evidence.reports, rollout_id)
+            url: str | None = f"/v1/rollouts/{rollout_id}/drift-report"
+        except NoDriftReport:
+            url = None
+        report["drift_report"] = {"url": url, "dashboard": f"/ui/rollouts/{rollout_id}"}
+        return report
 
     def rollout(self, rollout_id: str) -> RolloutRecord:
         return self.queries.rollout(rollout_id)

@@ -175,9 +175,14 @@ def status_notes(status: Status, indent: str) -> list[str]:
 
 
 def format_report(
-    record: RolloutRecord, events: Sequence[EventRecord], releases: Sequence[Release]
+    record: RolloutRecord,
+    events: Sequence[EventRecord],
+    releases: Sequence[Release],
+    pictures: Mapping[str, Any] | None = None,
 ) -> str:
-    """A rollout in one line, then its events (with evidence), then the releases it made."""
+    """A rollout in one line, then its events (with evidence), the releases it made, and
+    where its drift report and dashboard page are (``pictures``: the report's
+    ``drift_report``)."""
     lines = [
         f"{record.id}: {record.model} v{record.candidate_version} in {record.environment} "
         f"({record.strategy}), {record.state}; started by {record.started_by}"
@@ -186,6 +191,12 @@ def format_report(
     ]
     if releases:
         lines.append(format_history(releases))
+    if pictures:
+        url = pictures.get("url")
+        lines.append(
+            f"drift report: {'GET ' + url if url else 'none yet'} on the API; "
+            f"dashboard page: {pictures.get('dashboard')}"
+        )
     return "\n".join(lines)
 
 

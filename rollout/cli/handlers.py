@@ -377,7 +377,7 @@ def _report(args: argparse.Namespace) -> int:
         print(to_json(report))
     else:
         releases = [Release(**release) for release in report["releases"]]
-        print(format_report(reported, events, releases))
+        print(format_report(reported, events, releases, report["drift_report"]))
     return 0
 
 

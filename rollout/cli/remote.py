@@ -298,6 +298,7 @@ def _report(client: Client, args: argparse.Namespace) -> int:
                 _record(report["rollout"]),
                 _events(report["events"]),
                 _releases(report["releases"]),
+                report.get("drift_report"),
             )
         )
     return 0

@@ -350,6 +350,9 @@ def test_the_output_through_the_api_is_the_stores(
     rollout_id = out.split()[2]
     report = both("report", rollout_id)
     assert report.startswith(f"{rollout_id}: bc v{v1} in prod (linear), succeeded; started by root")
+    assert report.endswith(
+        f"drift report: none yet on the API; dashboard page: /ui/rollouts/{rollout_id}\n"
+    )
     both("report", rollout_id, "--json")
     both("events", rollout_id)
     assert "initial" in both("history", MODEL, "--env", "prod")

@@ -67,6 +67,8 @@ def test_the_api_serves_the_latest_drift_report_to_whoever_may_read_the_rollout(
 
             none_yet = client.get(url, headers=bearer("admin"))
             assert none_yet.status_code == 404
+            pictures = {"url": None, "dashboard": f"/ui/rollouts/{rollout_id}"}
+            assert manager.report(rollout_id)["drift_report"] == pictures
             assert none_yet.json() == {
                 "error_code": "not_found",
                 "message": f"rollout {rollout_id} has no drift report yet: one is written after "
@@ -93,6 +95,8 @@ def test_the_api_serves_the_latest_drift_report_to_whoever_may_read_the_rollout(
 
             latest = client.get(url, headers=bearer("admin"))
             assert latest.status_code == 200
+            report = client.get(f"/v1/rollouts/{rollout_id}/report", headers=bearer("admin"))
+            assert report.json()["drift_report"] == {**pictures, "url": url}  # where it is
             assert latest.headers["content-type"] == "text/html; charset=utf-8"
             assert latest.text == paths[1].read_text(encoding="utf-8")
             assert '<section id="feature-drift"' in latest.text

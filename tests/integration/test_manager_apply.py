@@ -154,7 +154,8 @@ def test_cli_apply_plan_and_watch(
     assert main([*base, "report", rollout_id]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{rollout_id}: bc v{v1} in prod (linear), succeeded; started by ")
-    assert "initial" in out.splitlines()[-1]  # the release table
+    assert "initial" in out.splitlines()[-2]  # the release table, then where the pictures are
+    assert out.splitlines()[-1].startswith("drift report: none yet on the API; dashboard page")
     assert main([*base, "apply", "-f", str(spec)]) == 0
     assert capsys.readouterr().out.startswith("unchanged: rollout r-")
     assert main([*base, "status", MODEL, "--env", "prod", "--watch", "--interval", "0.5"]) == 0
