@@ -462,6 +462,9 @@ def _api(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with opened(args) as manager:
+        for token in env_tokens.values():  # an environment not in the order acts nowhere
+            for name in sorted(token.environments or ()):
+                manager.environments.check(name, f"ROLLOUT_API_TOKENS ({token.identity})")
         store = TokenStore(manager.engine)
         written = ensure_first_admin(settings, store, env_tokens)
         if written is not None:

@@ -264,6 +264,15 @@ def test_api_refuses_to_start_without_tokens(home: DemoHome, tmp_path: Path) -> 
     assert "--insecure-dev" in said
     assert not (settings.home / "admin-token").exists()
 
+    # a token limited to an environment that is not in the order would act nowhere: refused
+    typo = {"ROLLOUT_API_TOKENS": "ci:deployer@staging+prd=" + "a" * 64}
+    refused = start_api(settings, tmp_path / "typo.log", typo)
+    assert refused.proc.wait(timeout=60) == 2
+    assert refused.log.read_text().strip() == (
+        "error: ROLLOUT_API_TOKENS (ci): 'prd' is not a configured environment: expected one "
+        f"of dev, staging, prod (from {settings.environments_file}); did you mean 'prod'?"
+    )
+
     dev = start_api(settings, tmp_path / "dev.log", {}, "--insecure-dev")
     try:
         assert dev.proc.poll() is None, dev.log.read_text()
