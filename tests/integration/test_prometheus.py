@@ -133,7 +133,12 @@ def prometheus_config(path: Path, manager: int, api: int, router: int) -> None:
             "authorization": {"type": "Bearer", "credentials_file": str(token)},
             "static_configs": [{"targets": [f"127.0.0.1:{api}"]}],
         },
-        {"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{router}"]}]},
+        {
+            "job_name": "router",  # as deploy/prometheus/prometheus.yml: labelled by environment
+            "static_configs": [
+                {"targets": [f"127.0.0.1:{router}"], "labels": {"environment": "prod"}}
+            ],
+        },
     ]
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}}
     path.write_text(yaml.safe_dump({**config, "scrape_configs": jobs}))
@@ -240,11 +245,13 @@ def test_every_dashboard_query_returns_data_during_a_canary(
             "baseline",
             "canary",
         }
-        served = query(prom_port, 'sum by (arm, version) (rollout_router_requests_total{arm!=""})')
-        assert {(s["metric"]["arm"], s["metric"]["version"]) for s in served} == {
-            ("baseline", "1"),
-            ("canary", "2"),
-        }
+        served = query(
+            prom_port,
+            'sum by (arm, version, environment) (rollout_router_requests_total{arm!=""})',
+        )  # the router series carry their environment (the scrape config's target label)
+        assert {
+            (s["metric"]["arm"], s["metric"]["version"], s["metric"]["environment"]) for s in served
+        } == {("baseline", "1", "prod"), ("canary", "2", "prod")}
         (requests,) = query(prom_port, "max(rollout_monitor_window_requests)")
         assert requests["value"][1] == "30"  # the 30 records written into it
         (head,) = query(prom_port, "max(rollout_audit_head_count)")
