@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -106,6 +107,25 @@ class Loop:
         manager still holds the lease (when it runs with one).
         """
         made: list[Decision] = []
+        reports: list[tuple[RolloutRecord, StepEvidence, Path]] = []
+        try:
+            self._moves(rollout_id, now, command, fenced, made, reports)
+        finally:  # rendered once the rollout waits: a report never delays its next move
+            for record, evidence, path in reports:
+                self.evidence.write_report(record, evidence, path)
+        return made
+
+    def _moves(
+        self,
+        rollout_id: str,
+        now: float,
+        command: Command | None,
+        fenced: bool,
+        made: list[Decision],
+        reports: list[tuple[RolloutRecord, StepEvidence, Path]],
+    ) -> None:
+        """:meth:`drive`'s moves, appended to ``made``; the drift reports of the decisions
+        saved, to render, appended to ``reports``."""
         fence = self.lease if fenced else None
         for _ in range(MAX_MOVES_PER_TICK):
             record = self.get(rollout_id)
@@ -145,12 +165,9 @@ class Loop:
                 self._hold(record, now, exc, fence)
                 break
             if report is not None and decision.evidence is not None:
-                self.evidence.write_report(
-                    record, decision.evidence, report
-                )  # after it took effect
+                reports.append((record, decision.evidence, report))  # after it took effect
             made.append(decision)
             command = None
-        return made
 
     def _hold(
         self, record: RolloutRecord, now: float, error: Unavailable, fence: Lease | None

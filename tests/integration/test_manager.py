@@ -379,3 +379,34 @@ def test_a_command_whose_rollout_the_loop_finishes_first_still_succeeds(home: De
     finally:
         racing.close()
         loop.close()
+
+
+def test_the_drift_report_is_rendered_once_the_rollout_waits_not_between_its_moves(
+    manager: Manager, home: DemoHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendering a judged window's drift report (Evidently: seconds) comes after the tick's
+    moves of that rollout: the pass and the promotion it allows are made in one go, and the
+    report is still written, of the step that passed."""
+    v1, v2 = home.versions["baseline"], home.versions["better"]
+    manager.start(MODEL, v1, "prod", actor="alice")
+    spec = load_spec(
+        {
+            "strategy": {"canary": {"steps": [{"weight": 50, "min_requests": 300}]}},
+            "analysis": {"gates": [{"error_rate": {"max_increase": 0.1}}]},
+        }
+    )
+    rollout_id = manager.start(MODEL, v2, "prod", spec, actor="alice")
+    write(manager, rollout_id, "canary", 400, v2)
+    write(manager, rollout_id, "baseline", 400, v1)
+    rendered: list[tuple[str, str]] = []
+    render = manager.evidence.write_report
+
+    def spy(record: RolloutRecord, evidence: Any, path: Any) -> None:
+        rendered.append((manager.rollout(record.id).state, path.name))
+        render(record, evidence, path)
+
+    monkeypatch.setattr(manager.evidence, "write_report", spy)
+    moves = [(d.from_state, d.to_state) for d in manager.tick()]
+    assert moves == [("progressing", "promoting"), ("promoting", "succeeded")]
+    assert len(rendered) == 1  # the step's report (rows without features: nothing to draw)
+    assert rendered[0][0] == "succeeded" and rendered[0][1].startswith("step-1-")
