@@ -28,7 +28,7 @@ lint: setup
 test: setup lint     ## lint, type-check and run the whole test suite (two workers, a file at a time on each)
 	$(BIN)/pytest -n 2 --dist loadfile
 
-bench: setup         ## router vs bare FastAPI vs mlflow serve, and in process; sequential decisions and the long coverage runs; bounded window; drift vs Evidently; retention's prune rate and the router's p99 while it runs; a failed watch's rollback across 3 routers; CLI start-up vs mlflow --help; timings the tests wait for; the full stack soaked while a canary runs
+bench: setup         ## router vs bare FastAPI vs mlflow serve, and in process; sequential decisions and the long coverage runs; bounded window; drift vs Evidently; retention's prune rate and the router's p99 while it runs; a failed watch's rollback across 3 routers; CLI start-up vs mlflow --help; timings the tests wait for; the full stack soaked while a canary runs; mlflow server with and without its job runner
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/router_inproc.py
 	$(BIN)/python bench/decisions.py
@@ -41,6 +41,7 @@ bench: setup         ## router vs bare FastAPI vs mlflow serve, and in process; 
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/timings.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/mlflow_server.py
 
 screenshots: setup  ## refresh docs/img/dashboard-overview.png and dashboard-rollout.png (Chromium; make tools)
 	ROLLOUT_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_dashboard_browser.py
