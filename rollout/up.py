@@ -50,8 +50,8 @@ class ProcessSpec:
 
 
 # MLflow 3's server also starts a job runner (six huey consumers) unless told not to: the
-# registry needs none of it, and it took 1.5-1.8 GiB and 11 s to healthy instead of 0.5 GiB
-# and 6 s (README, "Running it for real").
+# registry needs none of it, and it took 3.65x the memory (1.8 GiB against 0.5) and longer to
+# start (bench/mlflow_server.py; README, "Running it for real").
 MLFLOW_SERVER_ONLY_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
