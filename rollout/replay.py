@@ -12,7 +12,8 @@ The traffic half of trying a rollout on one's own model, without writing a clien
   router draws each one's arm at random: both arms see every row of the file (a key per row
   would give each arm its own rows, and rows repeated under the same arm are not independent
   evidence). A reply's
-  ``x-request-id`` is remembered with the row's label; the labels go to ``/v1/feedback`` in
+  ``x-request-id`` is remembered with the row's label (a row without one, an empty cell, is
+  sent but not labelled, as when a label never comes); the labels go to ``/v1/feedback`` in
   batches ``label_delay_s`` after their replies, as a labelling pipeline would, with the label
   writer's bearer token (``<home>/secrets/label-writer.token`` by default, which ``rollout up``
   makes).
@@ -126,7 +127,8 @@ def read_rows(path: Path, label: str | None) -> tuple[pd.DataFrame, list[Any] | 
     if label not in frame.columns:
         have = ", ".join(map(str, frame.columns))
         raise ReplayError(f"--label: no column {label!r} in {path.name}; it has {have}")
-    labels = frame[label].tolist()  # Python scalars
+    column = frame[label]
+    labels = column.astype(object).where(column.notna(), None).tolist()  # Python scalars
     return frame.drop(columns=[label]), labels
 
 
@@ -202,8 +204,9 @@ async def replay(
                 continue
             version = reply.headers.get("x-model-version", "?")
             result.by_version[f"{version} ({reply.headers.get('x-arm', '?')})"] += 1
-            if labels is not None and "x-request-id" in reply.headers:
-                pending.append((time.monotonic(), reply.headers["x-request-id"], labels[row]))
+            label = labels[row] if labels is not None else None
+            if label is not None and "x-request-id" in reply.headers:
+                pending.append((time.monotonic(), reply.headers["x-request-id"], label))
 
     async def send_labels(client: httpx.AsyncClient, flush: bool) -> None:
         nonlocal pending

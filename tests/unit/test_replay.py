@@ -23,6 +23,13 @@ def test_a_csv_splits_into_inputs_and_labels(tmp_path: Path) -> None:
     assert all(type(v) is float for v, _ in _cells(frame))  # Python values, JSON-ready
 
 
+def test_a_row_without_its_label_is_labelled_none(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("a,y\n1,0\n2,\n3,1\n")  # the second row's label never came
+    frame, labels = read_rows(path, "y")
+    assert labels == [0.0, None, 1.0] and _cells(frame) == [[1], [2], [3]]
+
+
 def test_json_lines_without_a_label(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text('{"x": 1, "s": "a"}\n{"x": 2, "s": "b"}\n')
