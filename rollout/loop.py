@@ -38,6 +38,7 @@ from rollout.lease import DEFAULT_TTL_S, Lease
 from rollout.lifecycle import TERMINAL_STATES, Command, Decision, State, StepEvidence
 from rollout.machine import decide
 from rollout.outage import Holds
+from rollout.reports import ReportQueue
 from rollout.store.looks import LookStore
 from rollout.store.records import RecordStore, RolloutRecord
 from rollout.store.retention import Pruned
@@ -80,6 +81,7 @@ class Loop:
         self._kept: dict[str, tuple[int | None, int, int]] = {}
         self.environments = environments
         self.evidence = evidence
+        self.reports = ReportQueue(evidence.write_report)  # rendered beside the loop
         self.applier = applier
         self._webhooks = webhooks
         self.clock = clock
@@ -110,9 +112,9 @@ class Loop:
         reports: list[tuple[RolloutRecord, StepEvidence, Path]] = []
         try:
             self._moves(rollout_id, now, command, fenced, made, reports)
-        finally:  # rendered once the rollout waits: a report never delays its next move
+        finally:  # on their own thread: a report never delays a move, a look or the lease
             for record, evidence, path in reports:
-                self.evidence.write_report(record, evidence, path)
+                self.reports.submit(record, evidence, path)
         return made
 
     def _moves(

@@ -192,6 +192,9 @@ class Manager:
         return self.environments.names
 
     def close(self) -> None:
+        """Write the drift reports still waiting (at most 60 s), then release the store."""
+        if not self.loop.reports.flush(60.0):
+            log.warning("closing with drift reports still unwritten after 60 s")
         self.engine.dispose()
 
     # -- commands --

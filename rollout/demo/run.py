@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,7 +131,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             f"refused), {driver.stats.rate():.0f} req/s"
         )
     finally:
-        supervisor.stop()
+        supervisor.stop(timeout_s=60)  # the manager writes the reports still waiting first
 
     print()
     _print_history(manager)
@@ -261,7 +262,12 @@ def _print_event(event: Mapping[str, Any], say: _Printer) -> None:
             f"{str(gate['n_baseline']) + '/' + str(gate['n_canary']):>16}  {gate['verdict']}{role}"
         )
     if evidence.get("report"):
-        say.line(f"  drift report (Evidently): {evidence['report']}")
+        report = Path(evidence["report"])
+        deadline = time.monotonic() + 60  # the manager renders it beside its loop: seconds
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        late = "" if report.exists() else " (not written within 60 s)"
+        say.line(f"  drift report (Evidently): {report}{late}")
 
 
 def _print_history(manager: Manager) -> None:

@@ -384,9 +384,9 @@ def test_a_command_whose_rollout_the_loop_finishes_first_still_succeeds(home: De
 def test_the_drift_report_is_rendered_once_the_rollout_waits_not_between_its_moves(
     manager: Manager, home: DemoHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rendering a judged window's drift report (Evidently: seconds) comes after the tick's
-    moves of that rollout: the pass and the promotion it allows are made in one go, and the
-    report is still written, of the step that passed."""
+    """Rendering a judged window's drift report (Evidently: seconds) is not part of the tick:
+    the pass and the promotion it allows are made in one go, and the report is written on the
+    reports' own thread, of the step that passed."""
     v1, v2 = home.versions["baseline"], home.versions["better"]
     manager.start(MODEL, v1, "prod", actor="alice")
     spec = load_spec(
@@ -405,8 +405,9 @@ def test_the_drift_report_is_rendered_once_the_rollout_waits_not_between_its_mov
         rendered.append((manager.rollout(record.id).state, path.name))
         render(record, evidence, path)
 
-    monkeypatch.setattr(manager.evidence, "write_report", spy)
+    monkeypatch.setattr(manager.loop.reports, "_render", spy)
     moves = [(d.from_state, d.to_state) for d in manager.tick()]
     assert moves == [("progressing", "promoting"), ("promoting", "succeeded")]
+    assert manager.loop.reports.flush(60)  # rendered on the reports' own thread
     assert len(rendered) == 1  # the step's report (rows without features: nothing to draw)
     assert rendered[0][0] == "succeeded" and rendered[0][1].startswith("step-1-")
