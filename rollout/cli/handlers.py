@@ -174,7 +174,7 @@ def _replay(args: argparse.Namespace) -> int:
             labels,
             requests=args.requests or len(frame),
             label_token=token,
-            concurrency=int(args.concurrency),
+            concurrency=args.concurrency,
             label_delay_s=args.label_delay,
             wait_s=args.wait,
             progress=None if args.json else progress,

@@ -58,6 +58,14 @@ def bounded(low: float, high: float, what: str) -> Callable[[str], float]:
     return parse
 
 
+def clients(text: str) -> int:
+    """An argparse type: a whole number of concurrent clients from 1 to 64."""
+    value = positive_int(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"expected at most 64 clients, got {value}")
+    return value
+
+
 def http_url(text: str) -> str:
     """An argparse type: an http(s) URL with a host and a valid port, without a trailing /."""
     from urllib.parse import urlsplit
@@ -239,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--concurrency",
-        type=bounded(1, 64, "a number of clients"),
-        default=4.0,
-        help="concurrent clients (default 4)",
+        type=clients,
+        default=4,
+        help="concurrent clients, 1 to 64 (default 4)",
     )
     replay.add_argument(
         "--label-delay",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rollout import replay
-from rollout.cli.parser import bounded, http_url
+from rollout.cli.parser import bounded, clients, http_url
 from rollout.replay import ReplayError, ReplayResult, _cells, read_rows
 
 
@@ -82,6 +82,10 @@ def test_argument_types() -> None:
     for text in ("127.0.0.1:8080", "ftp://h", "http://h:99999", "http://"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected an http"):
             http_url(text)
+    assert clients("8") == 8
+    for text in ("0", "65", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+            clients(text)
     seconds = bounded(0, 10, "seconds")
     assert seconds("2.5") == 2.5
     for text in ("nan", "-1", "11", "soon"):
