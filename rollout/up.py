@@ -234,7 +234,34 @@ def first_admin_token(settings: Settings) -> Path | None:
     return written
 
 
+def taken_port(host: str, ports: dict[str, int | None]) -> str | None:
+    """The first of ``ports`` (option → port; None or 0: not used) that ``host`` cannot bind,
+    said with its option, or None when all are free."""
+    for option, port in ports.items():
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                return f"{option} {port}: cannot listen on {host}:{port} ({exc.strerror})"
+    return None
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    taken = taken_port(
+        args.host,
+        {
+            "--port": args.port,
+            "--api-port": args.api_port,
+            "--metrics-port": args.metrics_port,
+            "--mlflow-server": args.mlflow_server,
+        },
+    )
+    if taken is not None:  # before anything starts: say which, not "manager exited with 1"
+        print(f"error: {taken}; choose another port (is another rollout up running?)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     settings.ensure_home()
     first_admin_token(settings)
     if args.mlflow_server is not None:

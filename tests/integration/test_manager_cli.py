@@ -16,6 +16,7 @@ import pytest
 
 from conftest import MODEL, DemoHome
 from rollout.cli import main
+from rollout.up import free_port
 
 
 def base_args(home: DemoHome) -> list[str]:
@@ -148,6 +149,24 @@ def test_cli_up_help_is_delegated(home: DemoHome, capsys: pytest.CaptureFixture[
     code, out, _ = run(home, capsys, "up", "--help")
     assert code == 0
     assert "usage: rollout up" in out
+
+
+def test_up_names_a_port_in_use_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port ``rollout up`` needs is taken (another ``rollout up``, say): one line naming
+    the option and the port, exit 2, and nothing made or started."""
+    home = tmp_path / "home"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        free = [free_port(), free_port()]
+        argv = ["--home", str(home), "up", "--port", str(free[0]), "--api-port", str(free[1])]
+        assert main([*argv, "--metrics-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --metrics-port {port}: cannot listen on 127.0.0.1:{port} (")
+    assert err.count("\n") == 1 and not home.exists()
 
 
 def test_manager_command_stops_on_sigterm(home: DemoHome) -> None:
