@@ -127,15 +127,19 @@ def read_rows(path: Path, label: str | None) -> tuple[pd.DataFrame, list[Any] | 
     if label not in frame.columns:
         have = ", ".join(map(str, frame.columns))
         raise ReplayError(f"--label: no column {label!r} in {path.name}; it has {have}")
-    column = frame[label]
-    labels = column.astype(object).where(column.notna(), None).tolist()  # Python scalars
-    return frame.drop(columns=[label]), labels
+    return frame.drop(columns=[label]), _values(frame[label])
 
 
 def _cells(frame: pd.DataFrame) -> list[list[Any]]:
     """Rows as lists of JSON-ready Python values (missing cells as null)."""
-    columns = [frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame]
+    columns = [_values(frame[c]) for c in frame]
     return [list(row) for row in zip(*columns, strict=True)]
+
+
+def _values(column: pd.Series) -> list[Any]:
+    """A column's cells as Python scalars, a missing one as None."""
+    values: list[Any] = column.astype(object).where(column.notna(), None).tolist()
+    return values
 
 
 async def _wait_healthy(client: httpx.AsyncClient, router: str, wait_s: float) -> None:

@@ -30,17 +30,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def watch_interval(text: str) -> float:
-    """An argparse type: seconds between looks of ``status --watch``, from 0.5 to 60."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0.5 <= value <= 60.0:  # rollout.cli.live's bounds (NaN fails too)
-        raise argparse.ArgumentTypeError(f"expected seconds from 0.5 to 60, got {text}")
-    return value
-
-
 def bounded(low: float, high: float, what: str) -> Callable[[str], float]:
     """An argparse type: a number of ``what`` from ``low`` to ``high``."""
 
@@ -56,6 +45,9 @@ def bounded(low: float, high: float, what: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+watch_interval = bounded(0.5, 60.0, "seconds")  # status --watch: rollout.cli.live's bounds
 
 
 def clients(text: str) -> int:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contract.sql.schema import predictions, rollout_samples, rollouts
 from monitors.feature_drift import FeatureDriftTable, compare_features
+from rollout.lifecycle import ACTIVE_STATES
 from rollout.summary import is_number, parse_rows
 
 SAMPLE_PER_ARM = 2_000
@@ -174,8 +175,6 @@ def keep_finished_samples(
 ) -> int:
     """Keep the sample of up to ``limit`` finished rollouts that have none yet, newest first
     (``window_start(rollout_id)``: where its judged window began); how many were kept."""
-    from rollout.lifecycle import ACTIVE_STATES
-
     with engine.connect() as conn:
         due = conn.execute(
             select(rollouts.c.id)
