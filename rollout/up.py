@@ -241,6 +241,9 @@ def taken_port(host: str, ports: dict[str, int | None]) -> str | None:
         if not port:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as uvicorn binds: a port whose last connections wait in TIME_WAIT (rollout up
+            # stopped a moment ago) is free; one a process listens on is not
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError as exc:

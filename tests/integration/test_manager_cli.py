@@ -16,7 +16,7 @@ import pytest
 
 from conftest import MODEL, DemoHome
 from rollout.cli import main
-from rollout.up import free_port
+from rollout.up import free_port, taken_port
 
 
 def base_args(home: DemoHome) -> list[str]:
@@ -167,6 +167,21 @@ def test_up_names_a_port_in_use_before_starting_anything(
     err = capsys.readouterr().err
     assert err.startswith(f"error: --metrics-port {port}: cannot listen on 127.0.0.1:{port} (")
     assert err.count("\n") == 1 and not home.exists()
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free() -> None:
+    """Right after ``rollout up`` stopped, its ports' last connections wait in TIME_WAIT: the
+    servers (SO_REUSEADDR) may listen there again, so the check must not refuse them."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server's side closes first: TIME_WAIT is on its port
+        client.close()
+    assert taken_port("127.0.0.1", {"--port": port}) is None
 
 
 def test_manager_command_stops_on_sigterm(home: DemoHome) -> None:
