@@ -97,8 +97,10 @@ def test_on_a_terminal_the_view_is_redrawn_in_place_until_the_rollout_ends(
     os.close(slave)
     seen = bytearray()
     try:
-        read_until(master, seen, lambda out: out.count(CLEAR.encode()) >= 2)  # redrawn
-        screen = bytes(seen).decode().split(CLEAR)[-1]
+        # redrawn twice: the screen between the 2nd and the 3rd clear is whole (a pty hands a
+        # screen over in pieces, so the newest one may still be partly unread)
+        read_until(master, seen, lambda out: out.count(CLEAR.encode()) >= 3)
+        screen = bytes(seen).decode().split(CLEAR)[2]
         assert screen.startswith(
             f"{MODEL} in prod: rollout {canary.rollout_id} progressing, v{canary.v2} over "
             f"v{canary.v1}, started by alice\r\n"
@@ -114,6 +116,7 @@ def test_on_a_terminal_the_view_is_redrawn_in_place_until_the_rollout_ends(
         canary.manager.abort(MODEL, "prod", "bob", "test over")
         read_until(master, seen, lambda out: b"aborted" in out.split(CLEAR.encode())[-1])
         assert proc.wait(timeout=READ_S) == 0  # the rollout ended: so did the watch
+        read_until(master, seen, lambda out: False)  # the rest, up to the pty's end
         final = bytes(seen).decode().split(CLEAR)[-1]
         assert f"rollout {canary.rollout_id}: aborted" in final
         assert proc.stderr is not None and proc.stderr.read() == b""
