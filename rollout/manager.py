@@ -47,6 +47,7 @@ from rollout.store.audit import AuditLog
 from rollout.store.configs import ConfigStore
 from rollout.store.looks import LookRecord, LookStore
 from rollout.store.monitoring import Monitoring, Window
+from rollout.store.page_samples import keep_finished_samples, last_evidence, window_start
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.store.retention import Pruned, Retention
@@ -253,18 +254,22 @@ class Manager:
     def prune(self, now: float | None = None, budget_s: float = PRUNE_BUDGET_S) -> Pruned:
         """One pass of the retention (the loop runs one every 30 s while it holds the lease):
         first the dashboard's sample of each rollout finished since is kept
-        (:func:`rollout.web.sample.keep_finished_samples`), then prediction-log rows beyond
-        their environment's ``retention`` are deleted, with their labels, except an active
-        rollout's."""
-        from rollout.web.rollout_page import window_start_of
-        from rollout.web.sample import keep_finished_samples
-
+        (:func:`rollout.store.page_samples.keep_finished_samples`), then prediction-log rows
+        beyond their environment's ``retention`` are deleted, with their labels, except an
+        active rollout's."""
         now = self.clock.time() if now is None else now
         try:
-            keep_finished_samples(self.engine, lambda rid: window_start_of(self, rid), now)
+            keep_finished_samples(self.engine, self._judged_window_start, now)
         except (SQLAlchemyError, ValueError):  # never in the way of the retention
             log.exception("keeping finished rollouts' samples failed; trying again later")
         return self.retention.prune(now, budget_s)
+
+    def _judged_window_start(self, rollout_id: str) -> float:
+        """Where ``rollout_id``'s judged window began (what its page samples from)."""
+        rollout = self.records.get(rollout_id)
+        if rollout is None:
+            return 0.0
+        return window_start(rollout, last_evidence(self.events(rollout_id)))
 
     def tick(self, now: float | None = None) -> list[Decision]:
         """One pass over every active rollout; returns the transitions made."""

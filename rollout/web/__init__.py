@@ -9,7 +9,8 @@ while a rollout is active. Modules:
 - :mod:`rollout.web.sessions`     login with an API token, the session cookie, CSRF
 - :mod:`rollout.web.overview`     the overview's rows (bounded queries)
 - :mod:`rollout.web.rollout_page` the rollout page's data, from stored evidence
-- :mod:`rollout.web.sample`       a bounded per-arm sample and its statistics
+- :mod:`rollout.web.sample`       the statistics of the page's per-arm sample
+  (:mod:`rollout.store.page_samples`, which the manager keeps when a rollout finishes)
 - :mod:`rollout.web.charts`       the SVG pictures
 """
 

@@ -10,7 +10,7 @@ committed at the start, so it is the sum of their alphas: the spec's ``analysis.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,8 @@ from sqlalchemy import Engine, select, union
 
 from contract.sql.schema import releases, rollouts, traffic_plans
 from rollout.store.looks import LookRecord
-from rollout.store.records import EventRecord, RolloutRecord
+from rollout.store.page_samples import last_evidence
+from rollout.store.records import RolloutRecord
 from rollout.stored import parse_spec
 
 if TYPE_CHECKING:
@@ -79,14 +80,6 @@ def serving_version(engine: Engine, model: str, environment: str) -> str | None:
     with engine.connect() as conn:
         found = conn.execute(query).scalar()
     return None if found is None else str(found)
-
-
-def last_evidence(events: Sequence[EventRecord]) -> Mapping[str, Any] | None:
-    """The newest event's evidence that has gates (what the last verdict was made of)."""
-    for event in reversed(events):
-        if event.evidence and event.evidence.get("gates"):
-            return event.evidence
-    return None
 
 
 def alpha_spent(evidence: Mapping[str, Any] | None, rollout: RolloutRecord) -> float:

@@ -4,7 +4,8 @@ The timeline is the rollout's events (each transition with its actor, reason and
 the gates' picture and the traffic over time come from the kept looks (:mod:`rollout.store.
 looks`, bounded per step); the last verdict's gates from the newest event with evidence. Only
 the distributions and the per-arm error rate and latency read prediction rows: at most
-:data:`~rollout.web.sample.SAMPLE_PER_ARM` of each arm (:mod:`rollout.web.sample`); for a
+:data:`~rollout.store.page_samples.SAMPLE_PER_ARM` of each arm (:mod:`rollout.store.page_samples`,
+its statistics :mod:`rollout.web.sample`); for a
 finished rollout whose rows retention pruned, the sample the manager kept when it finished. The
 pictures of the last few page states are kept in memory, so a reload with nothing new logged
 draws nothing. With neither rows nor a kept sample, the page says so and the rest renders.
@@ -19,11 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from monitors.feature_drift import FeatureDriftTable
+from rollout.store.page_samples import kept_sample, last_evidence, sample, window_start
 from rollout.store.records import RolloutRecord
 from rollout.stored import parse_spec
 from rollout.web import charts
-from rollout.web.overview import alpha_spent, last_evidence, look_verdict
-from rollout.web.sample import arm_stats, feature_drift, kept_sample, numeric, sample
+from rollout.web.overview import alpha_spent, look_verdict
+from rollout.web.sample import arm_stats, feature_drift, numeric
 
 if TYPE_CHECKING:
     from rollout.manager import Manager
@@ -42,7 +44,7 @@ def rollout_context(manager: Manager, rollout: RolloutRecord, now: float) -> dic
     looks = manager.looks(rollout.id)
     evidence = last_evidence(events)
     step_weights = [step.weight_pct for step in parse_spec(rollout.spec).steps()]
-    since = _window_start(rollout, evidence)
+    since = window_start(rollout, evidence)
     taken = sample(manager.engine, rollout.id, since)
     kept_at = None  # when the kept sample was taken, if the page draws from it
     if not rollout.active and not any(taken[arm].n for arm in taken):
@@ -121,18 +123,3 @@ def _drawn_or_none(compute: Callable[[], FeatureDriftTable | None]) -> FeatureDr
     except Exception:
         log.exception("could not compare the features of the rollout page")
         return None
-
-
-def window_start_of(manager: Manager, rollout_id: str) -> float:
-    """Where ``rollout_id``'s judged window began (what its page samples from)."""
-    rollout = manager.records.get(rollout_id)
-    if rollout is None:
-        return 0.0
-    return _window_start(rollout, last_evidence(manager.events(rollout_id)[-MAX_EVENTS:]))
-
-
-def _window_start(rollout: RolloutRecord, evidence: Any) -> float:
-    """Where the judged window began: the last verdict's window, else the current step's."""
-    if not rollout.active and evidence is not None and evidence.get("window_start"):
-        return float(evidence["window_start"])
-    return float(rollout.step_started_at or rollout.created_at)

@@ -28,10 +28,10 @@ from contract.sql.schema import audit_log, predictions, rollout_samples
 from rollout.api import create_app
 from rollout.manager import Manager
 from rollout.spec import load_spec
+from rollout.store import page_samples as sample_module
+from rollout.store.page_samples import keep_finished_samples, kept_sample, sample
 from rollout.store.tokens import TokenStore
 from rollout.tokens import issue, revoke
-from rollout.web import sample as sample_module
-from rollout.web.sample import keep_finished_samples, kept_sample, sample
 
 # A 10% step that waits (at most 5000 requests): the rollout stays active while we look.
 WAITING = load_spec(
