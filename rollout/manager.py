@@ -47,7 +47,12 @@ from rollout.store.audit import AuditLog
 from rollout.store.configs import ConfigStore
 from rollout.store.looks import LookRecord, LookStore
 from rollout.store.monitoring import Monitoring, Window
-from rollout.store.page_samples import keep_finished_samples, last_evidence, window_start
+from rollout.store.page_samples import (
+    drop_old_samples,
+    keep_finished_samples,
+    last_evidence,
+    window_start,
+)
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
 from rollout.store.retention import Pruned, Retention
@@ -254,12 +259,14 @@ class Manager:
     def prune(self, now: float | None = None, budget_s: float = PRUNE_BUDGET_S) -> Pruned:
         """One pass of the retention (the loop runs one every 30 s while it holds the lease):
         first the dashboard's sample of each rollout finished since is kept
-        (:func:`rollout.store.page_samples.keep_finished_samples`), then prediction-log rows
+        (:func:`rollout.store.page_samples.keep_finished_samples`; only the newest 1,000 are
+        kept), then prediction-log rows
         beyond their environment's ``retention`` are deleted, with their labels, except an
         active rollout's."""
         now = self.clock.time() if now is None else now
         try:
             keep_finished_samples(self.engine, self._judged_window_start, now)
+            drop_old_samples(self.engine)
         except (SQLAlchemyError, ValueError):  # never in the way of the retention
             log.exception("keeping finished rollouts' samples failed; trying again later")
         return self.retention.prune(now, budget_s)

@@ -11,7 +11,8 @@ before each retention pass, keeps the sample of every rollout that finished sinc
 (:func:`keep_finished_samples`, at most :data:`KEPT_PER_PASS` a pass): the same ``sample`` with
 its feature rows cut to :data:`KEPT_FEATURE_ROWS` per arm (and :data:`KEPT_COLUMNS` columns), as
 JSON in ``rollout_samples``. :func:`kept_sample` reads it back for the page when no row of the
-window remains.
+window remains. Only the newest :data:`KEPT_ROLLOUTS` samples are kept (:func:`drop_old_samples`):
+an older one's row stays with an empty body, so the rollout is not sampled again.
 
 It lives in the store, not in :mod:`rollout.web`, because the manager keeps the samples and
 the manager does not import the web layer.
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contract.sql.schema import predictions, rollout_samples, rollouts
@@ -41,6 +42,8 @@ ARMS = ("baseline", "canary")
 KEPT_FEATURE_ROWS = 300  # feature rows per arm a finished rollout's kept sample holds
 KEPT_COLUMNS = 200  # ... and columns of each
 KEPT_PER_PASS = 20  # finished rollouts whose samples one pass keeps
+KEPT_ROLLOUTS = 1_000  # the newest samples kept (about 100 KiB each); older ones are dropped
+DROPPED_PER_PASS = 200  # samples one pass drops at most
 
 
 @dataclass
@@ -140,7 +143,7 @@ def kept_sample(engine: Engine, rollout_id: str) -> tuple[float, dict[str, PageS
                 rollout_samples.c.rollout_id == rollout_id
             )
         ).first()
-    if row is None:
+    if row is None or not row.body:  # none, or dropped (:func:`drop_old_samples`)
         return None
     try:
         return float(row.taken_at), sample_from_json(row.body)
@@ -182,6 +185,31 @@ def keep_finished_samples(
             continue
         kept += 1
     return kept
+
+
+def drop_old_samples(
+    engine: Engine, keep: int = KEPT_ROLLOUTS, limit: int = DROPPED_PER_PASS
+) -> int:
+    """Empty the body of up to ``limit`` samples beyond the newest ``keep`` (by when they were
+    taken); how many. The row stays, so :func:`keep_finished_samples` does not take it again,
+    and :func:`kept_sample` reads it as none."""
+    with engine.begin() as conn:
+        beyond = list(
+            conn.execute(
+                select(rollout_samples.c.rollout_id)
+                .where(rollout_samples.c.body != "")
+                .order_by(rollout_samples.c.taken_at.desc(), rollout_samples.c.rollout_id.desc())
+                .offset(keep)
+                .limit(limit)
+            ).scalars()
+        )
+        if beyond:
+            conn.execute(
+                update(rollout_samples)
+                .where(rollout_samples.c.rollout_id.in_(beyond))
+                .values(body="")
+            )
+    return len(beyond)
 
 
 def _add_first(taken: PageSample, output: str | None, features: str | None) -> None:

@@ -29,7 +29,12 @@ from rollout.api import create_app
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.store import page_samples as sample_module
-from rollout.store.page_samples import keep_finished_samples, kept_sample, sample
+from rollout.store.page_samples import (
+    drop_old_samples,
+    keep_finished_samples,
+    kept_sample,
+    sample,
+)
 from rollout.store.tokens import TokenStore
 from rollout.tokens import issue, revoke
 
@@ -377,5 +382,17 @@ def test_kept_samples_are_bounded_taken_once_and_read_back(
                 assert got == pytest.approx(row, rel=1e-6)
         assert (taken["canary"].n, taken["canary"].errors) == (40, 4)
         assert kept_sample(manager.engine, "r-none") is None
+        # Only the newest samples stay: the first release's (taken at 1.0) is dropped, its row
+        # kept empty, so it is not taken again; the rollout's (2.0) stays.
+        assert drop_old_samples(manager.engine, keep=1) == 1
+        assert drop_old_samples(manager.engine, keep=1) == 0
+        with manager.engine.connect() as conn:
+            query = select(rollout_samples.c.rollout_id, rollout_samples.c.body)
+            bodies = {row.rollout_id: row.body for row in conn.execute(query)}
+        assert len(bodies) == 2 and bodies[rollout_id] != ""
+        (first,) = [rid for rid, body in bodies.items() if body == ""]
+        assert kept_sample(manager.engine, first) is None
+        assert kept_sample(manager.engine, rollout_id) == kept
+        assert keep_finished_samples(manager.engine, since, 4.0) == 0
     finally:
         manager.close()
