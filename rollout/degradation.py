@@ -39,6 +39,12 @@ catch; these detectors find the changes that come later. An alarm is written on 
 row, sent to the webhooks as ``degraded``, and with the environment's ``on_degradation:
 rollback`` traffic returns to the previous release (unless a rollout is active: its gates own
 the traffic then). The alarmed detector restarts; the rolled-back-to version starts its own.
+
+Kept windows older than an environment's ``retention.days`` are deleted by the retention's
+pass (:meth:`ReleaseMonitor.prune`), but for what the detectors need: each version's newest
+window (their state), every window of a version not judged yet (its reference period so far),
+its first window with ``MIN_INPUT_ROWS`` requests (the inputs' fallback reference) and every
+window that raised an alarm.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, RowMapping, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, RowMapping, delete, func, select
 
 from contract.sql.schema import monitor_windows, traffic_plans
 from monitors.changes import ChangeDetector, bound_from_reference
@@ -81,6 +87,7 @@ MIN_REFERENCE_LABELS = 200
 REFERENCE_ALPHA = 0.2
 INPUT_ROWS = 2_000  # feature rows of a window compared with the reference
 MIN_INPUT_ROWS = 100
+PRUNE_BATCH = 5_000  # kept windows one retention pass deletes at most
 INPUT_ALPHA = 0.05
 STREAMS = ("errors", "latency", "quality")
 
@@ -164,6 +171,57 @@ class ReleaseMonitor:
                 break
             raised.extend(self._pass(environment, model, serving, now))
         return raised
+
+    def prune(self, now: float, older_than: Mapping[str, float], limit: int = PRUNE_BATCH) -> int:
+        """Delete up to ``limit`` kept windows that ended more than ``older_than[environment]``
+        seconds before ``now`` (an environment's ``retention.days``; one not named keeps all);
+        how many. What the detectors still need stays, whatever its age (see the module's
+        docstring): every version's newest window (its detectors' state), every window of a
+        version whose detectors are not judging yet (its reference period so far), the first
+        window each version's inputs are compared with, and every window that raised an alarm."""
+        deleted = 0
+        for environment, seconds in older_than.items():
+            with self.engine.begin() as conn:
+                doomed = self._prunable(conn, environment, now - seconds, limit - deleted)
+                if doomed:
+                    conn.execute(delete(monitor_windows).where(monitor_windows.c.id.in_(doomed)))
+            deleted += len(doomed)
+            if deleted >= limit:
+                break
+        return deleted
+
+    def _prunable(self, conn: Connection, environment: str, cutoff: float, limit: int) -> list[int]:
+        """The ids of up to ``limit`` windows of ``environment`` :meth:`prune` may delete."""
+        table = monitor_windows.c
+        here = table.environment == environment
+        keep: set[int] = set()
+        judging: list[tuple[str, str]] = []
+        for row in _each_versions(conn, here, start=func.max(table.start)):  # the newest window
+            keep.add(int(row.id))
+            if row.detectors and "streams" in json.loads(row.detectors):
+                judging.append((str(row.model), str(row.version)))
+        first_inputs = _each_versions(
+            conn, here, table.requests >= MIN_INPUT_ROWS, start=func.min(table.start)
+        )
+        keep.update(int(row.id) for row in first_inputs)
+        doomed: list[int] = []
+        for model, version in judging:
+            if len(doomed) >= limit:
+                break
+            found = conn.execute(
+                select(table.id)
+                .where(
+                    here,
+                    table.model == model,
+                    table.version == version,
+                    table.end < cutoff,
+                    table.alarm.is_(None),
+                )
+                .order_by(table.start)
+                .limit(limit - len(doomed) + len(keep))
+            ).scalars()
+            doomed.extend(i for i in map(int, found) if i not in keep)
+        return doomed[:limit]
 
     def windows(self, model: str, environment: str, limit: int = 48) -> list[KeptWindow]:
         """The newest ``limit`` kept windows of ``model`` in ``environment``, oldest first."""
@@ -561,6 +619,27 @@ def _summary(counts: VersionWindow) -> dict[str, Any]:
 def _add_bins(total: np.ndarray[Any, np.dtype[np.int64]], bins: Mapping[str, int]) -> None:
     for index, count in bins.items():
         total[int(index)] += int(count)
+
+
+def _each_versions(
+    conn: Connection, *where: ColumnElement[bool], start: ColumnElement[float]
+) -> list[Row[Any]]:
+    """Per (model, version), the kept window (id, model, version, detectors) whose start is
+    ``start`` (an aggregate: ``max`` for the newest) among those ``where`` selects."""
+    table = monitor_windows.c
+    chosen = (
+        select(table.model, table.version, start.label("start"))
+        .where(*where)
+        .group_by(table.model, table.version)
+        .subquery()
+    )
+    same = (
+        (table.model == chosen.c.model)
+        & (table.version == chosen.c.version)
+        & (table.start == chosen.c.start)
+    )
+    query = select(table.id, table.model, table.version, table.detectors).join(chosen, same)
+    return list(conn.execute(query.where(*where)))
 
 
 def _starts(first: float, end: float, width: float) -> Iterator[float]:

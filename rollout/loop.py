@@ -314,11 +314,12 @@ class Loop:
         except SQLAlchemyError:
             log.exception("pruning the prediction log failed; trying again later")
             return
-        if pruned.rows:
+        if pruned.rows or pruned.windows:
             log.info(
-                "retention: %d rows and %d labels deleted in %.2fs",
+                "retention: %d rows, %d labels and %d monitoring windows deleted in %.2fs",
                 pruned.rows,
                 pruned.labels,
+                pruned.windows,
                 pruned.seconds,
             )
         if not pruned.done:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -55,7 +56,7 @@ from rollout.store.page_samples import (
 )
 from rollout.store.predictions import PredictionLog
 from rollout.store.records import EventRecord, RecordStore, Release, RolloutRecord
-from rollout.store.retention import Pruned, Retention
+from rollout.store.retention import DAY_S, Pruned, Retention
 from rollout.stored import parse_spec
 
 if TYPE_CHECKING:
@@ -260,16 +261,24 @@ class Manager:
         """One pass of the retention (the loop runs one every 30 s while it holds the lease):
         first the dashboard's sample of each rollout finished since is kept
         (:func:`rollout.store.page_samples.keep_finished_samples`; only the newest 1,000 are
-        kept), then prediction-log rows
-        beyond their environment's ``retention`` are deleted, with their labels, except an
-        active rollout's."""
+        kept), then prediction-log rows beyond their environment's ``retention`` are deleted,
+        with their labels, except an active rollout's, and kept monitoring windows older than
+        its ``retention.days`` that the detectors no longer need
+        (:meth:`rollout.degradation.ReleaseMonitor.prune`)."""
         now = self.clock.time() if now is None else now
         try:
             keep_finished_samples(self.engine, self._judged_window_start, now)
             drop_old_samples(self.engine)
         except (SQLAlchemyError, ValueError):  # never in the way of the retention
             log.exception("keeping finished rollouts' samples failed; trying again later")
-        return self.retention.prune(now, budget_s)
+        pruned = self.retention.prune(now, budget_s)
+        older_than = {
+            env.name: env.retention.days * DAY_S
+            for env in self.environments.ordered
+            if env.retention.days is not None
+        }
+        windows = self.release_monitor.prune(now, older_than) if older_than else 0
+        return replace(pruned, windows=windows)
 
     def _judged_window_start(self, rollout_id: str) -> float:
         """Where ``rollout_id``'s judged window began (what its page samples from)."""

@@ -51,6 +51,7 @@ class Pruned:
     batches: int
     seconds: float
     done: bool  # nothing more was due when it stopped
+    windows: int = 0  # kept monitoring windows (:meth:`rollout.degradation.ReleaseMonitor.prune`)
 
 
 class Retention:

@@ -113,6 +113,54 @@ def test_an_a_a_day_raises_nothing_and_a_later_doubling_is_caught(
     manager.close()
 
 
+def test_retention_prunes_old_windows_but_keeps_what_the_detectors_need(
+    home: DemoHome, store_url: str
+) -> None:
+    """``ReleaseMonitor.prune`` (each retention pass, for an environment with
+    ``retention.days``): a warming version keeps every window; once it is judged, its windows
+    older than the retention go, except its newest (the detectors' state), its first (the inputs'
+    reference) and those that raised an alarm; judging goes on as before."""
+    manager = serving_v2(home, store_url, on_degradation="alert")
+    v2 = home.versions["better"]
+    monitor = manager.release_monitor
+    now = time.time()
+    early = now - 14 * HOUR
+    traffic(manager, v2, early, [0.01] * 10)
+    assert manager.watch_releases(early) == []
+    assert monitor.prune(early + 30 * HOUR, {"prod": 60.0}) == 0  # warming: all kept
+    traffic(manager, v2, now, [0.01] * 14)
+    later = now + 6 * HOUR
+    traffic(manager, v2, later, [0.01, 0.01] + [0.03] * 4)
+    assert len(manager.watch_releases(now) + manager.watch_releases(later)) == 2
+    before = manager.kept_windows(MODEL, "prod", limit=100)
+    # 14 empty windows (the first pass starts 24 back), 24 with requests, 6 later
+    assert len(before) == 44 and "streams" in (before[-1].detectors or {})
+
+    assert monitor.prune(later, {}) == 0  # no environment with retention.days: nothing goes
+    closed = math.floor((later - 60.0) / HOUR) * HOUR  # the newest window's end
+    first_38 = later - (closed - 6 * HOUR + 1.0)  # a retention ending just after the 38th window
+    assert monitor.prune(later, {"prod": first_38}) == 38 - 1  # all but the inputs' first
+    assert monitor.prune(later, {"prod": 60.0}, limit=2) == 2  # at most limit a pass
+    # of the 6 newer windows, the 4th and the 6th raised alarms, and the 6th is the newest
+    assert monitor.prune(later, {"prod": 60.0}) == 6 - 2 - 2
+    assert monitor.prune(later, {"prod": 60.0}) == 0
+    after = manager.kept_windows(MODEL, "prod", limit=100)
+    assert [w.start for w in after] == [
+        before[14].start, before[-3].start, before[-1].start
+    ]  # fmt: skip
+    assert after[1].alarm is not None and after[2].alarm is not None
+    assert after[-1].detectors == before[-1].detectors
+
+    # Judging goes on from the newest window's state, as without the prune: the restarted
+    # detector catches the second tripled hour (as it did after the first alarm).
+    latest = later + 3 * HOUR
+    traffic(manager, v2, latest, [0.01, 0.03, 0.03])
+    (alarm,) = manager.watch_releases(latest)
+    assert (alarm.version, alarm.stream, alarm.start) == (v2, "errors", closed + 2 * HOUR)
+    assert len(manager.kept_windows(MODEL, "prod", limit=100)) == 6
+    manager.close()
+
+
 def test_on_degradation_rollback_returns_to_the_previous_release(
     home: DemoHome, tmp_path: object
 ) -> None:
