@@ -33,6 +33,8 @@ Each kept window of the serving version also holds its **input drift**: its firs
 (:func:`rollout.registry.find_reference`), else against its first window with requests (which
 then says it is the reference), per feature with the false discovery rate held at
 ``INPUT_ALPHA`` within the window (:mod:`monitors.features`). It is shown, never alarmed on.
+The first window's rows are kept in ``input_references`` when first read, so a manager that
+starts after retention pruned them compares with the same rows.
 
 A degradation found in the first hours of a release is the rollout's gates' and the watch's to
 catch; these detectors find the changes that come later. An alarm is written on its window's
@@ -61,13 +63,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import ColumnElement, Connection, Engine, Row, RowMapping, delete, func, select
 
-from contract.sql.schema import monitor_windows, traffic_plans
+from contract.sql.schema import input_references, monitor_windows, traffic_plans
 from monitors.changes import ChangeDetector, bound_from_reference
-from monitors.features import FeatureCounts, FeatureReference, input_drift
+from monitors.features import MAX_FEATURES, FeatureCounts, FeatureReference, input_drift
 from rollout.environments import Environments
 from rollout.notify import Webhooks
 from rollout.spec import AnalysisSpec
 from rollout.store.monitoring import Monitoring, VersionWindow, Window
+from rollout.store.packed import by_column, from_columns, insert_new, pack, unpack
 from rollout.store.predictions import PredictionLog
 from rollout.summary import LATENCY_EDGES
 
@@ -421,6 +424,25 @@ class ReleaseMonitor:
                     )
             if training is not None:
                 why = training.why or "the training reference shares no column with the requests"
+        kept = conn.execute(
+            select(input_references.c.window_start, input_references.c.body).where(
+                input_references.c.environment == environment,
+                input_references.c.model == model,
+                input_references.c.version == version,
+            )
+        ).first()
+        if kept is not None:  # read before, and kept: its rows may be pruned since
+            try:
+                stored = from_columns(unpack(kept.body))
+            except (ValueError, TypeError, AttributeError):
+                stored = []
+            if len(stored) >= MIN_INPUT_ROWS:
+                return _InputReference(
+                    FeatureReference.from_rows(stored),
+                    f"its first window ({why}): {len(stored):,} requests from "
+                    f"{_when(float(kept.window_start))}",
+                    first=float(kept.window_start),
+                )
         first = conn.execute(
             select(func.min(monitor_windows.c.start)).where(
                 monitor_windows.c.environment == environment,
@@ -436,6 +458,17 @@ class ReleaseMonitor:
             )
         if len(rows) < MIN_INPUT_ROWS:
             return _InputReference(None, "", f"{why}; its first window has too few feature rows")
+        keep = insert_new(conn, input_references)
+        conn.execute(
+            keep.values(
+                environment=environment,
+                model=model,
+                version=version,
+                window_start=start,
+                body=pack(by_column(rows, MAX_FEATURES)),
+                created_at=time.time(),
+            )
+        )
         return _InputReference(
             FeatureReference.from_rows(rows),
             f"its first window ({why}): {len(rows):,} requests from {_when(start)}",

@@ -181,7 +181,7 @@ rollout_configs = Table(
 
 # A finished rollout's bounded sample of its judged window (per arm: latencies, errors, outputs
 # and some feature rows, JSON), taken by the manager before retention prunes the rows, so the
-# dashboard's page still draws its distributions (rollout.web.sample).
+# dashboard's page still draws its distributions (rollout.store.page_samples).
 rollout_samples = Table(
     "rollout_samples",
     metadata,
@@ -189,6 +189,20 @@ rollout_samples = Table(
     Column("taken_at", Float, nullable=False),
     Column("since_ts", Float, nullable=False),
     Column("body", Text, nullable=False),
+)
+
+# The feature rows a serving version's inputs are compared with when its model has no training
+# reference: its first window's (at most 2,000, by column, packed JSON), kept when first read,
+# so that retention pruning those rows changes no comparison (rollout.degradation).
+input_references = Table(
+    "input_references",
+    metadata,
+    Column("environment", String(64), primary_key=True),
+    Column("model", String(255), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("window_start", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 # Who may drive rollouts now: one row per lease name, held until ``expires_at``.

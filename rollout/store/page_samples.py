@@ -20,11 +20,7 @@ the manager does not import the web layer.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contract.sql.schema import predictions, rollout_samples, rollouts
 from rollout.lifecycle import ACTIVE_STATES
+from rollout.store.packed import by_column, from_columns, pack, short, unpack
 from rollout.store.records import EventRecord, RolloutRecord
 from rollout.summary import is_number, parse_rows
 
@@ -92,45 +89,32 @@ def sample(
 
 
 def sample_json(taken: dict[str, PageSample]) -> str:
-    """``taken`` as kept for a finished rollout: JSON, feature rows cut and stored by column,
-    floats to 7 significant digits, zlib-compressed and base64-encoded (:func:`sample_from_json`
+    """``taken`` as kept for a finished rollout: feature rows cut and stored by column, floats
+    to 7 significant digits, packed (:mod:`rollout.store.packed`; :func:`sample_from_json`
     reads it back)."""
     body = {}
     for arm, got in taken.items():
-        rows = got.features[:KEPT_FEATURE_ROWS]
-        columns = list(rows[0])[:KEPT_COLUMNS] if rows else []
         body[arm] = {
             "latencies_ms": [round(v, 3) for v in got.latencies_ms],
             "errors": got.errors,
-            "outputs": [_short(v) for v in got.outputs],
-            "columns": columns,
-            "rows": [[_short(row.get(c)) for c in columns] for row in rows],
+            "outputs": [short(v) for v in got.outputs],
+            **by_column(got.features[:KEPT_FEATURE_ROWS], KEPT_COLUMNS),
         }
-    packed = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
-    return base64.b64encode(packed).decode("ascii")
-
-
-def _short(value: object) -> object:
-    """A float to 7 significant digits (what a histogram or a KS test can tell apart)."""
-    return float(f"{value:.7g}") if isinstance(value, float) else value
+    return pack(body)
 
 
 def sample_from_json(text: str) -> dict[str, PageSample]:
     """The kept sample back (ValueError when it is not one)."""
-    try:
-        body = json.loads(zlib.decompress(base64.b64decode(text, validate=True)))
-    except (zlib.error, binascii.Error) as exc:
-        raise ValueError(f"not a kept sample: {exc}") from None
+    body = unpack(text)
     out: dict[str, PageSample] = {}
     for arm in ARMS:
         got = body.get(arm) or {}
-        columns = [str(c) for c in got.get("columns", [])]
         out[arm] = PageSample(
             arm,
             [float(v) for v in got.get("latencies_ms", [])],
             int(got.get("errors", 0)),
             [float(v) for v in got.get("outputs", [])],
-            [dict(zip(columns, row, strict=False)) for row in got.get("rows", [])],
+            from_columns(got),
         )
     return out
 

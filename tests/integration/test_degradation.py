@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import delete, select
 
 from conftest import MODEL, DemoHome, LogWriter, logged, wait_until
+from contract.sql.schema import input_references, predictions
 from rollout.degradation import REFERENCE_MAX_WINDOWS
 from rollout.environments import Environment
 from rollout.manager import Manager
@@ -210,6 +212,28 @@ def test_each_window_s_inputs_against_the_first_window(home: DemoHome) -> None:
     assert (moved["drifted"], moved["verdict"]) == (2, "fail")
     assert [name for name, *_ in moved["most"]] in (["a", "b"], ["b", "a"])
     manager.close()
+
+    # Retention prunes every prediction row, and a new manager (nothing in memory) reads the
+    # first window's rows from where they were kept: the same comparison goes on.
+    with manager.engine.begin() as conn:
+        assert conn.execute(delete(predictions)).rowcount == 6 * PER_HOUR
+        (kept_rows,) = conn.execute(select(input_references.c.window_start)).scalars().all()
+    assert kept_rows == kept_windows_start(manager, v2)[-6]
+    again = Manager(manager.settings, environments=manager.environments.ordered)
+    later = now + 2 * HOUR
+    traffic(again, v2, later, [0.0] * 2, shifts=[0.0, 1.0])
+    again.watch_releases(later)
+    same, moved = [
+        w.summary["input_drift"] for w in again.kept_windows(MODEL, "prod") if w.version == v2
+    ][-2:]
+    assert same["source"] == first["source"] and "is_reference" not in same
+    assert (same["features"], same["drifted"], same["rows"]) == (2, 0, PER_HOUR)
+    assert (moved["drifted"], moved["verdict"]) == (2, "fail")
+    again.close()
+
+
+def kept_windows_start(manager: Manager, version: str) -> list[float]:
+    return [w.start for w in manager.kept_windows(MODEL, "prod") if w.version == version]
 
 
 def test_the_manager_process_rolls_a_degraded_release_back_by_itself(
