@@ -27,8 +27,11 @@ variable                        field                meaning
 ``ROLLOUT_ALLOW_ANONYMOUS_LABELS``  ``allow_anonymous_labels``  ``1``: anyone may post labels
                                                      (development only; off by default)
 ``ROLLOUT_REQUEST_ID_KEY``      ``request_id_key``   the key that signs request ids (shared by
-                                                     every router behind one balancer)
-``ROLLOUT_REQUEST_ID_KEY_FILE``  ``request_id_key_file``  a file holding that key instead
+                                                     every router behind one balancer; during a
+                                                     rotation, keys separated by commas: the
+                                                     first signs, all verify)
+``ROLLOUT_REQUEST_ID_KEY_FILE``  ``request_id_key_file``  a file holding that key instead (one
+                                                     key per line)
 ``ROLLOUT_LABEL_MAX_AGE_S``     ``label_max_age_s``  oldest request a label is accepted for
                                                      (14 days)
 ``ROLLOUT_LABEL_MAX_ITEMS``     ``label_max_items``  labels per ``/v1/feedback`` call (1000)

@@ -25,6 +25,12 @@ Several routers behind one balancer must share the key: a label may reach any of
 started without a key draws one at random (and says so in its log): its ids verify only on that
 process, until it restarts.
 
+**Rotation.** The variable may hold several keys separated by commas, the file one per line
+(blank lines and lines starting with ``#`` left out): the first signs new ids, every one verifies
+(:func:`load_keys`). To replace a key without refusing a label: add the new key after the old
+one on every router and restart them; then put it first and restart them again (they sign with
+it and still verify the old ids); once ``label_max_age_s`` has passed, remove the old key.
+
 Cost: issuing an id must never let go of the GIL, since the prediction-log writer thread is
 waiting for it and the event loop would then wait up to the switch interval to get it back.
 ``hmac.digest`` and ``os.urandom`` both release it on every call (OpenSSL's one-shot HMAC and
@@ -43,6 +49,7 @@ import itertools
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -84,16 +91,11 @@ os.register_at_fork(after_in_child=_new_process)  # a forked worker is another p
 
 
 class RequestIds:
-    """Issue and check signed request ids with ``key``."""
+    """Issue request ids signed with ``key``; check them against ``key`` and the ``previous``
+    keys (a rotation's old keys: they verify, never sign)."""
 
-    def __init__(self, key: bytes, clock: Clock) -> None:
-        if len(key) < MIN_KEY_BYTES:
-            raise ValueError(
-                f"the request id key has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
-            )
-        if len(key) > hashlib.blake2b.MAX_KEY_SIZE:
-            key = hashlib.blake2b(key).digest()
-        self._key = key
+    def __init__(self, key: bytes, clock: Clock, previous: Sequence[bytes] = ()) -> None:
+        self._key, *self._previous = [_mac_key(k) for k in (key, *previous)]
         self._clock = clock
 
     def issue(self) -> str:
@@ -103,9 +105,15 @@ class RequestIds:
         body = f"{issued:08x}{_PROCESS}{count:08x}{_random8().hex()}"
         return body + self._tag(body)
 
-    def _tag(self, body: str) -> str:
-        mac = hashlib.blake2b(body.encode("ascii"), key=self._key, digest_size=TAG_BYTES)
+    def _tag(self, body: str, key: bytes | None = None) -> str:
+        mac = hashlib.blake2b(body.encode("ascii"), key=key or self._key, digest_size=TAG_BYTES)
         return mac.hexdigest()
+
+    def _signed(self, body: str, tag: str) -> bool:
+        """Whether ``tag`` is ``body``'s under the key or one of the previous keys."""
+        if hmac.compare_digest(tag, self._tag(body)):
+            return True
+        return any(hmac.compare_digest(tag, self._tag(body, key)) for key in self._previous)
 
     def issued_at(self, request_id: str) -> float:
         """When ``request_id`` was issued (epoch seconds); 404 if no router with this key
@@ -117,7 +125,7 @@ class RequestIds:
                 "reply's 'x-request-id')"
             )
         body, tag = request_id[:-24], request_id[-24:]
-        if not hmac.compare_digest(tag, self._tag(body)):
+        if not self._signed(body, tag):
             raise UnknownRequest(
                 f"request_id {request_id[:20]!r}... was not issued by a router with this key "
                 "(its signature does not match)"
@@ -140,14 +148,32 @@ class RequestIds:
         return issued
 
 
-def load_key(key: str | None, key_file: str | None) -> bytes | None:
-    """The key ``ROLLOUT_REQUEST_ID_KEY`` or the file ``ROLLOUT_REQUEST_ID_KEY_FILE`` holds.
+def _mac_key(key: bytes) -> bytes:
+    """``key`` as BLAKE2b takes it (longer than 64 bytes: hashed to 64 first)."""
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"the request id key has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
+        )
+    return hashlib.blake2b(key).digest() if len(key) > hashlib.blake2b.MAX_KEY_SIZE else key
 
-    ``None`` when neither is set. Raises ``ValueError`` naming the variable when the key is
-    too short, or the file cannot be read, is not a regular file, or is larger than 4 KiB.
+
+def load_key(key: str | None, key_file: str | None) -> bytes | None:
+    """The key that signs (the first of :func:`load_keys`), or None when none is set."""
+    keys = load_keys(key, key_file)
+    return keys[0] if keys else None
+
+
+def load_keys(key: str | None, key_file: str | None) -> list[bytes] | None:
+    """The keys ``ROLLOUT_REQUEST_ID_KEY`` (comma-separated) or the file
+    ``ROLLOUT_REQUEST_ID_KEY_FILE`` (one per line; blank lines and ``#`` lines left out)
+    holds: the first signs, all verify.
+
+    ``None`` when neither is set. Raises ``ValueError`` naming the variable when a key is
+    too short, there is none, or the file cannot be read, is not a regular file, or is larger
+    than 4 KiB.
     """
     if key:
-        raw = key.strip().encode()
+        found = [part.strip().encode() for part in key.split(",")]
         source = "ROLLOUT_REQUEST_ID_KEY"
     elif key_file:
         path = Path(key_file)
@@ -164,12 +190,17 @@ def load_key(key: str | None, key_file: str | None) -> bytes | None:
             os.close(fd)
         if len(data) > MAX_KEY_FILE_BYTES:
             raise ValueError(f"{source}: larger than {MAX_KEY_FILE_BYTES} bytes")
-        raw = data.strip()
+        lines = [line.strip() for line in data.splitlines()]
+        found = [line for line in lines if line and not line.startswith(b"#")]
     else:
         return None
-    if len(raw) < MIN_KEY_BYTES:
-        raise ValueError(f"{source}: the key has {len(raw)} bytes; at least {MIN_KEY_BYTES}")
-    return raw
+    if not found:
+        raise ValueError(f"{source}: holds no key")
+    for number, raw in enumerate(found, 1):
+        if len(raw) < MIN_KEY_BYTES:
+            which = "the key" if len(found) == 1 else f"key {number} of {len(found)}"
+            raise ValueError(f"{source}: {which} has {len(raw)} bytes; at least {MIN_KEY_BYTES}")
+    return found
 
 
 def new_key() -> str:

@@ -31,7 +31,7 @@ from router.inference import Inference
 from router.metrics import RouterMetrics
 from router.plans import PlanPoller, PredictorLoader, RegistryLoader
 from router.predlog import PredictionLogWriter
-from router.request_ids import RequestIds, load_key, new_key
+from router.request_ids import RequestIds, load_keys, new_key
 from router.views import models_view, readiness_view
 
 _log = logging.getLogger(__name__)
@@ -77,14 +77,14 @@ class Router(Inference):
             max_label_bytes=config.label_max_bytes,
             max_body_bytes=config.label_max_body_bytes,
         )
-        key = load_key(config.request_id_key, config.request_id_key_file)
-        if key is None:
+        keys = load_keys(config.request_id_key, config.request_id_key_file)
+        if keys is None:
             _log.warning(
                 "no ROLLOUT_REQUEST_ID_KEY(_FILE): request ids are signed with a random key of "
                 "this process; labels for them are accepted only here, until it restarts"
             )
-            key = new_key().encode()
-        self.request_ids = RequestIds(key, clock)
+            keys = [new_key().encode()]
+        self.request_ids = RequestIds(keys[0], clock, previous=keys[1:])
         self.metrics.watch_plans(self.poller.status)
 
     @classmethod

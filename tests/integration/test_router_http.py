@@ -7,6 +7,7 @@ the manager and a router in another process interact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import io
@@ -80,18 +81,33 @@ class Served:
         return self.client.post(path, json=body, headers=headers)
 
 
-def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, socket.socket, int]:
+@contextlib.contextmanager
+def _ready_router(app: Any) -> Iterator[httpx.Client]:
+    """``app`` under uvicorn on a loopback port, once ``/readyz`` says its plan is loaded."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    return server, thread, sock, sock.getsockname()[1]
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = sock.getsockname()[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            wait_until(
+                lambda: client.get("/readyz"),
+                "the router to load its plan",
+                until=lambda ready: ready.status_code == 200,
+                interval_s=0.05,
+            )
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -115,20 +131,8 @@ def served(demo_home: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Ite
         v: mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}").predict(rows).tolist()
         for v in ("1", "2")
     }
-    server, thread, sock, port = _serve(app)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            wait_until(
-                lambda: client.get("/readyz"),
-                "the router to load its plan",
-                until=lambda ready: ready.status_code == 200,
-                interval_s=0.05,
-            )
-            yield Served(client, app.state.router, plans, PredictionLog(engine), rows, expected)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with _ready_router(app) as client:
+        yield Served(client, app.state.router, plans, PredictionLog(engine), rows, expected)
 
 
 @pytest.fixture
@@ -451,3 +455,28 @@ def test_status_endpoints(served: Served, plan: TrafficPlan) -> None:
         'version="1"}'
     ) in metrics.text
     assert "rollout_router_prediction_log_dropped_total " in metrics.text
+
+
+def test_a_rotated_key_verifies_the_old_ids_and_the_old_router_refuses_the_new(
+    served: Served, plan: TrafficPlan
+) -> None:
+    """Halfway through a rotation (router/request_ids.py): a router whose key list is "new,
+    old" takes a label for a request the old-key router answered, and signs its own with the
+    new key, which a router still holding only the old key refuses (404)."""
+    old = served.router.config.request_id_key
+    assert old is not None
+    rotated = served.router.config.with_changes(request_id_key=f"rotated-key-0123456789,{old}")
+    with _ready_router(create_app(rotated)) as client:
+        body = {"dataframe_records": served.rows.to_dict(orient="records")[:1]}
+        by_old = served.post(body).headers["x-request-id"]
+        by_new = client.post("/invocations", json=body).headers["x-request-id"]
+        label = {"label": [1]}
+        taken = client.post("/v1/feedback", json={"request_id": by_old, **label}, headers=LABELS)
+        assert taken.status_code == 202, taken.text
+        refused = served.client.post(
+            "/v1/feedback", json={"request_id": by_new, **label}, headers=LABELS
+        )
+        assert refused.status_code == 404
+        assert refused.json()["error_code"] == "unknown_request_id"
+        own = client.post("/v1/feedback", json={"request_id": by_new, **label}, headers=LABELS)
+        assert own.status_code == 202, own.text

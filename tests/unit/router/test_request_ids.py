@@ -14,7 +14,7 @@ import pytest
 
 from contract.clock import ManualClock
 from router.errors import LabelExpired, UnknownRequest
-from router.request_ids import ID_CHARS, RequestIds, load_key, new_key
+from router.request_ids import ID_CHARS, RequestIds, load_key, load_keys, new_key
 
 KEY = b"0123456789abcdef0123456789abcdef"
 DAY_S = 86_400.0
@@ -174,3 +174,42 @@ def test_load_key_refuses_a_fifo_at_once_and_a_symlink(tmp_path: Path) -> None:
     link.symlink_to(target)
     with pytest.raises(ValueError, match="cannot open"):
         load_key(None, str(link))
+
+
+def test_a_rotation_verifies_the_old_keys_and_signs_with_the_first() -> None:
+    """Step by step as router/request_ids.py says: old key alone, then old signing with the new
+    verifying, then the new signing with the old verifying, then the new alone."""
+    clock = ManualClock(1_700_000_000.0)
+    old, new = KEY, b"the new key, also 32 bytes long!"
+    before = RequestIds(old, clock).issue()
+    adding = RequestIds(old, clock, previous=[new])
+    switched = RequestIds(new, clock, previous=[old])
+    after = RequestIds(new, clock)
+    during = adding.issue()
+    signed_new = switched.issue()
+    for ids in (adding, switched):  # both steps verify every id issued so far
+        for request_id in (before, during, signed_new):
+            assert ids.check(request_id, max_age_s=DAY_S) == clock.time()
+    assert (
+        signed_new[-24:]
+        == hashlib.blake2b(signed_new[:-24].encode(), key=new, digest_size=12).hexdigest()
+    )  # the first key signs
+    assert after.check(signed_new, max_age_s=DAY_S) == clock.time()
+    with pytest.raises(UnknownRequest, match="not issued by a router with this key"):
+        after.check(before, max_age_s=DAY_S)  # the old key removed: its ids are unknown
+    with pytest.raises(ValueError, match="at least 16"):
+        RequestIds(KEY, clock, previous=[b"short"])
+
+
+def test_load_keys_from_a_comma_list_or_one_per_line(tmp_path: Path) -> None:
+    first, second = new_key(), new_key()
+    assert load_keys(f"{first}, {second}", None) == [first.encode(), second.encode()]
+    key_file = tmp_path / "keys"
+    key_file.write_text(f"# rotated on 2026-12-01\n{first}\n\n  {second}  \n")
+    assert load_keys(None, str(key_file)) == [first.encode(), second.encode()]
+    assert load_key(None, str(key_file)) == first.encode()  # the one that signs
+    with pytest.raises(ValueError, match=r"ROLLOUT_REQUEST_ID_KEY: key 2 of 2 has 5 bytes"):
+        load_keys(f"{first},short", None)
+    key_file.write_text("# nothing but a comment\n\n")
+    with pytest.raises(ValueError, match=r"ROLLOUT_REQUEST_ID_KEY_FILE=.*: holds no key"):
+        load_keys(None, str(key_file))
