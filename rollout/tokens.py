@@ -133,7 +133,10 @@ class Authenticator:
         self.store = store
 
     def identify(self, token: str) -> Token | None:
-        hashed = digest(token)
+        return self.identify_digest(digest(token))
+
+    def identify_digest(self, hashed: str) -> Token | None:
+        """Who the token with this sha256 (hex) is, else None."""
         found: Token | None = None
         for known, candidate in self.env_tokens.items():  # compare all: no early exit
             if hmac.compare_digest(known, hashed):

@@ -205,6 +205,20 @@ input_references = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# Dashboard sessions (rollout.web.sessions), shared by every API process on the store: the
+# sha256 of the session id (the cookie), the sha256 of the API token it logged in with (asked
+# again of the authenticator at every request), its CSRF token and times.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("token_sha256", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("used_at", Float, nullable=False),
+    Index("ix_dashboard_sessions_used", "used_at"),
+)
+
 # Who may drive rollouts now: one row per lease name, held until ``expires_at``.
 manager_leases = Table(
     "manager_leases",

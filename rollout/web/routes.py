@@ -83,9 +83,9 @@ def _age(seconds: float) -> str:
 
 
 def dashboard(manager: Manager) -> APIRouter:
-    """The dashboard over ``manager``; its sessions live in this process (see sessions)."""
+    """The dashboard over ``manager``; its sessions live in the store (see sessions)."""
     router = APIRouter(include_in_schema=False)
-    sessions = Sessions()
+    sessions = Sessions(manager.engine)
     clock = manager.clock
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -101,7 +101,7 @@ def dashboard(manager: Manager) -> APIRouter:
         session = sessions.get(session_id, clock.time())
         if session is None:
             return None
-        token = request.app.state.authenticator.identify(session.token)
+        token = request.app.state.authenticator.identify_digest(session.token_sha256)
         if token is None:  # revoked or expired since the login: the session ends
             sessions.end(session_id)
             return None
@@ -162,7 +162,7 @@ def dashboard(manager: Manager) -> APIRouter:
         token = await run_in_threadpool(request.app.state.authenticator.identify, token_text)
         if token is None:
             return login_page(request, "unknown, expired or revoked token", 401)
-        session_id, _ = sessions.create(token_text, clock.time())
+        session_id, _ = await run_in_threadpool(sessions.create, token_text, clock.time())
         target = fields.get("next") or "/ui/"
         if not target.startswith("/ui/") or target.startswith("//"):
             target = "/ui/"
@@ -175,11 +175,11 @@ def dashboard(manager: Manager) -> APIRouter:
 
     @router.post("/ui/logout")
     async def logout(request: Request) -> Response:
-        found = signed_in(request)
+        found = await run_in_threadpool(signed_in, request)
         fields = await form(request) or {}
         if found is not None and not csrf_matches(found[0], fields.get("csrf")):
             return refuse(request, 403, "forbidden", BAD_CSRF, found[1])
-        sessions.end(request.cookies.get(COOKIE))
+        await run_in_threadpool(sessions.end, request.cookies.get(COOKIE))
         response = RedirectResponse("/ui/login", 303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
@@ -263,7 +263,7 @@ def dashboard(manager: Manager) -> APIRouter:
 
     @router.post("/ui/models/{model}/environments/{environment}/{verb}")
     async def act(request: Request, model: str, environment: str, verb: str) -> Response:
-        found = signed_in(request)
+        found = await run_in_threadpool(signed_in, request)
         if found is None:
             return RedirectResponse("/ui/login", 303)
         session, token = found

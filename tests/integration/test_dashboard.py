@@ -8,6 +8,7 @@ retention pruned its prediction rows.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -24,7 +25,8 @@ from sqlalchemy import delete, func, select
 
 from conftest import MODEL, DemoHome, LogWriter, serving
 from contract.records import PredictionRecord
-from contract.sql.schema import audit_log, predictions, rollout_samples
+from contract.sql.engine import open_engine
+from contract.sql.schema import audit_log, dashboard_sessions, predictions, rollout_samples
 from rollout.api import create_app
 from rollout.manager import Manager
 from rollout.spec import load_spec
@@ -37,6 +39,14 @@ from rollout.store.page_samples import (
 )
 from rollout.store.tokens import TokenStore
 from rollout.tokens import issue, revoke
+from rollout.web.sessions import (
+    COOKIE,
+    IDLE_S,
+    MAX_AGE_S,
+    TOUCH_EVERY_S,
+    Sessions,
+    csrf_matches,
+)
 
 # A 10% step that waits (at most 5000 requests): the rollout stays active while we look.
 WAITING = load_spec(
@@ -254,6 +264,52 @@ def test_a_revoked_token_ends_the_session(site: Site) -> None:
     assert gone.status_code == 303 and gone.headers["location"].startswith("/ui/login")
     assert client.get(f"/ui/rollouts/{site.rollout_id}").status_code == 303
     assert login(client, site.tokens["deployer"]).status_code == 401
+
+
+def test_sessions_are_in_the_store_for_every_api_process(site: Site) -> None:
+    """A second API process on the same store (or the same one restarted) knows a session made
+    on the first; logging out on it ends the session on both; the store holds only digests."""
+    client = site.client
+    token = site.tokens["viewer"]
+    login(client, token)
+    session_id = client.cookies.get(COOKIE)
+    assert session_id is not None and client.get("/ui/").status_code == 200
+    with serving(create_app(site.manager, tokens={}, token_store=site.store)) as other:
+        other.cookies.set(COOKIE, session_id)
+        page = other.get("/ui/")
+        assert page.status_code == 200 and "viewer-1" in page.text
+        with site.manager.engine.connect() as conn:
+            (row,) = conn.execute(select(dashboard_sessions)).all()
+        sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
+        assert (row.id_sha256, row.token_sha256) == (sha(session_id), sha(token))
+        assert not {session_id, token} & {str(value) for value in row}  # digests only
+        assert other.post("/ui/logout", data={"csrf": csrf(page.text)}).status_code == 303
+    ended = client.get("/ui/")
+    assert ended.status_code == 303 and ended.headers["location"].startswith("/ui/login")
+
+
+def test_sessions_expire_when_idle_and_keep_at_most_their_bound(store_url: str) -> None:
+    engine = open_engine(store_url)
+    try:
+        sessions = Sessions(engine, max_sessions=2)
+        first, session = sessions.create("tok-1", now=0.0)
+        assert sessions.get(first, now=TOUCH_EVERY_S - 1) == session  # use not written yet
+        touched = sessions.get(first, now=IDLE_S - 1)
+        assert touched is not None and (touched.used_at, touched.csrf) == (IDLE_S - 1, session.csrf)
+        assert sessions.get(first, now=IDLE_S - 1 + IDLE_S / 2) is not None  # idle from its use
+        assert sessions.get(first, now=18 * 3600.0) is not None  # used 6 h 1 s before
+        assert sessions.get(first, now=MAX_AGE_S + 1) is None  # idle 6 h, but too old in all
+        assert len(sessions) == 0
+        ids = [sessions.create(f"tok-{i}", now=float(i))[0] for i in range(3)]
+        assert len(sessions) == 2 and sessions.get(ids[0], now=3.0) is None  # least recent
+        assert all(sessions.get(i, now=3.0) is not None for i in ids[1:])
+        sessions.end(ids[1])
+        assert sessions.get(ids[1], now=3.0) is None and len(sessions) == 1
+        assert sessions.get("x" * 65, now=3.0) is None and sessions.get(None, now=3.0) is None
+        assert csrf_matches(session, session.csrf) and not csrf_matches(session, "forged")
+        assert not csrf_matches(session, None)
+    finally:
+        engine.dispose()
 
 
 def test_bad_input_is_named_never_a_500(site: Site) -> None:

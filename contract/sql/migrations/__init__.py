@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-HEAD = "0013"
+HEAD = "0014"
 BASELINE = "0001"  # the tables created by create_all before migrations existed
 _PG_LOCK_KEY = 7_405_100_501  # pg_advisory_xact_lock key for migrations
 _HERE = Path(__file__).parent

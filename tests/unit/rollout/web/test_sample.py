@@ -1,4 +1,4 @@
-"""The rollout page's statistics, each checked against scipy, and the session table."""
+"""The rollout page's statistics, each checked against scipy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 
 from rollout.web.sample import feature_drift, quantile_interval, wilson
-from rollout.web.sessions import IDLE_S, Sessions, csrf_matches
 
 
 @pytest.mark.parametrize(("errors", "n"), [(0, 50), (3, 50), (17, 400), (50, 50)])
@@ -48,14 +47,3 @@ def test_features_are_compared_by_scipys_ks_test_and_corrected_across_features()
     assert table.features[0].p_value == pytest.approx(a.pvalue, rel=1e-6)
     assert table.chance is not None and table.chance.rounds == 20
     assert feature_drift(baseline[:1], canary) is None
-
-
-def test_sessions_expire_when_idle_and_keep_at_most_their_bound() -> None:
-    sessions = Sessions(max_sessions=2)
-    first, session = sessions.create("tok-1", now=0.0)
-    assert sessions.get(first, now=IDLE_S - 1) is session
-    assert sessions.get(first, now=2 * IDLE_S) is None  # idle too long
-    ids = [sessions.create(f"tok-{i}", now=0.0)[0] for i in range(3)]
-    assert len(sessions) == 2 and sessions.get(ids[0], now=1.0) is None
-    assert csrf_matches(session, session.csrf) and not csrf_matches(session, "forged")
-    assert not csrf_matches(session, None)
