@@ -65,6 +65,17 @@ def serving(app: Any) -> Iterator[httpx.Client]:
         sock.close()
 
 
+def clear_of_a_closing(margin_s: float, window_s: float = 3600.0, settle_s: float = 60.0) -> float:
+    """Now, once the next clock-aligned monitoring window (``window_s``, read ``settle_s`` after
+    its end, as rollout/degradation.py does) is more than ``margin_s`` from closing; sleeps
+    past the closing when it is nearer. A test that writes into "the newest closed window" and
+    reads it back by the real clock must not straddle a closing."""
+    to_next = window_s - (time.time() - settle_s) % window_s
+    if to_next < margin_s:
+        time.sleep(to_next + 1.0)
+    return time.time()
+
+
 def wait_until(
     read: Callable[[], T],
     what: str,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, select
 
-from conftest import MODEL, DemoHome, LogWriter, logged, wait_until
+from conftest import MODEL, DemoHome, LogWriter, clear_of_a_closing, logged, wait_until
 from contract.sql.schema import input_references, predictions
 from rollout.degradation import REFERENCE_MAX_WINDOWS
 from rollout.environments import Environment
@@ -243,7 +243,8 @@ def test_the_manager_process_rolls_a_degraded_release_back_by_itself(
     rollback``) keeps the windows and returns traffic to v1 without anyone asking."""
     manager = serving_v2(home, home.settings.store_url, on_degradation="alert")
     v1, v2 = home.versions["baseline"], home.versions["better"]
-    traffic(manager, v2, time.time(), [0.01] * 20 + [0.05] * 4)
+    # the process reads the windows by the real clock: one more closing would shift them
+    traffic(manager, v2, clear_of_a_closing(120.0), [0.01] * 20 + [0.05] * 4)
     environments = tmp_path / "environments.yaml"
     environments.write_text(
         "environments:\n  - {name: prod, monitor: {window: 1h, on_degradation: rollback}}\n"

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,13 @@ import httpx
 import pytest
 import yaml
 
-from conftest import MODEL, DemoHome, LogWriter, logged, wait_until
+from conftest import MODEL, DemoHome, LogWriter, clear_of_a_closing, logged, wait_until
 from rollout.degradation import SETTLE_S
 from rollout.manager import Manager
 from rollout.spec import load_spec
 from rollout.up import ProcessSpec, Supervisor, free_port, process_specs
+
+CLOSING_S = 180.0  # longer than the test takes from there to reading the window metric
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "rollout.json"
@@ -184,6 +185,7 @@ def traffic(base_url: str, home: DemoHome, stop: threading.Event) -> None:
                 )
 
 
+@pytest.mark.timeout(600)  # it may first wait up to CLOSING_S for an hour's window to close
 def test_every_dashboard_query_returns_data_during_a_canary(
     home: DemoHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,9 +211,10 @@ def test_every_dashboard_query_returns_data_during_a_canary(
     manager = Manager(settings)
     try:
         # v1's requests in the newest closed monitoring window (hourly, read SETTLE_S after
-        # its end), for the release monitor
+        # its end), for the release monitor. That window must stay the newest until the
+        # metric is read: within CLOSING_S of the next one closing, wait for it to close.
         manager.start(MODEL, "1", "prod")
-        past = (time.time() - SETTLE_S) // 3600 * 3600 - 3600
+        past = (clear_of_a_closing(CLOSING_S, settle_s=SETTLE_S) - SETTLE_S) // 3600 * 3600 - 3600
         records = [logged("", "baseline", "1", output=1) for _ in range(30)]
         LogWriter(manager.engine).write(
             [replace(r, ts=past + i, rollout_id=None) for i, r in enumerate(records)]

@@ -119,10 +119,10 @@ def test_the_command_prints_windows_as_text_and_json(tmp_path: Path) -> None:
 
     store = f"sqlite:///{tmp_path / 'store.db'}"
     engine = open_engine(store)
-    now = time.time()
+    middle = time.time() // 3600 * 3600 - 1800  # of the hour before this one: one window
     rows = served(100, hour_ago=0, version="3")
     LogWriter(engine).write(
-        [PredictionRecord(**{**r.__dict__, "ts": now - 60 + i * 0.1}) for i, r in enumerate(rows)]
+        [PredictionRecord(**{**r.__dict__, "ts": middle + i * 0.1}) for i, r in enumerate(rows)]
     )
     engine.dispose()
     base = [sys.executable, "-m", "rollout", "--home", str(tmp_path), "--store-url", store]
