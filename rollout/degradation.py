@@ -437,12 +437,7 @@ class ReleaseMonitor:
             except (ValueError, TypeError, AttributeError):
                 stored = []
             if len(stored) >= MIN_INPUT_ROWS:
-                return _InputReference(
-                    FeatureReference.from_rows(stored),
-                    f"its first window ({why}): {len(stored):,} requests from "
-                    f"{_when(float(kept.window_start))}",
-                    first=float(kept.window_start),
-                )
+                return _first_window(stored, float(kept.window_start), why)
         first = conn.execute(
             select(func.min(monitor_windows.c.start)).where(
                 monitor_windows.c.environment == environment,
@@ -469,11 +464,7 @@ class ReleaseMonitor:
                 created_at=time.time(),
             )
         )
-        return _InputReference(
-            FeatureReference.from_rows(rows),
-            f"its first window ({why}): {len(rows):,} requests from {_when(start)}",
-            first=start,
-        )
+        return _first_window(rows, start, why)
 
     def _judge(
         self,
@@ -607,6 +598,15 @@ class _InputReference:
     source: str
     why: str = ""
     first: float | None = None  # the window that is the reference, when it is one
+
+
+def _first_window(rows: list[dict[str, object]], start: float, why: str) -> _InputReference:
+    """The version's first window (from ``start``, its feature ``rows``) as its reference."""
+    return _InputReference(
+        FeatureReference.from_rows(rows),
+        f"its first window ({why}): {len(rows):,} requests from {_when(start)}",
+        first=start,
+    )
 
 
 def _when(ts: float) -> str:

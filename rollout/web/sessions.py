@@ -22,7 +22,6 @@ compares it in constant time and a POST without the right one is refused with 40
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Engine, delete, func, or_, select, update
 
 from contract.sql.schema import dashboard_sessions
+from rollout.tokens import digest
 
 COOKIE = "rollout_session"
 IDLE_S = 8 * 3600.0
@@ -47,10 +47,6 @@ class Session:
     used_at: float
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class Sessions:
     """Session id → :class:`Session`, in the store's ``dashboard_sessions``, bounded."""
 
@@ -61,13 +57,13 @@ class Sessions:
     def create(self, token: str, now: float) -> tuple[str, Session]:
         """A new session for ``token`` (already authenticated): its id and itself."""
         session_id = secrets.token_urlsafe(32)
-        session = Session(_digest(token), secrets.token_urlsafe(32), now, now)
+        session = Session(digest(token), secrets.token_urlsafe(32), now, now)
         table = dashboard_sessions.c
         with self.engine.begin() as conn:
             conn.execute(delete(dashboard_sessions).where(_expired(now)))
             conn.execute(
                 dashboard_sessions.insert().values(
-                    id_sha256=_digest(session_id),
+                    id_sha256=digest(session_id),
                     token_sha256=session.token_sha256,
                     csrf=session.csrf,
                     created_at=now,
@@ -85,7 +81,7 @@ class Sessions:
         one is dropped)."""
         if not session_id or len(session_id) > 64:
             return None
-        key = _digest(session_id)
+        key = digest(session_id)
         table = dashboard_sessions.c
         with self.engine.connect() as conn:
             row = conn.execute(select(dashboard_sessions).where(table.id_sha256 == key)).first()
@@ -105,7 +101,7 @@ class Sessions:
 
     def end(self, session_id: str | None) -> None:
         if session_id and len(session_id) <= 64:
-            self._drop(_digest(session_id))
+            self._drop(digest(session_id))
 
     def _drop(self, key: str) -> None:
         with self.engine.begin() as conn:

@@ -12,9 +12,6 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,11 +21,10 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
-import uvicorn
 from scipy.stats import chisquare
 from sqlalchemy import text
 
-from conftest import MODEL, DemoHome, wait_until
+from conftest import MODEL, DemoHome, serving, wait_until
 from contract.plans import TrafficPlan
 from contract.sql.engine import open_engine
 from contract.sql.plans import SqlPlanStore
@@ -83,31 +79,16 @@ class Served:
 
 @contextlib.contextmanager
 def _ready_router(app: Any) -> Iterator[httpx.Client]:
-    """``app`` under uvicorn on a loopback port, once ``/readyz`` says its plan is loaded."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = sock.getsockname()[1]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            wait_until(
-                lambda: client.get("/readyz"),
-                "the router to load its plan",
-                until=lambda ready: ready.status_code == 200,
-                interval_s=0.05,
-            )
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    """``app`` served on loopback (conftest's ``serving``), once ``/readyz`` says its plan is
+    loaded."""
+    with serving(app) as client:
+        wait_until(
+            lambda: client.get("/readyz"),
+            "the router to load its plan",
+            until=lambda ready: ready.status_code == 200,
+            interval_s=0.05,
+        )
+        yield client
 
 
 @pytest.fixture(scope="module")
